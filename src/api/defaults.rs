@@ -1,0 +1,40 @@
+//! Default values of the spec. They appear in the CRD schema (so the API server fills
+//! them in and `kubectl explain` shows them) and in `render`, which applies the same
+//! serde defaults offline.
+
+/// Web image used when `spec.web.image` is empty and the operator was given no
+/// `--default-web-image`.
+pub const DEFAULT_WEB_IMAGE: &str = concat!("ghcr.io/counterstack/counterstack:", env!("CARGO_PKG_VERSION"));
+/// The official Redis image at a pinned 7.x tag.
+pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4.2";
+/// Port every Redis pod listens on.
+pub const REDIS_PORT: i32 = 6379;
+/// Longest `metadata.name` a CounterApp may have: `NAME-redis-headless` and the
+/// StatefulSet's `controller-revision-hash` label (`NAME-redis-<10 chars>`) must stay
+/// valid 63-character DNS labels.
+pub const MAX_NAME_LEN: usize = 40;
+
+pub(crate) fn web_replicas() -> i32 {
+    4
+}
+pub(crate) fn web_port() -> i32 {
+    8080
+}
+pub(crate) fn service_port() -> i32 {
+    80
+}
+pub(crate) fn redis_replicas() -> i32 {
+    2
+}
+pub(crate) fn storage_size() -> String {
+    "1Gi".to_string()
+}
+pub(crate) fn redis_image() -> String {
+    DEFAULT_REDIS_IMAGE.to_string()
+}
+pub(crate) fn yes() -> bool {
+    true
+}
+pub(crate) fn failover_after_seconds() -> i32 {
+    5
+}

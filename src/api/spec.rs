@@ -1,0 +1,273 @@
+//! `CounterApp.spec`. Every doc comment becomes `kubectl explain` text.
+
+use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::defaults;
+use super::status::CounterAppStatus;
+
+/// A counter stack: a stateless counter web service (a Deployment behind a Service) in
+/// front of Redis with one primary and `redis.replicas` replicas on persistent volumes.
+/// The operator keeps replication healthy and fails over automatically.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "counterstack.io",
+    version = "v1alpha1",
+    kind = "CounterApp",
+    plural = "counterapps",
+    singular = "counterapp",
+    shortname = "capp",
+    category = "all",
+    namespaced,
+    status = "CounterAppStatus",
+    derive = "PartialEq",
+    doc = "A counter stack: web Deployment + Service in front of a replicated Redis, kept healthy by the counterstack operator.",
+    scale(
+        spec_replicas_path = ".spec.web.replicas",
+        status_replicas_path = ".status.web.replicas",
+        label_selector_path = ".status.web.selector"
+    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the whole stack serves requests"),
+    printcolumn(name = "Web", type_ = "string", json_path = ".status.web.ready", description = "Ready/desired web replicas"),
+    printcolumn(name = "Primary", type_ = "string", json_path = ".status.redis.primary", description = "Pod that is the Redis primary"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must start with a lowercase letter and contain only lowercase letters, digits and '-' (it names Services, which must be DNS-1035 labels)"),
+    validation = Rule::new("size(self.metadata.name) <= 40")
+        .message("metadata.name must be at most 40 characters so that derived names such as NAME-redis-headless stay valid DNS labels; choose a shorter name"),
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.web.syncReplicas) || self.web.syncReplicas <= self.redis.replicas")
+        .message("spec.web.syncReplicas cannot exceed spec.redis.replicas: a write cannot be confirmed by more replicas than exist; lower syncReplicas or add Redis replicas")
+        .field_path(".web.syncReplicas")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterAppSpec {
+    /// The counter web service.
+    #[serde(default)]
+    pub web: WebSpec,
+
+    /// Redis: one primary plus `replicas` replicas, each on its own PersistentVolumeClaim.
+    #[serde(default)]
+    pub redis: RedisSpec,
+
+    /// Secrets used to pull the web and Redis images from private registries (for
+    /// example a registry with TLS and basic auth). Each names a Secret of type
+    /// kubernetes.io/dockerconfigjson in the CounterApp's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// Stop changing the stack's objects. The operator still reports status (with a
+    /// `Paused` reason) but applies nothing and performs no failover while true.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// The counter web service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSpec {
+    /// Container image of the web service (it runs `counterstack web`). Empty means the
+    /// operator's `--default-web-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Number of web pods (1 to 100). `kubectl scale capp NAME --replicas N` sets this.
+    #[serde(default = "defaults::web_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: i32,
+
+    /// Container port the web service listens on (1 to 65535).
+    #[serde(default = "defaults::web_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// CPU and memory requests and limits of the web container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Where reads (`GET /api/counter`) go: `primary` (always the latest value) or
+    /// `replicas` (spreads load; may lag by the replication delay).
+    #[serde(default)]
+    pub read_from: ReadFrom,
+
+    /// Writes are acknowledged only after this many Redis replicas confirmed them
+    /// (`WAIT`). Defaults to 1 when Redis has replicas, else 0. Cannot exceed
+    /// `spec.redis.replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 8))]
+    pub sync_replicas: Option<i32>,
+
+    /// The Service in front of the web pods.
+    #[serde(default)]
+    pub service: WebServiceSpec,
+}
+
+impl Default for WebSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            replicas: defaults::web_replicas(),
+            port: defaults::web_port(),
+            resources: None,
+            read_from: ReadFrom::default(),
+            sync_replicas: None,
+            service: WebServiceSpec::default(),
+        }
+    }
+}
+
+/// Where the web service sends reads.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    /// Read from the primary.
+    #[default]
+    Primary,
+    /// Read from the replicas Service, falling back to the primary.
+    Replicas,
+}
+
+/// Kind of Kubernetes Service in front of the web pods.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    /// Reachable inside the cluster only.
+    #[default]
+    ClusterIP,
+    /// Also reachable on a port of every node.
+    NodePort,
+    /// Also reachable through the cloud provider's (or k3s' ServiceLB) load balancer.
+    LoadBalancer,
+}
+
+/// The Service in front of the web pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebServiceSpec {
+    /// Service type: ClusterIP, NodePort or LoadBalancer.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+
+    /// Port the Service exposes (1 to 65535); it forwards to `spec.web.port`.
+    #[serde(default = "defaults::service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for WebServiceSpec {
+    fn default() -> Self {
+        Self { type_: ServiceType::default(), port: defaults::service_port() }
+    }
+}
+
+/// Redis: one primary and `replicas` replicas.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Redis container image (official `redis` image, 7.x).
+    #[serde(default = "defaults::redis_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// Number of replicas besides the primary (0 to 8). With 0 there is no failover.
+    #[serde(default = "defaults::redis_replicas")]
+    #[schemars(range(min = 0, max = 8))]
+    pub replicas: i32,
+
+    /// Persistent storage of each Redis pod.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// CPU and memory requests and limits of the Redis container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Automatic failover when the primary is lost.
+    #[serde(default)]
+    pub failover: FailoverSpec,
+}
+
+impl Default for RedisSpec {
+    fn default() -> Self {
+        Self {
+            image: defaults::redis_image(),
+            replicas: defaults::redis_replicas(),
+            storage: StorageSpec::default(),
+            resources: None,
+            failover: FailoverSpec::default(),
+        }
+    }
+}
+
+/// Persistent storage of each Redis pod (one PersistentVolumeClaim per pod).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0")
+        .message("spec.redis.storage.size may grow but never shrink (volumes cannot shrink); set it to at least its current value")
+        .field_path(".size"),
+    validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)")
+        .message("spec.redis.storage.storageClassName is immutable; create a new CounterApp to move to another storage class")
+        .field_path(".storageClassName"),
+)]
+pub struct StorageSpec {
+    /// Size of each Redis volume, as a Kubernetes quantity such as `1Gi` or `500Mi`.
+    /// May grow (when the storage class allows expansion), never shrink.
+    #[serde(default = "defaults::storage_size")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    #[x_kube(validation = Rule::new("quantity(self).isGreaterThan(quantity('0'))").message("spec.redis.storage.size must be greater than zero, for example 1Gi"))]
+    pub size: String,
+
+    /// StorageClass of the volumes; empty means the cluster's default class. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self { size: defaults::storage_size(), storage_class_name: None }
+    }
+}
+
+/// Automatic failover settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSpec {
+    /// Promote a replica automatically when the primary is lost.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+
+    /// Seconds the primary must be unreachable or not ready before a replica is
+    /// promoted (1 to 300).
+    #[serde(default = "defaults::failover_after_seconds")]
+    #[schemars(range(min = 1, max = 300))]
+    pub after_seconds: i32,
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        Self { enabled: true, after_seconds: defaults::failover_after_seconds() }
+    }
+}
+
+impl CounterAppSpec {
+    /// `web.syncReplicas` with its default resolved: 1 when Redis has replicas, else 0.
+    pub fn sync_replicas(&self) -> i32 {
+        self.web.sync_replicas.unwrap_or(if self.redis.replicas > 0 { 1 } else { 0 })
+    }
+
+    /// Web image with the operator's default applied.
+    pub fn web_image<'a>(&'a self, default_image: &'a str) -> &'a str {
+        match self.web.image.as_deref() {
+            Some(img) if !img.is_empty() => img,
+            _ => default_image,
+        }
+    }
+
+    /// Number of Redis pods (primary + replicas).
+    pub fn redis_pods(&self) -> i32 {
+        1 + self.redis.replicas
+    }
+}

@@ -1,0 +1,10 @@
+//! counterstack: a Kubernetes operator for the counter stack and the counter web service
+//! it runs. One crate, one binary (`counterstack operator | web | render | crd | version`).
+
+pub mod api;
+pub mod build;
+pub mod crd;
+pub mod operator;
+pub mod redis;
+pub mod telemetry;
+pub mod web;

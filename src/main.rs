@@ -1,0 +1,92 @@
+//! `counterstack` command line: operator | web | render | crd | version.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use counterstack::telemetry::{self, LogFormat};
+use counterstack::{build, crd, operator, web};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "counterstack",
+    version,
+    about = "Kubernetes operator and web service for the counter stack"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the operator against the current kubeconfig or in-cluster config.
+    Operator(operator::OperatorArgs),
+    /// Run the counter web service.
+    Web(web::WebArgs),
+    /// Print every object the operator would create for a CounterApp (offline).
+    Render(build::RenderArgs),
+    /// Print the CounterApp CustomResourceDefinition.
+    Crd,
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match crd::yaml() {
+            Ok(y) => {
+                print!("{y}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot serialize the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Version => {
+            println!("counterstack {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Render(args) => match build::render_command(&args) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Operator(args) => {
+            telemetry::init(cli.log_format);
+            run_async(operator::run(args))
+        }
+        Command::Web(args) => {
+            telemetry::init(cli.log_format);
+            run_async(web::run(args))
+        }
+    }
+}
+
+fn run_async<E: std::fmt::Display>(fut: impl std::future::Future<Output = Result<(), E>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

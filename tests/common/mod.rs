@@ -1,0 +1,4 @@
+//! Shared helpers of the integration tests. Each test binary uses a subset.
+#![allow(dead_code)]
+
+pub mod redis_server;
