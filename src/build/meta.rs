@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, LocalObjectReference, PodSecurityContext, SeccompProfile, SecurityContext, Volume,
     VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
@@ -40,9 +40,15 @@ pub fn object_meta(cr: &CounterApp, name: String, component: Component) -> Objec
         name: Some(name),
         namespace: cr.metadata.namespace.clone(),
         labels: Some(labels::labels(app_name(cr), component)),
-        owner_references: cr.controller_owner_ref(&()).map(|r| vec![r]),
+        owner_references: owner_reference(cr).map(|r| vec![r]),
         ..ObjectMeta::default()
     }
+}
+
+/// Controller owner reference to the CR, with `blockOwnerDeletion` so that foreground
+/// deletion of the CR waits for its children. `None` when the CR has no uid.
+pub fn owner_reference(cr: &CounterApp) -> Option<OwnerReference> {
+    Some(OwnerReference { block_owner_deletion: Some(true), ..cr.controller_owner_ref(&())? })
 }
 
 /// Image pull secrets of the spec, `None` when there are none (keeps output minimal).
