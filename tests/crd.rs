@@ -23,8 +23,12 @@ fn crd_has_the_fixed_names_and_subresources() {
     assert!(v["subresources"]["status"].is_object());
     assert_eq!(v["subresources"]["scale"]["specReplicasPath"], ".spec.web.replicas");
     assert_eq!(v["subresources"]["scale"]["statusReplicasPath"], ".status.web.replicas");
-    let columns: Vec<&str> =
-        v["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let columns: Vec<&str> = v["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(columns, ["Ready", "Web", "Primary", "Age"]);
 }
 

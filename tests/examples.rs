@@ -52,7 +52,8 @@ fn every_invalid_example_fails_naming_its_field() {
         let text = std::fs::read_to_string(f).unwrap();
         let name = f.display();
         let field = header(&text, "field").unwrap_or_else(|| panic!("{name}: no `# field:` header"));
-        let caught_by = header(&text, "caught-by").unwrap_or_else(|| panic!("{name}: no `# caught-by:` header"));
+        let caught_by =
+            header(&text, "caught-by").unwrap_or_else(|| panic!("{name}: no `# caught-by:` header"));
         fields.insert(field.clone());
 
         let err = render::parse(&text).expect_err(&format!("{name} should be rejected")).to_string();
@@ -61,7 +62,8 @@ fn every_invalid_example_fails_naming_its_field() {
         if caught_by == "cel" {
             // The CRD's CEL rules alone must reject it.
             let cr: CounterApp = serde_yaml_ng::from_str(&text).unwrap();
-            let err = validate_cel(&cr, None).expect_err(&format!("{name}: CRD CEL rules accept it")).to_string();
+            let err =
+                validate_cel(&cr, None).expect_err(&format!("{name}: CRD CEL rules accept it")).to_string();
             assert!(err.contains(&field), "{name}: CEL error does not name {field}: {err}");
         } else {
             assert_eq!(caught_by, "schema", "{name}: caught-by must be schema or cel");

@@ -28,7 +28,10 @@ fn render_yaml(cr: &CounterApp) -> String {
 
 /// The YAML stream as JSON values.
 fn objects(yaml: &str) -> Vec<Value> {
-    yaml.split("---\n").filter(|d| !d.trim().is_empty()).map(|d| serde_yaml_ng::from_str(d).unwrap()).collect()
+    yaml.split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_yaml_ng::from_str(d).unwrap())
+        .collect()
 }
 
 #[test]
@@ -188,7 +191,8 @@ fn every_pod_meets_the_restricted_pod_security_standard() {
             for v in pod["volumes"].as_array().unwrap() {
                 let kind: Vec<&String> = v.as_object().unwrap().keys().filter(|k| *k != "name").collect();
                 assert!(
-                    kind.iter().all(|k| ["emptyDir", "configMap", "secret", "persistentVolumeClaim"].contains(&k.as_str())),
+                    kind.iter().all(|k| ["emptyDir", "configMap", "secret", "persistentVolumeClaim"]
+                        .contains(&k.as_str())),
                     "{what}: volume {kind:?}"
                 );
             }
@@ -212,7 +216,8 @@ fn full_example_sets_every_field_on_the_children() {
     assert_eq!(sts["spec"]["template"]["spec"]["imagePullSecrets"][0]["name"], "registry-credentials");
     assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"], "fast-ssd");
     assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "5Gi");
-    let web_svc = objs.iter().find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "shop-counter-web").unwrap();
+    let web_svc =
+        objs.iter().find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "shop-counter-web").unwrap();
     assert_eq!(web_svc["spec"]["type"], "LoadBalancer");
     assert_eq!(web_svc["spec"]["ports"][0]["port"], 8000);
     assert_eq!(web_svc["spec"]["ports"][0]["targetPort"], 9090);

@@ -11,7 +11,7 @@ use super::status::CounterAppStatus;
 /// A counter stack: a stateless counter web service (a Deployment behind a Service) in
 /// front of Redis with one primary and `redis.replicas` replicas on persistent volumes.
 /// The operator keeps replication healthy and fails over automatically.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "counterstack.io",
     version = "v1alpha1",

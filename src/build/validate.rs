@@ -3,9 +3,11 @@
 //! and CEL rules); `validate_cel` runs the CRD's CEL rules client-side too.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::CustomResourceExt;
+use kube::core::cel::CompiledSchema;
 
 use super::Error;
 use crate::api::{CounterApp, MAX_NAME_LEN};
@@ -145,24 +147,38 @@ pub fn validate(cr: &CounterApp) -> Result<(), Error> {
 /// would on create (`old` None) or update (`old` Some: transition rules such as "size
 /// never shrinks" and "storageClassName is immutable" apply).
 pub fn validate_cel(cr: &CounterApp, old: Option<&CounterApp>) -> Result<(), Error> {
-    let crd = CounterApp::crd();
-    let schema = crd
-        .spec
-        .versions
-        .first()
-        .and_then(|v| v.schema.as_ref())
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .ok_or_else(|| Error::Cel("the generated CRD has no openAPIV3Schema".to_string()))?;
+    let compiled = crd_cel_rules().as_ref().map_err(|e| Error::Cel(e.clone()))?;
     let to_value = |v: &CounterApp| {
         serde_json::to_value(v).map_err(|e| Error::Serialize { kind: "CounterApp", source: e })
     };
-    let schema =
-        serde_json::to_value(schema).map_err(|e| Error::Serialize { kind: "CRD schema", source: e })?;
     let object = to_value(cr)?;
     let old = old.map(to_value).transpose()?;
     kube::core::cel::Validator::new()
-        .validate(&schema, &object, old.as_ref())
+        .validate_compiled(compiled, &object, old.as_ref())
         .map_err(|errs| Error::Cel(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))
+}
+
+/// The CRD's CEL rules, compiled once per process (compiling dominates the cost).
+fn crd_cel_rules() -> &'static Result<CompiledSchema, String> {
+    static RULES: OnceLock<Result<CompiledSchema, String>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let crd = CounterApp::crd();
+        let schema = crd
+            .spec
+            .versions
+            .first()
+            .and_then(|v| v.schema.as_ref())
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .ok_or_else(|| "the generated CRD has no openAPIV3Schema".to_string())?;
+        let schema =
+            serde_json::to_value(schema).map_err(|e| format!("cannot serialize the CRD schema: {e}"))?;
+        let compiled = kube::core::cel::compile_schema(&schema);
+        if compiled.has_errors() {
+            let errs: Vec<String> = compiled.compilation_errors().iter().map(|e| e.to_string()).collect();
+            return Err(format!("the CRD's CEL rules do not compile: {}", errs.join("; ")));
+        }
+        Ok(compiled)
+    })
 }
 
 fn check_image(c: &mut Checks, field: &str, image: &str, allow_empty: bool) {
@@ -255,6 +271,13 @@ fn is_plain_decimal(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crd_cel_rules_compile() {
+        if let Err(e) = crd_cel_rules() {
+            panic!("{e}");
+        }
+    }
 
     #[test]
     fn storage_sizes() {
