@@ -63,7 +63,8 @@ pub fn parse(text: &str) -> Result<CounterApp, Error> {
             }
         }
     }
-    check_unknown_fields(&value)?;
+    let mut value = value;
+    check_unknown_fields(&mut value)?;
     let cr: CounterApp = serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
         Error::invalid(if path == "." { "(root)".to_string() } else { path }, e.into_inner().to_string())
@@ -74,8 +75,10 @@ pub fn parse(text: &str) -> Result<CounterApp, Error> {
 }
 
 /// Reject fields the CRD schema does not define (the API server would prune them
-/// silently, so a typo such as `replica:` would otherwise be ignored).
-fn check_unknown_fields(value: &Value) -> Result<(), Error> {
+/// silently, so a typo such as `replica:` would otherwise be ignored). Also turns
+/// numbers where the schema says int-or-string (quantities such as `cpu: 1`) into
+/// strings, as the API server accepts both.
+fn check_unknown_fields(value: &mut Value) -> Result<(), Error> {
     let crd = CounterApp::crd();
     let schema = crd
         .spec
@@ -101,8 +104,14 @@ fn check_unknown_fields(value: &Value) -> Result<(), Error> {
     }
 }
 
-fn walk(schema: &Value, value: &Value, path: &str, unknown: &mut Vec<(String, Vec<String>)>) {
+fn walk(schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<(String, Vec<String>)>) {
     if schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true)
+        && let Value::Number(n) = value
+    {
+        *value = Value::String(n.to_string());
         return;
     }
     let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
@@ -115,7 +124,7 @@ fn walk(schema: &Value, value: &Value, path: &str, unknown: &mut Vec<(String, Ve
                 // rules, not by the CRD schema.
                 return;
             }
-            for (key, child) in map {
+            for (key, child) in map.iter_mut() {
                 // The CRD schema leaves out the fields every object has.
                 if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
                     continue;
@@ -131,7 +140,7 @@ fn walk(schema: &Value, value: &Value, path: &str, unknown: &mut Vec<(String, Ve
         }
         Value::Array(items) => {
             if let Some(s) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in items.iter_mut().enumerate() {
                     walk(s, item, &format!("{path}[{i}]"), unknown);
                 }
             }
