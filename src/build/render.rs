@@ -34,7 +34,9 @@ pub fn command(args: &RenderArgs) -> Result<String, Error> {
         Some(p) => p.clone(),
         None => random_password(),
     };
-    let inputs = Inputs { default_web_image: args.default_web_image.clone(), redis_password, primary: None };
+    // A CounterApp piped from `kubectl get -o yaml` carries its current primary.
+    let primary = cr.status.as_ref().and_then(|s| s.redis.as_ref()).and_then(|r| r.primary.clone());
+    let inputs = Inputs { default_web_image: args.default_web_image.clone(), redis_password, primary };
     to_yaml(&all(&cr, &inputs)?)
 }
 
