@@ -95,7 +95,9 @@ pub struct WebSpec {
 
     /// Writes are acknowledged only after this many Redis replicas confirmed them
     /// (`WAIT`). Defaults to 1 when Redis has replicas, else 0. Cannot exceed
-    /// `spec.redis.replicas`.
+    /// `spec.redis.replicas`. The Redis primary also refuses writes while fewer than
+    /// this many replicas are connected (`min-replicas-to-write`), so an acknowledged
+    /// increment survives the loss of the primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 8))]
     pub sync_replicas: Option<i32>,
@@ -166,7 +168,8 @@ impl Default for WebServiceSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
-    /// Redis container image (official `redis` image, 7.x).
+    /// Redis container image (official `redis` image, 7.x). It must provide `sh`,
+    /// `redis-server` and `redis-cli` and run as UID 999, as the official image does.
     #[serde(default = "defaults::redis_image")]
     #[schemars(length(min = 1))]
     pub image: String,
