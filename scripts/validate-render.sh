@@ -7,9 +7,10 @@
 # Needs kubernetes-validate on PATH (e.g. a venv: pip install kubernetes-validate).
 set -euo pipefail
 
-bin="${1:-target/debug/counterstack}"
-k8s_version="${K8S_VERSION:-1.30.0}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="${1:-$root/target/debug/counterstack}"
+[[ "$bin" == /* ]] || bin="$PWD/$bin"
+k8s_version="${K8S_VERSION:-1.30.0}"
 cd "$root"
 
 if [[ ! -x "$bin" ]]; then
