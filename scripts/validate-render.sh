@@ -4,7 +4,8 @@
 # with `kubernetes-validate --strict` (PyPI). Fails on any invalid object.
 #
 # Usage: scripts/validate-render.sh [path/to/counterstack]   (default target/debug/counterstack)
-# Needs kubernetes-validate on PATH (e.g. a venv: pip install kubernetes-validate).
+# Needs kubernetes-validate (PyPI): from $VENV/bin (default .venv, as scripts/setup.sh
+# installs it) or from PATH.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,8 +18,15 @@ if [[ ! -x "$bin" ]]; then
   echo "error: $bin is not an executable counterstack binary (build it first)" >&2
   exit 2
 fi
-if ! command -v kubernetes-validate >/dev/null; then
-  echo "error: kubernetes-validate not found on PATH (pip install kubernetes-validate)" >&2
+# The venv of scripts/setup.sh ($VENV, default .venv) first, then PATH.
+venv="${VENV:-.venv}"
+[[ "$venv" == /* ]] || venv="$root/$venv"
+if [[ -x "$venv/bin/kubernetes-validate" ]]; then
+  kv="$venv/bin/kubernetes-validate"
+elif command -v kubernetes-validate >/dev/null; then
+  kv="$(command -v kubernetes-validate)"
+else
+  echo "error: kubernetes-validate not found in $venv/bin or on PATH (scripts/setup.sh installs it)" >&2
   exit 2
 fi
 
@@ -44,5 +52,5 @@ for example in manifests/examples/counterapp.yaml manifests/examples/counterapp-
 done
 
 # kubernetes-validate exits non-zero when any file fails; --strict rejects unknown fields.
-kubernetes-validate --strict --kubernetes-version "$k8s_version" "$work"/*.yaml
+"$kv" --strict --kubernetes-version "$k8s_version" "$work"/*.yaml
 echo "validate-render: $total objects valid against Kubernetes $k8s_version (strict)"
