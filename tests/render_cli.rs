@@ -139,3 +139,18 @@ status:
     assert!(!stdout.contains("argocd"), "the CR's labels must not reach the children");
     assert!(!stdout.contains("last-applied"), "the CR's annotations must not reach the children");
 }
+
+#[test]
+fn missing_spec_and_required_fields_are_named() {
+    let head = "apiVersion: counterstack.io/v1alpha1\nkind: CounterApp\n";
+    let err = stderr_of(render().args(["-f", "-"]).write_stdin(format!("{head}metadata: {{name: demo}}\n")));
+    assert!(err.contains("spec: is required"), "{err}");
+    let err = stderr_of(render().args(["-f", "-"]).write_stdin(format!("{head}spec: {{}}\n")));
+    assert!(err.contains("metadata: is required"), "{err}");
+    let err = stderr_of(
+        render()
+            .args(["-f", "-"])
+            .write_stdin(format!("{head}metadata: {{name: demo}}\nspec: {{imagePullSecrets: [{{}}]}}\n")),
+    );
+    assert!(err.contains("spec.imagePullSecrets[0].name: "), "{err}");
+}

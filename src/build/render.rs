@@ -69,7 +69,16 @@ pub fn parse(text: &str) -> Result<CounterApp, Error> {
     check_unknown_fields(&mut value)?;
     let cr: CounterApp = serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
-        Error::invalid(if path == "." { "(root)".to_string() } else { path }, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`'));
+        match (path.as_str(), missing) {
+            (".", Some("spec")) => Error::invalid("spec", "is required (`spec: {}` takes every default)"),
+            (".", Some(field)) => Error::invalid(field, "is required"),
+            (parent, Some(field)) => Error::invalid(format!("{parent}.{field}"), "is required"),
+            (".", None) => Error::invalid("(root)", message),
+            (_, None) => Error::invalid(path.clone(), message),
+        }
     })?;
     validate(&cr)?;
     validate_cel(&cr, None)?;
