@@ -11,7 +11,7 @@ use super::status::CounterAppStatus;
 /// A counter stack: a stateless counter web service (a Deployment behind a Service) in
 /// front of Redis with one primary and `redis.replicas` replicas on persistent volumes.
 /// The operator keeps replication healthy and fails over automatically.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "counterstack.io",
     version = "v1alpha1",
@@ -40,7 +40,7 @@ use super::status::CounterAppStatus;
 )]
 #[x_kube(
     validation = Rule::new("!has(self.web.syncReplicas) || self.web.syncReplicas <= self.redis.replicas")
-        .message("spec.web.syncReplicas cannot exceed spec.redis.replicas: a write cannot be confirmed by more replicas than exist; lower syncReplicas or add Redis replicas")
+        .message("must not exceed spec.redis.replicas: a write cannot be confirmed by more replicas than exist; lower syncReplicas or add Redis replicas")
         .field_path(".web.syncReplicas")
 )]
 #[serde(rename_all = "camelCase")]
@@ -95,7 +95,9 @@ pub struct WebSpec {
 
     /// Writes are acknowledged only after this many Redis replicas confirmed them
     /// (`WAIT`). Defaults to 1 when Redis has replicas, else 0. Cannot exceed
-    /// `spec.redis.replicas`.
+    /// `spec.redis.replicas`. The Redis primary also refuses writes while fewer than
+    /// this many replicas are connected (`min-replicas-to-write`), so an acknowledged
+    /// increment survives the loss of the primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 8))]
     pub sync_replicas: Option<i32>,
@@ -166,7 +168,8 @@ impl Default for WebServiceSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
-    /// Redis container image (official `redis` image, 7.x).
+    /// Redis container image (official `redis` image, 7.x). It must provide `sh`,
+    /// `redis-server` and `redis-cli` and run as UID 999, as the official image does.
     #[serde(default = "defaults::redis_image")]
     #[schemars(length(min = 1))]
     pub image: String,
@@ -206,10 +209,10 @@ impl Default for RedisSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0")
-        .message("spec.redis.storage.size may grow but never shrink (volumes cannot shrink); set it to at least its current value")
+        .message("may grow but never shrink (volumes cannot shrink); set it to at least its current value")
         .field_path(".size"),
     validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)")
-        .message("spec.redis.storage.storageClassName is immutable; create a new CounterApp to move to another storage class")
+        .message("is immutable; create a new CounterApp to move to another storage class")
         .field_path(".storageClassName"),
 )]
 pub struct StorageSpec {
@@ -217,7 +220,7 @@ pub struct StorageSpec {
     /// May grow (when the storage class allows expansion), never shrink.
     #[serde(default = "defaults::storage_size")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
-    #[x_kube(validation = Rule::new("quantity(self).isGreaterThan(quantity('0'))").message("spec.redis.storage.size must be greater than zero, for example 1Gi"))]
+    #[x_kube(validation = Rule::new("quantity(self).isGreaterThan(quantity('0'))").message("must be greater than zero, for example 1Gi"))]
     pub size: String,
 
     /// StorageClass of the volumes; empty means the cluster's default class. Immutable.
