@@ -219,12 +219,15 @@ pub struct StorageSpec {
     /// Size of each Redis volume, as a Kubernetes quantity such as `1Gi` or `500Mi`.
     /// May grow (when the storage class allows expansion), never shrink.
     #[serde(default = "defaults::storage_size")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    // maxLength keeps the CEL cost estimate of quantity() within the API server's
+    // budget; without it the server rejects the CRD ("estimated rule cost exceeds budget").
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
     #[x_kube(validation = Rule::new("quantity(self).isGreaterThan(quantity('0'))").message("must be greater than zero, for example 1Gi"))]
     pub size: String,
 
     /// StorageClass of the volumes; empty means the cluster's default class. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
 }
 
