@@ -177,9 +177,15 @@ proptest! {
             prop_assert!(subset(&svc_selector(svc), &labelled));
         }
 
-        // The ConfigMap names an existing pod as primary.
-        let cm_primary = c.redis_config.data.as_ref().unwrap()["primary"].clone();
-        prop_assert_eq!(cm_primary, primary.unwrap_or_else(|| build::names::redis_pod(&name, 0)));
+        // No child depends on the primary (a failover restarts nothing); the ConfigMap
+        // gives the start script the pod count.
+        let without = build::all(&cr, &Inputs { primary: None, ..inputs.clone() }).unwrap();
+        prop_assert_eq!(render::to_yaml(&without).unwrap(), render::to_yaml(&c).unwrap());
+        let cm_pods = c.redis_config.data.as_ref().unwrap()["pods"].clone();
+        prop_assert_eq!(cm_pods, pods.to_string());
+        if let Some(p) = &primary {
+            prop_assert_eq!(&build::configmap::primary_pod(&cr, &inputs).unwrap(), p);
+        }
 
         // The output stream parses back and the CR passes the CRD's own rules.
         let yaml = render::to_yaml(&c).unwrap();

@@ -1,6 +1,9 @@
 //! ConfigMap `NAME-redis`: `redis.conf`, the start script of the Redis container, and
-//! `primary`, the pod name of the current primary (the only place a Redis pod learns
-//! whether to start as a replica).
+//! `pods`, the number of Redis pods (the peers the start script asks for the primary).
+//!
+//! It names no primary: a Redis pod never learns its role from the cluster's objects
+//! (a failover would otherwise rewrite them) but from its peers, and never starts as a
+//! master (see [`START_SCRIPT`]).
 
 use std::collections::BTreeMap;
 
@@ -14,8 +17,8 @@ use crate::api::{CounterApp, REDIS_PORT};
 pub const REDIS_CONF_KEY: &str = "redis.conf";
 /// Key of the start script.
 pub const START_SCRIPT_KEY: &str = "start.sh";
-/// Key holding the pod name of the primary.
-pub const PRIMARY_KEY: &str = "primary";
+/// Key holding the number of Redis pods (ordinals `0..pods`).
+pub const PODS_KEY: &str = "pods";
 /// Where the ConfigMap is mounted in Redis pods.
 pub const MOUNT_PATH: &str = "/etc/redis";
 /// Where each Redis pod's volume is mounted (Redis `dir`).
@@ -23,19 +26,67 @@ pub const DATA_PATH: &str = "/data";
 /// Seconds a replica may lag (since its last ack) and still count for min-replicas-to-write.
 const MIN_REPLICAS_MAX_LAG: i32 = 10;
 
-/// Start script. It runs with `POD_NAME`, `REDIS_PASSWORD` and `HEADLESS_SERVICE` in
-/// its environment. A pod reads `primary` at every start, so a restarted old primary
-/// comes back as a replica of whoever the operator promoted meanwhile. The mount is a
-/// whole-directory ConfigMap volume (not subPath), so updates reach running pods.
+/// Start script. It runs with `POD_NAME` (`NAME-redis-K`), `REDIS_PASSWORD` and
+/// `HEADLESS_SERVICE` in its environment and reads `pods` from the mounted ConfigMap.
+///
+/// Redis always starts as a replica, never as a master: a primary that restarts (its
+/// last second of AOF possibly missing, or empty after losing its volume) would
+/// otherwise be full-synced by its replicas, which follow it by DNS name, before the
+/// operator's next pass, wiping acknowledged writes. So the script asks every other
+/// pod `ROLE` (2 s timeout each) and follows the one peer that answers `master`. With
+/// none, or more than one (a stale primary not yet fenced), it follows `127.0.0.1:1`,
+/// where nobody answers: the node keeps its data, takes no writes and waits for the
+/// replication manager to promote or repoint it (pod 0 of a fresh stack within one pass).
+///
+/// The pod count lives in the ConfigMap, not in the pod template, so scaling does not
+/// make every Redis pod outdated. A stale count (the volume updates within a minute) is
+/// harmless: a pod added by a scale-up is never the primary, and a removed pod's name
+/// does not resolve.
+///
+/// `REDIS_PEERS` (space-separated `host:port` list) replaces the discovery; it exists
+/// for tests on loopback ports and is never set in the StatefulSet.
+///
+/// The mount is a whole-directory ConfigMap volume (not subPath), so updates reach
+/// running pods.
 pub const START_SCRIPT: &str = r#"#!/bin/sh
-# Start Redis as the primary named in the ConfigMap, or as a replica of it.
+# Start Redis as a replica of the peer that says it is master, else of 127.0.0.1:1
+# (nobody answers) until the operator decides. Never as a master: see the ConfigMap's
+# builder in counterstack (src/build/configmap.rs).
 set -eu
-primary="$(cat /etc/redis/primary)"
-set -- redis-server /etc/redis/redis.conf --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD"
-if [ "$POD_NAME" != "$primary" ]; then
-  set -- "$@" --replicaof "$primary.$HEADLESS_SERVICE" 6379
+export REDISCLI_AUTH="$REDIS_PASSWORD"
+if [ -n "${REDIS_PEERS:-}" ]; then
+  peers="$REDIS_PEERS"
+else
+  me="${POD_NAME##*-}"
+  sts="${POD_NAME%-*}"
+  pods="$(cat /etc/redis/pods 2>/dev/null || echo 0)"
+  peers=""
+  j=0
+  while [ "$j" -lt "$pods" ]; do
+    if [ "$j" != "$me" ]; then
+      peers="$peers $sts-$j.$HEADLESS_SERVICE:6379"
+    fi
+    j=$((j + 1))
+  done
 fi
-exec "$@"
+# shellcheck disable=SC2086 # one word per peer
+echo "start.sh: asking" $peers >&2
+master="127.0.0.1:1"
+masters=0
+for peer in $peers; do
+  role="$(timeout 2 redis-cli -h "${peer%:*}" -p "${peer##*:}" ROLE 2>/dev/null | head -n 1)" || role=""
+  if [ "$role" = "master" ]; then
+    master="$peer"
+    masters=$((masters + 1))
+  fi
+done
+if [ "$masters" -ne 1 ]; then
+  echo "start.sh: $masters peers answer as master; waiting for the operator" >&2
+  master="127.0.0.1:1"
+fi
+echo "start.sh: replica of $master" >&2
+exec redis-server /etc/redis/redis.conf --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD" \
+  --replicaof "${master%:*}" "${master##*:}"
 "#;
 
 /// The Redis configuration: durable (AOF), diskless full syncs, and a primary that
@@ -61,7 +112,8 @@ pub fn redis_conf(cr: &CounterApp) -> String {
 }
 
 /// Pod name of the primary: `inputs.primary` when it names a pod of this CounterApp
-/// that exists at the spec's size, else pod 0.
+/// that exists at the spec's size, else pod 0. No builder uses it (no child names the
+/// primary); it is kept for callers that compare the primary they built with.
 pub fn primary_pod(cr: &CounterApp, inputs: &Inputs) -> Result<String, Error> {
     let app = meta::app_name(cr);
     match inputs.primary.as_deref() {
@@ -74,15 +126,15 @@ pub fn primary_pod(cr: &CounterApp, inputs: &Inputs) -> Result<String, Error> {
     }
 }
 
-pub fn redis(cr: &CounterApp, inputs: &Inputs) -> Result<ConfigMap, Error> {
+pub fn redis(cr: &CounterApp) -> ConfigMap {
     let name = names::redis(meta::app_name(cr));
-    Ok(ConfigMap {
+    ConfigMap {
         metadata: meta::object_meta(cr, name, Component::Redis),
         data: Some(BTreeMap::from([
             (REDIS_CONF_KEY.to_string(), redis_conf(cr)),
             (START_SCRIPT_KEY.to_string(), START_SCRIPT.to_string()),
-            (PRIMARY_KEY.to_string(), primary_pod(cr, inputs)?),
+            (PODS_KEY.to_string(), cr.spec.redis_pods().to_string()),
         ])),
         ..ConfigMap::default()
-    })
+    }
 }

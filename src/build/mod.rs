@@ -55,8 +55,8 @@ impl Error {
     }
 }
 
-/// What the builders need besides the CR. Everything non-deterministic (the password,
-/// the current primary) is decided outside and passed in.
+/// What the builders need besides the CR. Everything non-deterministic (the password)
+/// is decided outside and passed in.
 #[derive(Clone, Debug)]
 pub struct Inputs {
     /// Image for `spec.web.image` when the CR sets none (`--default-web-image`).
@@ -64,7 +64,10 @@ pub struct Inputs {
     /// The Redis password: read back from the existing auth Secret, or generated once
     /// by the caller when there is none.
     pub redis_password: String,
-    /// Pod name of the current primary (`status.redis.primary`), if any; pod 0 otherwise.
+    /// Pod name of the current primary (`status.redis.primary`), if any. Reserved: no
+    /// child depends on it (a failover must change no object, least of all the pod
+    /// template; Redis pods find the primary by asking their peers), so builders ignore
+    /// it; `configmap::primary_pod` checks it for callers.
     pub primary: Option<String>,
 }
 
@@ -99,7 +102,7 @@ pub fn all(cr: &CounterApp, inputs: &Inputs) -> Result<Children, Error> {
         redis_headless_service: service::redis_headless(cr),
         redis_primary_service: service::redis_primary(cr),
         redis_replicas_service: service::redis_replicas(cr),
-        redis_config: configmap::redis(cr, inputs)?,
+        redis_config: configmap::redis(cr),
         redis_auth: secret::redis_auth(cr, inputs),
         redis_pdb: pdb::redis(cr),
     })

@@ -61,8 +61,9 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
         password_env(app),
     ];
 
-    // Everything a Redis process reads at start except `primary` (a failover must not
-    // make every pod outdated): a change gives the template a new revision, which the
+    // Everything a Redis process reads at start except the pod count (scaling must not
+    // make every pod outdated); nothing names the primary (nor may: a failover would
+    // restart every pod). A change gives the template a new revision, which the
     // replication manager rolls replicas-first (updateStrategy OnDelete).
     let hash = meta::config_hash([
         ("redis.conf", configmap::redis_conf(cr).as_bytes()),
@@ -189,7 +190,7 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
             // Immutable after creation: only the stable selector labels, never the role.
             selector: LabelSelector { match_labels: Some(selector), match_expressions: None },
             service_name: Some(names::redis_headless(app)),
-            // Pods start together; roles come from the ConfigMap, not from start order.
+            // Pods start together, every one as a replica; the operator picks the primary.
             pod_management_policy: Some("Parallel".to_string()),
             // The replication manager restarts pods itself, replicas first, handing over
             // the primary before it restarts.
