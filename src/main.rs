@@ -26,7 +26,7 @@ enum Command {
     /// Run the operator against the current kubeconfig or in-cluster config.
     Operator(operator::OperatorArgs),
     /// Run the counter web service.
-    Web(web::WebArgs),
+    Web(Box<web::WebArgs>),
     /// Print every object the operator would create for a CounterApp (offline).
     Render(build::RenderArgs),
     /// Print the CounterApp CustomResourceDefinition.
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         }
         Command::Web(args) => {
             telemetry::init(cli.log_format);
-            run_async(web::run(args))
+            run_async(web::run(*args))
         }
     }
 }

@@ -45,6 +45,15 @@ impl RedisServer {
         s
     }
 
+    /// A server without a password on a given `port` (e.g. one a service was told about
+    /// before Redis existed: start the service first, Redis later).
+    pub fn start_on(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis");
+        let mut s = Self { port, password: None, dir, child: None, extra: Vec::new() };
+        s.spawn();
+        s
+    }
+
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
