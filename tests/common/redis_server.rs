@@ -150,6 +150,21 @@ impl RedisServer {
         }
     }
 
+    /// Wait until this primary sees `n` replicas in state `online` (a replica's link can
+    /// be up before the primary counts it for `WAIT`; panics after `timeout`).
+    pub fn wait_online_replicas(&self, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Ok(info) = self.cmd::<String>(&["INFO", "replication"])
+                && info.lines().filter(|l| l.starts_with("slave") && l.contains("state=online")).count() >= n
+            {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "primary on port {} never saw {n} online replicas", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `INFO replication` field, e.g. `role`, `master_repl_offset`.
     pub fn info_field(&self, field: &str) -> Option<String> {
         let info: String = self.cmd(&["INFO", "replication"]).ok()?;
