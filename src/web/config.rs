@@ -60,6 +60,12 @@ pub struct WebArgs {
     /// Redis command timeout (milliseconds); raised to SYNC_TIMEOUT_MS + 1000 if lower.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value = "1000")]
     pub redis_timeout_ms: String,
+    /// Tokio worker threads; 0 runs everything on one thread (current_thread runtime).
+    #[arg(long, env = "WORKER_THREADS", default_value = "0")]
+    pub worker_threads: String,
+    /// Redis client implementation: multiplexed (default) or manager (benchmark knob).
+    #[arg(long, env = "REDIS_CLIENT", default_value = "multiplexed", hide = true)]
+    pub redis_client: String,
 }
 
 /// Parses `counterstack web` flags from an iterator (tests and tools; the CLI uses clap).
@@ -87,6 +93,13 @@ pub enum ReadFrom {
     Replicas,
 }
 
+/// Which redis-rs connection type carries the traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RedisClientKind {
+    Multiplexed,
+    Manager,
+}
+
 /// Allowed CORS origins.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CorsOrigins {
@@ -107,6 +120,8 @@ pub struct Config {
     pub drain_delay: Duration,
     pub cors: CorsOrigins,
     pub redis_timeout: Duration,
+    pub worker_threads: usize,
+    pub redis_client: RedisClientKind,
 }
 
 fn config_err(setting: &'static str, reason: impl Into<String>) -> Error {
@@ -197,6 +212,13 @@ impl Config {
         }
         // A WAIT legitimately takes up to SYNC_TIMEOUT_MS: the command timeout must outlast it.
         let redis_timeout = Duration::from_millis(timeout_ms.max(sync_timeout_ms.saturating_add(1000)));
+        let worker_threads = number::<usize>("WORKER_THREADS", &a.worker_threads)?;
+        if worker_threads > 64 {
+            return Err(config_err("WORKER_THREADS", format!("{worker_threads} is more than 64")));
+        }
+        let redis_client = RedisClientKind::from_str(a.redis_client.trim(), true).map_err(|_| {
+            config_err("REDIS_CLIENT", format!("{:?} is not multiplexed or manager", a.redis_client))
+        })?;
         Ok(Self {
             listen,
             primary,
@@ -208,6 +230,8 @@ impl Config {
             drain_delay,
             cors,
             redis_timeout,
+            worker_threads,
+            redis_client,
         })
     }
 }
@@ -265,6 +289,8 @@ mod tests {
             drain_delay_ms: "1000".into(),
             cors_origins: "*".into(),
             redis_timeout_ms: "1000".into(),
+            worker_threads: "0".into(),
+            redis_client: "multiplexed".into(),
             ..Default::default()
         })
         .unwrap();
@@ -321,10 +347,10 @@ mod tests {
         assert_eq!(setting(parse(&["--redis-url", "http://nope"])), "REDIS_URL");
         assert_eq!(setting(parse(&["--redis-port", "70000"])), "REDIS_PORT");
         assert_eq!(setting(parse(&["--redis-db", "x"])), "REDIS_DB");
-        assert_eq!(setting(parse(&["--port", "-1"])), "PORT");
+        assert_eq!(setting(parse(&["--port=-1"])), "PORT");
         assert_eq!(setting(parse(&["--listen-addr", "nowhere"])), "LISTEN_ADDR");
         assert_eq!(setting(parse(&["--sync-replicas", "two"])), "SYNC_REPLICAS");
-        assert_eq!(setting(parse(&["--sync-timeout-ms", "-5"])), "SYNC_TIMEOUT_MS");
+        assert_eq!(setting(parse(&["--sync-timeout-ms=-5"])), "SYNC_TIMEOUT_MS");
         assert_eq!(setting(parse(&["--sync-replicas", "1", "--sync-timeout-ms", "0"])), "SYNC_TIMEOUT_MS");
         assert_eq!(setting(parse(&["--drain-seconds", "1.5"])), "DRAIN_SECONDS");
         assert_eq!(setting(parse(&["--read-from", "sideways"])), "READ_FROM");
@@ -332,6 +358,8 @@ mod tests {
         assert_eq!(setting(parse(&["--redis-replica-url", "bogus://"])), "REDIS_REPLICA_URL");
         assert_eq!(setting(parse(&["--cors-origins", "example.com"])), "CORS_ORIGINS");
         assert_eq!(setting(parse(&["--redis-timeout-ms", "0"])), "REDIS_TIMEOUT_MS");
+        assert_eq!(setting(parse(&["--worker-threads", "many"])), "WORKER_THREADS");
+        assert_eq!(setting(parse(&["--redis-client", "pool"])), "REDIS_CLIENT");
         let msg = parse(&["--sync-replicas", "two"]).unwrap_err().to_string();
         assert!(msg.contains("SYNC_REPLICAS") && msg.contains("two"), "{msg}");
     }

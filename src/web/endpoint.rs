@@ -7,16 +7,17 @@
 //! the node behind the primary URL can answer `READONLY` on a perfectly healthy socket;
 //! we must drop that socket (a Kubernetes Service routes the new one to the new primary)
 //! and refuse to use a node whose `ROLE` is not master. Throughput is the same (both
-//! pipeline every request on one socket; see the report in docs/web.md).
+//! pipeline every request on one socket; measured in docs/web.md).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionInfo, Value};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Cmd, ConnectionInfo, Pipeline, RedisFuture, Value};
 use tokio::sync::{Notify, watch};
 
+use super::config::RedisClientKind;
 use super::metrics::Metrics;
 
 /// How often a connected node is health-checked (ROLE for the primary, PING otherwise).
@@ -29,20 +30,58 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 #[derive(Clone, Default)]
 struct Slot {
     generation: u64,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<RedisConn>,
+}
+
+/// The shared connection: a `MultiplexedConnection` (default), or redis-rs's
+/// `ConnectionManager` (kept selectable with REDIS_CLIENT=manager for benchmarks).
+#[derive(Clone)]
+pub enum RedisConn {
+    Multiplexed(MultiplexedConnection),
+    Manager(ConnectionManager),
+}
+
+impl redis::aio::ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Multiplexed(c) => c.req_packed_command(cmd),
+            RedisConn::Manager(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        p: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Multiplexed(c) => c.req_packed_commands(p, offset, count),
+            RedisConn::Manager(c) => c.req_packed_commands(p, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Multiplexed(c) => c.get_db(),
+            RedisConn::Manager(c) => c.get_db(),
+        }
+    }
 }
 
 /// A connection handed to a request: use it, and report failures with its generation.
 pub struct Lease {
     pub generation: u64,
-    pub conn: MultiplexedConnection,
+    pub conn: RedisConn,
 }
 
 pub struct Endpoint {
     /// `primary` or `replica` (logs, metrics, error messages).
     pub node: &'static str,
     client: Client,
+    kind: RedisClientKind,
     conn_config: AsyncConnectionConfig,
+    command_timeout: Duration,
     connect_timeout: Duration,
     /// The primary must report `ROLE master`: a demoted node is not used for writes.
     require_master: bool,
@@ -61,6 +100,7 @@ impl Endpoint {
         node: &'static str,
         info: ConnectionInfo,
         require_master: bool,
+        kind: RedisClientKind,
         command_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, redis::RedisError> {
@@ -72,7 +112,9 @@ impl Endpoint {
         let ep = Arc::new(Self {
             node,
             client,
+            kind,
             conn_config,
+            command_timeout,
             connect_timeout,
             require_master,
             slot: watch::Sender::new(Slot::default()),
@@ -136,8 +178,23 @@ impl Endpoint {
         }
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, String> {
-        let fut = self.client.get_multiplexed_async_connection_with_config(&self.conn_config);
+    async fn connect(&self) -> Result<RedisConn, String> {
+        let fut = async {
+            match self.kind {
+                RedisClientKind::Multiplexed => self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&self.conn_config)
+                    .await
+                    .map(RedisConn::Multiplexed),
+                RedisClientKind::Manager => {
+                    let cfg = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(self.connect_timeout))
+                        .set_response_timeout(Some(self.command_timeout))
+                        .set_number_of_retries(1);
+                    self.client.get_connection_manager_with_config(cfg).await.map(RedisConn::Manager)
+                }
+            }
+        };
         let mut conn = match tokio::time::timeout(self.connect_timeout * 2, fut).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(e.to_string()),
@@ -148,7 +205,7 @@ impl Endpoint {
     }
 
     /// ROLE must say master on the primary; PING must answer elsewhere.
-    async fn check(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+    async fn check(&self, conn: &mut RedisConn) -> Result<(), String> {
         if self.require_master {
             let role: Value = redis::cmd("ROLE").query_async(conn).await.map_err(|e| e.to_string())?;
             if !is_master(&role) {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-pub use config::{Config, CorsOrigins, ReadFrom, WebArgs};
+pub use config::{Config, CorsOrigins, ReadFrom, RedisClientKind, WebArgs};
 pub use error::Error;
 pub use store::{COUNTER_KEY, Op};
 
@@ -32,6 +32,21 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     /// Set on SIGTERM: readyz answers 503 and responses carry `Connection: close`.
     draining: AtomicBool,
+}
+
+/// The async runtime `counterstack web` runs on: `WORKER_THREADS=0` (default) is a
+/// current_thread runtime, N > 0 a multi_thread one with N workers.
+pub fn runtime(args: &WebArgs) -> Result<tokio::runtime::Runtime, Error> {
+    let cfg = Config::from_args(args)?;
+    let mut builder = match cfg.worker_threads {
+        0 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    builder.enable_all().build().map_err(Error::Serve)
 }
 
 /// Serve until SIGTERM (or SIGINT), then drain and return.

@@ -9,7 +9,7 @@ use redis::{Cmd, RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{Config, ReadFrom};
-use super::endpoint::{Endpoint, Lease};
+use super::endpoint::{Endpoint, Lease, RedisConn};
 use super::error::Error;
 use super::idempotency;
 use super::metrics::Metrics;
@@ -68,13 +68,26 @@ pub struct Store {
 impl Store {
     /// Build the store and start connecting in the background (Redis may be down).
     pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        let primary =
-            Endpoint::start("primary", cfg.primary.clone(), true, cfg.redis_timeout, metrics.clone())
-                .map_err(|e| Error::Config { setting: "REDIS_URL", reason: e.to_string() })?;
+        let primary = Endpoint::start(
+            "primary",
+            cfg.primary.clone(),
+            true,
+            cfg.redis_client,
+            cfg.redis_timeout,
+            metrics.clone(),
+        )
+        .map_err(|e| Error::Config { setting: "REDIS_URL", reason: e.to_string() })?;
         let replica = match &cfg.replica {
             Some(info) => Some(
-                Endpoint::start("replica", info.clone(), false, cfg.redis_timeout, metrics.clone())
-                    .map_err(|e| Error::Config { setting: "REDIS_REPLICA_URL", reason: e.to_string() })?,
+                Endpoint::start(
+                    "replica",
+                    info.clone(),
+                    false,
+                    cfg.redis_client,
+                    cfg.redis_timeout,
+                    metrics.clone(),
+                )
+                .map_err(|e| Error::Config { setting: "REDIS_REPLICA_URL", reason: e.to_string() })?,
             ),
             None => None,
         };
@@ -177,8 +190,9 @@ impl Store {
 
 /// Send a prebuilt command; a server error reply becomes `Err` (the raw send keeps it
 /// as a value).
-async fn exec(conn: &mut redis::aio::MultiplexedConnection, cmd: &Cmd) -> redis::RedisResult<Value> {
-    conn.send_packed_command(cmd).await.and_then(Value::extract_error)
+async fn exec(conn: &mut RedisConn, cmd: &Cmd) -> redis::RedisResult<Value> {
+    use redis::aio::ConnectionLike;
+    conn.req_packed_command(cmd).await.and_then(Value::extract_error)
 }
 
 /// Map a Redis failure to what the client is told.
