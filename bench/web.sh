@@ -51,7 +51,7 @@ start_web() { # port redis_port [VAR=value...]
   local port=$1 rport=$2; shift 2
   # WEB_ENV: extra settings for every run, e.g. WEB_ENV="WORKER_THREADS=2 REDIS_CLIENT=manager".
   # shellcheck disable=SC2086
-  env -i PATH="$PATH" RUST_LOG=warn LISTEN_ADDR="127.0.0.1:$port" REDIS_URL="redis://127.0.0.1:$rport" ${WEB_ENV:-} "$@" \
+  env -i PATH="$PATH" LISTEN_ADDR="127.0.0.1:$port" REDIS_URL="redis://127.0.0.1:$rport" ${WEB_ENV:-} "$@" \
     "$BIN" web >"$WORK/web-$port.log" 2>&1 &
   WEB_PID=$!
   PIDS+=("$WEB_PID")
@@ -85,7 +85,7 @@ run_wrk() { # label url script -> prints a line, sets RPS
 
 run_redis_benchmark() { # port -> prints a line, sets REDIS_RPS
   local out
-  out="$(redis-benchmark -p "$1" -t incr -c "$CONNS" -n "${REDIS_N:-1000000}" 2>/dev/null | tr '\r' '\n')"
+  out="$(redis-benchmark -p "$1" -t incr -c "$CONNS" -n "${REDIS_N:-500000}" 2>/dev/null | tr '\r' '\n')"
   REDIS_RPS="$(awk '/throughput summary/ {print $3}' <<<"$out" | tail -1)"
   local lat
   lat="$(awk '/latency summary/ {getline; getline; print $3, $5}' <<<"$out" | tail -1)"

@@ -21,7 +21,7 @@ pub struct WebArgs {
     #[arg(long, env = "PORT", hide = true)]
     pub port: Option<String>,
     /// Redis primary URL, e.g. redis://:password@host:6379/0.
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Redis host of the original app; used when REDIS_URL is absent.
     #[arg(long, env = "REDIS_HOST", hide = true)]
@@ -36,7 +36,7 @@ pub struct WebArgs {
     #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
     /// Redis replica URL for reads (with READ_FROM=replicas).
-    #[arg(long, env = "REDIS_REPLICA_URL")]
+    #[arg(long, env = "REDIS_REPLICA_URL", hide_env_values = true)]
     pub redis_replica_url: Option<String>,
     /// Where GET /api/counter reads: primary or replicas (falls back to the primary).
     #[arg(long, env = "READ_FROM", default_value = "primary")]

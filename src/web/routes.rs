@@ -78,18 +78,19 @@ async fn get_counter(State(s): State<Shared>) -> Result<Response, Error> {
     Ok(value_response(s.store.read().await?))
 }
 
-async fn increment(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Error> {
-    write(&s, Op::Increment, &headers).await
+async fn increment(State(s): State<Shared>, req: Request) -> Result<Response, Error> {
+    write(&s, Op::Increment, req.headers()).await
 }
 
-async fn decrement(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Error> {
-    write(&s, Op::Decrement, &headers).await
+async fn decrement(State(s): State<Shared>, req: Request) -> Result<Response, Error> {
+    write(&s, Op::Decrement, req.headers()).await
 }
 
-async fn reset(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Error> {
-    write(&s, Op::Reset, &headers).await
+async fn reset(State(s): State<Shared>, req: Request) -> Result<Response, Error> {
+    write(&s, Op::Reset, req.headers()).await
 }
 
+/// Handlers pass `req.headers()`: a `HeaderMap` extractor would clone every header.
 async fn write(s: &AppState, op: Op, headers: &HeaderMap) -> Result<Response, Error> {
     let key = match headers.get(&IDEMPOTENCY_KEY) {
         Some(v) => Some(idempotency::validate_key(v.as_bytes())?),
