@@ -13,10 +13,15 @@ pub struct WebServer {
 }
 
 impl WebServer {
-    /// Start with `counterstack web` flags (e.g. `["--redis-url", url]`). The drain delay
-    /// defaults to 0 so tests end fast.
+    /// Start with `counterstack web` flags (e.g. `["--redis-url", url]`). Unless given,
+    /// the drain delay is 0 and DRAIN_SECONDS 2 so tests end fast.
     pub async fn start(flags: &[&str]) -> Self {
-        let mut argv = vec!["web", "--drain-delay-ms", "0", "--drain-seconds", "2"];
+        let mut argv = vec!["web"];
+        for (flag, default) in [("--drain-delay-ms", "0"), ("--drain-seconds", "2")] {
+            if !flags.contains(&flag) {
+                argv.extend([flag, default]);
+            }
+        }
         argv.extend_from_slice(flags);
         let args = WebArgs::try_parse_from(argv).expect("valid flags");
         let cfg = Config::from_args(&args).expect("valid config");
