@@ -14,7 +14,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION="${DURATION:-10}"
 CONNS="${CONNS:-64}"
-WRK_THREADS="${WRK_THREADS:-2}"
+# One load-generator thread, like redis-benchmark (single-threaded), so both sides of
+# the ratio get the same client budget on a 2-core machine.
+WRK_THREADS="${WRK_THREADS:-1}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release/counterstack"
 WORK="$(mktemp -d)"
