@@ -87,8 +87,14 @@ async fn sync_replicas_refuses_unconfirmed_writes_while_replicas_are_frozen() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 503);
     }
-    // Reads are not writes: still served.
+    // Reads do not queue behind a write stuck in WAIT (separate connection).
+    let u = web.url("/api/counter/increment");
+    let stuck = tokio::spawn(async move { client().post(u).send().await.unwrap().status().as_u16() });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let start = Instant::now();
     assert_eq!(call(&c, "GET", &web.url("/api/counter")).await.0, 200);
+    assert!(start.elapsed() < Duration::from_millis(120), "read waited {:?}", start.elapsed());
+    assert_eq!(stuck.await.unwrap(), 503);
 
     for r in &replicas {
         r.resume();

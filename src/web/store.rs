@@ -57,7 +57,11 @@ struct Commands {
 }
 
 pub struct Store {
+    /// Reads and readiness.
     primary: Arc<Endpoint>,
+    /// Writes: the same connection as `primary`, or with SYNC_REPLICAS its own, because
+    /// `WAIT` blocks its connection server-side and reads must not queue behind it.
+    writer: Arc<Endpoint>,
     replica: Option<Arc<Endpoint>>,
     read_from: ReadFrom,
     sync: Option<SyncWriter>,
@@ -91,8 +95,21 @@ impl Store {
             ),
             None => None,
         };
-        let sync = (cfg.sync_replicas > 0)
-            .then(|| SyncWriter::start(primary.clone(), cfg.sync_replicas, cfg.sync_timeout));
+        let (writer, sync) = if cfg.sync_replicas > 0 {
+            let writer = Endpoint::start(
+                "primary",
+                cfg.primary.clone(),
+                true,
+                cfg.redis_client,
+                cfg.redis_timeout,
+                metrics.clone(),
+            )
+            .map_err(|e| Error::Config { setting: "REDIS_URL", reason: e.to_string() })?;
+            let sync = SyncWriter::start(writer.clone(), cfg.sync_replicas, cfg.sync_timeout);
+            (writer, Some(sync))
+        } else {
+            (primary.clone(), None)
+        };
         let mut get = redis::cmd("GET");
         get.arg(COUNTER_KEY);
         let mut incr = redis::cmd("INCR");
@@ -103,6 +120,7 @@ impl Store {
         reset.arg(COUNTER_KEY).arg(0);
         Ok(Self {
             primary,
+            writer,
             replica,
             read_from: cfg.read_from,
             sync,
@@ -113,7 +131,7 @@ impl Store {
 
     /// Whether the primary is connected and reported ROLE master.
     pub fn primary_ready(&self) -> bool {
-        self.primary.is_connected()
+        self.primary.is_connected() && self.writer.is_connected()
     }
 
     /// `GET counter:value` (missing reads as 0), from a replica when configured and
@@ -149,14 +167,14 @@ impl Store {
             (None, Op::Reset) => &self.cmds.reset,
         };
         let lease =
-            self.primary.lease_or_wait(READONLY_RETRY_WAIT).await.ok_or(Error::Unavailable("primary"))?;
+            self.writer.lease_or_wait(READONLY_RETRY_WAIT).await.ok_or(Error::Unavailable("primary"))?;
         let generation = lease.generation;
         match self.write_once(op, keyed.is_some(), cmd, lease).await {
             Err(Error::ReadOnly) => {
                 // `failure` already dropped that connection; wait for one to a master.
                 tracing::warn!("write answered READONLY: reconnecting to the primary and retrying once");
                 let lease =
-                    self.primary.wait_newer(generation, READONLY_RETRY_WAIT).await.ok_or(Error::ReadOnly)?;
+                    self.writer.wait_newer(generation, READONLY_RETRY_WAIT).await.ok_or(Error::ReadOnly)?;
                 self.write_once(op, keyed.is_some(), cmd, lease).await
             }
             other => other,
@@ -168,7 +186,7 @@ impl Store {
             None => exec(&mut lease.conn, cmd).await.map_err(|e| (lease.generation, e)),
             Some(sync) => sync.submit(cmd.clone()).await?,
         };
-        let reply = reply.map_err(|(generation, e)| self.failure(&self.primary, generation, e))?;
+        let reply = reply.map_err(|(generation, e)| self.failure(&self.writer, generation, e))?;
         parse_write(op, keyed, reply)
     }
 
