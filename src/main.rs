@@ -26,7 +26,7 @@ enum Command {
     /// Run the operator against the current kubeconfig or in-cluster config.
     Operator(operator::OperatorArgs),
     /// Run the counter web service.
-    Web(web::WebArgs),
+    Web(Box<web::WebArgs>),
     /// Print every object the operator would create for a CounterApp (offline).
     Render(build::RenderArgs),
     /// Print the CounterApp CustomResourceDefinition.
@@ -68,7 +68,14 @@ fn main() -> ExitCode {
         }
         Command::Web(args) => {
             telemetry::init(cli.log_format);
-            run_async(web::run(args))
+            // The web service picks its runtime flavour (WORKER_THREADS) itself.
+            match web::runtime(&args) {
+                Ok(rt) => block_on(rt, web::run(*args)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
@@ -81,6 +88,13 @@ fn run_async<E: std::fmt::Display>(fut: impl std::future::Future<Output = Result
             return ExitCode::FAILURE;
         }
     };
+    block_on(rt, fut)
+}
+
+fn block_on<E: std::fmt::Display>(
+    rt: tokio::runtime::Runtime,
+    fut: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
     match rt.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,3 +2,5 @@
 #![allow(dead_code)]
 
 pub mod redis_server;
+pub mod tcp_proxy;
+pub mod web;

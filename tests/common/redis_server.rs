@@ -45,6 +45,15 @@ impl RedisServer {
         s
     }
 
+    /// A server without a password on a given `port` (e.g. one a service was told about
+    /// before Redis existed: start the service first, Redis later).
+    pub fn start_on(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis");
+        let mut s = Self { port, password: None, dir, child: None, extra: Vec::new() };
+        s.spawn();
+        s
+    }
+
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
@@ -137,6 +146,21 @@ impl RedisServer {
                 return;
             }
             assert!(start.elapsed() < timeout, "replica on port {} never linked", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait until this primary sees `n` replicas in state `online` (a replica's link can
+    /// be up before the primary counts it for `WAIT`; panics after `timeout`).
+    pub fn wait_online_replicas(&self, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Ok(info) = self.cmd::<String>(&["INFO", "replication"])
+                && info.lines().filter(|l| l.starts_with("slave") && l.contains("state=online")).count() >= n
+            {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "primary on port {} never saw {n} online replicas", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
     }

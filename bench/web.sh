@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Web service benchmark: builds the release binary, starts its own redis-server(s) and
+# `counterstack web` on free loopback ports, and prints throughput, latency and peak RSS
+# next to redis-benchmark's INCR figures from the same run.
+#
+#   bench/web.sh                 # 10 s per wrk run
+#   DURATION=5 bench/web.sh      # shorter
+#
+# Needs: cargo, redis-server, redis-benchmark, wrk, python3 (free ports), curl.
+# Targets (2-core machine): increment req/s >= 0.5 x redis-benchmark INCR at 64
+# connections; p99 <= 5 ms; peak RSS <= 32 MiB.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DURATION="${DURATION:-10}"
+CONNS="${CONNS:-64}"
+# One load-generator thread, like redis-benchmark (single-threaded), so both sides of
+# the ratio get the same client budget on a 2-core machine.
+WRK_THREADS="${WRK_THREADS:-1}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET_DIR/release/counterstack"
+WORK="$(mktemp -d)"
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in redis-server redis-benchmark wrk python3 curl; do
+  command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
+done
+
+echo "== building release binary"
+(cd "$ROOT" && cargo build --release --quiet)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_redis() { # port [extra args...]
+  local port=$1; shift
+  mkdir -p "$WORK/redis-$port"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$WORK/redis-$port" --logfile "$WORK/redis-$port/log" "$@" &
+  PIDS+=($!)
+  for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && return; sleep 0.05; done
+  echo "redis on $port did not start" >&2; exit 1
+}
+
+WEB_PID=""
+start_web() { # port redis_port [VAR=value...]
+  local port=$1 rport=$2; shift 2
+  # WEB_ENV: extra settings for every run, e.g. WEB_ENV="WORKER_THREADS=2 REDIS_CLIENT=manager".
+  # shellcheck disable=SC2086
+  env -i PATH="$PATH" LISTEN_ADDR="127.0.0.1:$port" REDIS_URL="redis://127.0.0.1:$rport" ${WEB_ENV:-} "$@" \
+    "$BIN" web >"$WORK/web-$port.log" 2>&1 &
+  WEB_PID=$!
+  PIDS+=("$WEB_PID")
+  for _ in $(seq 200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] && return
+    sleep 0.05
+  done
+  echo "web on $port never became ready" >&2; cat "$WORK/web-$port.log" >&2; exit 1
+}
+
+stop_web() {
+  kill -TERM "$WEB_PID" 2>/dev/null || true
+  wait "$WEB_PID" 2>/dev/null || true
+}
+
+peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+# wrk latency figures in ms (wrk prints us/ms/s units).
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}'; }
+
+run_wrk() { # label url script -> prints a line, sets RPS
+  local label=$1 url=$2 script=$3 out
+  out="$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$url")"
+  RPS="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+  local p50 p99 errors
+  p50="$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)"
+  p99="$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)"
+  errors="$(awk '/Non-2xx/ {print $5}' <<<"$out")"
+  printf '%-34s %10.0f req/s   p50 %6s ms   p99 %6s ms   non-2xx %s\n' "$label" "$RPS" "$p50" "$p99" "${errors:-0}"
+}
+
+run_redis_benchmark() { # port -> prints a line, sets REDIS_RPS
+  local out
+  out="$(redis-benchmark -p "$1" -t incr -c "$CONNS" -n "${REDIS_N:-500000}" 2>/dev/null | tr '\r' '\n')"
+  REDIS_RPS="$(awk '/throughput summary/ {print $3}' <<<"$out" | tail -1)"
+  local lat
+  lat="$(awk '/latency summary/ {getline; getline; print $3, $5}' <<<"$out" | tail -1)"
+  printf '%-34s %10.0f req/s   p50 %6s ms   p99 %6s ms\n' "redis-benchmark INCR (-c $CONNS)" "$REDIS_RPS" \
+    "$(cut -d' ' -f1 <<<"$lat")" "$(cut -d' ' -f2 <<<"$lat")"
+}
+
+echo "== $(nproc) cores, ${DURATION}s per wrk run, $CONNS connections, wrk -t$WRK_THREADS"
+
+RPORT="$(free_port)"; WPORT="$(free_port)"
+start_redis "$RPORT"
+start_web "$WPORT" "$RPORT"
+URL="http://127.0.0.1:$WPORT"
+
+echo "== SYNC_REPLICAS=0 (one redis-server)"
+run_redis_benchmark "$RPORT"
+run_wrk "web POST increment" "$URL/api/counter/increment" "$ROOT/bench/wrk_increment.lua"
+INC_RPS=$RPS
+run_wrk "web Locust mix (15/7/4/1)" "$URL/" "$ROOT/bench/wrk_mix.lua"
+echo "peak RSS of the service: $(peak_rss_mib "$WEB_PID") MiB (VmHWM)"
+awk -v a="$INC_RPS" -v b="$REDIS_RPS" 'BEGIN {printf "ratio web increment / redis INCR: %.2f (target >= 0.5)\n", a/b}'
+stop_web
+
+echo "== SYNC_REPLICAS=1 (primary + one replica, WAIT 1 per batch)"
+R2PORT="$(free_port)"; W2PORT="$(free_port)"
+start_redis "$R2PORT" --replicaof 127.0.0.1 "$RPORT"
+for _ in $(seq 200); do
+  redis-cli -p "$RPORT" info replication | grep -q 'state=online' && break
+  sleep 0.05
+done
+start_web "$W2PORT" "$RPORT" SYNC_REPLICAS=1 SYNC_TIMEOUT_MS=250
+URL="http://127.0.0.1:$W2PORT"
+run_redis_benchmark "$RPORT"
+run_wrk "web POST increment (sync 1)" "$URL/api/counter/increment" "$ROOT/bench/wrk_increment.lua"
+INC_RPS=$RPS
+run_wrk "web Locust mix (sync 1)" "$URL/" "$ROOT/bench/wrk_mix.lua"
+echo "peak RSS of the service: $(peak_rss_mib "$WEB_PID") MiB (VmHWM)"
+awk -v a="$INC_RPS" -v b="$REDIS_RPS" 'BEGIN {printf "ratio web increment (sync 1) / redis INCR: %.2f\n", a/b}'
+echo "replica offset check: primary $(redis-cli -p "$RPORT" get counter:value), replica $(redis-cli -p "$R2PORT" get counter:value)"
+stop_web

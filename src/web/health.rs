@@ -1,0 +1,35 @@
+//! `/livez` (the process serves) and `/readyz` (the primary answers and we are not draining).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::Error;
+
+fn status_body(status: &'static str) -> Response {
+    let body = match status {
+        "ok" => "{\"status\":\"ok\"}\n",
+        _ => "{\"status\":\"ready\"}\n",
+    };
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// Always 200 while the process serves HTTP: Redis trouble must not restart the pod.
+pub async fn livez() -> Response {
+    status_body("ok")
+}
+
+/// 503 while draining or until the primary is connected and reports ROLE master.
+pub async fn readyz(State(s): State<Arc<AppState>>) -> Result<Response, Error> {
+    if s.draining.load(Ordering::Relaxed) {
+        return Err(Error::Draining);
+    }
+    if !s.store.primary_ready() {
+        return Err(Error::Unavailable("primary"));
+    }
+    Ok(status_body("ready"))
+}

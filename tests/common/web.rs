@@ -1,0 +1,143 @@
+//! The counter web service started in-process on an ephemeral port, and an HTTP client.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use counterstack::web::{self, Config, WebArgs};
+
+/// A running service; shut down (drained) on drop or with [`WebServer::stop`].
+pub struct WebServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), web::Error>>>,
+}
+
+impl WebServer {
+    /// Start with `counterstack web` flags (e.g. `["--redis-url", url]`). Unless given,
+    /// the drain delay is 0 and DRAIN_SECONDS 2 so tests end fast.
+    pub async fn start(flags: &[&str]) -> Self {
+        let mut argv = vec!["web"];
+        for (flag, default) in [("--drain-delay-ms", "0"), ("--drain-seconds", "2")] {
+            if !flags.contains(&flag) {
+                argv.extend([flag, default]);
+            }
+        }
+        argv.extend_from_slice(flags);
+        let args = WebArgs::try_parse_from(argv).expect("valid flags");
+        let cfg = Config::from_args(&args).expect("valid config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind web");
+        let addr = listener.local_addr().expect("web addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(web::serve(cfg, listener, async move {
+            let _ = rx.await;
+        }));
+        Self { addr, stop: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Poll `/readyz` until it answers `want` (panics after `timeout`).
+    pub async fn wait_ready(&self, want: u16, timeout: Duration) {
+        let c = client();
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = c.get(self.url("/readyz")).send().await
+                && r.status().as_u16() == want
+            {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "/readyz never answered {want}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Trigger the drain and wait for `serve` to return.
+    pub async fn stop(mut self) -> Result<(), web::Error> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.expect("serve task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client")
+}
+
+/// `(status, json body)` of a request.
+pub async fn call(c: &reqwest::Client, method: &str, url: &str) -> (u16, serde_json::Value) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let r = c.request(m, url).send().await.expect("request sent");
+    let status = r.status().as_u16();
+    let body = r.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+/// A minimal HTTP/1.1 keep-alive client over one TCP connection: cheap enough (even in a
+/// debug build) to drive thousands of requests from many tasks.
+pub struct RawClient {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(Self { stream: tokio::io::BufReader::new(s) })
+    }
+
+    /// Send one request; returns `(status, body, connection_close)`.
+    pub async fn request(&mut self, method: &str, path: &str) -> std::io::Result<(u16, String, bool)> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n");
+        self.stream.get_mut().write_all(req.as_bytes()).await?;
+        let mut line = String::new();
+        if self.stream.read_line(&mut line).await? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before status line"));
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let (mut len, mut close) = (0usize, false);
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed in headers"));
+            }
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("content-length:") {
+                len = v.trim().parse().map_err(std::io::Error::other)?;
+            }
+            if l == "connection: close" {
+                close = true;
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).await?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned(), close))
+    }
+}
+
+/// The `value` of a `{"value":N}` body.
+pub fn value_of(body: &str) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(body).expect("json body");
+    v["value"].as_i64().expect("value field")
+}
