@@ -1,0 +1,46 @@
+//! State shared by every reconcile.
+
+use std::sync::Arc;
+
+use kube::Client;
+
+use super::apply;
+use super::backoff::Backoff;
+use super::events::Events;
+use super::metrics::Metrics;
+use crate::redis;
+
+/// What each reconcile gets besides the CounterApp.
+pub struct Context {
+    pub client: Client,
+    pub events: Events,
+    pub metrics: Arc<Metrics>,
+    /// `--default-web-image`: the web image of CounterApps that set none.
+    pub default_web_image: String,
+    /// Redis replication manager (keeps per-CounterApp state across reconciles).
+    pub redis: redis::Manager,
+    /// Per-CounterApp retry delays.
+    pub backoff: Backoff,
+    /// What was last applied to each child (drift detection without re-applying).
+    pub applied: apply::Memory,
+}
+
+impl Context {
+    /// A context with fresh metrics. `POD_NAME` (the downward API) names this operator
+    /// instance in Events.
+    pub fn new(client: Client, default_web_image: impl Into<String>) -> Self {
+        Self::with_metrics(client, default_web_image, Arc::new(Metrics::default()))
+    }
+
+    pub fn with_metrics(client: Client, default_web_image: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            events: Events::new(client.clone(), std::env::var("POD_NAME").ok()),
+            client,
+            metrics,
+            default_web_image: default_web_image.into(),
+            redis: redis::Manager::new(),
+            backoff: Backoff::default(),
+            applied: apply::Memory::default(),
+        }
+    }
+}
