@@ -11,7 +11,7 @@ use super::status::CounterAppStatus;
 /// A counter stack: a stateless counter web service (a Deployment behind a Service) in
 /// front of Redis with one primary and `redis.replicas` replicas on persistent volumes.
 /// The operator keeps replication healthy and fails over automatically.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "counterstack.io",
     version = "v1alpha1",
@@ -40,7 +40,7 @@ use super::status::CounterAppStatus;
 )]
 #[x_kube(
     validation = Rule::new("!has(self.web.syncReplicas) || self.web.syncReplicas <= self.redis.replicas")
-        .message("spec.web.syncReplicas cannot exceed spec.redis.replicas: a write cannot be confirmed by more replicas than exist; lower syncReplicas or add Redis replicas")
+        .message("must not exceed spec.redis.replicas: a write cannot be confirmed by more replicas than exist; lower syncReplicas or add Redis replicas")
         .field_path(".web.syncReplicas")
 )]
 #[serde(rename_all = "camelCase")]
@@ -206,10 +206,10 @@ impl Default for RedisSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0")
-        .message("spec.redis.storage.size may grow but never shrink (volumes cannot shrink); set it to at least its current value")
+        .message("may grow but never shrink (volumes cannot shrink); set it to at least its current value")
         .field_path(".size"),
     validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)")
-        .message("spec.redis.storage.storageClassName is immutable; create a new CounterApp to move to another storage class")
+        .message("is immutable; create a new CounterApp to move to another storage class")
         .field_path(".storageClassName"),
 )]
 pub struct StorageSpec {
@@ -217,7 +217,7 @@ pub struct StorageSpec {
     /// May grow (when the storage class allows expansion), never shrink.
     #[serde(default = "defaults::storage_size")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
-    #[x_kube(validation = Rule::new("quantity(self).isGreaterThan(quantity('0'))").message("spec.redis.storage.size must be greater than zero, for example 1Gi"))]
+    #[x_kube(validation = Rule::new("quantity(self).isGreaterThan(quantity('0'))").message("must be greater than zero, for example 1Gi"))]
     pub size: String,
 
     /// StorageClass of the volumes; empty means the cluster's default class. Immutable.

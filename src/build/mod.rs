@@ -1,7 +1,5 @@
 //! PURE builders: CounterApp -> desired child objects, one file per kind. No I/O, no
 //! clock, no randomness: what `counterstack render` prints is what the operator applies.
-//!
-//! (Interface fixed; bodies are being filled in by the builders work.)
 
 use std::path::PathBuf;
 
@@ -11,14 +9,50 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::api::CounterApp;
 
+pub mod configmap;
+pub mod deployment;
 pub mod labels;
+pub mod meta;
 pub mod names;
+pub mod pdb;
+pub mod render;
+pub mod secret;
+pub mod service;
+pub mod statefulset;
+mod validate;
+
+pub use validate::{
+    FieldError, FieldErrors, is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_quantity,
+    is_storage_size, validate, validate_cel,
+};
 
 /// Errors of building and rendering.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("not implemented yet")]
-    NotImplemented,
+    /// The input file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The input is not YAML, or not a mapping.
+    #[error("invalid YAML: {0}")]
+    Yaml(String),
+    /// Fields failed validation (each names its field).
+    #[error("{0}")]
+    Invalid(FieldErrors),
+    /// The CRD's CEL rules rejected the CounterApp (each line names its field).
+    #[error("{0}")]
+    Cel(String),
+    /// `Inputs::primary` names no pod of this CounterApp at its current size.
+    #[error("primary {pod:?} is not one of the {pods} Redis pods of this CounterApp")]
+    Primary { pod: String, pods: i32 },
+    #[error("cannot serialize {kind}: {source}")]
+    Serialize { kind: &'static str, source: serde_json::Error },
+}
+
+impl Error {
+    /// A single field error.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid(FieldErrors(vec![FieldError { field: field.into(), message: message.into() }]))
+    }
 }
 
 /// What the builders need besides the CR. Everything non-deterministic (the password,
@@ -49,9 +83,26 @@ pub struct Children {
     pub redis_pdb: PodDisruptionBudget,
 }
 
-/// Build every child of `cr`.
-pub fn all(_cr: &CounterApp, _inputs: &Inputs) -> Result<Children, Error> {
-    Err(Error::NotImplemented)
+/// Build every child of `cr`. Runs `validate` first, so every builder may rely on a
+/// valid spec (name present and short enough, bounds respected).
+///
+/// Children are namespaced like the CR; a CR without a namespace (rendered offline
+/// from a file without one) gives children without one. A CR without a uid gives
+/// children without an owner reference (see `meta::object_meta`).
+pub fn all(cr: &CounterApp, inputs: &Inputs) -> Result<Children, Error> {
+    validate(cr)?;
+    Ok(Children {
+        web_deployment: deployment::web(cr, inputs),
+        web_service: service::web(cr),
+        web_pdb: pdb::web(cr),
+        redis_statefulset: statefulset::redis(cr, inputs),
+        redis_headless_service: service::redis_headless(cr),
+        redis_primary_service: service::redis_primary(cr),
+        redis_replicas_service: service::redis_replicas(cr),
+        redis_config: configmap::redis(cr, inputs)?,
+        redis_auth: secret::redis_auth(cr, inputs),
+        redis_pdb: pdb::redis(cr),
+    })
 }
 
 /// `counterstack render` arguments.
@@ -63,9 +114,13 @@ pub struct RenderArgs {
     /// Web image used when the CR sets none (the operator's --default-web-image).
     #[arg(long, default_value = crate::api::DEFAULT_WEB_IMAGE)]
     pub default_web_image: String,
+    /// Redis password to put in the auth Secret (default: a random 32-character one,
+    /// as the operator generates on first reconcile). Set it for reproducible output.
+    #[arg(long, env = "COUNTERSTACK_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
 }
 
 /// Entry point of `counterstack render`.
-pub fn render_command(_args: &RenderArgs) -> Result<String, Error> {
-    Err(Error::NotImplemented)
+pub fn render_command(args: &RenderArgs) -> Result<String, Error> {
+    render::command(args)
 }

@@ -1,0 +1,144 @@
+//! Deployment `NAME-web`: the counter web service (`counterstack web`).
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::labels::{self, Component};
+use super::service::WEB_PORT_NAME;
+use super::{Inputs, meta, names, statefulset};
+use crate::api::{CounterApp, ReadFrom};
+
+/// UID/GID the web container runs as (the distroless "nonroot" user).
+pub const WEB_UID: i64 = 65532;
+const CONTAINER: &str = "web";
+
+/// Environment of the web container (the variables of the web-service issue).
+pub fn env(cr: &CounterApp) -> Vec<EnvVar> {
+    let app = meta::app_name(cr);
+    let plain =
+        |name: &str, value: String| EnvVar { name: name.to_string(), value: Some(value), value_from: None };
+    let read_from = match cr.spec.web.read_from {
+        ReadFrom::Primary => "primary",
+        ReadFrom::Replicas => "replicas",
+    };
+    vec![
+        plain("LISTEN_ADDR", format!("0.0.0.0:{}", cr.spec.web.port)),
+        plain("REDIS_URL", names::redis_url(&names::redis_primary(app))),
+        plain("REDIS_REPLICA_URL", names::redis_url(&names::redis_replicas(app))),
+        statefulset::password_env(app),
+        plain("READ_FROM", read_from.to_string()),
+        plain("SYNC_REPLICAS", cr.spec.sync_replicas().to_string()),
+    ]
+}
+
+fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String(WEB_PORT_NAME.to_string()),
+            scheme: Some("HTTP".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
+}
+
+pub fn web(cr: &CounterApp, inputs: &Inputs) -> Deployment {
+    let app = meta::app_name(cr);
+    let selector = labels::selector(app, Component::Web);
+    let env = env(cr);
+    let (tmp_volume, tmp_mount) = meta::tmp_volume();
+
+    // Pods read their whole configuration from env at start; the password is read
+    // through a secretKeyRef, so its value is part of the hash too (a new password
+    // must restart the pods). Serializing a Vec<EnvVar> cannot fail; the fallback
+    // only keeps this function total.
+    let env_json = serde_json::to_vec(&env).unwrap_or_default();
+    let secret = names::redis_auth(app);
+    let hash = meta::config_hash([
+        ("env", env_json.as_slice()),
+        ("secret", secret.as_bytes()),
+        ("password", inputs.redis_password.as_bytes()),
+    ]);
+
+    let container = Container {
+        name: CONTAINER.to_string(),
+        image: Some(cr.spec.web_image(&inputs.default_web_image).to_string()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        args: Some(vec!["web".to_string()]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some(WEB_PORT_NAME.to_string()),
+            container_port: cr.spec.web.port,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        resources: cr.spec.web.resources.clone(),
+        startup_probe: Some(http_probe("/livez", 2, 30)),
+        // Readiness follows Redis reachability: a pod without Redis leaves the Service.
+        readiness_probe: Some(http_probe("/readyz", 5, 2)),
+        // Liveness never depends on Redis, or a Redis outage would restart every pod.
+        liveness_probe: Some(http_probe("/livez", 10, 3)),
+        security_context: Some(meta::container_security_context(WEB_UID)),
+        volume_mounts: Some(vec![tmp_mount]),
+        ..Container::default()
+    };
+
+    let pod = PodSpec {
+        containers: vec![container],
+        image_pull_secrets: meta::image_pull_secrets(cr),
+        security_context: Some(meta::pod_security_context(WEB_UID, None)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        // Longer than the web service's drain on SIGTERM.
+        termination_grace_period_seconds: Some(30),
+        // Spread over nodes, per ReplicaSet (pod-template-hash), so a rollout or a
+        // drained node that comes back gets pods again.
+        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".to_string(),
+            when_unsatisfiable: "ScheduleAnyway".to_string(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector.clone()),
+                match_expressions: None,
+            }),
+            match_label_keys: Some(vec!["pod-template-hash".to_string()]),
+            ..TopologySpreadConstraint::default()
+        }]),
+        volumes: Some(vec![tmp_volume]),
+        ..PodSpec::default()
+    };
+
+    Deployment {
+        metadata: meta::object_meta(cr, names::web(app), Component::Web),
+        spec: Some(DeploymentSpec {
+            replicas: Some(cr.spec.web.replicas),
+            selector: LabelSelector { match_labels: Some(selector), match_expressions: None },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels::labels(app, Component::Web)),
+                    annotations: Some(meta::hash_annotations(hash)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}

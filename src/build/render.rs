@@ -1,0 +1,165 @@
+//! `counterstack render`: read a CounterApp from a file, check it the way the API
+//! server would (schema: unknown fields and types; bounds; CEL rules), build every
+//! child with the operator's builders and print them as one YAML stream.
+
+use std::io::Read;
+
+use kube::{CustomResourceExt, Resource};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::Value;
+
+use super::{Children, Error, Inputs, RenderArgs, all, validate, validate_cel};
+use crate::api::CounterApp;
+
+/// Length of a generated Redis password.
+pub const PASSWORD_LEN: usize = 32;
+
+/// Entry point of `counterstack render`.
+pub fn command(args: &RenderArgs) -> Result<String, Error> {
+    let source = args.file.display().to_string();
+    let text = if source == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| Error::Read { path: source.clone(), source: e })?;
+        s
+    } else {
+        std::fs::read_to_string(&args.file).map_err(|e| Error::Read { path: source.clone(), source: e })?
+    };
+    let cr = parse(&text)?;
+    // Render is not the operator: a fresh password per run, like the operator's first
+    // reconcile. `--redis-password` makes the output reproducible.
+    let redis_password = match &args.redis_password {
+        Some(p) => p.clone(),
+        None => random_password(),
+    };
+    let inputs = Inputs { default_web_image: args.default_web_image.clone(), redis_password, primary: None };
+    to_yaml(&all(&cr, &inputs)?)
+}
+
+/// A random alphanumeric password of `PASSWORD_LEN` characters.
+pub fn random_password() -> String {
+    rand::rng().sample_iter(Alphanumeric).take(PASSWORD_LEN).map(char::from).collect()
+}
+
+/// Parse and check a CounterApp YAML document: YAML syntax, apiVersion/kind, unknown
+/// fields (against the CRD schema), types, then `validate` and the CEL rules.
+pub fn parse(text: &str) -> Result<CounterApp, Error> {
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| Error::Yaml(e.to_string()))?;
+    if !value.is_object() {
+        return Err(Error::Yaml("expected a CounterApp object (a YAML mapping)".to_string()));
+    }
+    let api_version = CounterApp::api_version(&());
+    let kind = CounterApp::kind(&());
+    for (field, want) in [("apiVersion", api_version.as_ref()), ("kind", kind.as_ref())] {
+        match value.get(field).and_then(Value::as_str) {
+            Some(v) if v == want => {}
+            got => {
+                return Err(Error::invalid(
+                    field,
+                    format!("must be {want:?}, got {:?}", got.unwrap_or("nothing")),
+                ));
+            }
+        }
+    }
+    check_unknown_fields(&value)?;
+    let cr: CounterApp = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let path = e.path().to_string();
+        Error::invalid(if path == "." { "(root)".to_string() } else { path }, e.into_inner().to_string())
+    })?;
+    validate(&cr)?;
+    validate_cel(&cr, None)?;
+    Ok(cr)
+}
+
+/// Reject fields the CRD schema does not define (the API server would prune them
+/// silently, so a typo such as `replica:` would otherwise be ignored).
+fn check_unknown_fields(value: &Value) -> Result<(), Error> {
+    let crd = CounterApp::crd();
+    let schema = crd
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .ok_or_else(|| Error::Cel("the generated CRD has no openAPIV3Schema".to_string()))?;
+    let schema =
+        serde_json::to_value(schema).map_err(|e| Error::Serialize { kind: "CRD schema", source: e })?;
+    let mut unknown = Vec::new();
+    walk(&schema, value, "", &mut unknown);
+    match unknown.into_iter().next() {
+        None => Ok(()),
+        Some((path, known)) => Err(Error::invalid(
+            path,
+            if known.is_empty() {
+                "unknown field".to_string()
+            } else {
+                format!("unknown field (known fields here: {})", known.join(", "))
+            },
+        )),
+    }
+}
+
+fn walk(schema: &Value, value: &Value, path: &str, unknown: &mut Vec<(String, Vec<String>)>) {
+    if schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            if path == "metadata" || (props.is_none() && additional.is_none()) {
+                // An open object: metadata is checked by the API server's ObjectMeta
+                // rules, not by the CRD schema.
+                return;
+            }
+            for (key, child) in map {
+                // The CRD schema leaves out the fields every object has.
+                if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                match (props.and_then(|p| p.get(key)), additional) {
+                    (Some(s), _) | (None, Some(s)) => walk(s, child, &join(key), unknown),
+                    (None, None) => {
+                        let known = props.map(|p| p.keys().cloned().collect()).unwrap_or_default();
+                        unknown.push((join(key), known));
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    walk(s, item, &format!("{path}[{i}]"), unknown);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The YAML stream of every child, in a stable order: config first (Secret,
+/// ConfigMap), then Services, workloads, disruption budgets.
+pub fn to_yaml(c: &Children) -> Result<String, Error> {
+    fn doc<T: serde::Serialize>(out: &mut String, kind: &'static str, obj: &T) -> Result<(), Error> {
+        let y = serde_yaml_ng::to_string(obj)
+            .map_err(|e| Error::Yaml(format!("cannot serialize {kind}: {e}")))?;
+        out.push_str("---\n");
+        out.push_str(&y);
+        Ok(())
+    }
+    let mut out = String::new();
+    doc(&mut out, "Secret", &c.redis_auth)?;
+    doc(&mut out, "ConfigMap", &c.redis_config)?;
+    doc(&mut out, "Service", &c.redis_headless_service)?;
+    doc(&mut out, "Service", &c.redis_primary_service)?;
+    doc(&mut out, "Service", &c.redis_replicas_service)?;
+    doc(&mut out, "Service", &c.web_service)?;
+    doc(&mut out, "StatefulSet", &c.redis_statefulset)?;
+    doc(&mut out, "Deployment", &c.web_deployment)?;
+    doc(&mut out, "PodDisruptionBudget", &c.web_pdb)?;
+    doc(&mut out, "PodDisruptionBudget", &c.redis_pdb)?;
+    Ok(out)
+}

@@ -1,0 +1,93 @@
+//! Services: `NAME-web` (in front of the web pods), and for Redis `NAME-redis-headless`
+//! (stable pod DNS names), `NAME-redis-primary` and `NAME-redis-replicas` (select the
+//! pods by the `counterstack.io/role` label the operator sets).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::labels::{self, Component};
+use super::{meta, names};
+use crate::api::{CounterApp, REDIS_PORT, ServiceType};
+
+/// Name of the web container port and of the web Service port.
+pub const WEB_PORT_NAME: &str = "http";
+/// Name of the Redis container port and of the Redis Services' port.
+pub const REDIS_PORT_NAME: &str = "redis";
+
+pub fn web(cr: &CounterApp) -> Service {
+    let app = meta::app_name(cr);
+    let svc = &cr.spec.web.service;
+    let type_ = match svc.type_ {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    Service {
+        metadata: meta::object_meta(cr, names::web(app), Component::Web),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.to_string()),
+            selector: Some(labels::selector(app, Component::Web)),
+            ports: Some(vec![ServicePort {
+                name: Some(WEB_PORT_NAME.to_string()),
+                protocol: Some("TCP".to_string()),
+                port: svc.port,
+                target_port: Some(IntOrString::Int(cr.spec.web.port)),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Headless Service giving each Redis pod the stable name `NAME-redis-K.NAME-redis-headless`.
+/// Not-ready pods are published too: replicas must reach a primary that is still
+/// loading, and a pod must resolve its own name before it is ready.
+pub fn redis_headless(cr: &CounterApp) -> Service {
+    let app = meta::app_name(cr);
+    let mut svc = redis_service(cr, names::redis_headless(app), labels::selector(app, Component::Redis));
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.cluster_ip = Some("None".to_string());
+        spec.publish_not_ready_addresses = Some(true);
+    }
+    svc
+}
+
+/// Service of the current primary (writes).
+pub fn redis_primary(cr: &CounterApp) -> Service {
+    let app = meta::app_name(cr);
+    redis_service(cr, names::redis_primary(app), role_selector(app, labels::ROLE_PRIMARY))
+}
+
+/// Service of the replicas (reads when `readFrom: replicas`).
+pub fn redis_replicas(cr: &CounterApp) -> Service {
+    let app = meta::app_name(cr);
+    redis_service(cr, names::redis_replicas(app), role_selector(app, labels::ROLE_REPLICA))
+}
+
+fn role_selector(app: &str, role: &str) -> BTreeMap<String, String> {
+    let mut sel = labels::selector(app, Component::Redis);
+    sel.insert(labels::ROLE.to_string(), role.to_string());
+    sel
+}
+
+fn redis_service(cr: &CounterApp, name: String, selector: BTreeMap<String, String>) -> Service {
+    Service {
+        metadata: meta::object_meta(cr, name, Component::Redis),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_string()),
+            selector: Some(selector),
+            ports: Some(vec![ServicePort {
+                name: Some(REDIS_PORT_NAME.to_string()),
+                protocol: Some("TCP".to_string()),
+                port: REDIS_PORT,
+                target_port: Some(IntOrString::String(REDIS_PORT_NAME.to_string())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}

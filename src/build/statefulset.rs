@@ -1,0 +1,234 @@
+//! StatefulSet `NAME-redis`: 1 + `redis.replicas` Redis pods, each with its own
+//! PersistentVolumeClaim `data-NAME-redis-K`.
+//!
+//! Pods carry no `counterstack.io/role` label from the template: the operator labels
+//! each pod `primary` or `replica` after it has checked its actual role, which is what
+//! the primary and replicas Services select on.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::labels::{self, Component};
+use super::service::REDIS_PORT_NAME;
+use super::{Inputs, configmap, meta, names};
+use crate::api::{CounterApp, REDIS_PORT};
+
+/// UID/GID of the `redis` user in the official image.
+pub const REDIS_UID: i64 = 999;
+/// Name of the volumeClaimTemplate (PVCs are `data-NAME-redis-K`).
+pub const DATA_VOLUME: &str = "data";
+const CONFIG_VOLUME: &str = "config";
+const CONTAINER: &str = "redis";
+
+/// `redis-cli PING` must answer PONG (fails while the node loads its dataset).
+/// `REDISCLI_AUTH` keeps the password off the command line.
+const PING: &str = r#"REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG"#;
+
+pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
+    let app = meta::app_name(cr);
+    let spec = &cr.spec.redis;
+    let selector = labels::selector(app, Component::Redis);
+    let (tmp_volume, tmp_mount) = meta::tmp_volume();
+
+    let env = vec![
+        EnvVar {
+            name: "POD_NAME".to_string(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_string(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "HEADLESS_SERVICE".to_string(),
+            value: Some(names::redis_headless(app)),
+            ..EnvVar::default()
+        },
+        password_env(app),
+    ];
+
+    // Everything a Redis process reads at start except `primary` (a failover must not
+    // make every pod outdated): a change gives the template a new revision, which the
+    // replication manager rolls replicas-first (updateStrategy OnDelete).
+    let hash = meta::config_hash([
+        ("redis.conf", configmap::redis_conf(cr).as_bytes()),
+        ("start.sh", configmap::START_SCRIPT.as_bytes()),
+        ("password", inputs.redis_password.as_bytes()),
+    ]);
+
+    let container = Container {
+        name: CONTAINER.to_string(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        command: Some(vec![
+            "sh".to_string(),
+            format!("{}/{}", configmap::MOUNT_PATH, configmap::START_SCRIPT_KEY),
+        ]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some(REDIS_PORT_NAME.to_string()),
+            container_port: REDIS_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        resources: spec.resources.clone(),
+        // Loading a large AOF can take minutes: the startup probe only needs the port.
+        startup_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String(REDIS_PORT_NAME.to_string()),
+                host: None,
+            }),
+            period_seconds: Some(5),
+            failure_threshold: Some(60),
+            ..Probe::default()
+        }),
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["sh".to_string(), "-c".to_string(), PING.to_string()]),
+            }),
+            period_seconds: Some(5),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(2),
+            ..Probe::default()
+        }),
+        // tcp, not PING: a node that is busy loading or syncing must not be killed.
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String(REDIS_PORT_NAME.to_string()),
+                host: None,
+            }),
+            period_seconds: Some(10),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(6),
+            ..Probe::default()
+        }),
+        security_context: Some(meta::container_security_context(REDIS_UID)),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: DATA_VOLUME.to_string(),
+                mount_path: configmap::DATA_PATH.to_string(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: CONFIG_VOLUME.to_string(),
+                mount_path: configmap::MOUNT_PATH.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            tmp_mount,
+        ]),
+        ..Container::default()
+    };
+
+    let pod = PodSpec {
+        containers: vec![container],
+        image_pull_secrets: meta::image_pull_secrets(cr),
+        security_context: Some(meta::pod_security_context(REDIS_UID, Some(REDIS_UID))),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".to_string(),
+            when_unsatisfiable: "ScheduleAnyway".to_string(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector.clone()),
+                match_expressions: None,
+            }),
+            ..TopologySpreadConstraint::default()
+        }]),
+        volumes: Some(vec![
+            Volume {
+                name: CONFIG_VOLUME.to_string(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: names::redis(app),
+                    default_mode: Some(0o444),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            tmp_volume,
+        ]),
+        ..PodSpec::default()
+    };
+
+    let mut storage_request = BTreeMap::new();
+    storage_request.insert("storage".to_string(), Quantity(spec.storage.size.clone()));
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_string()),
+            labels: Some(labels::labels(app, Component::Redis)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements { requests: Some(storage_request), limits: None }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    };
+
+    StatefulSet {
+        metadata: meta::object_meta(cr, names::redis(app), Component::Redis),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(cr.spec.redis_pods()),
+            // Immutable after creation: only the stable selector labels, never the role.
+            selector: LabelSelector { match_labels: Some(selector), match_expressions: None },
+            service_name: Some(names::redis_headless(app)),
+            // Pods start together; roles come from the ConfigMap, not from start order.
+            pod_management_policy: Some("Parallel".to_string()),
+            // The replication manager restarts pods itself, replicas first, handing over
+            // the primary before it restarts.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_string()),
+                rolling_update: None,
+            }),
+            // The operator never deletes data: PVCs outlive scale-down and deletion.
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some("Retain".to_string()),
+                when_scaled: Some("Retain".to_string()),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels::labels(app, Component::Redis)),
+                    annotations: Some(meta::hash_annotations(hash)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// `REDIS_PASSWORD` from the auth Secret.
+pub fn password_env(app: &str) -> EnvVar {
+    EnvVar {
+        name: "REDIS_PASSWORD".to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: names::redis_auth(app),
+                key: names::PASSWORD_KEY.to_string(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}

@@ -1,0 +1,312 @@
+//! Validation the builders can check offline, with messages that name the field and
+//! say what to change. The CRD enforces the same rules in the API server (schema bounds
+//! and CEL rules); `validate_cel` runs the CRD's CEL rules client-side too.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::CustomResourceExt;
+use kube::core::cel::CompiledSchema;
+
+use super::Error;
+use crate::api::{CounterApp, MAX_NAME_LEN};
+
+/// One failed check: the field (a path such as `spec.web.replicas`) and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every failed check, in field order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldErrors(pub Vec<FieldError>);
+
+impl fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+#[derive(Default)]
+struct Checks(Vec<FieldError>);
+
+impl Checks {
+    fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+
+    fn range(&mut self, field: &str, value: i32, min: i32, max: i32) {
+        if !(min..=max).contains(&value) {
+            self.fail(field, format!("must be between {min} and {max}, got {value}"));
+        }
+    }
+}
+
+/// Check everything about `cr` that needs no API server. Returns all failures at once.
+pub fn validate(cr: &CounterApp) -> Result<(), Error> {
+    let mut c = Checks::default();
+    let spec = &cr.spec;
+
+    match cr.metadata.name.as_deref() {
+        None | Some("") => c.fail("metadata.name", "is required"),
+        Some(name) => {
+            if name.len() > MAX_NAME_LEN {
+                c.fail(
+                    "metadata.name",
+                    format!(
+                        "must be at most {MAX_NAME_LEN} characters so that derived names such as \
+                         {name}-redis-headless stay valid DNS labels, got {} characters; choose a shorter name",
+                        name.len()
+                    ),
+                );
+            }
+            if !is_dns1035_label(name) {
+                c.fail(
+                    "metadata.name",
+                    format!(
+                        "must start with a lowercase letter and contain only lowercase letters, digits \
+                         and '-', and end with a letter or digit, got {name:?}"
+                    ),
+                );
+            }
+        }
+    }
+
+    if let Some(image) = spec.web.image.as_deref() {
+        check_image(&mut c, "spec.web.image", image, true);
+    }
+    c.range("spec.web.replicas", spec.web.replicas, 1, 100);
+    c.range("spec.web.port", spec.web.port, 1, 65535);
+    c.range("spec.web.service.port", spec.web.service.port, 1, 65535);
+    check_resources(&mut c, "spec.web.resources", spec.web.resources.as_ref());
+
+    check_image(&mut c, "spec.redis.image", &spec.redis.image, false);
+    c.range("spec.redis.replicas", spec.redis.replicas, 0, 8);
+    if let Some(sync) = spec.web.sync_replicas {
+        c.range("spec.web.syncReplicas", sync, 0, 8);
+        if sync > spec.redis.replicas && (0..=8).contains(&sync) {
+            c.fail(
+                "spec.web.syncReplicas",
+                format!(
+                    "cannot exceed spec.redis.replicas ({}), got {sync}: a write cannot be confirmed by more \
+                     replicas than exist; lower syncReplicas or add Redis replicas",
+                    spec.redis.replicas
+                ),
+            );
+        }
+    }
+    let size = &spec.redis.storage.size;
+    if !is_storage_size(size) {
+        c.fail(
+            "spec.redis.storage.size",
+            format!("must be a quantity such as 1Gi or 500Mi (a number with an optional Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P or E suffix), got {size:?}"),
+        );
+    } else if size
+        .split(|ch: char| ch.is_ascii_alphabetic())
+        .next()
+        .is_some_and(|n| n.chars().all(|d| d == '0' || d == '.'))
+    {
+        c.fail(
+            "spec.redis.storage.size",
+            format!("must be greater than zero, for example 1Gi, got {size:?}"),
+        );
+    }
+    if let Some(class) = spec.redis.storage.storage_class_name.as_deref()
+        && !is_dns1123_subdomain(class)
+    {
+        c.fail(
+            "spec.redis.storage.storageClassName",
+            format!("must be a DNS subdomain (lowercase letters, digits, '-' and '.'), got {class:?}"),
+        );
+    }
+    check_resources(&mut c, "spec.redis.resources", spec.redis.resources.as_ref());
+    c.range("spec.redis.failover.afterSeconds", spec.redis.failover.after_seconds, 1, 300);
+
+    for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
+        if !is_dns1123_subdomain(&secret.name) {
+            c.fail(
+                format!("spec.imagePullSecrets[{i}].name"),
+                format!("must name a Secret (a DNS subdomain), got {:?}", secret.name),
+            );
+        }
+    }
+
+    if c.0.is_empty() { Ok(()) } else { Err(Error::Invalid(FieldErrors(c.0))) }
+}
+
+/// Run the CRD's CEL rules (`x-kubernetes-validations`) client-side, as the API server
+/// would on create (`old` None) or update (`old` Some: transition rules such as "size
+/// never shrinks" and "storageClassName is immutable" apply).
+pub fn validate_cel(cr: &CounterApp, old: Option<&CounterApp>) -> Result<(), Error> {
+    let compiled = crd_cel_rules().as_ref().map_err(|e| Error::Cel(e.clone()))?;
+    let to_value = |v: &CounterApp| {
+        serde_json::to_value(v).map_err(|e| Error::Serialize { kind: "CounterApp", source: e })
+    };
+    let object = to_value(cr)?;
+    let old = old.map(to_value).transpose()?;
+    kube::core::cel::Validator::new()
+        .validate_compiled(compiled, &object, old.as_ref())
+        .map_err(|errs| Error::Cel(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))
+}
+
+/// The CRD's CEL rules, compiled once per process (compiling dominates the cost).
+fn crd_cel_rules() -> &'static Result<CompiledSchema, String> {
+    static RULES: OnceLock<Result<CompiledSchema, String>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let crd = CounterApp::crd();
+        let schema = crd
+            .spec
+            .versions
+            .first()
+            .and_then(|v| v.schema.as_ref())
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .ok_or_else(|| "the generated CRD has no openAPIV3Schema".to_string())?;
+        let schema =
+            serde_json::to_value(schema).map_err(|e| format!("cannot serialize the CRD schema: {e}"))?;
+        let compiled = kube::core::cel::compile_schema(&schema);
+        if compiled.has_errors() {
+            let errs: Vec<String> = compiled.compilation_errors().iter().map(|e| e.to_string()).collect();
+            return Err(format!("the CRD's CEL rules do not compile: {}", errs.join("; ")));
+        }
+        Ok(compiled)
+    })
+}
+
+fn check_image(c: &mut Checks, field: &str, image: &str, allow_empty: bool) {
+    if image.is_empty() && !allow_empty {
+        c.fail(field, "must not be empty");
+    } else if image.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        c.fail(field, format!("must be an image reference without spaces, got {image:?}"));
+    }
+}
+
+fn check_resources(c: &mut Checks, field: &str, res: Option<&ResourceRequirements>) {
+    let Some(res) = res else { return };
+    for (part, map) in [("limits", &res.limits), ("requests", &res.requests)] {
+        for (name, q) in map.iter().flatten() {
+            if !is_quantity(&q.0) {
+                c.fail(
+                    format!("{field}.{part}.{name}"),
+                    format!("must be a Kubernetes quantity such as 500m, 2 or 256Mi, got {:?}", q.0),
+                );
+            }
+        }
+    }
+}
+
+/// RFC 1035 label: what Service names need (`NAME-web` etc. start with NAME).
+pub fn is_dns1035_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || *ch == b'-')
+}
+
+/// RFC 1123 label: what every other object name (and pod hostname) needs.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || *ch == b'-')
+}
+
+/// RFC 1123 subdomain (Secret and StorageClass names).
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// The CRD's pattern for `spec.redis.storage.size`:
+/// `^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$`.
+pub fn is_storage_size(s: &str) -> bool {
+    let (number, suffix) = split_number(s);
+    is_plain_decimal(number)
+        && matches!(suffix, "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "k" | "M" | "G" | "T" | "P" | "E")
+}
+
+/// A Kubernetes resource quantity: `[+-]number` with a binary-SI, decimal-SI
+/// (including `m`, `u`, `n`) or exponent (`e3`, `E-2`) suffix.
+pub fn is_quantity(s: &str) -> bool {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (number, suffix) = split_number(unsigned);
+    let number_ok = !number.is_empty()
+        && number != "."
+        && number.chars().filter(|ch| *ch == '.').count() <= 1
+        && number.chars().all(|ch| ch.is_ascii_digit() || ch == '.');
+    let suffix_ok = match suffix {
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P"
+        | "E" => true,
+        exp => exp
+            .strip_prefix(['e', 'E'])
+            .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+            .is_some_and(|digits| !digits.is_empty() && digits.chars().all(|ch| ch.is_ascii_digit())),
+    };
+    number_ok && suffix_ok
+}
+
+fn split_number(s: &str) -> (&str, &str) {
+    let end = s.find(|ch: char| !(ch.is_ascii_digit() || ch == '.')).unwrap_or(s.len());
+    s.split_at(end)
+}
+
+/// `[0-9]+(\.[0-9]+)?`
+fn is_plain_decimal(s: &str) -> bool {
+    let mut parts = s.splitn(2, '.');
+    let digits = |p: &str| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit());
+    parts.next().is_some_and(digits) && parts.next().is_none_or(digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_cel_rules_compile() {
+        if let Err(e) = crd_cel_rules() {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn storage_sizes() {
+        for ok in ["1Gi", "500Mi", "1.5Gi", "10", "2T", "1k"] {
+            assert!(is_storage_size(ok), "{ok}");
+        }
+        for bad in ["", "Gi", "1GB", "1gi", "-1Gi", "1.Gi", ".5Gi", "1 Gi", "1e3", "500m"] {
+            assert!(!is_storage_size(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["500m", "2", "0.5", "256Mi", "1e3", "1E-2", "+1", "100u", ".5"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "m", "1mb", "1 Gi", "1..2", "1e", "Gi", "."] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_names() {
+        assert!(is_dns1035_label("demo-web"));
+        assert!(!is_dns1035_label("1demo"));
+        assert!(is_dns1123_label("1demo"));
+        assert!(!is_dns1123_label("demo-"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+        assert!(is_dns1123_subdomain("fast.ssd"));
+        assert!(!is_dns1123_subdomain("Fast"));
+    }
+}

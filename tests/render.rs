@@ -1,0 +1,286 @@
+//! `render` output: snapshots (insta) of the minimal and the full example, and the
+//! shape issue 2 requires of the minimal one.
+
+use std::collections::BTreeMap;
+
+use counterstack::api::CounterApp;
+use counterstack::build::{self, Inputs, render};
+use serde_json::Value;
+
+const PASSWORD: &str = "0123456789abcdefghijABCDEFGHIJxy";
+
+fn inputs() -> Inputs {
+    Inputs {
+        default_web_image: "ghcr.io/counterstack/counterstack:test".to_string(),
+        redis_password: PASSWORD.to_string(),
+        primary: None,
+    }
+}
+
+fn example(name: &str) -> CounterApp {
+    let path = format!("{}/manifests/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    render::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn render_yaml(cr: &CounterApp) -> String {
+    render::to_yaml(&build::all(cr, &inputs()).unwrap()).unwrap()
+}
+
+/// The YAML stream as JSON values.
+fn objects(yaml: &str) -> Vec<Value> {
+    yaml.split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_yaml_ng::from_str(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn snapshot_minimal() {
+    insta::assert_snapshot!("minimal", render_yaml(&example("counterapp.yaml")));
+}
+
+#[test]
+fn snapshot_full() {
+    insta::assert_snapshot!("full", render_yaml(&example("counterapp-full.yaml")));
+}
+
+#[test]
+fn minimal_renders_exactly_the_required_objects() {
+    let objs = objects(&render_yaml(&example("counterapp.yaml")));
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in &objs {
+        *kinds.entry(o["kind"].as_str().unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        kinds,
+        BTreeMap::from([
+            ("ConfigMap", 1),
+            ("Deployment", 1),
+            ("PodDisruptionBudget", 2),
+            ("Secret", 1),
+            ("Service", 4),
+            ("StatefulSet", 1),
+        ])
+    );
+
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(deploy["spec"]["replicas"], 4);
+    let web = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let probes: Vec<&str> = ["startupProbe", "readinessProbe", "livenessProbe"]
+        .into_iter()
+        .filter(|p| web[p]["httpGet"]["path"].is_string())
+        .collect();
+    assert_eq!(probes.len(), 3);
+    assert_eq!(web["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(web["livenessProbe"]["httpGet"]["path"], "/livez");
+
+    let sts = objs.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
+    assert_eq!(sts["spec"]["replicas"], 3);
+    let claims = sts["spec"]["volumeClaimTemplates"].as_array().unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0]["spec"]["resources"]["requests"]["storage"], "1Gi");
+
+    let names: Vec<&str> = objs.iter().map(|o| o["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "demo-redis-auth",
+            "demo-redis",
+            "demo-redis-headless",
+            "demo-redis-primary",
+            "demo-redis-replicas",
+            "demo-web",
+            "demo-redis",
+            "demo-web",
+            "demo-web",
+            "demo-redis"
+        ]
+    );
+}
+
+#[test]
+fn web_env_points_at_the_redis_services() {
+    let objs = objects(&render_yaml(&example("counterapp.yaml")));
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let env: BTreeMap<String, Value> = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+        .collect();
+    assert_eq!(env["LISTEN_ADDR"]["value"], "0.0.0.0:8080");
+    assert_eq!(env["REDIS_URL"]["value"], "redis://demo-redis-primary:6379");
+    assert_eq!(env["REDIS_REPLICA_URL"]["value"], "redis://demo-redis-replicas:6379");
+    assert_eq!(env["READ_FROM"]["value"], "primary");
+    assert_eq!(env["SYNC_REPLICAS"]["value"], "1");
+    assert_eq!(env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"], "demo-redis-auth");
+    assert!(env["REDIS_PASSWORD"].get("value").is_none(), "the password must not be inlined");
+}
+
+#[test]
+fn secret_uses_data_not_string_data() {
+    let children = build::all(&example("counterapp.yaml"), &inputs()).unwrap();
+    let secret = children.redis_auth;
+    assert!(secret.string_data.is_none());
+    assert_eq!(secret.data.unwrap()["password"].0, PASSWORD.as_bytes());
+}
+
+/// A CR read from the API server (with a uid) gives every child a controller owner
+/// reference; the CR's own labels and annotations are never copied.
+#[test]
+fn every_child_is_owned_and_labelled_without_copying_cr_metadata() {
+    let mut cr = example("counterapp.yaml");
+    cr.metadata.namespace = Some("apps".to_string());
+    cr.metadata.uid = Some("7c0a4e2e-1111-2222-3333-444455556666".to_string());
+    cr.metadata.labels = Some(BTreeMap::from([("argocd.argoproj.io/instance".to_string(), "x".to_string())]));
+    cr.metadata.annotations =
+        Some(BTreeMap::from([("argocd.argoproj.io/tracking-id".to_string(), "x".to_string())]));
+    for o in objects(&render_yaml(&cr)) {
+        let meta = &o["metadata"];
+        let what = format!("{} {}", o["kind"], meta["name"]);
+        assert_eq!(meta["namespace"], "apps", "{what}");
+        let owners = meta["ownerReferences"].as_array().unwrap();
+        assert_eq!(owners.len(), 1, "{what}");
+        let owner = &owners[0];
+        assert_eq!(owner["apiVersion"], "counterstack.io/v1alpha1", "{what}");
+        assert_eq!(owner["kind"], "CounterApp", "{what}");
+        assert_eq!(owner["name"], "demo", "{what}");
+        assert_eq!(owner["uid"], "7c0a4e2e-1111-2222-3333-444455556666", "{what}");
+        assert_eq!(owner["controller"], true, "{what}");
+        assert_eq!(owner["blockOwnerDeletion"], true, "{what}");
+        let labels = meta["labels"].as_object().unwrap();
+        assert_eq!(labels["app.kubernetes.io/name"], "counterstack", "{what}");
+        assert_eq!(labels["app.kubernetes.io/instance"], "demo", "{what}");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "counterstack-operator", "{what}");
+        assert!(!labels.contains_key("argocd.argoproj.io/instance"), "{what}");
+        assert!(meta.get("annotations").is_none(), "{what}");
+        let text = serde_json::to_string(&o).unwrap();
+        assert!(!text.contains("argocd"), "{what} carries the CR's GitOps metadata");
+    }
+}
+
+/// A CR rendered offline (no uid) gives children without owner references rather
+/// than ones with an empty uid, which the API server would reject.
+#[test]
+fn offline_render_omits_owner_references() {
+    for o in objects(&render_yaml(&example("counterapp.yaml"))) {
+        assert!(o["metadata"].get("ownerReferences").is_none());
+    }
+}
+
+#[test]
+fn every_pod_meets_the_restricted_pod_security_standard() {
+    for name in ["counterapp.yaml", "counterapp-full.yaml"] {
+        for o in objects(&render_yaml(&example(name))) {
+            let Some(pod) = o["spec"]["template"]["spec"].as_object() else { continue };
+            let what = format!("{name}: {} {}", o["kind"], o["metadata"]["name"]);
+            let psc = &pod["securityContext"];
+            assert_eq!(psc["runAsNonRoot"], true, "{what}");
+            assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+            assert!(pod.get("hostNetwork").is_none() && pod.get("hostPID").is_none(), "{what}");
+            for c in pod["containers"].as_array().unwrap() {
+                let sc = &c["securityContext"];
+                assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+                assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{what}");
+                assert!(sc["capabilities"].get("add").is_none(), "{what}");
+                assert_eq!(sc["runAsNonRoot"], true, "{what}");
+                assert_ne!(sc["runAsUser"], 0, "{what}");
+                assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+            }
+            // Only volume types the restricted profile allows.
+            for v in pod["volumes"].as_array().unwrap() {
+                let kind: Vec<&String> = v.as_object().unwrap().keys().filter(|k| *k != "name").collect();
+                assert!(
+                    kind.iter().all(|k| ["emptyDir", "configMap", "secret", "persistentVolumeClaim"]
+                        .contains(&k.as_str())),
+                    "{what}: volume {kind:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn full_example_sets_every_field_on_the_children() {
+    let objs = objects(&render_yaml(&example("counterapp-full.yaml")));
+    let get = |kind: &str| objs.iter().find(|o| o["kind"] == kind).unwrap();
+    let deploy = get("Deployment");
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(deploy["spec"]["replicas"], 6);
+    assert_eq!(pod["containers"][0]["image"], "registry.example.com:5000/counterstack:0.1.0");
+    assert_eq!(pod["containers"][0]["ports"][0]["containerPort"], 9090);
+    assert_eq!(pod["containers"][0]["resources"]["limits"]["memory"], "128Mi");
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "registry-credentials");
+    let sts = get("StatefulSet");
+    assert_eq!(sts["spec"]["replicas"], 4);
+    assert_eq!(sts["spec"]["template"]["spec"]["imagePullSecrets"][0]["name"], "registry-credentials");
+    assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"], "fast-ssd");
+    assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "5Gi");
+    let web_svc =
+        objs.iter().find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "shop-counter-web").unwrap();
+    assert_eq!(web_svc["spec"]["type"], "LoadBalancer");
+    assert_eq!(web_svc["spec"]["ports"][0]["port"], 8000);
+    assert_eq!(web_svc["spec"]["ports"][0]["targetPort"], 9090);
+    let conf = get("ConfigMap")["data"]["redis.conf"].as_str().unwrap();
+    assert!(conf.contains("min-replicas-to-write 2\n"), "{conf}");
+}
+
+#[test]
+fn config_hash_changes_with_what_the_pods_depend_on() {
+    let hash = |cr: &CounterApp, password: &str| {
+        let mut i = inputs();
+        i.redis_password = password.to_string();
+        let c = build::all(cr, &i).unwrap();
+        let ann = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
+            t.as_ref().unwrap().annotations.as_ref().unwrap()["counterstack.io/config-hash"].clone()
+        };
+        (
+            ann(&c.web_deployment.spec.unwrap().template.metadata),
+            ann(&c.redis_statefulset.spec.unwrap().template.metadata),
+        )
+    };
+    let cr = example("counterapp.yaml");
+    let base = hash(&cr, PASSWORD);
+    assert_eq!(base, hash(&cr, PASSWORD), "the hash is deterministic");
+    let other_pw = hash(&cr, "another-password");
+    assert_ne!(base.0, other_pw.0);
+    assert_ne!(base.1, other_pw.1);
+    let mut sync0 = cr.clone();
+    sync0.spec.web.sync_replicas = Some(0);
+    let h = hash(&sync0, PASSWORD);
+    assert_ne!(base.0, h.0, "SYNC_REPLICAS is in the web env");
+    assert_ne!(base.1, h.1, "min-replicas-to-write is in redis.conf");
+    // Scaling changes neither pod template.
+    let mut scaled = cr.clone();
+    scaled.spec.web.replicas = 7;
+    assert_eq!(base, hash(&scaled, PASSWORD));
+    // A failover (new primary in the ConfigMap) must not make the Redis pods outdated.
+    let mut i = inputs();
+    i.primary = Some("demo-redis-2".to_string());
+    let c = build::all(&cr, &i).unwrap();
+    assert_eq!(c.redis_config.data.as_ref().unwrap()["primary"], "demo-redis-2");
+    let ann = c.redis_statefulset.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(ann["counterstack.io/config-hash"], base.1);
+}
+
+#[test]
+fn primary_outside_the_statefulset_is_an_error() {
+    let cr = example("counterapp.yaml");
+    for bad in ["demo-redis-3", "other-redis-0", "demo-redis-x"] {
+        let mut i = inputs();
+        i.primary = Some(bad.to_string());
+        assert!(build::all(&cr, &i).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn zero_redis_replicas_means_no_sync_and_no_min_replicas() {
+    let mut cr = example("counterapp.yaml");
+    cr.spec.redis.replicas = 0;
+    let c = build::all(&cr, &inputs()).unwrap();
+    assert_eq!(c.redis_statefulset.spec.unwrap().replicas, Some(1));
+    assert!(c.redis_config.data.unwrap()["redis.conf"].contains("min-replicas-to-write 0\n"));
+    let env = c.web_deployment.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+    let sync = env.iter().find(|e| e.name == "SYNC_REPLICAS").unwrap();
+    assert_eq!(sync.value.as_deref(), Some("0"));
+}
