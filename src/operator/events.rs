@@ -29,14 +29,15 @@ pub const REPORTER: &str = "counterstack-operator";
 /// Publishes Events about CounterApps.
 #[derive(Clone)]
 pub struct Events {
-    recorder: Recorder,
+    client: kube::Client,
+    reporter: Reporter,
 }
 
 impl Events {
     /// `instance` identifies this operator pod (`POD_NAME`); `None` falls back to the
     /// controller name.
     pub fn new(client: kube::Client, instance: Option<String>) -> Self {
-        Self { recorder: Recorder::new(client, Reporter { controller: REPORTER.into(), instance }) }
+        Self { client, reporter: Reporter { controller: REPORTER.into(), instance } }
     }
 
     pub async fn normal(&self, app: &CounterApp, reason: &str, action: &str, note: String) {
@@ -75,7 +76,11 @@ impl Events {
             action: action.to_string(),
             secondary: related,
         };
-        if let Err(e) = self.recorder.publish(&ev, &app.object_ref(&())).await {
+        // A fresh Recorder per Event: a shared one folds Events with the same reason into
+        // a series that keeps the first note, which would show a stale message (e.g.
+        // the first of two different failures). Events here are rare enough.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&ev, &app.object_ref(&())).await {
             // Usually RBAC: the operator needs `create` and `patch` on events.k8s.io events.
             tracing::warn!(error = %e, reason, "cannot publish Event (check RBAC: create/patch events.k8s.io events)");
         }

@@ -167,7 +167,31 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
     use super::*;
+
+    async fn get(m: &Arc<Metrics>, path: &str) -> (StatusCode, String) {
+        let res = router(m.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_and_metrics_endpoints() {
+        let m = Arc::new(Metrics::default());
+        assert_eq!(get(&m, "/livez").await.0, StatusCode::OK);
+        assert_eq!(get(&m, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        m.set_ready(true);
+        assert_eq!(get(&m, "/readyz").await.0, StatusCode::OK);
+        let (status, body) = get(&m, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("# TYPE counterstack_reconciles counter"), "{body}");
+        assert_eq!(get(&m, "/nope").await.0, StatusCode::NOT_FOUND);
+    }
 
     #[test]
     fn encodes_counters_with_error_labels() {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -246,7 +246,14 @@ async fn replication(
         tracing::info!(%pod, %role, ?previous, "role label set");
         if previous.is_some() {
             let note = format!("pod {pod} is now {role}");
-            ctx.events.normal(app, reason::ROLE_CHANGED, "Relabel", note).await;
+            let related = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.clone()),
+                namespace: Some(ns.to_string()),
+                ..Default::default()
+            };
+            ctx.events.about_child(app, reason::ROLE_CHANGED, "Relabel", note, related).await;
         }
     }
     for ev in &outcome.events {
