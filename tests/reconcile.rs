@@ -406,3 +406,46 @@ async fn missing_crd_is_a_clear_startup_error() {
     let last = fake.requests().pop().unwrap();
     assert_eq!(last.query.get("limit").map(String::as_str), Some("1"));
 }
+
+#[tokio::test]
+async fn configmap_names_the_new_primary_before_labels_move() {
+    let (ctx, fake) = setup(json!({}));
+    ready_stack(&ctx, &fake).await;
+    // The status (and so the ConfigMap) still names pod 1 while the replication
+    // manager now decides pod 0 (the placeholder manager always does).
+    fake.mutate(CR, |cr| cr["status"]["redis"]["primary"] = json!("demo-redis-1"));
+    fake.mutate(&format!("{PODS}/demo-redis-0"), |p| {
+        p["metadata"]["labels"][labels::ROLE] = json!("replica")
+    });
+    fake.mutate(&format!("{PODS}/demo-redis-1"), |p| {
+        p["metadata"]["labels"][labels::ROLE] = json!("primary")
+    });
+    fake.clear_requests();
+
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    let w = writes(&fake.requests());
+    let cm_primary = |r: &Recorded| r.body.as_ref().unwrap()["data"]["primary"].as_str().map(str::to_string);
+    let last_cm = w.iter().rposition(|r| r.path == CONFIGMAP).expect("ConfigMap applied");
+    assert_eq!(cm_primary(&w[last_cm]).as_deref(), Some("demo-redis-0"));
+    let first_label = w.iter().position(|r| r.path.starts_with(PODS)).expect("labels moved");
+    assert!(
+        last_cm < first_label,
+        "ConfigMap before labels: {:#?}",
+        w.iter().map(Recorded::line).collect::<Vec<_>>()
+    );
+    assert_eq!(fake.get(CONFIGMAP).unwrap()["data"]["primary"], "demo-redis-0");
+    assert_eq!(w.last().unwrap().path, format!("{CR}/status"));
+    let cr = load_cr(&fake);
+    assert_eq!(cr.status.as_ref().unwrap().redis.as_ref().unwrap().primary.as_deref(), Some("demo-redis-0"));
+
+    // Settled: the next pass only clears Reconciling (this pass applied the ConfigMap),
+    // the one after writes nothing.
+    fake.clear_requests();
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    let lines: Vec<String> = writes(&fake.requests()).iter().map(Recorded::line).collect();
+    assert_eq!(lines, [format!("PATCH {CR}/status")]);
+    assert_eq!(condition(&load_cr(&fake), "Reconciling"), None);
+    fake.clear_requests();
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    assert!(writes(&fake.requests()).is_empty(), "{:#?}", fake.requests());
+}

@@ -77,7 +77,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     }
 
     // read + build + apply
-    let (web, sts, applied, password) = if app.spec.paused {
+    let (web, sts, applied, inputs) = if app.spec.paused {
         let (web, sts) = read_workloads(ctx, &ns, &name).await?;
         (web, sts, false, None)
     } else {
@@ -88,7 +88,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         };
         let inputs = Inputs {
             default_web_image: ctx.default_web_image.clone(),
-            redis_password: password.clone(),
+            redis_password: password,
             primary: app.status.as_ref().and_then(|s| s.redis.as_ref()).and_then(|r| r.primary.clone()),
         };
         let children = match build::all(app, &inputs) {
@@ -96,13 +96,13 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
             Err(e) => return stall_on_invalid_spec(app, ctx, &ns, &name, e).await,
         };
         let (web, sts, applied) = apply_children(app, ctx, &name, children, secret).await?;
-        (Some(web), Some(sts), applied, Some(password))
+        (Some(web), Some(sts), applied, Some(inputs))
     };
 
     // redis: pods read fresh, roles decided by the replication manager
     let pod_views = pods::list(&ctx.client, &ns, &name).await?;
-    let outcome = match &password {
-        Some(pw) => Some(replication(app, ctx, &ns, &pod_views, pw).await?),
+    let outcome = match &inputs {
+        Some(inputs) => Some(replication(app, ctx, &ns, &name, &pod_views, inputs).await?),
         None => None,
     };
 
@@ -230,15 +230,24 @@ async fn stall_on_invalid_spec(
     Err(e.into())
 }
 
-/// Run the replication manager, then move role labels and publish its Events.
+/// Run the replication manager; when it chose another primary than the one the
+/// children were just built with, point the ConfigMap at it first (a Redis pod that
+/// restarts reads its role there), then move role labels and publish its Events.
 async fn replication(
     app: &CounterApp,
     ctx: &Context,
     ns: &str,
+    name: &str,
     pod_views: &[PodView],
-    password: &str,
+    inputs: &Inputs,
 ) -> Result<Outcome, Error> {
-    let outcome = ctx.redis.reconcile(app, pod_views, password).await?;
+    let outcome = ctx.redis.reconcile(app, pod_views, &inputs.redis_password).await?;
+    let built_with = build::configmap::primary_pod(app, inputs)?;
+    if let Some(decided) = outcome.status.primary.as_ref().filter(|p| **p != built_with) {
+        tracing::info!(from = %built_with, to = %decided, "primary moved; updating the Redis ConfigMap");
+        let inputs = Inputs { primary: Some(decided.clone()), ..inputs.clone() };
+        ensure(app, ctx, name, build::all(app, &inputs)?.redis_config, None).await?;
+    }
     for (pod, role) in pods::label_changes(pod_views, &outcome.role_labels) {
         let previous = pod_views.iter().find(|p| p.name == pod).and_then(|p| p.role_label.clone());
         pods::set_role(&ctx.client, ns, &pod, &role).await?;
