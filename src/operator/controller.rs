@@ -47,7 +47,9 @@ pub async fn check_crd(client: &Client, namespace: Option<&str>) -> Result<(), E
     let apps: Api<CounterApp> = api(client, namespace);
     match apps.list(&kube::api::ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Err(Error::CrdNotInstalled),
+        // The API server answers an unknown group/version with a plain-text
+        // "404 page not found", which carries the code but no NotFound reason.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.is_not_found() => Err(Error::CrdNotInstalled),
         Err(e) => Err(Error::kube("list CounterApps (startup check)", e)),
     }
 }
