@@ -449,3 +449,59 @@ async fn configmap_names_the_new_primary_before_labels_move() {
     reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
     assert!(writes(&fake.requests()).is_empty(), "{:#?}", fake.requests());
 }
+
+/// Poll `f` until it holds (the controller runs concurrently).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn controller_reconciles_on_child_and_pod_changes_and_then_stays_quiet() {
+    let (ctx, fake) = setup(json!({}));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(ctx.clone(), Some(NS.to_string()), async {
+        let _ = stopped.await;
+    }));
+
+    // The CounterApp is reconciled as soon as the controller lists it.
+    eventually("first status", || fake.get(CR).is_some_and(|cr| !cr["status"].is_null())).await;
+    assert!(fake.get(STS).is_some() && fake.get(DEPLOY).is_some());
+
+    // Owned objects and Redis pods changing trigger reconciles without any resync.
+    cluster_catches_up(&fake, [Some("primary"), Some("replica"), Some("replica")]);
+    eventually("Ready=True", || condition(&load_cr(&fake), "Ready").is_some_and(|c| c.0 == "True")).await;
+
+    // Steady state: no reconcile re-triggers itself (the StatefulSet is not re-applied,
+    // the status is not rewritten).
+    let settle = |fake: &FakeApi| fake.resource_versions();
+    let mut before = settle(&fake);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = settle(&fake);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let reconciles = ctx.metrics.reconciles.get();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ctx.metrics.reconciles.get(), reconciles, "a quiet stack is not reconciled again");
+    assert_eq!(settle(&fake), before);
+
+    // The primary pod stops being ready: the pod watch triggers a reconcile at once.
+    fake.mutate(&format!("{PODS}/demo-redis-0"), |p| {
+        p["status"]["conditions"] = json!([{ "type": "Ready", "status": "False" }]);
+    });
+    eventually("Available=False", || {
+        condition(&load_cr(&fake), "Available") == Some(("False".into(), "RedisPrimaryNotReady".into()))
+    })
+    .await;
+
+    // Graceful shutdown ends the controller.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), controller).await.expect("controller stops").unwrap();
+}

@@ -3,15 +3,19 @@
 //! every request so tests can assert the exact requests of a scenario, and answers
 //! them like the API server would for what the operator uses: GET, LIST with a label
 //! selector, server-side apply (objects and the status subresource), JSON merge patch,
-//! POST of Events. Server-side apply of a StatefulSet with volumeClaimTemplates bumps
-//! its resourceVersion every time, like the real API server (kubernetes#119304).
+//! POST of Events, and WATCH (newline-delimited events of later changes), so a real
+//! kube-runtime Controller can run against it. Server-side apply of a StatefulSet with
+//! volumeClaimTemplates bumps its resourceVersion every time, like the real API server
+//! (kubernetes#119304).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use axum::body::Body as ResponseBody;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 /// One request the operator sent.
 #[derive(Clone, Debug)]
@@ -46,11 +50,19 @@ struct Failure {
     remaining: usize,
 }
 
+/// An open WATCH: changes of objects directly under `prefix` matching `selector`.
+struct Watch {
+    prefix: String,
+    selector: Vec<(String, String)>,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+}
+
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Value>,
     log: Vec<Recorded>,
     failures: Vec<Failure>,
+    watches: Vec<Watch>,
     rv: u64,
     uid: u64,
 }
@@ -60,6 +72,34 @@ impl State {
         self.rv += 1;
         self.rv.to_string()
     }
+
+    /// Store `obj` at `path` and tell the open watches about it.
+    fn store(&mut self, path: &str, obj: Value) {
+        let type_ = if self.objects.contains_key(path) { "MODIFIED" } else { "ADDED" };
+        let mut line = serde_json::to_vec(&json!({ "type": type_, "object": obj })).expect("json");
+        line.push(b'\n');
+        self.watches.retain(|w| {
+            let under = path.strip_prefix(&w.prefix).is_some_and(|rest| !rest.contains('/'));
+            !under || !matches(&w.selector, &obj) || w.tx.send(line.clone()).is_ok()
+        });
+        self.objects.insert(path.to_string(), obj);
+    }
+}
+
+fn matches(selector: &[(String, String)], obj: &Value) -> bool {
+    selector.iter().all(|(k, v)| obj["metadata"]["labels"][k].as_str() == Some(v))
+}
+
+fn parse_selector(query: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    query
+        .get("labelSelector")
+        .map(|s| {
+            s.split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Kinds whose `metadata.generation` the API server maintains.
@@ -73,7 +113,7 @@ pub struct FakeApi {
 impl FakeApi {
     /// A client talking to a new, empty fake API server.
     pub fn start() -> (kube::Client, FakeApi) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<ResponseBody>>();
         let fake = FakeApi::default();
         let server = fake.clone();
         tokio::spawn(async move {
@@ -100,7 +140,7 @@ impl FakeApi {
             st.uid += 1;
             obj["metadata"]["uid"] = json!(format!("uid-{}", st.uid));
         }
-        st.objects.insert(path.to_string(), obj);
+        st.store(path, obj);
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {
@@ -131,7 +171,7 @@ impl FakeApi {
             obj["metadata"]["generation"] = json!(g + 1);
         }
         obj["metadata"]["resourceVersion"] = json!(st.next_rv());
-        st.objects.insert(path.to_string(), obj);
+        st.store(path, obj);
     }
 
     /// Answer the next `times` requests `method path` with `status`.
@@ -147,7 +187,7 @@ impl FakeApi {
         self.lock().log.clear();
     }
 
-    fn handle(&self, parts: &http::request::Parts, bytes: &[u8]) -> Response<Body> {
+    fn handle(&self, parts: &http::request::Parts, bytes: &[u8]) -> Response<ResponseBody> {
         let path = parts.uri.path().to_string();
         let query = parse_query(parts.uri.query().unwrap_or(""));
         let content_type =
@@ -176,6 +216,9 @@ impl FakeApi {
             return status(code, reason, &format!("injected failure {code}"));
         }
         let route = Route::parse(&path);
+        if parts.method == Method::GET && query.get("watch").map(String::as_str) == Some("true") {
+            return watch(&mut st, &path, &query);
+        }
         match parts.method {
             Method::GET => match st.objects.get(&path) {
                 Some(obj) => respond(StatusCode::OK, obj),
@@ -194,7 +237,7 @@ impl FakeApi {
                 let Some(mut body) = body else { return status(400, "BadRequest", "no body") };
                 let name = body["metadata"]["name"].as_str().unwrap_or("unnamed").to_string();
                 body["metadata"]["resourceVersion"] = json!(st.next_rv());
-                st.objects.insert(format!("{path}/{name}"), body.clone());
+                st.store(&format!("{path}/{name}"), body.clone());
                 respond(StatusCode::CREATED, &body)
             }
             _ => status(405, "MethodNotAllowed", "not supported by the fake"),
@@ -222,7 +265,7 @@ impl Route {
     }
 }
 
-fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Response<Body> {
+fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Response<ResponseBody> {
     if route.and_then(|r| r.sub.as_deref()) == Some("status") {
         let obj_path = path.trim_end_matches("/status").to_string();
         let Some(mut obj) = st.objects.get(&obj_path).cloned() else {
@@ -231,7 +274,7 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
         if obj["status"] != body["status"] {
             obj["status"] = body["status"].clone();
             obj["metadata"]["resourceVersion"] = json!(st.next_rv());
-            st.objects.insert(obj_path, obj.clone());
+            st.store(&obj_path, obj.clone());
         }
         return respond(StatusCode::OK, &obj);
     }
@@ -247,7 +290,7 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
             if has_generation {
                 obj["metadata"]["generation"] = json!(1);
             }
-            st.objects.insert(path.to_string(), obj.clone());
+            st.store(path, obj.clone());
             respond(StatusCode::CREATED, &obj)
         }
         Some(live) => {
@@ -269,14 +312,14 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
                     obj["metadata"]["generation"] = json!(g + 1);
                 }
                 obj["metadata"]["resourceVersion"] = json!(st.next_rv());
-                st.objects.insert(path.to_string(), obj.clone());
+                st.store(path, obj.clone());
             }
             respond(StatusCode::OK, &obj)
         }
     }
 }
 
-fn merge(st: &mut State, path: &str, patch: Value) -> Response<Body> {
+fn merge(st: &mut State, path: &str, patch: Value) -> Response<ResponseBody> {
     let Some(live) = st.objects.get(path).cloned() else {
         return status(404, "NotFound", &format!("{path} not found"));
     };
@@ -284,7 +327,7 @@ fn merge(st: &mut State, path: &str, patch: Value) -> Response<Body> {
     merge_patch(&mut obj, &patch);
     if obj != live {
         obj["metadata"]["resourceVersion"] = json!(st.next_rv());
-        st.objects.insert(path.to_string(), obj.clone());
+        st.store(path, obj.clone());
     }
     respond(StatusCode::OK, &obj)
 }
@@ -308,22 +351,28 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-fn list(st: &State, path: &str, query: &BTreeMap<String, String>) -> Response<Body> {
-    let selector: Vec<(String, String)> = query
-        .get("labelSelector")
-        .map(|s| {
-            s.split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+/// Open a WATCH on the collection `path`: later changes stream as JSON lines.
+fn watch(st: &mut State, path: &str, query: &BTreeMap<String, String>) -> Response<ResponseBody> {
+    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    st.watches.push(Watch { prefix: format!("{path}/"), selector: parse_selector(query), tx });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(ResponseBody::from_stream(stream))
+        .expect("response")
+}
+
+fn list(st: &State, path: &str, query: &BTreeMap<String, String>) -> Response<ResponseBody> {
+    let selector = parse_selector(query);
     let prefix = format!("{path}/");
     let items: Vec<Value> = st
         .objects
         .iter()
         .filter(|(p, _)| p.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('/')))
-        .filter(|(_, o)| selector.iter().all(|(k, v)| o["metadata"]["labels"][k].as_str() == Some(v)))
+        .filter(|(_, o)| matches(&selector, o))
         .map(|(_, o)| o.clone())
         .collect();
     let kind = items.first().and_then(|i| i["kind"].as_str()).unwrap_or("Object").to_string();
@@ -338,15 +387,15 @@ fn list(st: &State, path: &str, query: &BTreeMap<String, String>) -> Response<Bo
     )
 }
 
-fn respond(code: StatusCode, body: &Value) -> Response<Body> {
+fn respond(code: StatusCode, body: &Value) -> Response<ResponseBody> {
     Response::builder()
         .status(code)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Body::from(serde_json::to_vec(body).expect("json")))
+        .body(ResponseBody::from(serde_json::to_vec(body).expect("json")))
         .expect("response")
 }
 
-fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+fn status(code: u16, reason: &str, message: &str) -> Response<ResponseBody> {
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code,
