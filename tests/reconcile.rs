@@ -411,8 +411,9 @@ async fn missing_crd_is_a_clear_startup_error() {
 async fn configmap_names_the_new_primary_before_labels_move() {
     let (ctx, fake) = setup(json!({}));
     ready_stack(&ctx, &fake).await;
-    // The status (and so the ConfigMap) still names pod 1 while the replication
-    // manager now decides pod 0 (the placeholder manager always does).
+    // A restarted operator finds a status (and so builds a ConfigMap) naming pod 1
+    // while the replication manager now decides pod 0 (the placeholder always does).
+    let ctx = Arc::new(Context::new(ctx.client.clone(), "registry.example/counterstack:test"));
     fake.mutate(CR, |cr| cr["status"]["redis"]["primary"] = json!("demo-redis-1"));
     fake.mutate(&format!("{PODS}/demo-redis-0"), |p| {
         p["metadata"]["labels"][labels::ROLE] = json!("replica")
@@ -448,6 +449,22 @@ async fn configmap_names_the_new_primary_before_labels_move() {
     fake.clear_requests();
     reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
     assert!(writes(&fake.requests()).is_empty(), "{:#?}", fake.requests());
+}
+
+#[tokio::test]
+async fn a_stale_watch_cache_does_not_undo_our_own_status() {
+    let (ctx, fake) = setup(json!({}));
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("first reconcile");
+    let stale = load_cr(&fake);
+    cluster_catches_up(&fake, [Some("primary"), Some("replica"), Some("replica")]);
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("ready");
+    assert_eq!(condition(&load_cr(&fake), "Ready").map(|c| c.0), Some("True".into()));
+    fake.clear_requests();
+    // The controller's cache may still hold the CounterApp as it was before our last
+    // status write: that must not lead to writing anything again.
+    assert_eq!(condition(&stale, "Ready").map(|c| c.0), Some("False".into()));
+    reconcile(stale, ctx.clone()).await.expect("reconcile");
+    assert!(writes(&fake.requests()).is_empty(), "{:#?}", writes(&fake.requests()));
 }
 
 /// Poll `f` until it holds (the controller runs concurrently).

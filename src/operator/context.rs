@@ -8,6 +8,7 @@ use super::apply;
 use super::backoff::Backoff;
 use super::events::Events;
 use super::metrics::Metrics;
+use super::status_cache::StatusCache;
 use crate::redis;
 
 /// What each reconcile gets besides the CounterApp.
@@ -23,6 +24,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// What was last applied to each child (drift detection without re-applying).
     pub applied: apply::Memory,
+    /// The last status written per CounterApp (fresher than the watch cache).
+    pub statuses: StatusCache,
 }
 
 impl Context {
@@ -41,6 +44,7 @@ impl Context {
             redis: redis::Manager::new(),
             backoff: Backoff::default(),
             applied: apply::Memory::default(),
+            statuses: StatusCache::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pods;
 pub mod reconcile;
 pub mod status;
+pub mod status_cache;
 
 pub use context::Context;
 pub use error::Error;

@@ -72,9 +72,11 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     if app.metadata.deletion_timestamp.is_some() {
         // Children go away through their owner references; PVCs stay (Retain).
         ctx.applied.forget_app(&ns, &name);
+        ctx.statuses.forget(app);
         tracing::debug!("being deleted; nothing to do");
         return Ok(Action::await_change());
     }
+    let app = &ctx.statuses.freshest(app);
 
     // read + build + apply
     let (web, sts, applied, inputs) = if app.spec.paused {
@@ -289,6 +291,7 @@ async fn write_status(
         return Ok(());
     }
     patch_status(ctx, ns, name, &desired).await?;
+    ctx.statuses.record(app, &desired);
     ctx.metrics.status_patches.inc();
     Ok(())
 }
