@@ -360,6 +360,21 @@ async fn paused_counterapp_applies_nothing_and_says_so() {
 }
 
 #[tokio::test]
+async fn spec_the_builders_reject_is_stalled_and_applies_nothing() {
+    // The CRD schema would refuse this; the operator must still not act on it.
+    let (ctx, fake) = setup(json!({ "web": { "replicas": 0 } }));
+    let err = reconcile(load_cr(&fake), ctx.clone()).await.expect_err("invalid spec");
+    assert!(matches!(err, Error::Build(_)), "{err}");
+    assert!(err.to_string().contains("spec.web.replicas"), "{err}");
+    let lines: Vec<String> = writes(&fake.requests()).iter().map(Recorded::line).collect();
+    assert_eq!(lines, [format!("PATCH {CR}/status")]);
+    let cr = load_cr(&fake);
+    assert_eq!(condition(&cr, "Stalled"), Some(("True".into(), "InvalidSpec".into())));
+    assert_eq!(condition(&cr, "Ready"), Some(("False".into(), "InvalidSpec".into())));
+    assert_eq!(condition(&cr, "Reconciling"), None);
+}
+
+#[tokio::test]
 async fn out_of_band_edit_of_a_child_is_reverted_alone() {
     let (ctx, fake) = setup(json!({}));
     ready_stack(&ctx, &fake).await;

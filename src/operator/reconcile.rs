@@ -77,59 +77,73 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let app = &ctx.statuses.freshest(app);
+    if app.spec.paused {
+        return observe_paused(app, ctx, &ns, &name).await;
+    }
 
-    // read + build + apply
-    let (web, sts, applied, inputs) = if app.spec.paused {
-        let (web, sts) = read_workloads(ctx, &ns, &name).await?;
-        (web, sts, false, None)
-    } else {
-        let secret: Option<Secret> = apply::get(&ctx.client, &ns, &names::redis_auth(&name)).await?;
-        let password = match &secret {
+    // 1. read: the password (created once, then read back) and the current primary
+    let secret: Option<Secret> = apply::get(&ctx.client, &ns, &names::redis_auth(&name)).await?;
+    let inputs = Inputs {
+        default_web_image: ctx.default_web_image.clone(),
+        redis_password: match &secret {
             Some(s) => read_password(s)?,
             None => generate_password(),
-        };
-        let inputs = Inputs {
-            default_web_image: ctx.default_web_image.clone(),
-            redis_password: password,
-            primary: app.status.as_ref().and_then(|s| s.redis.as_ref()).and_then(|r| r.primary.clone()),
-        };
-        let children = match build::all(app, &inputs) {
-            Ok(c) => c,
-            Err(e) => return stall_on_invalid_spec(app, ctx, &ns, &name, e).await,
-        };
-        let (web, sts, applied) = apply_children(app, ctx, &name, children, secret).await?;
-        (Some(web), Some(sts), applied, Some(inputs))
+        },
+        primary: current_primary(app),
     };
 
-    // redis: pods read fresh, roles decided by the replication manager
+    // 2. build (pure)
+    let children = match build::all(app, &inputs) {
+        Ok(c) => c,
+        Err(e) => return stall_on_invalid_spec(app, ctx, &ns, &name, e).await,
+    };
+
+    // 3. apply what differs
+    let (web, sts, applied) = apply_children(app, ctx, &name, children, secret).await?;
+
+    // 4. redis: pods read fresh, roles decided by the replication manager
     let pod_views = pods::list(&ctx.client, &ns, &name).await?;
-    let outcome = match &inputs {
-        Some(inputs) => Some(replication(app, ctx, &ns, &name, &pod_views, inputs).await?),
-        None => None,
-    };
+    let outcome = replication(app, ctx, &ns, &name, &pod_views, &inputs).await?;
 
-    // status
-    let redis_status = outcome.as_ref().map(|o| o.status.clone());
-    let primary = if app.spec.paused {
-        app.status.as_ref().and_then(|s| s.redis.as_ref()).and_then(|r| r.primary.clone())
-    } else {
-        redis_status.as_ref().and_then(|r| r.primary.clone())
-    };
+    // 5. status
     let obs = Observation {
         app: name.clone(),
         generation: app.metadata.generation,
-        paused: app.spec.paused,
+        paused: false,
         applied,
-        web: Workload::from_deployment(web.as_ref(), app.spec.web.replicas),
-        redis: Workload::from_statefulset(sts.as_ref(), app.spec.redis_pods()),
-        redis_status,
-        primary_ready: primary_ready(&pod_views, primary.as_deref()),
+        web: Workload::from_deployment(Some(&web), app.spec.web.replicas),
+        redis: Workload::from_statefulset(Some(&sts), app.spec.redis_pods()),
+        primary_ready: primary_ready(&pod_views, outcome.status.primary.as_deref()),
+        redis_status: Some(outcome.status),
         invalid_spec: None,
     };
     write_status(app, ctx, &ns, &name, &obs).await?;
 
-    let requeue = outcome.and_then(|o| o.requeue_after).map_or(RESYNC, |d| d.min(RESYNC));
-    Ok(Action::requeue(requeue))
+    Ok(Action::requeue(outcome.requeue_after.map_or(RESYNC, |d| d.min(RESYNC))))
+}
+
+/// `spec.paused`: apply nothing, run no replication pass; only report what is observed.
+async fn observe_paused(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
+    let (web, sts) = read_workloads(ctx, ns, name).await?;
+    let pod_views = pods::list(&ctx.client, ns, name).await?;
+    let obs = Observation {
+        app: name.to_string(),
+        generation: app.metadata.generation,
+        paused: true,
+        applied: false,
+        web: Workload::from_deployment(web.as_ref(), app.spec.web.replicas),
+        redis: Workload::from_statefulset(sts.as_ref(), app.spec.redis_pods()),
+        primary_ready: primary_ready(&pod_views, current_primary(app).as_deref()),
+        redis_status: None,
+        invalid_spec: None,
+    };
+    write_status(app, ctx, ns, name, &obs).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// `status.redis.primary`: the primary last decided.
+fn current_primary(app: &CounterApp) -> Option<String> {
+    app.status.as_ref()?.redis.as_ref()?.primary.clone()
 }
 
 /// Apply every child (only those that need it), Redis first. Returns the web Deployment
@@ -196,7 +210,7 @@ where
     Ok((done.object, applied))
 }
 
-/// While paused, only observe the two workloads for the status.
+/// Read the two workloads without applying anything (paused, or an invalid spec).
 async fn read_workloads(
     ctx: &Context,
     ns: &str,
@@ -217,6 +231,7 @@ async fn stall_on_invalid_spec(
     e: build::Error,
 ) -> Result<Action, Error> {
     let (web, sts) = read_workloads(ctx, ns, name).await?;
+    let pod_views = pods::list(&ctx.client, ns, name).await?;
     let obs = Observation {
         app: name.to_string(),
         generation: app.metadata.generation,
@@ -224,8 +239,8 @@ async fn stall_on_invalid_spec(
         applied: false,
         web: Workload::from_deployment(web.as_ref(), app.spec.web.replicas),
         redis: Workload::from_statefulset(sts.as_ref(), app.spec.redis_pods()),
+        primary_ready: primary_ready(&pod_views, current_primary(app).as_deref()),
         redis_status: app.status.as_ref().and_then(|s| s.redis.clone()),
-        primary_ready: false,
         invalid_spec: Some(e.to_string()),
     };
     write_status(app, ctx, ns, name, &obs).await?;
