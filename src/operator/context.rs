@@ -32,16 +32,14 @@ impl Context {
     /// A context with fresh metrics. `POD_NAME` (the downward API) names this operator
     /// instance in Events.
     pub fn new(client: Client, default_web_image: impl Into<String>) -> Self {
-        Self::with_metrics(client, default_web_image, Arc::new(Metrics::default()))
-    }
-
-    pub fn with_metrics(client: Client, default_web_image: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+        let redis = redis::Manager::new();
+        let metrics = Metrics::default();
         Self {
             events: Events::new(client.clone(), std::env::var("POD_NAME").ok()),
             client,
-            metrics,
+            metrics: Arc::new(metrics),
             default_web_image: default_web_image.into(),
-            redis: redis::Manager::new(),
+            redis,
             backoff: Backoff::default(),
             applied: apply::Memory::default(),
             statuses: StatusCache::default(),

@@ -50,7 +50,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("counterstack");
+        // Unprefixed, so other parts (the replication manager) can register their own
+        // `counterstack_*` metrics here too.
+        let mut registry = Registry::default();
         let reconciles = Counter::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         // 5 ms .. ~20 s
@@ -58,12 +60,28 @@ impl Default for Metrics {
         let applies = Family::<KindLabels, Counter>::default();
         let status_patches = Counter::default();
         let role_label_patches = Counter::default();
-        registry.register("reconciles", "CounterApp reconciles started", reconciles.clone());
-        registry.register("reconcile_errors", "Failed CounterApp reconciles by error", errors.clone());
-        registry.register("reconcile_duration_seconds", "Duration of one reconcile", duration.clone());
-        registry.register("child_applies", "Server-side applies of child objects by kind", applies.clone());
-        registry.register("status_patches", "CounterApp status patches", status_patches.clone());
-        registry.register("role_label_patches", "Redis pod role-label patches", role_label_patches.clone());
+        registry.register("counterstack_reconciles", "CounterApp reconciles started", reconciles.clone());
+        registry.register(
+            "counterstack_reconcile_errors",
+            "Failed CounterApp reconciles by error",
+            errors.clone(),
+        );
+        registry.register(
+            "counterstack_reconcile_duration_seconds",
+            "Duration of one reconcile",
+            duration.clone(),
+        );
+        registry.register(
+            "counterstack_child_applies",
+            "Server-side applies of child objects by kind",
+            applies.clone(),
+        );
+        registry.register("counterstack_status_patches", "CounterApp status patches", status_patches.clone());
+        registry.register(
+            "counterstack_role_label_patches",
+            "Redis pod role-label patches",
+            role_label_patches.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -78,6 +96,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The registry `/metrics` serves, for other components' metrics.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Start timing a reconcile; the returned guard records the duration when dropped.
     pub fn reconcile_started(&self) -> ReconcileTimer<'_> {
         self.reconciles.inc();

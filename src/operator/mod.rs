@@ -46,8 +46,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let namespace = args.namespace.filter(|n| !n.is_empty());
     controller::check_crd(&client, namespace.as_deref()).await?;
 
-    let metrics = Arc::new(metrics::Metrics::default());
-    let ctx = Arc::new(Context::with_metrics(client, args.default_web_image, metrics.clone()));
+    let ctx = Arc::new(Context::new(client, args.default_web_image));
+    let metrics = ctx.metrics.clone();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = metrics::serve(args.metrics_addr, metrics.clone(), stopped(stop_rx.clone())).await?;
