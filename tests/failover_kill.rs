@@ -23,16 +23,20 @@ async fn kill9_primary_then_it_returns_empty() {
     // kill -9 the primary.
     let old = stack.ordinal_of(&first);
     monitor.mark_restart(old);
+    let stack_old_port = stack.ports[old];
     let killed_at = Instant::now();
     stack.servers.lock().unwrap()[old].kill9();
     let acked_before_kill = load.max_acked();
     let new = stack.wait_primary_change(&first, Duration::from_secs(AFTER_SECONDS + 5)).await;
     // The new primary accepts (acknowledged) writes within afterSeconds + 3 s.
     let deadline = killed_at + Duration::from_secs(AFTER_SECONDS + 3);
-    while load.acks_after(killed_at) == 0 && Instant::now() < deadline {
+    while load.acks_after(killed_at, stack_old_port) == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(load.acks_after(killed_at) > 0, "no acknowledged write within afterSeconds + 3 s of the kill");
+    assert!(
+        load.acks_after(killed_at, stack_old_port) > 0,
+        "no acknowledged write within afterSeconds + 3 s of the kill"
+    );
     let status = stack.status();
     assert_eq!(status.epoch, 2, "epoch +1 per primary change");
     assert!(status.last_failover_time.is_some());
@@ -47,13 +51,15 @@ async fn kill9_primary_then_it_returns_empty() {
     let restarted_at = Instant::now();
     let new_port = stack.ports[stack.ordinal_of(&new)];
     loop {
-        let s = &stack.servers.lock().unwrap()[old];
-        let following = s.info_field("master_port").is_some_and(|p| p == new_port.to_string())
-            && s.info_field("master_link_status").as_deref() == Some("up");
+        let following = {
+            let servers = stack.servers.lock().unwrap();
+            let s = &servers[old];
+            s.info_field("master_port").is_some_and(|p| p == new_port.to_string())
+                && s.info_field("master_link_status").as_deref() == Some("up")
+        };
         if following {
             break;
         }
-        drop(s);
         assert!(
             restarted_at.elapsed() < Duration::from_secs(5),
             "empty old primary not demoted: {:#?}",
@@ -73,7 +79,7 @@ async fn kill9_primary_then_it_returns_empty() {
         "acked {} writes, max {}, final {final_value}, unavailable for {:?}, acked before kill {acked_before_kill}",
         report.acks.len(),
         report.max_acked(),
-        report.first_ack_after(killed_at)
+        report.first_ack_after(killed_at, stack_old_port)
     );
     assert!(final_value >= report.max_acked(), "final counter below an acknowledged value");
     assert_eq!(report.lost(final_value), 0, "acknowledged writes lost");

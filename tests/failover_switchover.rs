@@ -44,11 +44,17 @@ async fn rolling_restart_with_switchover_loses_nothing() {
     let status = stack.status();
     let state = stack.stop().await;
     let pause = report.longest_gap(started, finished);
+    let switched_at =
+        state.event_log.iter().find(|(_, r)| r == "SwitchedOver").map(|(t, _)| *t).expect("SwitchedOver");
     println!(
-        "rolling restart took {:?}; longest write pause {pause:?}; {} acks",
+        "rolling restart took {:?}; longest write pause {pause:?}; switchover pause {:?}; {} acks",
         finished - started,
+        report.gap_around(switched_at),
         report.acks.len()
     );
+    for e in &state.events {
+        println!("event {}: {}", e.reason, e.note);
+    }
 
     assert_ne!(new, first, "the primary was handed over");
     assert_eq!(status.epoch, 2, "exactly one change of primary");

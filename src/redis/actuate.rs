@@ -104,6 +104,8 @@ async fn wait_handover<N: RedisNodes>(
 ) -> Result<(), Error> {
     let start = Instant::now();
     loop {
+        // Best effort: if it fails the replica still acknowledges within a second.
+        let _ = nodes.request_ack(to_ep).await;
         let role = |ep: &Endpoint| {
             let ep = ep.clone();
             async move { nodes.snapshot(&ep).await.ok().and_then(|s| parse_info(&s.info).ok()).map(|i| i.role) }
@@ -121,6 +123,6 @@ async fn wait_handover<N: RedisNodes>(
                 ),
             });
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -120,6 +120,10 @@ pub trait RedisNodes: Send + Sync {
         target: &Endpoint,
         timeout: Duration,
     ) -> impl Future<Output = RedisResult<()>> + Send;
+    /// `REPLCONF GETACK *` on a replica: it acknowledges its offset to its primary now
+    /// instead of at its next once-a-second ACK. A FAILOVER waits for that ACK (and a
+    /// paused primary does not ask for it), so this shortens the planned write pause.
+    fn request_ack(&self, at: &Endpoint) -> impl Future<Output = RedisResult<()>> + Send;
 }
 
 /// [`RedisNodes`] over redis-rs.
@@ -215,5 +219,14 @@ impl RedisNodes for RedisClient {
             .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
             .query_async(&mut c)
             .await
+    }
+
+    async fn request_ack(&self, at: &Endpoint) -> RedisResult<()> {
+        use redis::aio::ConnectionLike;
+        let mut c = self.connect(at).await?;
+        // REPLCONF GETACK sends no reply; the PING after it gives one to wait for.
+        let mut pipe = redis::pipe();
+        pipe.cmd("REPLCONF").arg("GETACK").arg("*").cmd("PING");
+        c.req_packed_commands(&pipe, 0, 1).await.map(|_| ())
     }
 }

@@ -35,6 +35,8 @@ pub struct DriverState {
     pub labels: BTreeMap<String, String>,
     pub outdated: Vec<bool>,
     pub events: Vec<ReplicationEvent>,
+    /// When each event was applied.
+    pub event_log: Vec<(Instant, String)>,
     pub errors: Vec<String>,
     pub deleted: Vec<String>,
     pub passes: u64,
@@ -214,6 +216,8 @@ async fn drive(
                 st.app.as_mut().unwrap().status.as_mut().unwrap().redis = Some(out.status.clone());
                 st.labels = out.role_labels.clone();
                 st.events.extend(out.events.clone());
+                let now = Instant::now();
+                st.event_log.extend(out.events.iter().map(|e| (now, e.reason.clone())));
                 st.passes += 1;
                 for p in &out.pods_to_delete {
                     // A pod deletion: the StatefulSet recreates it at the new revision;
@@ -244,6 +248,8 @@ async fn drive(
 #[derive(Clone, Copy, Debug)]
 pub struct Ack {
     pub client: usize,
+    /// Port of the primary that acknowledged it.
+    pub port: u16,
     pub value: i64,
     pub at: Instant,
 }
@@ -291,7 +297,8 @@ impl Load {
                             continue;
                         }
                     }
-                    let Some((_, c)) = conn.as_mut() else { continue };
+                    let Some((port, c)) = conn.as_mut() else { continue };
+                    let port = *port;
                     let res: redis::RedisResult<(i64, i64)> = async {
                         let v: i64 = redis::cmd("INCR").arg(KEY).query_async(c).await?;
                         let n: i64 = redis::cmd("WAIT").arg(k).arg(1000).query_async(c).await?;
@@ -300,7 +307,7 @@ impl Load {
                     .await;
                     match res {
                         Ok((v, n)) if n >= k as i64 => {
-                            acks.lock().unwrap().push(Ack { client, value: v, at: Instant::now() });
+                            acks.lock().unwrap().push(Ack { client, port, value: v, at: Instant::now() });
                             max_acked.fetch_max(v, Ordering::SeqCst);
                         }
                         Ok(_) => {}
@@ -339,8 +346,9 @@ impl Load {
         self.max_acked.load(Ordering::SeqCst)
     }
 
-    pub fn acks_after(&self, t: Instant) -> usize {
-        self.acks.lock().unwrap().iter().filter(|a| a.at > t).count()
+    /// Acknowledgements after `t` by any primary but the one on `old_port` (0: any).
+    pub fn acks_after(&self, t: Instant, old_port: u16) -> usize {
+        self.acks.lock().unwrap().iter().filter(|a| a.at > t && a.port != old_port).count()
     }
 
     pub async fn stop(self) -> LoadReport {
@@ -365,9 +373,17 @@ impl LoadReport {
         self.acks.iter().map(|a| a.value).max().unwrap_or(0)
     }
 
-    /// First acknowledgement strictly after `t`, as a delay from `t`.
-    pub fn first_ack_after(&self, t: Instant) -> Option<Duration> {
-        self.acks.iter().find(|a| a.at > t).map(|a| a.at - t)
+    /// First acknowledgement after `t` by a primary other than the one on `old_port`, as
+    /// a delay from `t` (replies already in flight from the old primary do not count).
+    pub fn first_ack_after(&self, t: Instant, old_port: u16) -> Option<Duration> {
+        self.acks.iter().find(|a| a.at > t && a.port != old_port).map(|a| a.at - t)
+    }
+
+    /// The gap between the last acknowledgement before `t` and the first after it.
+    pub fn gap_around(&self, t: Instant) -> Option<Duration> {
+        let before = self.acks.iter().rev().find(|a| a.at <= t)?;
+        let after = self.acks.iter().find(|a| a.at > t)?;
+        Some(after.at - before.at)
     }
 
     /// Longest gap between consecutive acknowledgements inside [from, to].
