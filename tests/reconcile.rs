@@ -1,6 +1,7 @@
 //! Reconcile sequences against a fake API server (kube `Client` over a `tower_test`
 //! mock): the exact requests the operator sends per scenario.
 
+mod common;
 #[path = "reconcile/fake_api.rs"]
 mod fake_api;
 
@@ -15,9 +16,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 
+use common::redis_server::RedisServer;
 use counterstack::api::CounterApp;
 use counterstack::build::labels::{self, Component};
+use counterstack::operator::context::RedisAddressing;
 use counterstack::operator::{Context, Error, controller, error_policy, reconcile};
+use counterstack::redis::node::LoopbackAddressing;
 
 const NS: &str = "ns";
 const CR: &str = "/apis/counterstack.io/v1alpha1/namespaces/ns/counterapps/demo";
@@ -50,6 +54,32 @@ fn setup(spec: Value) -> (Arc<Context>, FakeApi) {
     let (client, fake) = FakeApi::start();
     fake.insert(CR, cr_json(spec));
     (Arc::new(Context::new(client, "registry.example/counterstack:test")), fake)
+}
+
+/// Password of the auth Secret and of the real Redis servers behind the pods.
+const PASSWORD: &str = "s3cret-for-tests";
+
+/// Like [`setup`], with three real `redis-server` processes standing in for the Redis
+/// pods (the replication manager dials them on loopback) and the auth Secret holding
+/// their password.
+fn setup_redis(spec: Value) -> (Arc<Context>, FakeApi, Vec<RedisServer>) {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(Some(PASSWORD), &[])).collect();
+    let (client, fake) = FakeApi::start();
+    fake.insert(CR, cr_json(spec));
+    let secret = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("demo-redis-auth".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some([("password".to_string(), ByteString(PASSWORD.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    };
+    fake.insert(SECRET, serde_json::to_value(&secret).unwrap());
+    let mut ctx = Context::new(client, "registry.example/counterstack:test");
+    let ports = servers.iter().enumerate().map(|(i, s)| (i as u32, s.port)).collect();
+    ctx.redis_addressing = RedisAddressing::Loopback(LoopbackAddressing { ports });
+    (Arc::new(ctx), fake, servers)
 }
 
 /// The CounterApp as the API server has it now (with the status the operator wrote).
@@ -110,7 +140,7 @@ fn cluster_catches_up(fake: &FakeApi, roles: [Option<&str>; 3]) {
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": { "name": format!("demo-redis-{i}"), "namespace": NS, "labels": l },
                 "status": {
-                    "podIP": format!("10.0.0.{}", i + 1),
+                    "podIP": "127.0.0.1",
                     "conditions": [{ "type": "Ready", "status": "True" }],
                 },
             }),
@@ -118,19 +148,38 @@ fn cluster_catches_up(fake: &FakeApi, roles: [Option<&str>; 3]) {
     }
 }
 
-/// First reconcile, then the cluster becomes ready and the operator records it.
+/// First reconcile, then the cluster becomes ready and the operator reconciles until
+/// replication is up and the status says Ready.
 async fn ready_stack(ctx: &Arc<Context>, fake: &FakeApi) {
     reconcile(load_cr(fake), ctx.clone()).await.expect("first reconcile");
     cluster_catches_up(fake, [Some("primary"), Some("replica"), Some("replica")]);
-    reconcile(load_cr(fake), ctx.clone()).await.expect("reconcile of the ready stack");
-    fake.clear_requests();
+    settle(ctx, fake).await;
+    assert_eq!(
+        condition(&load_cr(fake), "Ready").map(|c| c.0),
+        Some("True".into()),
+        "{:#?}",
+        load_cr(fake).status
+    );
+}
+
+/// Reconcile until a pass writes nothing (replication links come up within moments).
+async fn settle(ctx: &Arc<Context>, fake: &FakeApi) {
+    for _ in 0..50 {
+        fake.clear_requests();
+        reconcile(load_cr(fake), ctx.clone()).await.expect("reconcile");
+        if writes(&fake.requests()).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stack never settled: {:#?}", writes(&fake.requests()));
 }
 
 #[tokio::test]
 async fn first_reconcile_applies_every_child_with_ssa_then_patches_status() {
     let (ctx, fake) = setup(json!({}));
     let action = reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
-    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert_ne!(action, Action::await_change());
 
     let reqs = fake.requests();
     let writes = writes(&reqs);
@@ -189,7 +238,7 @@ async fn first_reconcile_applies_every_child_with_ssa_then_patches_status() {
 
 #[tokio::test]
 async fn second_reconcile_of_unchanged_ready_stack_sends_no_patch() {
-    let (ctx, fake) = setup(json!({}));
+    let (ctx, fake, _redis) = setup_redis(json!({}));
     ready_stack(&ctx, &fake).await;
     let cr = load_cr(&fake);
     assert_eq!(condition(&cr, "Ready"), Some(("True".into(), "Ready".into())), "{:#?}", cr.status);
@@ -203,7 +252,6 @@ async fn second_reconcile_of_unchanged_ready_stack_sends_no_patch() {
     assert!(sent.is_empty(), "steady state must be silent, sent: {sent:#?}");
     // Nothing changed: the StatefulSet (whose SSA always bumps) was not re-applied.
     assert_eq!(fake.resource_versions(), before);
-    assert_eq!(ctx.metrics.status_patches.get(), 2, "first reconcile + ready transition only");
 }
 
 #[tokio::test]
@@ -258,7 +306,7 @@ async fn api_error_leads_to_growing_backoff_then_reset() {
 
 #[tokio::test]
 async fn redis_pods_get_role_labels_and_status_records_the_primary() {
-    let (ctx, fake) = setup(json!({}));
+    let (ctx, fake, _redis) = setup_redis(json!({}));
     reconcile(load_cr(&fake), ctx.clone()).await.expect("first reconcile");
     // Wrong labels: pod 1 claims primary, pod 0 replica, pod 2 unlabelled.
     cluster_catches_up(&fake, [Some("replica"), Some("primary"), None]);
@@ -300,12 +348,16 @@ async fn redis_pods_get_role_labels_and_status_records_the_primary() {
     assert_eq!(status["status"]["redis"]["readyReplicas"], 3);
     let cr = load_cr(&fake);
     assert_eq!(cr.status.as_ref().unwrap().redis.as_ref().unwrap().primary.as_deref(), Some("demo-redis-0"));
-    assert_eq!(condition(&cr, "Available"), Some(("True".into(), "WebAndPrimaryAvailable".into())));
 
-    // Labels now match: the next pass moves nothing.
-    fake.clear_requests();
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
-    assert!(writes(&fake.requests()).is_empty(), "{:#?}", fake.requests());
+    // Replication comes up; labels stay where they are.
+    settle(&ctx, &fake).await;
+    let cr = load_cr(&fake);
+    assert_eq!(condition(&cr, "Available"), Some(("True".into(), "WebAndPrimaryAvailable".into())));
+    assert_eq!(condition(&cr, "Ready").map(|c| c.0), Some("True".into()));
+    assert_eq!(
+        fake.get(&format!("{PODS}/demo-redis-0")).unwrap()["metadata"]["labels"][labels::ROLE],
+        "primary"
+    );
 }
 
 #[tokio::test]
@@ -376,7 +428,7 @@ async fn spec_the_builders_reject_is_stalled_and_applies_nothing() {
 
 #[tokio::test]
 async fn out_of_band_edit_of_a_child_is_reverted_alone() {
-    let (ctx, fake) = setup(json!({}));
+    let (ctx, fake, _redis) = setup_redis(json!({}));
     ready_stack(&ctx, &fake).await;
     // Someone scales the Deployment directly (its generation moves).
     fake.mutate(DEPLOY, |d| d["spec"]["replicas"] = json!(9));
@@ -393,7 +445,7 @@ async fn out_of_band_edit_of_a_child_is_reverted_alone() {
 
 #[tokio::test]
 async fn spec_change_reapplies_only_what_it_changes() {
-    let (ctx, fake) = setup(json!({}));
+    let (ctx, fake, _redis) = setup_redis(json!({}));
     ready_stack(&ctx, &fake).await;
     fake.mutate(CR, |cr| cr["spec"]["web"] = json!({ "replicas": 6 }));
     reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
@@ -423,56 +475,75 @@ async fn missing_crd_is_a_clear_startup_error() {
 }
 
 #[tokio::test]
-async fn configmap_names_the_new_primary_before_labels_move() {
-    let (ctx, fake) = setup(json!({}));
+async fn failover_points_configmap_then_moves_labels_then_writes_status() {
+    let (ctx, fake, mut redis) = setup_redis(json!({ "redis": { "failover": { "afterSeconds": 1 } } }));
     ready_stack(&ctx, &fake).await;
-    // A restarted operator finds a status (and so builds a ConfigMap) naming pod 1
-    // while the replication manager now decides pod 0 (the placeholder always does).
-    let ctx = Arc::new(Context::new(ctx.client.clone(), "registry.example/counterstack:test"));
-    fake.mutate(CR, |cr| cr["status"]["redis"]["primary"] = json!("demo-redis-1"));
+    let _: i64 = redis[0].cmd(&["INCR", "counter"]).unwrap();
+    for r in &redis[1..] {
+        r.wait_link_up(Duration::from_secs(5));
+    }
+    settle(&ctx, &fake).await;
+
+    // The primary's process dies and its pod turns unready.
+    redis[0].kill9();
     fake.mutate(&format!("{PODS}/demo-redis-0"), |p| {
-        p["metadata"]["labels"][labels::ROLE] = json!("replica")
+        p["status"]["conditions"] = json!([{ "type": "Ready", "status": "False" }]);
     });
-    fake.mutate(&format!("{PODS}/demo-redis-1"), |p| {
-        p["metadata"]["labels"][labels::ROLE] = json!("primary")
-    });
-    fake.clear_requests();
-
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
-    let w = writes(&fake.requests());
-    let cm_primary = |r: &Recorded| r.body.as_ref().unwrap()["data"]["primary"].as_str().map(str::to_string);
-    let last_cm = w.iter().rposition(|r| r.path == CONFIGMAP).expect("ConfigMap applied");
-    assert_eq!(cm_primary(&w[last_cm]).as_deref(), Some("demo-redis-0"));
-    let first_label = w.iter().position(|r| r.path.starts_with(PODS)).expect("labels moved");
-    assert!(
-        last_cm < first_label,
-        "ConfigMap before labels: {:#?}",
-        w.iter().map(Recorded::line).collect::<Vec<_>>()
-    );
-    assert_eq!(fake.get(CONFIGMAP).unwrap()["data"]["primary"], "demo-redis-0");
-    assert_eq!(w.last().unwrap().path, format!("{CR}/status"));
+    let start = std::time::Instant::now();
+    let mut last = vec![];
+    loop {
+        fake.clear_requests();
+        reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+        last = fake.requests();
+        let primary = load_cr(&fake).status.clone().and_then(|s| s.redis).and_then(|r| r.primary);
+        if primary.as_deref() != Some("demo-redis-0") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(4), "no failover within afterSeconds + 3 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let cr = load_cr(&fake);
-    assert_eq!(cr.status.as_ref().unwrap().redis.as_ref().unwrap().primary.as_deref(), Some("demo-redis-0"));
+    let redis_status = cr.status.as_ref().unwrap().redis.clone().unwrap();
+    let new_primary = redis_status.primary.clone().unwrap();
+    assert!(["demo-redis-1", "demo-redis-2"].contains(&new_primary.as_str()), "{new_primary}");
+    assert!(redis_status.epoch >= 2, "epoch bumped: {redis_status:?}");
+    assert!(redis_status.last_failover_time.is_some());
 
-    // Settled: the next pass only clears Reconciling (this pass applied the ConfigMap),
-    // the one after writes nothing.
-    fake.clear_requests();
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
-    let lines: Vec<String> = writes(&fake.requests()).iter().map(Recorded::line).collect();
-    assert_eq!(lines, [format!("PATCH {CR}/status")]);
-    assert_eq!(condition(&load_cr(&fake), "Reconciling"), None);
-    fake.clear_requests();
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
-    assert!(writes(&fake.requests()).is_empty(), "{:#?}", fake.requests());
+    // In that pass: the ConfigMap names the new primary before any label moves, the old
+    // primary loses its label before the new one gets it, the status comes last.
+    let w = writes(&last);
+    let lines: Vec<String> = w.iter().map(Recorded::line).collect();
+    let cm = w.iter().rposition(|r| r.path == CONFIGMAP).expect("ConfigMap re-pointed");
+    assert_eq!(w[cm].body.as_ref().unwrap()["data"]["primary"], new_primary.as_str());
+    let demote = lines
+        .iter()
+        .position(|l| *l == format!("PATCH {PODS}/demo-redis-0"))
+        .expect("old primary relabelled");
+    let promote =
+        lines.iter().position(|l| *l == format!("PATCH {PODS}/{new_primary}")).expect("new primary labelled");
+    assert!(cm < demote && demote < promote, "{lines:#?}");
+    assert_eq!(lines.last().unwrap(), &format!("PATCH {CR}/status"));
+    assert_eq!(fake.get(CONFIGMAP).unwrap()["data"]["primary"], new_primary.as_str());
+    let labels_now =
+        |pod: &str| fake.get(&format!("{PODS}/{pod}")).unwrap()["metadata"]["labels"][labels::ROLE].clone();
+    assert_eq!(labels_now("demo-redis-0"), "replica");
+    assert_eq!(labels_now(&new_primary), "primary");
+    let failed_over =
+        events(&last).into_iter().find(|e| e["reason"] == "FailedOver").expect("FailedOver Event");
+    assert_eq!(failed_over["type"], "Warning");
+    // The acknowledged write survived on the new primary.
+    let idx: usize = new_primary.trim_start_matches("demo-redis-").parse().unwrap();
+    let value: i64 = redis[idx].cmd(&["GET", "counter"]).unwrap();
+    assert_eq!(value, 1);
 }
 
 #[tokio::test]
 async fn a_stale_watch_cache_does_not_undo_our_own_status() {
-    let (ctx, fake) = setup(json!({}));
+    let (ctx, fake, _redis) = setup_redis(json!({}));
     reconcile(load_cr(&fake), ctx.clone()).await.expect("first reconcile");
     let stale = load_cr(&fake);
     cluster_catches_up(&fake, [Some("primary"), Some("replica"), Some("replica")]);
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("ready");
+    settle(&ctx, &fake).await;
     assert_eq!(condition(&load_cr(&fake), "Ready").map(|c| c.0), Some("True".into()));
     fake.clear_requests();
     // The controller's cache may still hold the CounterApp as it was before our last
@@ -493,7 +564,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn controller_reconciles_on_child_and_pod_changes_and_then_stays_quiet() {
-    let (ctx, fake) = setup(json!({}));
+    let (ctx, fake, _redis) = setup_redis(json!({}));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(controller::run(ctx.clone(), Some(NS.to_string()), async {
         let _ = stopped.await;

@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use counterstack::api::{CounterAppStatus, RedisNodeStatus, RedisStatus};
 use counterstack::operator::status::{Observation, Workload, compute, needs_patch, reason};
+use counterstack::redis::Health;
 
 fn t(secs: i64) -> Time {
     Time(Timestamp::from_second(1_700_000_000 + secs).unwrap())
@@ -42,6 +43,7 @@ fn healthy() -> Observation {
         redis: ready_workload(3),
         redis_status: Some(redis_status()),
         primary_ready: true,
+        redis_health: None,
         invalid_spec: None,
     }
 }
@@ -291,4 +293,57 @@ fn workloads_from_objects() {
     let rolling = Workload::from_statefulset(Some(&sts("r1", "r2", 1)), 3);
     assert!(!rolling.rolled_out());
     assert_eq!((rolling.updated, rolling.ready), (1, 3));
+}
+
+#[test]
+fn replication_health_drives_available_and_degraded() {
+    let failing_over = Health {
+        available: false,
+        degraded: true,
+        reason: "FailoverInProgress".into(),
+        message: "promoting demo-redis-1".into(),
+    };
+    let s = compute(None, &Observation { redis_health: Some(failing_over), ..healthy() }, &t(0));
+    let a = cond(&s, "Available").unwrap();
+    assert_eq!((a.status.as_str(), a.reason.as_str()), ("False", "FailoverInProgress"));
+    assert_eq!(a.message, "promoting demo-redis-1");
+    let d = cond(&s, "Degraded").unwrap();
+    assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "FailoverInProgress"));
+    assert_eq!(status_of(&s, "Ready"), "False");
+
+    // An invalid reason string never reaches the API (it would reject the status).
+    let odd = Health { available: true, degraded: true, reason: "not a reason!".into(), message: "m".into() };
+    let s = compute(None, &Observation { redis_health: Some(odd), ..healthy() }, &t(0));
+    assert_eq!(cond(&s, "Degraded").unwrap().reason, reason::REDIS_NOT_READY);
+
+    let fine = Health {
+        available: true,
+        degraded: false,
+        reason: "ReplicationHealthy".into(),
+        message: "ok".into(),
+    };
+    let s = compute(None, &Observation { redis_health: Some(fine), ..healthy() }, &t(0));
+    assert_eq!(status_of(&s, "Ready"), "True");
+}
+
+#[test]
+fn moving_replication_offsets_alone_do_not_force_a_patch() {
+    let node = |pod: &str, offset, lag| RedisNodeStatus {
+        pod: pod.into(),
+        role: "replica".into(),
+        offset,
+        lag_bytes: lag,
+        link_up: true,
+    };
+    let mut rs = redis_status();
+    rs.nodes = vec![node("demo-redis-1", 100, 0)];
+    let before = compute(None, &Observation { redis_status: Some(rs.clone()), ..healthy() }, &t(0));
+    rs.nodes = vec![node("demo-redis-1", 5000, 12)];
+    let after = compute(Some(&before), &Observation { redis_status: Some(rs.clone()), ..healthy() }, &t(60));
+    assert!(!needs_patch(Some(&before), &after));
+    // Anything else changing writes the fresh offsets too.
+    rs.nodes[0].link_up = false;
+    let changed = compute(Some(&before), &Observation { redis_status: Some(rs), ..healthy() }, &t(60));
+    assert!(needs_patch(Some(&before), &changed));
+    assert_eq!(changed.redis.unwrap().nodes[0].offset, 5000);
 }

@@ -16,33 +16,47 @@ use crate::redis::PodView;
 /// the two never contend for ownership.
 pub const ROLE_FIELD_MANAGER: &str = "counterstack-operator-roles";
 
+/// Label the StatefulSet controller puts on each pod: the revision it was created at.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
 /// List the Redis pods of CounterApp `app` (never cached: pod IPs change).
-pub async fn list(client: &Client, namespace: &str, app: &str) -> Result<Vec<PodView>, Error> {
+/// `update_revision` is the StatefulSet's `status.updateRevision`, to tell which pods
+/// still run an old template.
+pub async fn list(
+    client: &Client,
+    namespace: &str,
+    app: &str,
+    update_revision: Option<&str>,
+) -> Result<Vec<PodView>, Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = labels::selector_string(&labels::selector(app, Component::Redis));
     let pods = api
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| Error::kube(format!("list Redis pods of {namespace}/{app}"), e))?;
-    Ok(views(app, &pods.items))
+    Ok(views(app, &pods.items, update_revision))
 }
 
 /// Pure: the pods of `app` as the replication manager sees them, by ordinal. Pods whose
-/// name is not `APP-redis-K` are ignored.
-pub fn views(app: &str, pods: &[Pod]) -> Vec<PodView> {
+/// name is not `APP-redis-K` are ignored. A pod is outdated when its revision label is
+/// known and differs from `update_revision`.
+pub fn views(app: &str, pods: &[Pod], update_revision: Option<&str>) -> Vec<PodView> {
     let mut out: Vec<PodView> = pods
         .iter()
         .filter_map(|p| {
             let name = p.metadata.name.clone()?;
             let ordinal = names::redis_ordinal(app, &name)?;
             let status = p.status.as_ref();
+            let pod_labels = p.metadata.labels.as_ref();
+            let revision = pod_labels.and_then(|l| l.get(REVISION_LABEL)).map(String::as_str);
             Some(PodView {
+                outdated: matches!((revision, update_revision), (Some(r), Some(u)) if r != u),
                 ordinal,
                 ip: status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
                 ready: status
                     .and_then(|s| s.conditions.as_ref())
                     .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-                role_label: p.metadata.labels.as_ref().and_then(|l| l.get(labels::ROLE).cloned()),
+                role_label: pod_labels.and_then(|l| l.get(labels::ROLE).cloned()),
                 terminating: p.metadata.deletion_timestamp.is_some(),
                 name,
             })
@@ -65,6 +79,17 @@ pub fn label_changes(pods: &[PodView], desired: &BTreeMap<String, String>) -> Ve
         .collect();
     changes.sort_by_key(|(_, role)| role == labels::ROLE_PRIMARY);
     changes
+}
+
+/// Delete a Redis pod so the StatefulSet (`OnDelete`) recreates it at the new
+/// revision; the replication manager says when this is safe. Its PVC stays.
+pub async fn delete(client: &Client, namespace: &str, pod: &str) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    match api.delete(pod, &kube::api::DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!("delete pod {namespace}/{pod}"), e)),
+    }
 }
 
 /// Set `counterstack.io/role=role` on one pod (JSON merge patch of its labels only).
@@ -116,12 +141,27 @@ mod tests {
             pod("other-redis-1", Some("10.0.0.9"), true, None),
             pod("demo-redis-1", Some("10.0.0.2"), true, Some("replica")),
         ];
-        let v = views("demo", &pods);
+        let v = views("demo", &pods, None);
         assert_eq!(v.iter().map(|p| p.ordinal).collect::<Vec<_>>(), [0, 1, 2]);
         assert!(v[0].terminating && v[0].ready);
         assert_eq!(v[1].ip.as_deref(), Some("10.0.0.2"));
         assert_eq!(v[1].role_label.as_deref(), Some("replica"));
         assert!(!v[2].ready && v[2].ip.is_none() && !v[2].terminating);
+    }
+
+    #[test]
+    fn outdated_when_revision_differs_from_update_revision() {
+        let mut old = pod("demo-redis-0", Some("a"), true, None);
+        old.metadata.labels =
+            Some(BTreeMap::from([(REVISION_LABEL.to_string(), "demo-redis-1".to_string())]));
+        let mut new = pod("demo-redis-1", Some("b"), true, None);
+        new.metadata.labels =
+            Some(BTreeMap::from([(REVISION_LABEL.to_string(), "demo-redis-2".to_string())]));
+        let unknown = pod("demo-redis-2", Some("c"), true, None);
+        let v = views("demo", &[old, new, unknown], Some("demo-redis-2"));
+        assert_eq!(v.iter().map(|p| p.outdated).collect::<Vec<_>>(), [true, false, false]);
+        let v = views("demo", &[pod("demo-redis-0", None, true, None)], None);
+        assert!(!v[0].outdated);
     }
 
     #[test]
@@ -133,6 +173,7 @@ mod tests {
                 pod("demo-redis-1", Some("b"), true, Some("replica")),
                 pod("demo-redis-2", Some("c"), true, Some("replica")),
             ],
+            None,
         );
         let desired = BTreeMap::from([
             ("demo-redis-0".to_string(), "replica".to_string()),

@@ -17,11 +17,13 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use super::apply::{self, Decision};
+use super::context::AppAddressing;
 use super::events::reason;
 use super::status::{self, Observation, Workload};
 use super::{Context, Error, pods};
 use crate::api::{CounterApp, CounterAppStatus, FIELD_MANAGER};
 use crate::build::{self, Children, Inputs, names};
+use crate::redis::node::RedisClient;
 use crate::redis::{Outcome, PodView};
 
 /// Requeue an idle, healthy stack this often (a safety net; watches do the real work).
@@ -102,7 +104,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     let (web, sts, applied) = apply_children(app, ctx, &name, children, secret).await?;
 
     // 4. redis: pods read fresh, roles decided by the replication manager
-    let pod_views = pods::list(&ctx.client, &ns, &name).await?;
+    let pod_views = pods::list(&ctx.client, &ns, &name, update_revision(Some(&sts))).await?;
     let outcome = replication(app, ctx, &ns, &name, &pod_views, &inputs).await?;
 
     // 5. status
@@ -114,6 +116,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         web: Workload::from_deployment(Some(&web), app.spec.web.replicas),
         redis: Workload::from_statefulset(Some(&sts), app.spec.redis_pods()),
         primary_ready: primary_ready(&pod_views, outcome.status.primary.as_deref()),
+        redis_health: Some(outcome.health),
         redis_status: Some(outcome.status),
         invalid_spec: None,
     };
@@ -125,11 +128,12 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
 /// `spec.paused`: apply nothing, run no replication pass; only report what is observed.
 async fn observe_paused(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
     let (web, sts) = read_workloads(ctx, ns, name).await?;
-    let pod_views = pods::list(&ctx.client, ns, name).await?;
+    let pod_views = pods::list(&ctx.client, ns, name, update_revision(sts.as_ref())).await?;
     let obs = Observation {
         app: name.to_string(),
         generation: app.metadata.generation,
         paused: true,
+        redis_health: None,
         applied: false,
         web: Workload::from_deployment(web.as_ref(), app.spec.web.replicas),
         redis: Workload::from_statefulset(sts.as_ref(), app.spec.redis_pods()),
@@ -139,6 +143,11 @@ async fn observe_paused(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -
     };
     write_status(app, ctx, ns, name, &obs).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// The StatefulSet's `status.updateRevision`: pods at another revision are outdated.
+fn update_revision(sts: Option<&StatefulSet>) -> Option<&str> {
+    sts?.status.as_ref()?.update_revision.as_deref()
 }
 
 /// `status.redis.primary`: the primary last decided.
@@ -231,11 +240,12 @@ async fn stall_on_invalid_spec(
     e: build::Error,
 ) -> Result<Action, Error> {
     let (web, sts) = read_workloads(ctx, ns, name).await?;
-    let pod_views = pods::list(&ctx.client, ns, name).await?;
+    let pod_views = pods::list(&ctx.client, ns, name, update_revision(sts.as_ref())).await?;
     let obs = Observation {
         app: name.to_string(),
         generation: app.metadata.generation,
         paused: false,
+        redis_health: None,
         applied: false,
         web: Workload::from_deployment(web.as_ref(), app.spec.web.replicas),
         redis: Workload::from_statefulset(sts.as_ref(), app.spec.redis_pods()),
@@ -258,7 +268,9 @@ async fn replication(
     pod_views: &[PodView],
     inputs: &Inputs,
 ) -> Result<Outcome, Error> {
-    let outcome = ctx.redis.reconcile(app, pod_views, &inputs.redis_password).await?;
+    let addressing = AppAddressing { app: name, mode: &ctx.redis_addressing };
+    let client = RedisClient::new(&inputs.redis_password);
+    let outcome = ctx.redis.reconcile_with(app, pod_views, &client, &addressing).await?;
     let built_with = build::configmap::primary_pod(app, inputs)?;
     if let Some(decided) = outcome.status.primary.as_ref().filter(|p| **p != built_with) {
         tracing::info!(from = %built_with, to = %decided, "primary moved; updating the Redis ConfigMap");
@@ -281,6 +293,11 @@ async fn replication(
             };
             ctx.events.about_child(app, reason::ROLE_CHANGED, "Relabel", note, related).await;
         }
+    }
+    // Planned restarts (StatefulSet OnDelete), only when the manager says it is safe.
+    for pod in &outcome.pods_to_delete {
+        tracing::info!(%pod, "deleting pod for a planned restart");
+        pods::delete(&ctx.client, ns, pod).await?;
     }
     for ev in &outcome.events {
         if ev.warning {

@@ -18,6 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::condition::{AVAILABLE, DEGRADED, READY, RECONCILING, STALLED};
 use crate::api::{CounterAppStatus, RedisStatus, WebStatus};
 use crate::build::labels::{self, Component};
+use crate::redis::Health;
 
 /// Condition reasons (CamelCase, stable).
 pub mod reason {
@@ -119,6 +120,8 @@ pub struct Observation {
     pub redis_status: Option<RedisStatus>,
     /// The pod named as primary exists, is ready and is not terminating.
     pub primary_ready: bool,
+    /// Replication health from the manager's pass (absent while paused).
+    pub redis_health: Option<Health>,
     /// Set when the spec cannot be turned into objects (the message says why).
     pub invalid_spec: Option<String>,
 }
@@ -191,16 +194,25 @@ pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time
 }
 
 /// True when `desired` differs from `current` in anything but the order of conditions
-/// (the API server may return them in another order).
+/// (the API server may return them in another order) and the per-pod replication
+/// offsets and lag. Those move all the time (the primary pings its replicas every few
+/// seconds), so writing them alone would change the CounterApp on every resync; they are
+/// refreshed whenever anything else in the status changes.
 pub fn needs_patch(current: Option<&CounterAppStatus>, desired: &CounterAppStatus) -> bool {
     let Some(current) = current else {
         return true;
     };
-    let mut a = current.clone();
-    a.conditions.sort_by(|x, y| x.type_.cmp(&y.type_));
-    let mut b = desired.clone();
-    b.conditions.sort_by(|x, y| x.type_.cmp(&y.type_));
-    a != b
+    comparable(current) != comparable(desired)
+}
+
+fn comparable(s: &CounterAppStatus) -> CounterAppStatus {
+    let mut s = s.clone();
+    s.conditions.sort_by(|x, y| x.type_.cmp(&y.type_));
+    for n in s.redis.iter_mut().flat_map(|r| r.nodes.iter_mut()) {
+        n.offset = 0;
+        n.lag_bytes = 0;
+    }
+    s
 }
 
 fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
@@ -214,7 +226,7 @@ fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condit
     }
 }
 
-fn available(obs: &Observation, redis: Option<&RedisStatus>) -> (bool, &'static str, String) {
+fn available<'a>(obs: &'a Observation, redis: Option<&RedisStatus>) -> (bool, &'a str, String) {
     if obs.web.available < 1 {
         return (false, reason::WEB_UNAVAILABLE, "no web pod is available".to_string());
     }
@@ -224,6 +236,9 @@ fn available(obs: &Observation, redis: Option<&RedisStatus>) -> (bool, &'static 
     if !obs.primary_ready {
         return (false, reason::PRIMARY_NOT_READY, format!("the Redis primary {primary} is not ready"));
     }
+    if let Some(h) = obs.redis_health.as_ref().filter(|h| !h.available) {
+        return (false, reason_or(&h.reason, reason::NO_PRIMARY), h.message.clone());
+    }
     (
         true,
         reason::AVAILABLE,
@@ -231,13 +246,16 @@ fn available(obs: &Observation, redis: Option<&RedisStatus>) -> (bool, &'static 
     )
 }
 
-fn degraded(obs: &Observation, redis: Option<&RedisStatus>) -> (bool, &'static str, String) {
+fn degraded<'a>(obs: &'a Observation, redis: Option<&RedisStatus>) -> (bool, &'a str, String) {
     if obs.web.ready < obs.web.desired {
         return (
             true,
             reason::WEB_NOT_READY,
             format!("{}/{} web pods are ready", obs.web.ready, obs.web.desired),
         );
+    }
+    if let Some(h) = obs.redis_health.as_ref().filter(|h| h.degraded) {
+        return (true, reason_or(&h.reason, reason::REDIS_NOT_READY), h.message.clone());
     }
     if obs.redis.ready < obs.redis.desired {
         return (
@@ -257,6 +275,14 @@ fn degraded(obs: &Observation, redis: Option<&RedisStatus>) -> (bool, &'static s
         return (true, reason::LINK_DOWN, format!("replication link down on {}", down.join(", ")));
     }
     (false, reason::FULL_REDUNDANCY, "every web and Redis pod is ready".to_string())
+}
+
+/// `reason` when it is a valid condition reason, else `fallback`.
+fn reason_or<'a>(reason: &'a str, fallback: &'a str) -> &'a str {
+    let valid = reason.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && reason.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ',' | ':'))
+        && !reason.ends_with([',', ':']);
+    if valid { reason } else { fallback }
 }
 
 fn stalled(obs: &Observation) -> Option<(&'static str, String)> {
