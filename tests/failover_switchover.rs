@@ -52,8 +52,12 @@ async fn rolling_restart_with_switchover_loses_nothing() {
         report.gap_around(switched_at),
         report.acks.len()
     );
-    for e in &state.events {
-        println!("event {}: {}", e.reason, e.note);
+    if let Some((gap_at, gap)) = report.longest_gap_at(started, finished) {
+        for (t, reason) in &state.event_log {
+            let rel = t.saturating_duration_since(gap_at).as_secs_f64()
+                - gap_at.saturating_duration_since(*t).as_secs_f64();
+            println!("  event {reason} at {rel:+.3}s from the start of the longest pause ({gap:?})");
+        }
     }
 
     assert_ne!(new, first, "the primary was handed over");

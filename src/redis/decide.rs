@@ -320,7 +320,12 @@ fn steady(input: &Input, p: &NodeObservation) -> Plan {
                     && p_offset - i.offset <= IN_SYNC_LAG_BYTES
             })
     };
-    let all_in_sync = replicas.iter().all(|n| in_sync(n)) && replicas.len() as u32 >= input.spec.replicas;
+    // Both views must agree: each replica says it is linked and close, and the primary
+    // sees all of them online and acknowledging (it only counts those for WAIT).
+    let replica_count = u32::try_from(replicas.len()).unwrap_or(u32::MAX);
+    let all_in_sync = replicas.iter().all(|n| in_sync(n))
+        && replica_count >= input.spec.replicas
+        && p_info.is_some_and(|i| i.online_replicas >= replica_count);
     if !all_in_sync {
         plan.requeue_after = Some(Duration::from_secs(2));
     }

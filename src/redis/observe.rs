@@ -37,6 +37,9 @@ pub struct NodeInfo {
     pub run_id: String,
     pub uptime_secs: u64,
     pub connected_replicas: u32,
+    /// For a primary: replicas it sees `state=online` that acknowledged within the last
+    /// second (`lag<=1`) — its own view of who is in sync.
+    pub online_replicas: u32,
     /// `master_failover_state` (`no-failover` unless a FAILOVER is running).
     pub failover_state: String,
     /// `CONFIG GET min-replicas-to-write`, when it was read.
@@ -126,6 +129,17 @@ pub fn parse_info(text: &str) -> Result<NodeInfo, ParseError> {
         run_id: field(text, "run_id").unwrap_or_default().to_string(),
         uptime_secs: num(text, "uptime_in_seconds")?.unwrap_or(0),
         connected_replicas: num(text, "connected_slaves")?.unwrap_or(0),
+        online_replicas: u32::try_from(
+            text.lines()
+                .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                .filter(|l| {
+                    l.split(',')
+                        .find_map(|kv| kv.trim_end_matches('\r').strip_prefix("lag=")?.parse::<u64>().ok())
+                        .is_some_and(|lag| lag <= 1)
+                })
+                .count(),
+        )
+        .unwrap_or(u32::MAX),
         failover_state: field(text, "master_failover_state").unwrap_or("no-failover").to_string(),
         min_replicas_to_write: None,
     })
@@ -181,6 +195,7 @@ mod tests {
         assert_eq!(i.offset, 1234);
         assert_eq!(i.keys, 7, "keys of every db are summed");
         assert_eq!(i.connected_replicas, 2);
+        assert_eq!(i.online_replicas, 1, "slave0 is online with lag 0");
         assert_eq!((i.run_id.as_str(), i.uptime_secs), ("aaaa", 42));
         assert!(!i.link_up && !i.loading && !i.is_empty());
     }

@@ -388,8 +388,13 @@ impl LoadReport {
 
     /// Longest gap between consecutive acknowledgements inside [from, to].
     pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        self.longest_gap_at(from, to).map_or(Duration::ZERO, |(_, d)| d)
+    }
+
+    /// Where the longest gap inside [from, to] starts, and how long it is.
+    pub fn longest_gap_at(&self, from: Instant, to: Instant) -> Option<(Instant, Duration)> {
         let times: Vec<Instant> = self.acks.iter().map(|a| a.at).filter(|t| *t >= from && *t <= to).collect();
-        times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+        times.windows(2).map(|w| (w[0], w[1] - w[0])).max_by_key(|(_, d)| *d)
     }
 
     /// Acknowledged writes that are provably lost given the final counter value: every
