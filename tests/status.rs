@@ -292,3 +292,25 @@ fn workloads_from_objects() {
     assert!(!rolling.rolled_out());
     assert_eq!((rolling.updated, rolling.ready), (1, 3));
 }
+
+#[test]
+fn moving_replication_offsets_alone_do_not_force_a_patch() {
+    let node = |pod: &str, offset, lag| RedisNodeStatus {
+        pod: pod.into(),
+        role: "replica".into(),
+        offset,
+        lag_bytes: lag,
+        link_up: true,
+    };
+    let mut rs = redis_status();
+    rs.nodes = vec![node("demo-redis-1", 100, 0)];
+    let before = compute(None, &Observation { redis_status: Some(rs.clone()), ..healthy() }, &t(0));
+    rs.nodes = vec![node("demo-redis-1", 5000, 12)];
+    let after = compute(Some(&before), &Observation { redis_status: Some(rs.clone()), ..healthy() }, &t(60));
+    assert!(!needs_patch(Some(&before), &after));
+    // Anything else changing writes the fresh offsets too.
+    rs.nodes[0].link_up = false;
+    let changed = compute(Some(&before), &Observation { redis_status: Some(rs), ..healthy() }, &t(60));
+    assert!(needs_patch(Some(&before), &changed));
+    assert_eq!(changed.redis.unwrap().nodes[0].offset, 5000);
+}

@@ -191,16 +191,25 @@ pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time
 }
 
 /// True when `desired` differs from `current` in anything but the order of conditions
-/// (the API server may return them in another order).
+/// (the API server may return them in another order) and the per-pod replication
+/// offsets and lag. Those move all the time (the primary pings its replicas every few
+/// seconds), so writing them alone would change the CounterApp on every resync; they are
+/// refreshed whenever anything else in the status changes.
 pub fn needs_patch(current: Option<&CounterAppStatus>, desired: &CounterAppStatus) -> bool {
     let Some(current) = current else {
         return true;
     };
-    let mut a = current.clone();
-    a.conditions.sort_by(|x, y| x.type_.cmp(&y.type_));
-    let mut b = desired.clone();
-    b.conditions.sort_by(|x, y| x.type_.cmp(&y.type_));
-    a != b
+    comparable(current) != comparable(desired)
+}
+
+fn comparable(s: &CounterAppStatus) -> CounterAppStatus {
+    let mut s = s.clone();
+    s.conditions.sort_by(|x, y| x.type_.cmp(&y.type_));
+    for n in s.redis.iter_mut().flat_map(|r| r.nodes.iter_mut()) {
+        n.offset = 0;
+        n.lag_bytes = 0;
+    }
+    s
 }
 
 fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
