@@ -96,3 +96,61 @@ fn every_invalid_example_fails_on_the_command_line() {
         }
     }
 }
+
+/// `kubectl get capp demo -o yaml | counterstack render -f -`: server-side metadata
+/// and status are accepted, the uid gives owner references, and the current primary
+/// from the status is kept.
+#[test]
+fn live_object_from_kubectl_renders_with_owner_and_current_primary() {
+    let live = r#"
+apiVersion: counterstack.io/v1alpha1
+kind: CounterApp
+metadata:
+  name: demo
+  namespace: apps
+  uid: 2f1c8a52-6a55-4c3e-9d0c-0b1e2f3a4b5c
+  resourceVersion: "12345"
+  generation: 3
+  creationTimestamp: "2026-01-01T00:00:00Z"
+  labels:
+    argocd.argoproj.io/instance: demo
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: "{}"
+spec:
+  web:
+    replicas: 4
+status:
+  observedGeneration: 3
+  conditions:
+    - type: Ready
+      status: "True"
+      reason: Ready
+      message: all good
+      lastTransitionTime: "2026-01-01T00:00:00Z"
+  redis:
+    primary: demo-redis-2
+    epoch: 2
+"#;
+    let out = render().args(["-f", "-", "--redis-password", "x"]).write_stdin(live).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.matches("uid: 2f1c8a52-6a55-4c3e-9d0c-0b1e2f3a4b5c").count(), 10);
+    assert!(stdout.contains("  primary: demo-redis-2\n"), "{stdout}");
+    assert!(!stdout.contains("argocd"), "the CR's labels must not reach the children");
+    assert!(!stdout.contains("last-applied"), "the CR's annotations must not reach the children");
+}
+
+#[test]
+fn missing_spec_and_required_fields_are_named() {
+    let head = "apiVersion: counterstack.io/v1alpha1\nkind: CounterApp\n";
+    let err = stderr_of(render().args(["-f", "-"]).write_stdin(format!("{head}metadata: {{name: demo}}\n")));
+    assert!(err.contains("spec: is required"), "{err}");
+    let err = stderr_of(render().args(["-f", "-"]).write_stdin(format!("{head}spec: {{}}\n")));
+    assert!(err.contains("metadata: is required"), "{err}");
+    let err = stderr_of(
+        render()
+            .args(["-f", "-"])
+            .write_stdin(format!("{head}metadata: {{name: demo}}\nspec: {{imagePullSecrets: [{{}}]}}\n")),
+    );
+    assert!(err.contains("spec.imagePullSecrets[0].name: "), "{err}");
+}

@@ -195,5 +195,8 @@ proptest! {
         let cr = CounterApp::new(&name, CounterAppSpec::default());
         let err = build::validate(&cr).unwrap_err().to_string();
         prop_assert!(err.contains("metadata.name"), "{}", err);
+        // The CRD's own CEL rule agrees with MAX_NAME_LEN.
+        let err = validate_cel(&cr, None).unwrap_err().to_string();
+        prop_assert!(err.contains("metadata.name"), "{}", err);
     }
 }

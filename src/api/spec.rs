@@ -95,7 +95,9 @@ pub struct WebSpec {
 
     /// Writes are acknowledged only after this many Redis replicas confirmed them
     /// (`WAIT`). Defaults to 1 when Redis has replicas, else 0. Cannot exceed
-    /// `spec.redis.replicas`.
+    /// `spec.redis.replicas`. The Redis primary also refuses writes while fewer than
+    /// this many replicas are connected (`min-replicas-to-write`), so an acknowledged
+    /// increment survives the loss of the primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 8))]
     pub sync_replicas: Option<i32>,
@@ -166,7 +168,8 @@ impl Default for WebServiceSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
-    /// Redis container image (official `redis` image, 7.x).
+    /// Redis container image (official `redis` image, 7.x). It must provide `sh`,
+    /// `redis-server` and `redis-cli` and run as UID 999, as the official image does.
     #[serde(default = "defaults::redis_image")]
     #[schemars(length(min = 1))]
     pub image: String,
@@ -216,12 +219,15 @@ pub struct StorageSpec {
     /// Size of each Redis volume, as a Kubernetes quantity such as `1Gi` or `500Mi`.
     /// May grow (when the storage class allows expansion), never shrink.
     #[serde(default = "defaults::storage_size")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    // maxLength keeps the CEL cost estimate of quantity() within the API server's
+    // budget; without it the server rejects the CRD ("estimated rule cost exceeds budget").
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
     #[x_kube(validation = Rule::new("quantity(self).isGreaterThan(quantity('0'))").message("must be greater than zero, for example 1Gi"))]
     pub size: String,
 
     /// StorageClass of the volumes; empty means the cluster's default class. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
 }
 

@@ -34,7 +34,9 @@ pub fn command(args: &RenderArgs) -> Result<String, Error> {
         Some(p) => p.clone(),
         None => random_password(),
     };
-    let inputs = Inputs { default_web_image: args.default_web_image.clone(), redis_password, primary: None };
+    // A CounterApp piped from `kubectl get -o yaml` carries its current primary.
+    let primary = cr.status.as_ref().and_then(|s| s.redis.as_ref()).and_then(|r| r.primary.clone());
+    let inputs = Inputs { default_web_image: args.default_web_image.clone(), redis_password, primary };
     to_yaml(&all(&cr, &inputs)?)
 }
 
@@ -63,10 +65,20 @@ pub fn parse(text: &str) -> Result<CounterApp, Error> {
             }
         }
     }
-    check_unknown_fields(&value)?;
+    let mut value = value;
+    check_unknown_fields(&mut value)?;
     let cr: CounterApp = serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
-        Error::invalid(if path == "." { "(root)".to_string() } else { path }, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`'));
+        match (path.as_str(), missing) {
+            (".", Some("spec")) => Error::invalid("spec", "is required (`spec: {}` takes every default)"),
+            (".", Some(field)) => Error::invalid(field, "is required"),
+            (parent, Some(field)) => Error::invalid(format!("{parent}.{field}"), "is required"),
+            (".", None) => Error::invalid("(root)", message),
+            (_, None) => Error::invalid(path.clone(), message),
+        }
     })?;
     validate(&cr)?;
     validate_cel(&cr, None)?;
@@ -74,8 +86,10 @@ pub fn parse(text: &str) -> Result<CounterApp, Error> {
 }
 
 /// Reject fields the CRD schema does not define (the API server would prune them
-/// silently, so a typo such as `replica:` would otherwise be ignored).
-fn check_unknown_fields(value: &Value) -> Result<(), Error> {
+/// silently, so a typo such as `replica:` would otherwise be ignored). Also turns
+/// numbers where the schema says int-or-string (quantities such as `cpu: 1`) into
+/// strings, as the API server accepts both.
+fn check_unknown_fields(value: &mut Value) -> Result<(), Error> {
     let crd = CounterApp::crd();
     let schema = crd
         .spec
@@ -101,8 +115,14 @@ fn check_unknown_fields(value: &Value) -> Result<(), Error> {
     }
 }
 
-fn walk(schema: &Value, value: &Value, path: &str, unknown: &mut Vec<(String, Vec<String>)>) {
+fn walk(schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<(String, Vec<String>)>) {
     if schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true)
+        && let Value::Number(n) = value
+    {
+        *value = Value::String(n.to_string());
         return;
     }
     let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
@@ -115,7 +135,7 @@ fn walk(schema: &Value, value: &Value, path: &str, unknown: &mut Vec<(String, Ve
                 // rules, not by the CRD schema.
                 return;
             }
-            for (key, child) in map {
+            for (key, child) in map.iter_mut() {
                 // The CRD schema leaves out the fields every object has.
                 if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
                     continue;
@@ -131,7 +151,7 @@ fn walk(schema: &Value, value: &Value, path: &str, unknown: &mut Vec<(String, Ve
         }
         Value::Array(items) => {
             if let Some(s) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in items.iter_mut().enumerate() {
                     walk(s, item, &format!("{path}[{i}]"), unknown);
                 }
             }

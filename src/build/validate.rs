@@ -110,11 +110,7 @@ pub fn validate(cr: &CounterApp) -> Result<(), Error> {
             "spec.redis.storage.size",
             format!("must be a quantity such as 1Gi or 500Mi (a number with an optional Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P or E suffix), got {size:?}"),
         );
-    } else if size
-        .split(|ch: char| ch.is_ascii_alphabetic())
-        .next()
-        .is_some_and(|n| n.chars().all(|d| d == '0' || d == '.'))
-    {
+    } else if split_number(size).0.chars().all(|d| d == '0' || d == '.') {
         c.fail(
             "spec.redis.storage.size",
             format!("must be greater than zero, for example 1Gi, got {size:?}"),

@@ -1,0 +1,52 @@
+# Everyday tasks. `make setup` once on a fresh Debian machine, then `make test`.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+VENV ?= .venv
+export VENV
+BIN := target/debug/counterstack
+
+.PHONY: setup test unit validate lint fmt crd render bench bench-web bench-failover e2e e2e-build clean-tools
+
+setup: ## install redis, wrk, helm, the Python validators (needs root or sudo)
+	scripts/setup.sh
+
+# The test command of the README and of .ci/run. Schema validation first; the Rust test
+# run last so its summary closes the output.
+test: validate e2e-build unit
+
+unit: ## all Rust tests (unit, snapshot, mock API, real-Redis integration)
+	cargo nextest run --all-targets --locked --no-fail-fast
+
+validate: ## rendered objects, example CRs, chart and kustomize base against Kubernetes schemas
+	cargo build --locked
+	scripts/validate-render.sh $(BIN)
+	$(VENV)/bin/python scripts/validate-examples.py
+	scripts/validate-packaging.sh
+
+e2e-build: ## the real-cluster suite must at least compile
+	cargo test --test e2e --no-run --locked
+
+e2e: ## run the e2e suite against the cluster KUBECONFIG points at (k3s, kind)
+	cargo test --test e2e -- --ignored --test-threads 1
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt
+
+crd: ## regenerate the CRD (root copy and the chart's copy)
+	cargo run --quiet -- crd > crds/counterapp.yaml
+	cp crds/counterapp.yaml charts/counterstack/crds/counterapp.yaml
+
+render: ## preview what the operator creates for the minimal example
+	cargo run --quiet --release -- render -f manifests/examples/counterapp.yaml
+
+bench: bench-web bench-failover
+
+bench-web:
+	bench/web.sh
+
+bench-failover:
+	bench/failover.sh

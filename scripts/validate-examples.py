@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Validate the example CounterApps against the CRD's openAPIV3Schema.
+
+The Kubernetes structural schema in crds/counterapp.yaml is converted to plain JSON
+Schema (nullable -> null type, x-kubernetes-int-or-string -> integer|string,
+x-kubernetes-* keys dropped, unknown fields rejected as `kubectl --validate=strict`
+does) and every example is checked with the `jsonschema` library (a dependency of
+PyPI check-jsonschema):
+
+- manifests/examples/*.yaml must pass;
+- manifests/examples/invalid/*.yaml marked `# caught-by: schema` must fail, and the
+  error must name the field of their `# field:` header;
+- those marked `# caught-by: cel` break a CEL rule, which JSON Schema cannot evaluate
+  (`cargo test --test examples` runs them with kube's CEL engine): they must pass the
+  structural schema, so each example holds exactly one mistake;
+- invalid/transitions/*.{old,new}.yaml (CEL transition rules) must pass structurally.
+
+Usage: scripts/validate-examples.py [--crd crds/counterapp.yaml] [--examples manifests/examples]
+Exit status 0 when every expectation holds, 1 otherwise.
+"""
+
+import argparse
+import copy
+import pathlib
+import sys
+
+import jsonschema
+import yaml
+
+
+def to_json_schema(node):
+    """Convert a Kubernetes structural schema node to JSON Schema (draft 2020-12)."""
+    if isinstance(node, list):
+        return [to_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key.startswith("x-kubernetes-") or key in ("nullable", "description", "default"):
+            continue
+        if key in ("properties",):
+            out[key] = {k: to_json_schema(v) for k, v in value.items()}
+        elif key in ("items", "additionalProperties", "not"):
+            out[key] = to_json_schema(value) if isinstance(value, dict) else value
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = to_json_schema(value)
+        else:
+            out[key] = copy.deepcopy(value)
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    preserve = node.get("x-kubernetes-preserve-unknown-fields")
+    if "properties" in out and "additionalProperties" not in out and not preserve:
+        out["additionalProperties"] = False
+    return out
+
+
+def load_schema(crd_path):
+    crd = yaml.safe_load(crd_path.read_text())
+    version = crd["spec"]["versions"][0]
+    group = crd["spec"]["group"]
+    schema = to_json_schema(version["schema"]["openAPIV3Schema"])
+    # The CRD schema leaves out the fields every object has.
+    schema.setdefault("properties", {}).update(
+        {
+            "apiVersion": {"const": f"{group}/{version['name']}"},
+            "kind": {"const": crd["spec"]["names"]["kind"]},
+            "metadata": {"type": "object"},
+        }
+    )
+    schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def header(text, key):
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith(f"# {key}:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def error_fields(error):
+    """Dotted field paths an error is about (`spec.web.replicas`)."""
+    base = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in error.absolute_path).replace(".[", "[")
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return [f"{base}.{k}" if base else k for k in extra]
+    return [base]
+
+
+def check(validator, path):
+    """Errors of one file, as (field, message) pairs."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        return [("(YAML)", str(e).replace("\n", " "))]
+    errors = []
+    for e in validator.iter_errors(doc):
+        # anyOf/oneOf errors carry the precise cause in their context.
+        for leaf in (e.context or [e]) if e.validator in ("anyOf", "oneOf") else [e]:
+            for field in error_fields(leaf):
+                errors.append((field, leaf.message))
+    return errors
+
+
+def rel(path):
+    try:
+        return path.relative_to(pathlib.Path.cwd())
+    except ValueError:
+        return path
+
+
+def main():
+    root = pathlib.Path(__file__).resolve().parent.parent
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--crd", type=pathlib.Path, default=root / "crds/counterapp.yaml")
+    parser.add_argument("--examples", type=pathlib.Path, default=root / "manifests/examples")
+    args = parser.parse_args()
+
+    validator = load_schema(args.crd)
+    failures = []
+    counts = {"valid": 0, "schema": 0, "cel": 0, "transition": 0}
+
+    def expect_valid(path, what):
+        errors = check(validator, path)
+        if errors:
+            failures.append(f"{path}: expected to pass the schema ({what}), got: {errors}")
+        else:
+            print(f"ok   {rel(path)}: passes the schema ({what})")
+
+    for path in sorted(args.examples.glob("*.yaml")):
+        expect_valid(path, "valid example")
+        counts["valid"] += 1
+
+    for path in sorted((args.examples / "invalid").glob("*.yaml")):
+        text = path.read_text()
+        field, caught_by = header(text, "field"), header(text, "caught-by")
+        if not field or caught_by not in ("schema", "cel"):
+            failures.append(f"{path}: needs '# field:' and '# caught-by: schema|cel' headers")
+            continue
+        if caught_by == "cel":
+            expect_valid(path, "breaks only a CEL rule")
+            counts["cel"] += 1
+            continue
+        counts["schema"] += 1
+        errors = check(validator, path)
+        if not errors:
+            failures.append(f"{path}: expected a schema error on {field}, but it passes")
+        elif not any(f == field for f, _ in errors):
+            failures.append(f"{path}: errors do not name {field}: {errors}")
+        else:
+            msgs = "; ".join(f"{f}: {m}" for f, m in errors)
+            print(f"ok   {rel(path)}: rejected: {msgs}")
+
+    for path in sorted((args.examples / "invalid" / "transitions").glob("*.yaml")):
+        expect_valid(path, "half of a CEL transition pair")
+        counts["transition"] += 1
+
+    if counts["valid"] < 2 or counts["schema"] + counts["cel"] < 6:
+        failures.append(f"too few examples: {counts}")
+    for f in failures:
+        print(f"FAIL {f}", file=sys.stderr)
+    print(
+        f"validate-examples: {counts['valid']} valid, {counts['schema']} schema-invalid checked, "
+        f"{counts['cel']} CEL-invalid and {counts['transition']} transition files structurally valid; "
+        f"{len(failures)} failure(s)"
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
