@@ -97,10 +97,12 @@ pub async fn set_role(client: &Client, namespace: &str, pod: &str, role: &str) -
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let patch = serde_json::json!({ "metadata": { "labels": { labels::ROLE: role } } });
     let params = PatchParams { field_manager: Some(ROLE_FIELD_MANAGER.to_string()), ..Default::default() };
-    api.patch(pod, &params, &Patch::Merge(&patch))
-        .await
-        .map_err(|e| Error::kube(format!("label pod {namespace}/{pod} {}={role}", labels::ROLE), e))?;
-    Ok(())
+    match api.patch(pod, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Deleted since it was listed: its replacement is labelled on the next pass.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!("label pod {namespace}/{pod} {}={role}", labels::ROLE), e)),
+    }
 }
 
 #[cfg(test)]
