@@ -13,6 +13,10 @@ use crate::api::CounterAppSpec;
 /// A replica whose offset trails the primary by at most this many bytes counts as back
 /// in sync during planned restarts.
 pub const IN_SYNC_LAG_BYTES: i64 = 1024 * 1024;
+/// A restarted replica counts as back only after this many seconds up: right after its
+/// full sync it rewrites its AOF, and restarting the next replica then was seen to stall
+/// `WAIT` for most of a second.
+pub const SETTLE_SECS: u64 = 2;
 /// How long `FAILOVER TO` may wait for the target to catch up before Redis aborts it
 /// (and the old primary resumes writes).
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -317,6 +321,8 @@ fn steady(input: &Input, p: &NodeObservation) -> Plan {
                     && i.link_up
                     && !i.sync_in_progress
                     && !i.loading
+                    && !i.persisting
+                    && i.uptime_secs >= SETTLE_SECS
                     && p_offset - i.offset <= IN_SYNC_LAG_BYTES
             })
     };

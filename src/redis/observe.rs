@@ -31,6 +31,8 @@ pub struct NodeInfo {
     pub offset: i64,
     /// The node is loading its dataset from disk (or from a full sync).
     pub loading: bool,
+    /// A background AOF rewrite or RDB save is running.
+    pub persisting: bool,
     /// Keys in all databases.
     pub keys: u64,
     /// Changes on every process restart.
@@ -125,6 +127,8 @@ pub fn parse_info(text: &str) -> Result<NodeInfo, ParseError> {
         offset,
         loading: num::<u8>(text, "loading")?.unwrap_or(0) == 1
             || num::<u8>(text, "async_loading")?.unwrap_or(0) == 1,
+        persisting: num::<u8>(text, "aof_rewrite_in_progress")?.unwrap_or(0) == 1
+            || num::<u8>(text, "rdb_bgsave_in_progress")?.unwrap_or(0) == 1,
         keys,
         run_id: field(text, "run_id").unwrap_or_default().to_string(),
         uptime_secs: num(text, "uptime_in_seconds")?.unwrap_or(0),

@@ -102,3 +102,108 @@ pub fn health(
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::node::Endpoint;
+    use crate::redis::observe::NodeInfo;
+
+    fn pod_view(i: u32, label: Option<&str>) -> PodView {
+        PodView {
+            name: format!("demo-redis-{i}"),
+            ordinal: i,
+            role_label: label.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn obs(i: u32, role: Option<Role>, offset: i64, link_up: bool) -> NodeObservation {
+        NodeObservation {
+            pod: format!("demo-redis-{i}"),
+            ordinal: i,
+            endpoint: Endpoint::new(format!("demo-redis-{i}.demo-redis-headless"), 6379),
+            pod_ready: true,
+            terminating: false,
+            outdated: false,
+            info: role.map(|role| NodeInfo {
+                role,
+                master_host: Some("demo-redis-1.demo-redis-headless".into()),
+                master_port: Some(6379),
+                link_up,
+                link_down_since_secs: None,
+                sync_in_progress: false,
+                replid: "r".into(),
+                offset,
+                loading: false,
+                persisting: false,
+                keys: 1,
+                run_id: "x".into(),
+                uptime_secs: 10,
+                connected_replicas: 0,
+                online_replicas: 0,
+                failover_state: "no-failover".into(),
+                min_replicas_to_write: Some(1),
+            }),
+        }
+    }
+
+    #[test]
+    fn only_the_decided_primary_is_labelled_primary() {
+        let pods = [pod_view(0, Some("primary")), pod_view(1, Some("replica")), pod_view(2, Some("replica"))];
+        // Old primary 0 came back as a master; 1 is the primary.
+        let nodes = [
+            obs(0, Some(Role::Master), 10, false),
+            obs(1, Some(Role::Master), 900, false),
+            obs(2, Some(Role::Replica), 800, true),
+        ];
+        let l = role_labels(&pods, &nodes, Some("demo-redis-1"), true);
+        assert_eq!(l["demo-redis-0"], "replica");
+        assert_eq!(l["demo-redis-1"], "primary");
+        assert_eq!(l["demo-redis-2"], "replica");
+    }
+
+    #[test]
+    fn an_unreachable_primary_keeps_its_label_but_a_primary_that_is_a_replica_loses_it() {
+        let pods = [pod_view(1, Some("primary")), pod_view(2, Some("replica"))];
+        let unreachable = [obs(1, None, 0, false), obs(2, Some(Role::Replica), 800, false)];
+        assert_eq!(role_labels(&pods, &unreachable, Some("demo-redis-1"), false)["demo-redis-1"], "primary");
+        let came_back_as_replica =
+            [obs(1, Some(Role::Replica), 0, false), obs(2, Some(Role::Replica), 800, false)];
+        assert_eq!(
+            role_labels(&pods, &came_back_as_replica, Some("demo-redis-1"), false)["demo-redis-1"],
+            "replica"
+        );
+    }
+
+    #[test]
+    fn status_lag_and_health() {
+        let nodes = [
+            obs(0, None, 0, false),
+            obs(1, Some(Role::Master), 1000, false),
+            obs(2, Some(Role::Replica), 800, true),
+        ];
+        let st = node_statuses(&nodes, Some("demo-redis-1"));
+        assert_eq!(st[0].role, "unknown");
+        assert_eq!((st[1].role.as_str(), st[1].lag_bytes), ("primary", 0));
+        assert_eq!((st[2].role.as_str(), st[2].lag_bytes, st[2].link_up), ("replica", 200, true));
+
+        let plan = Plan {
+            phase: Phase::Steady,
+            primary: Some("demo-redis-1".into()),
+            epoch: 2,
+            holds_data: true,
+            actions: vec![],
+            delete_pods: vec![],
+            message: String::new(),
+            requeue_after: None,
+        };
+        let h = health(&plan, &nodes, true, 2);
+        assert!(h.available && h.degraded, "one of two replicas linked");
+        assert_eq!(h.reason, "ReplicasDegraded");
+        let failing = Plan { phase: Phase::FailoverBlocked, ..plan };
+        let h = health(&failing, &nodes, false, 2);
+        assert!(!h.available && h.degraded);
+        assert_eq!(h.reason, "FailoverInProgress");
+    }
+}

@@ -77,9 +77,15 @@ async fn answers(port: u16) -> bool {
 impl Stack {
     /// Start `1 + n` fresh, empty, standalone servers and the driver loop.
     pub fn start(spec: CounterAppSpec) -> Self {
+        Self::start_with(spec, &[])
+    }
+
+    /// Like [`Stack::start`], every server started with `extra` arguments (for example
+    /// `--replicaof 127.0.0.1 1`, as the recommended pod start script does).
+    pub fn start_with(spec: CounterAppSpec, extra: &[&str]) -> Self {
         let count = 1 + spec.redis.replicas as usize;
         let servers: Vec<RedisServer> =
-            (0..count).map(|_| RedisServer::start_with(Some(PASSWORD), &[])).collect();
+            (0..count).map(|_| RedisServer::start_with(Some(PASSWORD), extra)).collect();
         let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
         let mut app = CounterApp::new(APP, spec);
         app.metadata.namespace = Some("default".into());
