@@ -55,6 +55,10 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    fn spawn_with(&mut self, once: &[&str]) {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
@@ -70,6 +74,7 @@ impl RedisServer {
             cmd.args(["--requirepass", pw, "--masterauth", pw]);
         }
         cmd.args(&self.extra);
+        cmd.args(once);
         cmd.stdout(Stdio::null()).stderr(Stdio::null()).stdin(Stdio::null());
         let child = cmd.spawn().expect("spawn redis-server (apt-get install redis-server)");
         self.child = Some(child);
@@ -208,7 +213,18 @@ impl RedisServer {
     /// Start again on the same port with an EMPTY data directory (a pod whose volume was
     /// lost).
     pub fn restart_empty(&mut self) {
+        self.restart_with(true, &[]);
+    }
+
+    /// SIGKILL, then start again on the same port, keeping the data directory unless
+    /// `empty`, with `once` added to this start's arguments only (for example
+    /// `["--replicaof", "127.0.0.1", "7001"]`, as a pod's start script would).
+    pub fn restart_with(&mut self, empty: bool, once: &[&str]) {
         self.kill9();
+        if !empty {
+            self.spawn_with(once);
+            return;
+        }
         for entry in std::fs::read_dir(self.dir.path()).expect("read redis dir").flatten() {
             let p = entry.path();
             if p.file_name().is_some_and(|n| n == "redis.log") {
@@ -220,7 +236,7 @@ impl RedisServer {
                 let _ = std::fs::remove_file(&p);
             }
         }
-        self.spawn();
+        self.spawn_with(once);
     }
 }
 

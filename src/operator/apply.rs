@@ -1,0 +1,287 @@
+//! Server-side apply of children, only when needed.
+//!
+//! Every desired child carries `counterstack.io/applied-hash`, a hash of the desired
+//! object itself. A child is applied only when it is missing, when its hash differs
+//! from the desired one (the CounterApp or the operator changed), or when someone else
+//! changed it after we did (its generation, or resourceVersion for kinds without
+//! generation, moved since our last apply). Re-applying unchanged objects is not
+//! harmless: SSA of a StatefulSet with volumeClaimTemplates bumps its resourceVersion
+//! every time (kubernetes/kubernetes#119304), which would re-trigger the controller
+//! forever.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Mutex;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::Error;
+use crate::api::FIELD_MANAGER;
+
+/// Annotation holding the hash of the desired object last applied.
+pub const HASH_ANNOTATION: &str = "counterstack.io/applied-hash";
+
+/// What to do with one child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// It does not exist: apply (create).
+    Create,
+    /// Its hash differs from the desired one: apply.
+    Update,
+    /// Same hash, but someone else changed it since our last apply: apply again.
+    Revert,
+    /// Up to date: send nothing.
+    Skip,
+}
+
+impl Decision {
+    pub fn applies(self) -> bool {
+        self != Decision::Skip
+    }
+}
+
+/// What the operator last saw of a child that matched its desired hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub hash: String,
+    /// `g<generation>`, or `rv<resourceVersion>` for kinds without generation.
+    pub marker: Option<String>,
+}
+
+/// Identity of a child in [`Memory`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ChildKey {
+    namespace: String,
+    app: String,
+    kind: String,
+    name: String,
+}
+
+/// Per-child [`Seen`] records, kept across reconciles. Lost on restart, which only
+/// means the first reconcile after a restart takes the live object as the baseline.
+#[derive(Debug, Default)]
+pub struct Memory {
+    seen: Mutex<HashMap<ChildKey, Seen>>,
+}
+
+impl Memory {
+    fn get(&self, key: &ChildKey) -> Option<Seen> {
+        // A poisoned lock only means a panic elsewhere mid-insert; the map is usable.
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    fn record(&self, key: ChildKey, seen: Seen) {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key, seen);
+    }
+
+    /// Drop every record of the children of `app` (it is being deleted).
+    pub fn forget_app(&self, namespace: &str, app: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| !(k.namespace == namespace && k.app == app));
+    }
+}
+
+/// The change marker of a live object: its generation when the kind has one (status
+/// updates do not move it), else its resourceVersion.
+pub fn marker(meta: &ObjectMeta) -> Option<String> {
+    match (meta.generation, &meta.resource_version) {
+        (Some(g), _) => Some(format!("g{g}")),
+        (None, Some(rv)) => Some(format!("rv{rv}")),
+        (None, None) => None,
+    }
+}
+
+/// Pure decision for one child.
+pub fn decide(desired_hash: &str, live: Option<&ObjectMeta>, seen: Option<&Seen>) -> Decision {
+    let Some(live) = live else {
+        return Decision::Create;
+    };
+    let live_hash = live.annotations.as_ref().and_then(|a| a.get(HASH_ANNOTATION));
+    if live_hash.map(String::as_str) != Some(desired_hash) {
+        return Decision::Update;
+    }
+    match seen {
+        Some(s) if s.hash == desired_hash && s.marker != marker(live) => Decision::Revert,
+        _ => Decision::Skip,
+    }
+}
+
+/// Hash of a desired object (before the hash annotation is added).
+pub fn hash_of<K: Serialize>(desired: &K, what: &str) -> Result<String, Error> {
+    let bytes =
+        serde_json::to_vec(desired).map_err(|source| Error::Serialize { what: what.into(), source })?;
+    // 128 bits are plenty to tell versions of one object apart.
+    Ok(hex::encode(&Sha256::digest(&bytes)[..16]))
+}
+
+/// Result of [`ensure`].
+#[derive(Clone, Debug)]
+pub struct Applied<K> {
+    /// The object as the API server has it now.
+    pub object: K,
+    pub decision: Decision,
+}
+
+/// GET a namespaced object; `None` when it does not exist.
+pub async fn get<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.get_opt(name).await.map_err(|e| Error::kube(format!("get {} {namespace}/{name}", K::kind(&())), e))
+}
+
+/// Make the child `desired` of CounterApp `app` exist as built, given its `live` state
+/// (fresh from the API): server-side apply with force when [`decide`] says so.
+pub async fn ensure<K>(
+    client: &Client,
+    memory: &Memory,
+    app: &str,
+    mut desired: K,
+    live: Option<K>,
+) -> Result<Applied<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let kind = K::kind(&()).to_string();
+    let name = desired.name_any();
+    let namespace = desired
+        .namespace()
+        .ok_or_else(|| Error::InvalidObject(format!("desired {kind} {name} has no namespace")))?;
+    check_controller(&desired, live.as_ref(), &kind, &name)?;
+
+    let hash = hash_of(&desired, &format!("{kind} {name}"))?;
+    desired.annotations_mut().insert(HASH_ANNOTATION.to_string(), hash.clone());
+    let key = ChildKey {
+        namespace: namespace.clone(),
+        app: app.to_string(),
+        kind: kind.clone(),
+        name: name.clone(),
+    };
+    let decision = decide(&hash, live.as_ref().map(|l| l.meta()), memory.get(&key).as_ref());
+
+    let object = match (decision, live) {
+        (Decision::Skip, Some(live)) => live,
+        _ => {
+            let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            tracing::info!(%kind, %name, ?decision, "applying");
+            api.patch(&name, &params, &Patch::Apply(&desired))
+                .await
+                .map_err(|e| Error::kube(format!("apply {kind} {namespace}/{name}"), e))?
+        }
+    };
+    memory.record(key, Seen { hash, marker: marker(object.meta()) });
+    Ok(Applied { object, decision })
+}
+
+/// Refuse to take over an object that another owner controls (a name clash), rather
+/// than silently stealing it.
+fn check_controller<K: Resource>(desired: &K, live: Option<&K>, kind: &str, name: &str) -> Result<(), Error> {
+    let controller_uid = |m: &ObjectMeta| {
+        m.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true)).map(|o| o.uid.clone())
+    };
+    match (controller_uid(desired.meta()), live.and_then(|l| controller_uid(l.meta()))) {
+        (Some(ours), Some(theirs)) if ours != theirs => {
+            Err(Error::NotOwned { kind: kind.to_string(), name: name.to_string() })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    use super::*;
+
+    fn meta(hash: Option<&str>, generation: Option<i64>, rv: &str) -> ObjectMeta {
+        ObjectMeta {
+            annotations: hash.map(|h| BTreeMap::from([(HASH_ANNOTATION.to_string(), h.to_string())])),
+            generation,
+            resource_version: Some(rv.to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn missing_child_is_created() {
+        assert_eq!(decide("h", None, None), Decision::Create);
+    }
+
+    #[test]
+    fn other_or_absent_hash_is_updated() {
+        assert_eq!(decide("h", Some(&meta(Some("old"), Some(1), "5")), None), Decision::Update);
+        assert_eq!(decide("h", Some(&meta(None, Some(1), "5")), None), Decision::Update);
+    }
+
+    #[test]
+    fn same_hash_without_memory_is_skipped() {
+        assert_eq!(decide("h", Some(&meta(Some("h"), Some(3), "9")), None), Decision::Skip);
+    }
+
+    #[test]
+    fn status_only_changes_do_not_trigger_apply_for_kinds_with_generation() {
+        let seen = Seen { hash: "h".into(), marker: Some("g3".into()) };
+        // resourceVersion moved (status update), generation did not.
+        assert_eq!(decide("h", Some(&meta(Some("h"), Some(3), "42")), Some(&seen)), Decision::Skip);
+    }
+
+    #[test]
+    fn foreign_spec_edit_is_reverted() {
+        let seen = Seen { hash: "h".into(), marker: Some("g3".into()) };
+        assert_eq!(decide("h", Some(&meta(Some("h"), Some(4), "43")), Some(&seen)), Decision::Revert);
+        // Kinds without generation use the resourceVersion.
+        let seen = Seen { hash: "h".into(), marker: Some("rv7".into()) };
+        assert_eq!(decide("h", Some(&meta(Some("h"), None, "8")), Some(&seen)), Decision::Revert);
+        assert_eq!(decide("h", Some(&meta(Some("h"), None, "7")), Some(&seen)), Decision::Skip);
+    }
+
+    #[test]
+    fn hash_is_stable_and_content_sensitive() {
+        let mut a = ConfigMap::default();
+        a.metadata.name = Some("x".into());
+        a.data = Some(BTreeMap::from([("k".to_string(), "v".to_string())]));
+        let b = a.clone();
+        assert_eq!(hash_of(&a, "a").unwrap(), hash_of(&b, "b").unwrap());
+        assert_eq!(hash_of(&a, "a").unwrap().len(), 32);
+        let mut c = a.clone();
+        c.data = Some(BTreeMap::from([("k".to_string(), "w".to_string())]));
+        assert_ne!(hash_of(&a, "a").unwrap(), hash_of(&c, "c").unwrap());
+    }
+
+    #[test]
+    fn refuses_objects_controlled_by_someone_else() {
+        let owned_by = |uid: &str| {
+            let mut cm = ConfigMap::default();
+            cm.metadata.owner_references =
+                Some(vec![OwnerReference { controller: Some(true), uid: uid.into(), ..Default::default() }]);
+            cm
+        };
+        let desired = owned_by("ours");
+        assert!(check_controller(&desired, Some(&owned_by("ours")), "ConfigMap", "x").is_ok());
+        assert!(check_controller(&desired, Some(&ConfigMap::default()), "ConfigMap", "x").is_ok());
+        assert!(check_controller(&desired, None, "ConfigMap", "x").is_ok());
+        assert!(matches!(
+            check_controller(&desired, Some(&owned_by("theirs")), "ConfigMap", "x"),
+            Err(Error::NotOwned { .. })
+        ));
+    }
+}

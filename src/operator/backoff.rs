@@ -1,0 +1,87 @@
+//! Per-object exponential backoff for failed reconciles: 5 s, 10 s, 20 s, ... up to
+//! 5 min, keyed by the CounterApp's reference and reset by the next success.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::runtime::reflector::ObjectRef;
+
+use crate::api::CounterApp;
+
+/// First retry delay.
+pub const BASE: Duration = Duration::from_secs(5);
+/// Longest retry delay.
+pub const MAX: Duration = Duration::from_secs(300);
+
+/// Delay before retry number `failures` (1 = first failure). Pure.
+pub fn delay(failures: u32, base: Duration, max: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(31);
+    base.checked_mul(1u32 << exp).map_or(max, |d| d.min(max))
+}
+
+/// Consecutive failure counts per CounterApp.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: Mutex<HashMap<ObjectRef<CounterApp>, u32>>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(BASE, MAX)
+    }
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self { base, max, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// Record one more failure of `obj` and return how long to wait before retrying.
+    pub fn next_delay(&self, obj: &ObjectRef<CounterApp>) -> Duration {
+        // A poisoned lock only means another reconcile panicked mid-update of a counter;
+        // the map is still usable.
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(obj.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        delay(*n, self.base, self.max)
+    }
+
+    /// Forget the failures of `obj` (after a successful reconcile or its deletion).
+    pub fn reset(&self, obj: &ObjectRef<CounterApp>) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(obj);
+    }
+
+    /// Current consecutive failures of `obj`.
+    pub fn failures(&self, obj: &ObjectRef<CounterApp>) -> u32 {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).get(obj).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_from_base_and_caps() {
+        let d = |n| delay(n, BASE, MAX).as_secs();
+        assert_eq!([d(1), d(2), d(3), d(4), d(5), d(6), d(7)], [5, 10, 20, 40, 80, 160, 300]);
+        assert_eq!(d(40), 300);
+        assert_eq!(d(u32::MAX), 300);
+    }
+
+    #[test]
+    fn per_object_and_reset() {
+        let b = Backoff::default();
+        let a = ObjectRef::<CounterApp>::new("a").within("ns");
+        let other = ObjectRef::<CounterApp>::new("b").within("ns");
+        assert_eq!(b.next_delay(&a), Duration::from_secs(5));
+        assert_eq!(b.next_delay(&a), Duration::from_secs(10));
+        assert_eq!(b.next_delay(&other), Duration::from_secs(5));
+        b.reset(&a);
+        assert_eq!(b.failures(&a), 0);
+        assert_eq!(b.next_delay(&a), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,87 @@
+//! State shared by every reconcile.
+
+use std::sync::Arc;
+
+use kube::Client;
+
+use super::apply;
+use super::backoff::Backoff;
+use super::events::Events;
+use super::metrics::Metrics;
+use super::status_cache::StatusCache;
+use crate::redis;
+use crate::redis::PodView;
+use crate::redis::node::{Addressing, ClusterAddressing, Endpoint, LoopbackAddressing};
+
+/// Where the replication manager reaches Redis pods.
+#[derive(Clone, Debug, Default)]
+pub enum RedisAddressing {
+    /// In a cluster: pod IPs on 6379, replicas follow the stable DNS names.
+    #[default]
+    Cluster,
+    /// Local `redis-server` processes on loopback ports (tests, benchmarks).
+    Loopback(LoopbackAddressing),
+}
+
+/// [`RedisAddressing`] for one CounterApp.
+pub struct AppAddressing<'a> {
+    pub app: &'a str,
+    pub mode: &'a RedisAddressing,
+}
+
+impl Addressing for AppAddressing<'_> {
+    fn dial(&self, pod: &PodView) -> Option<Endpoint> {
+        match self.mode {
+            RedisAddressing::Cluster => ClusterAddressing { app: self.app.to_string() }.dial(pod),
+            RedisAddressing::Loopback(l) => l.dial(pod),
+        }
+    }
+    fn replication_endpoint(&self, pod: &PodView) -> Endpoint {
+        match self.mode {
+            RedisAddressing::Cluster => {
+                ClusterAddressing { app: self.app.to_string() }.replication_endpoint(pod)
+            }
+            RedisAddressing::Loopback(l) => l.replication_endpoint(pod),
+        }
+    }
+}
+
+/// What each reconcile gets besides the CounterApp.
+pub struct Context {
+    pub client: Client,
+    pub events: Events,
+    pub metrics: Arc<Metrics>,
+    /// `--default-web-image`: the web image of CounterApps that set none.
+    pub default_web_image: String,
+    /// Redis replication manager (keeps per-CounterApp state across reconciles).
+    pub redis: redis::Manager,
+    /// How the manager reaches Redis pods ([`RedisAddressing::Cluster`] in production).
+    pub redis_addressing: RedisAddressing,
+    /// Per-CounterApp retry delays.
+    pub backoff: Backoff,
+    /// What was last applied to each child (drift detection without re-applying).
+    pub applied: apply::Memory,
+    /// The last status written per CounterApp (fresher than the watch cache).
+    pub statuses: StatusCache,
+}
+
+impl Context {
+    /// A context with fresh metrics. `POD_NAME` (the downward API) names this operator
+    /// instance in Events.
+    pub fn new(client: Client, default_web_image: impl Into<String>) -> Self {
+        let redis = redis::Manager::new();
+        let mut metrics = Metrics::default();
+        redis.metrics().register(metrics.registry_mut());
+        Self {
+            events: Events::new(client.clone(), std::env::var("POD_NAME").ok()),
+            client,
+            metrics: Arc::new(metrics),
+            default_web_image: default_web_image.into(),
+            redis,
+            redis_addressing: RedisAddressing::default(),
+            backoff: Backoff::default(),
+            applied: apply::Memory::default(),
+            statuses: StatusCache::default(),
+        }
+    }
+}

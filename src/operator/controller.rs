@@ -1,0 +1,132 @@
+//! The kube-runtime Controller: CounterApps, every child kind they own, and their Redis
+//! pods (so a dead primary triggers a reconcile at once, not at the next resync).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::controller::{Controller, Error as ControllerError};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use super::reconcile::{error_policy, reconcile};
+use super::{Context, Error};
+use crate::api::CounterApp;
+use crate::build::labels::{self, Component};
+
+/// `Api` over all namespaces, or one when the operator is namespace-scoped.
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The CounterApp a Redis pod belongs to, from its `app.kubernetes.io/instance` label.
+pub fn pod_to_app(pod: &Pod) -> Option<ObjectRef<CounterApp>> {
+    let l = pod.metadata.labels.as_ref()?;
+    if l.get(labels::COMPONENT).map(String::as_str) != Some(Component::Redis.as_str())
+        || l.get(labels::NAME).map(String::as_str) != Some(labels::APP_NAME)
+    {
+        return None;
+    }
+    let app = l.get(labels::INSTANCE)?;
+    Some(ObjectRef::new(app).within(&pod.namespace()?))
+}
+
+/// Fail with a clear message when the CRD is missing (a 404 on the CounterApp list).
+pub async fn check_crd(client: &Client, namespace: Option<&str>) -> Result<(), Error> {
+    let apps: Api<CounterApp> = api(client, namespace);
+    match apps.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        // The API server answers an unknown group/version with a plain-text
+        // "404 page not found", which carries the code but no NotFound reason.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.is_not_found() => Err(Error::CrdNotInstalled),
+        Err(e) => Err(Error::kube("list CounterApps (startup check)", e)),
+    }
+}
+
+/// Run the controller until `shutdown` resolves and in-flight reconciles finish.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    // Children carry managed-by; filtering keeps the watches (Secrets!) small.
+    let owned = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let redis_pods = watcher::Config::default().labels(&format!(
+        "{}={},{}={}",
+        labels::NAME,
+        labels::APP_NAME,
+        labels::COMPONENT,
+        Component::Redis.as_str()
+    ));
+
+    Controller::new(api::<CounterApp>(&client, ns), watcher::Config::default())
+        .owns(api::<Deployment>(&client, ns), owned.clone())
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, ns), owned.clone())
+        .owns(api::<Secret>(&client, ns), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), owned)
+        .watches(api::<Pod>(&client, ns), redis_pods, |pod| pod_to_app(&pod))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, action)) => tracing::debug!(object = %obj, ?action, "reconciled"),
+                // Already logged (with its backoff) by the error policy.
+                Err(ControllerError::ReconcilerFailed(_, obj)) => tracing::debug!(object = %obj, "reconcile failed"),
+                Err(ControllerError::ObjectNotFound(obj)) => tracing::debug!(object = %obj, "object gone"),
+                // A failing watch (often RBAC: list/watch missing) must be visible.
+                Err(ControllerError::QueueError(e)) => {
+                    tracing::error!(error = %e, "watch failed; check the operator's RBAC (list and watch on every watched kind)")
+                }
+                Err(e) => tracing::error!(error = %e, "controller error"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn pod(labels: BTreeMap<String, String>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("demo-redis-0".into()),
+                namespace: Some("ns".into()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn redis_pods_map_to_their_counterapp() {
+        let p = pod(labels::selector("demo", Component::Redis));
+        assert_eq!(pod_to_app(&p), Some(ObjectRef::new("demo").within("ns")));
+    }
+
+    #[test]
+    fn other_pods_map_to_nothing() {
+        assert_eq!(pod_to_app(&pod(labels::selector("demo", Component::Web))), None);
+        assert_eq!(pod_to_app(&pod(BTreeMap::new())), None);
+    }
+}

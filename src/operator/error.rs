@@ -1,0 +1,86 @@
+//! The operator's one error type. `metric_label()` names each variant in the
+//! `counterstack_reconcile_errors_total{error=...}` metric.
+
+/// Errors of the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The CounterApp CRD is missing from the cluster (startup check).
+    #[error("the CounterApp CRD is not installed; run `kubectl apply -f crds/`")]
+    CrdNotInstalled,
+
+    /// No kubeconfig or in-cluster configuration could be loaded.
+    #[error("cannot configure the Kubernetes client: {0}")]
+    Config(#[source] kube::Error),
+
+    /// A Kubernetes API call failed. `action` says which one, for the log and the Event.
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The pure builders rejected the CounterApp.
+    #[error("cannot build the stack's objects: {0}")]
+    Build(#[from] crate::build::Error),
+
+    /// The replication manager failed.
+    #[error("redis replication: {0}")]
+    Redis(#[from] crate::redis::Error),
+
+    /// The CounterApp lacks something every stored object has (name, namespace, uid).
+    #[error("invalid CounterApp: {0}")]
+    InvalidObject(String),
+
+    /// The auth Secret exists but holds no usable password. It is never regenerated
+    /// (Redis already uses whatever it held), so a human has to repair it.
+    #[error(
+        "Secret {name} exists but its `password` key is missing or not UTF-8; restore it or delete the Secret to generate a new password"
+    )]
+    BadSecret { name: String },
+
+    /// A child of the same name exists and is controlled by another object.
+    #[error(
+        "{kind} {name} already exists and is controlled by another object; delete it or rename the CounterApp"
+    )]
+    NotOwned { kind: String, name: String },
+
+    /// A desired object could not be serialized (for its hash).
+    #[error("cannot serialize {what}: {source}")]
+    Serialize {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The metrics/health server failed.
+    #[error("metrics server on {addr}: {source}")]
+    MetricsServer {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::CrdNotInstalled => "crd_not_installed",
+            Error::Config(_) => "config",
+            Error::Kube { .. } => "kube_api",
+            Error::Build(_) => "build",
+            Error::Redis(_) => "redis",
+            Error::InvalidObject(_) => "invalid_object",
+            Error::BadSecret { .. } => "bad_secret",
+            Error::NotOwned { .. } => "not_owned",
+            Error::Serialize { .. } => "serialize",
+            Error::MetricsServer { .. } => "metrics_server",
+        }
+    }
+
+    /// Wrap a kube error with what the operator was doing.
+    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kube { action: action.into(), source }
+    }
+}

@@ -1,0 +1,113 @@
+//! Kubernetes Events (events.k8s.io/v1) on the CounterApp: children created or updated,
+//! reconcile failures, and what the replication manager reports (e.g. `FailedOver`).
+//! Publishing is best effort: a failed Event is logged and never fails a reconcile.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use crate::api::CounterApp;
+
+/// Event reasons (PascalCase, stable: users filter on them).
+pub mod reason {
+    /// A child object was created.
+    pub const CREATED: &str = "Created";
+    /// A child object was changed to match the CounterApp again.
+    pub const UPDATED: &str = "Updated";
+    /// A reconcile failed; the message says why, the operator retries with backoff.
+    pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+    /// A Redis pod's `counterstack.io/role` label moved.
+    pub const ROLE_CHANGED: &str = "RoleChanged";
+}
+
+/// Longest note the Events API accepts (1 kB).
+const MAX_NOTE: usize = 1000;
+
+/// Name of the controller in every Event's `reportingController`.
+pub const REPORTER: &str = "counterstack-operator";
+
+/// Publishes Events about CounterApps.
+#[derive(Clone)]
+pub struct Events {
+    client: kube::Client,
+    reporter: Reporter,
+}
+
+impl Events {
+    /// `instance` identifies this operator pod (`POD_NAME`); `None` falls back to the
+    /// controller name.
+    pub fn new(client: kube::Client, instance: Option<String>) -> Self {
+        Self { client, reporter: Reporter { controller: REPORTER.into(), instance } }
+    }
+
+    pub async fn normal(&self, app: &CounterApp, reason: &str, action: &str, note: String) {
+        self.publish(app, EventType::Normal, reason, action, note, None).await;
+    }
+
+    pub async fn warning(&self, app: &CounterApp, reason: &str, action: &str, note: String) {
+        self.publish(app, EventType::Warning, reason, action, note, None).await;
+    }
+
+    /// An Event about `app` that concerns a child (`related`), e.g. Created Deployment.
+    pub async fn about_child(
+        &self,
+        app: &CounterApp,
+        reason: &str,
+        action: &str,
+        note: String,
+        related: ObjectReference,
+    ) {
+        self.publish(app, EventType::Normal, reason, action, note, Some(related)).await;
+    }
+
+    async fn publish(
+        &self,
+        app: &CounterApp,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        related: Option<ObjectReference>,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(truncate(note, MAX_NOTE)),
+            action: action.to_string(),
+            secondary: related,
+        };
+        // A fresh Recorder per Event: a shared one folds Events with the same reason into
+        // a series that keeps the first note, which would show a stale message (e.g.
+        // the first of two different failures). Events here are rare enough.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&ev, &app.object_ref(&())).await {
+            // Usually RBAC: the operator needs `create` and `patch` on events.k8s.io events.
+            tracing::warn!(error = %e, reason, "cannot publish Event (check RBAC: create/patch events.k8s.io events)");
+        }
+    }
+}
+
+/// Cut `s` to at most `max` bytes on a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        assert_eq!(truncate("abc".into(), 10), "abc");
+        assert_eq!(truncate("abcdef".into(), 3), "abc");
+        // 'é' is two bytes: cutting at 2 would split it.
+        assert_eq!(truncate("aé".into(), 2), "a");
+    }
+}

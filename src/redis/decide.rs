@@ -1,0 +1,493 @@
+//! PURE topology decision: observations + spec + previous state -> [`Plan`].
+//!
+//! No I/O and no clock: how long the primary has been unavailable is measured by the
+//! caller and passed in. The rules, and why each keeps acknowledged writes, are in
+//! docs/replication.md.
+
+use std::cmp::Reverse;
+use std::time::Duration;
+
+use super::observe::{NodeInfo, NodeObservation, Role};
+use crate::api::CounterAppSpec;
+
+/// A replica whose offset trails the primary by at most this many bytes counts as back
+/// in sync during planned restarts.
+pub const IN_SYNC_LAG_BYTES: i64 = 1024 * 1024;
+/// A restarted replica counts as back only after this many seconds up: right after its
+/// full sync it rewrites its AOF, and restarting the next replica then was seen to stall
+/// `WAIT` for most of a second.
+pub const SETTLE_SECS: u64 = 2;
+/// How long `FAILOVER TO` may wait for the target to catch up before Redis aborts it
+/// (and the old primary resumes writes).
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A replica whose link went down at most this long before the primary was seen
+/// unavailable still counts as having had a live link.
+pub const LINK_RECENT_SLACK: Duration = Duration::from_secs(10);
+
+/// The parts of the spec the decision depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// Replicas besides the primary (`n`).
+    pub replicas: u32,
+    /// Replicas that confirm each acknowledged write (`k`, `WAIT k`).
+    pub sync_replicas: u32,
+    pub failover_enabled: bool,
+    pub failover_after: Duration,
+    pub paused: bool,
+}
+
+impl Spec {
+    pub fn from_app(spec: &CounterAppSpec) -> Self {
+        Self {
+            replicas: u32::try_from(spec.redis.replicas).unwrap_or(0),
+            sync_replicas: u32::try_from(spec.sync_replicas()).unwrap_or(0),
+            failover_enabled: spec.redis.failover.enabled,
+            failover_after: Duration::from_secs(
+                u64::try_from(spec.redis.failover.after_seconds).unwrap_or(1),
+            ),
+            paused: spec.paused,
+        }
+    }
+}
+
+/// What was decided before this pass (status, or the manager's memory when newer).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prev {
+    pub primary: Option<String>,
+    pub epoch: i64,
+    pub holds_data: bool,
+    /// Replication id the primary last reported; replicas sharing it share its history,
+    /// so their offsets compare.
+    pub primary_replid: Option<String>,
+}
+
+/// Input of one decision.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    pub nodes: &'a [NodeObservation],
+    pub spec: Spec,
+    pub prev: Prev,
+    /// How long `prev.primary` has been continuously unavailable (`None`: available).
+    pub primary_unavailable_for: Option<Duration>,
+}
+
+/// One step to apply, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `REPLICAOF <primary>` on `pod`. `fence` marks a node that currently is a master:
+    /// if demoting it fails, nothing after it may run (no second writable primary).
+    Follow { pod: String, primary: String, fence: bool },
+    /// `REPLICAOF NO ONE` on `pod`.
+    Promote { pod: String },
+    /// `CONFIG SET min-replicas-to-write value` on `pod`.
+    SetMinReplicas { pod: String, value: i64 },
+    /// `FAILOVER TO <to> TIMEOUT` on `from` (planned switchover), then wait until done.
+    Handover { from: String, to: String, timeout: Duration },
+}
+
+/// Where replication stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Paused,
+    /// No primary chosen yet.
+    Bootstrapping,
+    Steady,
+    /// The primary is unavailable; waiting `failover.afterSeconds` (or failover is off).
+    PrimaryUnavailable,
+    /// The primary is gone and not enough replicas can be inspected to promote safely.
+    FailoverBlocked,
+    /// Promoting a replica now.
+    FailingOver,
+    /// Restarting outdated replicas one at a time.
+    RollingReplicas,
+    /// Handing the primary over with FAILOVER TO.
+    Switchover,
+}
+
+impl Phase {
+    /// Condition reason for this phase.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Phase::Paused => "Paused",
+            Phase::Bootstrapping => "Bootstrapping",
+            Phase::Steady => "ReplicationHealthy",
+            Phase::PrimaryUnavailable | Phase::FailoverBlocked | Phase::FailingOver => "FailoverInProgress",
+            Phase::RollingReplicas => "RollingUpdate",
+            Phase::Switchover => "SwitchoverInProgress",
+        }
+    }
+}
+
+/// The decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub phase: Phase,
+    /// The primary once `actions` are applied.
+    pub primary: Option<String>,
+    pub epoch: i64,
+    pub holds_data: bool,
+    pub actions: Vec<Action>,
+    /// Pods the operator must delete (planned restarts; the StatefulSet uses OnDelete).
+    pub delete_pods: Vec<String>,
+    /// Why, for logs, Events and condition messages.
+    pub message: String,
+    pub requeue_after: Option<Duration>,
+}
+
+impl Plan {
+    fn keep(prev: &Prev, phase: Phase, message: impl Into<String>, requeue_after: Option<Duration>) -> Self {
+        Plan {
+            phase,
+            primary: prev.primary.clone(),
+            epoch: prev.epoch,
+            holds_data: prev.holds_data,
+            actions: vec![],
+            delete_pods: vec![],
+            message: message.into(),
+            requeue_after,
+        }
+    }
+
+    /// The primary changes when these actions succeed.
+    pub fn changes_primary(&self, prev: &Prev) -> bool {
+        self.primary != prev.primary
+    }
+}
+
+/// Whether the previous primary can serve writes now. The manager uses this to time
+/// `failover.afterSeconds`.
+pub fn primary_available(nodes: &[NodeObservation], prev: &Prev) -> bool {
+    let Some(p) = prev.primary.as_deref().and_then(|p| nodes.iter().find(|n| n.pod == p)) else {
+        return prev.primary.is_none();
+    };
+    matches!(primary_state(p, prev.holds_data), PrimaryState::Healthy)
+}
+
+enum PrimaryState {
+    Healthy,
+    /// Down, frozen, not ready, loading, terminating or no longer a master.
+    Unavailable,
+    /// Answers as a master but lost its data: fail over now, waiting only lets replicas
+    /// copy its empty dataset.
+    LostData,
+}
+
+fn primary_state(p: &NodeObservation, holds_data: bool) -> PrimaryState {
+    match &p.info {
+        Some(i) if i.role == Role::Master && !i.loading && holds_data && i.is_empty() => {
+            PrimaryState::LostData
+        }
+        Some(i) if i.role == Role::Master && !i.loading && p.pod_ready && !p.terminating => {
+            PrimaryState::Healthy
+        }
+        _ => PrimaryState::Unavailable,
+    }
+}
+
+/// Decide the topology.
+pub fn decide(input: &Input) -> Plan {
+    let prev = &input.prev;
+    if input.spec.paused {
+        return Plan::keep(prev, Phase::Paused, "spec.paused is true: replication is not changed", None);
+    }
+    let Some(primary) = prev.primary.as_deref() else {
+        return bootstrap(input);
+    };
+    let p = input.nodes.iter().find(|n| n.pod == primary);
+    match p.map(|p| primary_state(p, prev.holds_data)) {
+        Some(PrimaryState::Healthy) => {
+            // Healthy implies `p` is Some; the let-else keeps it explicit.
+            let Some(p) = p else { return Plan::keep(prev, Phase::Steady, "", None) };
+            steady(input, p)
+        }
+        Some(PrimaryState::LostData) => failover(input, true),
+        Some(PrimaryState::Unavailable) | None => failover(input, false),
+    }
+}
+
+/// `k + r > n`: how many replicas must be inspected so that at least one of them holds
+/// every write acknowledged with `WAIT k`. With k = 0 nothing was promised beyond the
+/// primary, so any one replica will do.
+pub fn replicas_needed(spec: &Spec, n: u32) -> u32 {
+    if spec.sync_replicas == 0 { 1.min(n) } else { (n + 1).saturating_sub(spec.sync_replicas) }
+}
+
+fn set_min_replicas(input: &Input, out: &mut Vec<Action>) {
+    let k = i64::from(input.spec.sync_replicas);
+    for n in input.nodes {
+        if let Some(i) = &n.info
+            && i.min_replicas_to_write != Some(k)
+        {
+            out.push(Action::SetMinReplicas { pod: n.pod.clone(), value: k });
+        }
+    }
+}
+
+fn bootstrap(input: &Input) -> Plan {
+    let prev = &input.prev;
+    let wait = |msg: &str| Plan::keep(prev, Phase::Bootstrapping, msg, Some(Duration::from_secs(2)));
+    let reachable: Vec<(&NodeObservation, &NodeInfo)> =
+        input.nodes.iter().filter_map(|n| n.info.as_ref().map(|i| (n, i))).collect();
+    let with_data = reachable.iter().any(|(_, i)| !i.is_empty());
+    let chosen = if with_data {
+        // Volumes kept from an earlier stack: adopt the best dataset, but only once every
+        // pod can be compared.
+        if reachable.len() < input.nodes.len() {
+            return wait("some Redis pods hold data; waiting for every pod before choosing a primary");
+        }
+        reachable
+            .iter()
+            .max_by_key(|(n, i)| {
+                (
+                    !i.is_empty(),
+                    i.role == Role::Master && i.connected_replicas > 0,
+                    i.role == Role::Master,
+                    i.keys,
+                    Reverse(n.ordinal),
+                )
+            })
+            .map(|(n, _)| *n)
+    } else {
+        match reachable.iter().find(|(n, _)| n.ordinal == 0) {
+            Some((n, _)) => Some(*n),
+            None => return wait("waiting for Redis pod 0 to answer"),
+        }
+    };
+    let Some(chosen) = chosen else { return wait("no Redis pod answers yet") };
+    let mut actions = vec![];
+    // Demote other masters first: never two writable primaries.
+    for (n, i) in &reachable {
+        if n.pod != chosen.pod && i.role == Role::Master {
+            actions.push(Action::Follow { pod: n.pod.clone(), primary: chosen.pod.clone(), fence: true });
+        }
+    }
+    if !chosen.is_master() {
+        actions.push(Action::Promote { pod: chosen.pod.clone() });
+    }
+    for (n, i) in &reachable {
+        if n.pod != chosen.pod && i.role == Role::Replica && !i.follows(&chosen.endpoint) {
+            actions.push(Action::Follow { pod: n.pod.clone(), primary: chosen.pod.clone(), fence: false });
+        }
+    }
+    set_min_replicas(input, &mut actions);
+    Plan {
+        phase: Phase::Bootstrapping,
+        primary: Some(chosen.pod.clone()),
+        epoch: prev.epoch + 1,
+        holds_data: prev.holds_data || chosen.info.as_ref().is_some_and(|i| !i.is_empty()),
+        actions,
+        delete_pods: vec![],
+        message: format!("{} is the primary", chosen.pod),
+        requeue_after: Some(Duration::from_secs(1)),
+    }
+}
+
+fn steady(input: &Input, p: &NodeObservation) -> Plan {
+    let prev = &input.prev;
+    let mut actions = vec![];
+    for n in input.nodes.iter().filter(|n| n.pod != p.pod) {
+        match &n.info {
+            // Fencing: a former primary that came back is demoted before anything else.
+            Some(i) if i.role == Role::Master => {
+                actions.push(Action::Follow { pod: n.pod.clone(), primary: p.pod.clone(), fence: true })
+            }
+            Some(i) if !i.follows(&p.endpoint) => {
+                actions.push(Action::Follow { pod: n.pod.clone(), primary: p.pod.clone(), fence: false })
+            }
+            _ => {}
+        }
+    }
+    actions.sort_by_key(|a| !matches!(a, Action::Follow { fence: true, .. }));
+    set_min_replicas(input, &mut actions);
+    let p_info = p.info.as_ref();
+    let holds_data = prev.holds_data || p_info.is_some_and(|i| !i.is_empty());
+    let mut plan = Plan {
+        phase: Phase::Steady,
+        primary: Some(p.pod.clone()),
+        epoch: prev.epoch,
+        holds_data,
+        actions,
+        delete_pods: vec![],
+        message: format!("{} is the primary", p.pod),
+        requeue_after: None,
+    };
+    let replicas: Vec<&NodeObservation> = input.nodes.iter().filter(|n| n.pod != p.pod).collect();
+    let p_offset = p_info.map_or(0, |i| i.offset);
+    let in_sync = |n: &NodeObservation| {
+        n.pod_ready
+            && !n.terminating
+            && n.info.as_ref().is_some_and(|i| {
+                i.follows(&p.endpoint)
+                    && i.link_up
+                    && !i.sync_in_progress
+                    && !i.loading
+                    && !i.persisting
+                    && i.uptime_secs >= SETTLE_SECS
+                    && p_offset - i.offset <= IN_SYNC_LAG_BYTES
+            })
+    };
+    // Both views must agree: each replica says it is linked and close, and the primary
+    // sees all of them online and acknowledging (it only counts those for WAIT).
+    let replica_count = u32::try_from(replicas.len()).unwrap_or(u32::MAX);
+    let all_in_sync = replicas.iter().all(|n| in_sync(n))
+        && replica_count >= input.spec.replicas
+        && p_info.is_some_and(|i| i.online_replicas >= replica_count);
+    if !all_in_sync {
+        plan.requeue_after = Some(Duration::from_secs(2));
+    }
+    let outdated = replicas.iter().any(|n| n.outdated) || p.outdated;
+    if !outdated {
+        return plan;
+    }
+    plan.phase = Phase::RollingReplicas;
+    plan.requeue_after = Some(Duration::from_secs(1));
+    if plan.actions.iter().any(|a| matches!(a, Action::Follow { .. })) || !all_in_sync {
+        plan.message = "planned restart waits until every replica is back in sync".into();
+        return plan;
+    }
+    // One replica at a time, highest ordinal first (as a StatefulSet rolls).
+    if let Some(r) = replicas.iter().filter(|n| n.outdated).max_by_key(|n| n.ordinal) {
+        plan.delete_pods.push(r.pod.clone());
+        plan.message = format!("restarting replica {} to apply the new revision", r.pod);
+        return plan;
+    }
+    // Only the primary is outdated: hand over to the most advanced replica, then (next
+    // passes) it is an outdated replica and gets restarted like the others.
+    match replicas.iter().max_by_key(|n| (n.info.as_ref().map_or(0, |i| i.offset), Reverse(n.ordinal))) {
+        Some(target) => {
+            plan.phase = Phase::Switchover;
+            plan.actions.push(Action::Handover {
+                from: p.pod.clone(),
+                to: target.pod.clone(),
+                timeout: HANDOVER_TIMEOUT,
+            });
+            plan.primary = Some(target.pod.clone());
+            plan.epoch = prev.epoch + 1;
+            plan.message =
+                format!("handing the primary over from {} to {} before restarting it", p.pod, target.pod);
+        }
+        None => {
+            plan.delete_pods.push(p.pod.clone());
+            plan.message = format!("restarting {} (no replica to hand over to)", p.pod);
+        }
+    }
+    plan
+}
+
+fn failover(input: &Input, lost_data: bool) -> Plan {
+    let prev = &input.prev;
+    let primary = prev.primary.clone().unwrap_or_default();
+    let n = input.spec.replicas.max(u32::try_from(input.nodes.len().saturating_sub(1)).unwrap_or(u32::MAX));
+    let down_for = input.primary_unavailable_for.unwrap_or_default();
+    if !input.spec.failover_enabled || n == 0 {
+        let why = if n == 0 { "Redis has no replicas" } else { "failover is disabled" };
+        return Plan::keep(
+            prev,
+            Phase::PrimaryUnavailable,
+            format!("primary {primary} is unavailable and {why}; waiting for it to come back"),
+            Some(Duration::from_secs(5)),
+        );
+    }
+    if !lost_data && down_for < input.spec.failover_after {
+        let left = input.spec.failover_after - down_for;
+        return Plan::keep(
+            prev,
+            Phase::PrimaryUnavailable,
+            format!(
+                "primary {primary} unavailable for {:.1}s; failing over after {}s",
+                down_for.as_secs_f64(),
+                input.spec.failover_after.as_secs()
+            ),
+            Some(left.max(Duration::from_millis(100))),
+        );
+    }
+    let p_node = input.nodes.iter().find(|x| x.pod == primary);
+    let Some(p_ep) = p_node.map(|x| &x.endpoint) else {
+        // The primary's pod object is gone: its replicas still name its stable endpoint,
+        // but without the pod we cannot tell which it is. Wait for the StatefulSet.
+        return Plan::keep(
+            prev,
+            Phase::FailoverBlocked,
+            format!("pod {primary} does not exist; waiting for it"),
+            Some(Duration::from_secs(1)),
+        );
+    };
+    let link_limit = down_for + input.spec.failover_after + LINK_RECENT_SLACK;
+    let following: Vec<(&NodeObservation, &NodeInfo)> = input
+        .nodes
+        .iter()
+        .filter(|x| x.pod != primary && !x.terminating)
+        .filter_map(|x| x.info.as_ref().map(|i| (x, i)))
+        .filter(|(_, i)| i.follows(p_ep) && !i.loading && !i.sync_in_progress)
+        .filter(|(_, i)| {
+            i.link_up || i.link_down_since_secs.is_some_and(|s| Duration::from_secs(s) <= link_limit)
+        })
+        .filter(|(_, i)| !(prev.holds_data && i.is_empty()))
+        .collect();
+    // Offsets compare only within one replication history: the primary's, when known,
+    // else the one most replicas share.
+    let history = prev.primary_replid.clone().or_else(|| {
+        let mut ids: Vec<&str> = following.iter().map(|(_, i)| i.replid.as_str()).collect();
+        ids.sort_unstable();
+        ids.chunk_by(|a, b| a == b).max_by_key(|c| c.len()).and_then(|c| c.first()).map(|s| s.to_string())
+    });
+    let eligible: Vec<(&NodeObservation, &NodeInfo)> =
+        following.into_iter().filter(|(_, i)| Some(&i.replid) == history.as_ref()).collect();
+    let needed = replicas_needed(&input.spec, n);
+    let r = u32::try_from(eligible.len()).unwrap_or(u32::MAX);
+    if r < needed || r == 0 {
+        return Plan::keep(
+            prev,
+            Phase::FailoverBlocked,
+            format!(
+                "primary {primary} is unavailable but only {r} of {n} replicas can be inspected with a live link; \
+                 {needed} are needed so that no write acknowledged by {} replica(s) is lost (k + r > n)",
+                input.spec.sync_replicas
+            ),
+            Some(Duration::from_secs(1)),
+        );
+    }
+    let Some((cand, cand_info)) =
+        eligible.iter().max_by_key(|(x, i)| (i.offset, Reverse(x.ordinal))).copied()
+    else {
+        return Plan::keep(prev, Phase::FailoverBlocked, "no candidate", Some(Duration::from_secs(1)));
+    };
+    let mut actions = vec![];
+    // Fence first: if the old primary still answers, it stops taking writes before the
+    // candidate starts taking them.
+    if let Some(p) = p_node
+        && p.is_master()
+    {
+        actions.push(Action::Follow { pod: primary.clone(), primary: cand.pod.clone(), fence: true });
+    }
+    for x in input.nodes.iter().filter(|x| x.pod != cand.pod && x.pod != primary && x.is_master()) {
+        actions.push(Action::Follow { pod: x.pod.clone(), primary: cand.pod.clone(), fence: true });
+    }
+    actions.push(Action::Promote { pod: cand.pod.clone() });
+    actions
+        .push(Action::SetMinReplicas { pod: cand.pod.clone(), value: i64::from(input.spec.sync_replicas) });
+    for x in input.nodes.iter().filter(|x| x.pod != cand.pod) {
+        if x.info.as_ref().is_some_and(|i| i.role == Role::Replica) {
+            actions.push(Action::Follow { pod: x.pod.clone(), primary: cand.pod.clone(), fence: false });
+        }
+    }
+    Plan {
+        phase: Phase::FailingOver,
+        primary: Some(cand.pod.clone()),
+        epoch: prev.epoch + 1,
+        holds_data: prev.holds_data || !cand_info.is_empty(),
+        actions,
+        delete_pods: vec![],
+        message: format!(
+            "primary {primary} {}; promoting {} (offset {}, {r} of {n} replicas inspected)",
+            if lost_data { "restarted without its data" } else { "is unavailable" },
+            cand.pod,
+            cand_info.offset
+        ),
+        requeue_after: Some(Duration::from_secs(1)),
+    }
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -1,0 +1,701 @@
+//! Table-driven tests of [`decide`]: one row per rule of issue 4.
+
+use std::time::Duration;
+
+use super::*;
+use crate::redis::node::Endpoint;
+use crate::redis::observe::{NodeInfo, NodeObservation, Role};
+
+const H: &str = "r-history";
+
+fn ep(ord: u32) -> Endpoint {
+    Endpoint::new(format!("demo-redis-{ord}.demo-redis-headless"), 6379)
+}
+fn pod(ord: u32) -> String {
+    format!("demo-redis-{ord}")
+}
+
+fn info(role: Role, offset: i64, keys: u64) -> NodeInfo {
+    NodeInfo {
+        role,
+        master_host: None,
+        master_port: None,
+        link_up: false,
+        link_down_since_secs: None,
+        sync_in_progress: false,
+        replid: H.into(),
+        offset,
+        loading: false,
+        persisting: false,
+        keys,
+        run_id: "run".into(),
+        uptime_secs: 100,
+        connected_replicas: 0,
+        online_replicas: 2,
+        failover_state: "no-failover".into(),
+        min_replicas_to_write: Some(1),
+    }
+}
+
+/// A pod whose Redis answered.
+fn node(ord: u32, i: NodeInfo) -> NodeObservation {
+    NodeObservation {
+        pod: pod(ord),
+        ordinal: ord,
+        endpoint: ep(ord),
+        pod_ready: true,
+        terminating: false,
+        outdated: false,
+        info: Some(i),
+    }
+}
+fn master(ord: u32, offset: i64, keys: u64) -> NodeObservation {
+    node(ord, info(Role::Master, offset, keys))
+}
+/// A replica of `of` with its link up.
+fn replica(ord: u32, of: u32, offset: i64) -> NodeObservation {
+    let mut i = info(Role::Replica, offset, 10);
+    i.master_host = Some(ep(of).host);
+    i.master_port = Some(6379);
+    i.link_up = true;
+    node(ord, i)
+}
+/// A replica of `of` whose link went down `secs` ago (None: never linked).
+fn replica_down(ord: u32, of: u32, offset: i64, secs: Option<u64>) -> NodeObservation {
+    let mut n = replica(ord, of, offset);
+    let i = n.info.as_mut().unwrap();
+    i.link_up = false;
+    i.link_down_since_secs = secs;
+    n
+}
+fn unreachable(ord: u32) -> NodeObservation {
+    NodeObservation {
+        pod: pod(ord),
+        ordinal: ord,
+        endpoint: ep(ord),
+        pod_ready: false,
+        terminating: false,
+        outdated: false,
+        info: None,
+    }
+}
+fn with(mut n: NodeObservation, f: impl FnOnce(&mut NodeObservation)) -> NodeObservation {
+    f(&mut n);
+    n
+}
+fn with_info(mut n: NodeObservation, f: impl FnOnce(&mut NodeInfo)) -> NodeObservation {
+    f(n.info.as_mut().unwrap());
+    n
+}
+
+fn spec(n: u32, k: u32) -> Spec {
+    Spec {
+        replicas: n,
+        sync_replicas: k,
+        failover_enabled: true,
+        failover_after: Duration::from_secs(5),
+        paused: false,
+    }
+}
+fn prev(primary: Option<u32>, holds_data: bool) -> Prev {
+    Prev {
+        primary: primary.map(pod),
+        epoch: if primary.is_some() { 3 } else { 0 },
+        holds_data,
+        primary_replid: Some(H.into()),
+    }
+}
+
+fn follow(p: u32, of: u32, fence: bool) -> Action {
+    Action::Follow { pod: pod(p), primary: pod(of), fence }
+}
+fn promote(p: u32) -> Action {
+    Action::Promote { pod: pod(p) }
+}
+fn min_repl(p: u32, v: i64) -> Action {
+    Action::SetMinReplicas { pod: pod(p), value: v }
+}
+
+struct Case {
+    name: &'static str,
+    nodes: Vec<NodeObservation>,
+    spec: Spec,
+    prev: Prev,
+    down_for: Option<u64>,
+    phase: Phase,
+    primary: Option<u32>,
+    epoch: i64,
+    actions: Vec<Action>,
+    delete: Vec<u32>,
+}
+
+fn run(c: &Case) {
+    let plan = decide(&Input {
+        nodes: &c.nodes,
+        spec: c.spec,
+        prev: c.prev.clone(),
+        primary_unavailable_for: c.down_for.map(Duration::from_secs),
+    });
+    assert_eq!(plan.phase, c.phase, "{}: phase ({})", c.name, plan.message);
+    assert_eq!(plan.primary, c.primary.map(pod), "{}: primary ({})", c.name, plan.message);
+    assert_eq!(plan.epoch, c.epoch, "{}: epoch", c.name);
+    assert_eq!(plan.actions, c.actions, "{}: actions ({})", c.name, plan.message);
+    assert_eq!(
+        plan.delete_pods,
+        c.delete.iter().map(|o| pod(*o)).collect::<Vec<_>>(),
+        "{}: deletions",
+        c.name
+    );
+    if c.phase == Phase::FailingOver || c.phase == Phase::Bootstrapping {
+        // Fencing comes before any promotion.
+        let first_promote =
+            plan.actions.iter().position(|a| matches!(a, Action::Promote { .. } | Action::Handover { .. }));
+        let last_fence = plan.actions.iter().rposition(|a| matches!(a, Action::Follow { fence: true, .. }));
+        if let (Some(p), Some(f)) = (first_promote, last_fence) {
+            assert!(f < p, "{}: a fence after the promotion", c.name);
+        }
+    }
+}
+
+#[test]
+fn decide_table() {
+    let empty_replica_of_nowhere = |ord| {
+        with_info(replica_down(ord, 9, 0, None), |i| {
+            i.keys = 0;
+            i.replid = format!("fresh-{ord}");
+        })
+    };
+    let cases = vec![
+        Case {
+            name: "fresh stack: pod 0 becomes primary, the others follow it",
+            nodes: vec![
+                empty_replica_of_nowhere(0),
+                empty_replica_of_nowhere(1),
+                empty_replica_of_nowhere(2),
+            ],
+            spec: spec(2, 1),
+            prev: prev(None, false),
+            down_for: None,
+            phase: Phase::Bootstrapping,
+            primary: Some(0),
+            epoch: 1,
+            actions: vec![promote(0), follow(1, 0, false), follow(2, 0, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "fresh stack of standalone masters: others demoted before pod 0 is primary",
+            nodes: vec![
+                master(0, 0, 0),
+                master(1, 0, 0),
+                with_info(master(2, 0, 0), |i| i.min_replicas_to_write = Some(0)),
+            ],
+            spec: spec(2, 1),
+            prev: prev(None, false),
+            down_for: None,
+            phase: Phase::Bootstrapping,
+            primary: Some(0),
+            epoch: 1,
+            actions: vec![follow(1, 0, true), follow(2, 0, true), min_repl(2, 1)],
+            delete: vec![],
+        },
+        Case {
+            name: "fresh stack waits for pod 0",
+            nodes: vec![unreachable(0), empty_replica_of_nowhere(1), empty_replica_of_nowhere(2)],
+            spec: spec(2, 1),
+            prev: prev(None, false),
+            down_for: None,
+            phase: Phase::Bootstrapping,
+            primary: None,
+            epoch: 0,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "kept volumes: the pod with data is adopted, not empty pod 0",
+            nodes: vec![
+                empty_replica_of_nowhere(0),
+                with_info(replica_down(1, 9, 500, None), |i| i.keys = 3),
+                empty_replica_of_nowhere(2),
+            ],
+            spec: spec(2, 1),
+            prev: prev(None, false),
+            down_for: None,
+            phase: Phase::Bootstrapping,
+            primary: Some(1),
+            epoch: 1,
+            actions: vec![promote(1), follow(0, 1, false), follow(2, 1, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "kept volumes: data somewhere but a pod is missing -> wait",
+            nodes: vec![
+                empty_replica_of_nowhere(0),
+                with_info(replica_down(1, 9, 500, None), |i| i.keys = 3),
+                unreachable(2),
+            ],
+            spec: spec(2, 1),
+            prev: prev(None, false),
+            down_for: None,
+            phase: Phase::Bootstrapping,
+            primary: None,
+            epoch: 0,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "steady: nothing to do",
+            nodes: vec![master(0, 1000, 10), replica(1, 0, 1000), replica(2, 0, 990)],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: None,
+            phase: Phase::Steady,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "steady: min-replicas-to-write follows syncReplicas",
+            nodes: vec![
+                with_info(master(0, 1000, 10), |i| i.min_replicas_to_write = Some(0)),
+                replica(1, 0, 1000),
+                replica(2, 0, 990),
+            ],
+            spec: spec(2, 2),
+            prev: prev(Some(0), true),
+            down_for: None,
+            phase: Phase::Steady,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![min_repl(0, 2), min_repl(1, 2), min_repl(2, 2)],
+            delete: vec![],
+        },
+        Case {
+            name: "old primary returning as a master is demoted (fenced) first",
+            nodes: vec![master(0, 50, 10), replica_down(2, 0, 0, Some(1)), master(1, 2000, 10)],
+            spec: spec(2, 1),
+            prev: prev(Some(1), true),
+            down_for: None,
+            phase: Phase::Steady,
+            primary: Some(1),
+            epoch: 3,
+            actions: vec![follow(0, 1, true), follow(2, 1, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "old primary returning EMPTY as a master is demoted too",
+            nodes: vec![
+                with_info(master(0, 0, 0), |i| i.replid = "new".into()),
+                replica(2, 1, 2000),
+                master(1, 2000, 10),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(1), true),
+            down_for: None,
+            phase: Phase::Steady,
+            primary: Some(1),
+            epoch: 3,
+            actions: vec![follow(0, 1, true)],
+            delete: vec![],
+        },
+        Case {
+            name: "primary down for less than afterSeconds: wait",
+            nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(1)), replica_down(2, 0, 990, Some(1))],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: Some(2),
+            phase: Phase::PrimaryUnavailable,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "highest offset wins",
+            nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 1000, Some(5))],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: Some(5),
+            phase: Phase::FailingOver,
+            primary: Some(2),
+            epoch: 4,
+            actions: vec![promote(2), min_repl(2, 1), follow(1, 2, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "equal offsets: lowest ordinal wins (deterministic)",
+            nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(5)), replica_down(2, 0, 1000, Some(5))],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: Some(6),
+            phase: Phase::FailingOver,
+            primary: Some(1),
+            epoch: 4,
+            actions: vec![promote(1), min_repl(1, 1), follow(2, 1, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "a loading replica is skipped (k=2 so one inspected replica suffices)",
+            nodes: vec![
+                unreachable(0),
+                replica_down(1, 0, 990, Some(5)),
+                with_info(replica_down(2, 0, 1000, Some(5)), |i| i.loading = true),
+            ],
+            spec: spec(2, 2),
+            prev: prev(Some(0), true),
+            down_for: Some(5),
+            phase: Phase::FailingOver,
+            primary: Some(1),
+            epoch: 4,
+            actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "a loading replica does not count as inspected (k=1): wait",
+            nodes: vec![
+                unreachable(0),
+                replica_down(1, 0, 990, Some(5)),
+                with_info(replica_down(2, 0, 1000, Some(5)), |i| i.loading = true),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: Some(5),
+            phase: Phase::FailoverBlocked,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "a replica that never had a link is skipped",
+            nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 5000, None)],
+            spec: spec(2, 2),
+            prev: prev(Some(0), true),
+            down_for: Some(5),
+            phase: Phase::FailingOver,
+            primary: Some(1),
+            epoch: 4,
+            actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "a replica whose link died long before the primary is skipped",
+            nodes: vec![
+                unreachable(0),
+                replica_down(1, 0, 990, Some(5)),
+                replica_down(2, 0, 5000, Some(3600)),
+            ],
+            spec: spec(2, 2),
+            prev: prev(Some(0), true),
+            down_for: Some(5),
+            phase: Phase::FailingOver,
+            primary: Some(1),
+            epoch: 4,
+            actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "too few replicas inspected (k=1, n=2, one frozen): wait, do not promote",
+            nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(5)), unreachable(2)],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: Some(60),
+            phase: Phase::FailoverBlocked,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "the frozen replica comes back behind: the live one wins",
+            nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(8)), replica_down(2, 0, 700, Some(0))],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: Some(8),
+            phase: Phase::FailingOver,
+            primary: Some(1),
+            epoch: 4,
+            actions: vec![promote(1), min_repl(1, 1), follow(2, 1, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "an empty restarted node never wins, even with a higher offset",
+            nodes: vec![
+                unreachable(0),
+                replica_down(1, 0, 900, Some(5)),
+                with_info(replica_down(2, 0, 1000, Some(5)), |i| i.keys = 0),
+            ],
+            spec: spec(2, 2),
+            prev: prev(Some(0), true),
+            down_for: Some(5),
+            phase: Phase::FailingOver,
+            primary: Some(1),
+            epoch: 4,
+            actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "a replica of another history is not compared (and not counted)",
+            nodes: vec![
+                unreachable(0),
+                replica_down(1, 0, 900, Some(5)),
+                with_info(replica_down(2, 0, 9000, Some(5)), |i| i.replid = "other".into()),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: Some(5),
+            phase: Phase::FailoverBlocked,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "primary restarted without its data: fail over at once, fencing it first",
+            nodes: vec![
+                with_info(master(0, 0, 0), |i| i.replid = "new".into()),
+                replica_down(1, 0, 990, Some(0)),
+                replica_down(2, 0, 1000, Some(0)),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: Some(0),
+            phase: Phase::FailingOver,
+            primary: Some(2),
+            epoch: 4,
+            actions: vec![follow(0, 2, true), promote(2), min_repl(2, 1), follow(1, 2, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "primary answers but is not ready past afterSeconds: fenced, then replaced",
+            nodes: vec![
+                with(master(0, 1000, 10), |n| n.pod_ready = false),
+                replica(1, 0, 1000),
+                replica(2, 0, 990),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: Some(5),
+            phase: Phase::FailingOver,
+            primary: Some(1),
+            epoch: 4,
+            actions: vec![follow(0, 1, true), promote(1), min_repl(1, 1), follow(2, 1, false)],
+            delete: vec![],
+        },
+        Case {
+            name: "syncReplicas 0: one inspected replica is enough",
+            nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), unreachable(2)],
+            spec: spec(2, 0),
+            prev: prev(Some(0), true),
+            down_for: Some(5),
+            phase: Phase::FailingOver,
+            primary: Some(1),
+            epoch: 4,
+            actions: vec![promote(1), min_repl(1, 0)],
+            delete: vec![],
+        },
+        Case {
+            name: "failover disabled: wait for the primary",
+            nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 990, Some(5))],
+            spec: Spec { failover_enabled: false, ..spec(2, 1) },
+            prev: prev(Some(0), true),
+            down_for: Some(500),
+            phase: Phase::PrimaryUnavailable,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "paused: nothing changes",
+            nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 990, Some(5))],
+            spec: Spec { paused: true, ..spec(2, 1) },
+            prev: prev(Some(0), true),
+            down_for: Some(500),
+            phase: Phase::Paused,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "planned: outdated replicas restart one at a time, highest ordinal first",
+            nodes: vec![
+                with(master(0, 1000, 10), |n| n.outdated = true),
+                with(replica(1, 0, 1000), |n| n.outdated = true),
+                with(replica(2, 0, 1000), |n| n.outdated = true),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: None,
+            phase: Phase::RollingReplicas,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![2],
+        },
+        Case {
+            name: "planned: the next replica waits until the restarted one is back in sync",
+            nodes: vec![
+                with(master(0, 1000, 10), |n| n.outdated = true),
+                with(replica(1, 0, 1000), |n| n.outdated = true),
+                with_info(replica(2, 0, 0), |i| i.sync_in_progress = true),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: None,
+            phase: Phase::RollingReplicas,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "planned: the primary does not yet see the restarted replica online -> wait",
+            nodes: vec![
+                with_info(with(master(0, 1000, 10), |n| n.outdated = true), |i| i.online_replicas = 1),
+                with(replica(1, 0, 1000), |n| n.outdated = true),
+                replica(2, 0, 1000),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: None,
+            phase: Phase::RollingReplicas,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "planned: a replica restarted a moment ago (still settling) -> wait",
+            nodes: vec![
+                with(master(0, 1000, 10), |n| n.outdated = true),
+                with(replica(1, 0, 1000), |n| n.outdated = true),
+                with_info(replica(2, 0, 1000), |i| i.uptime_secs = 1),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: None,
+            phase: Phase::RollingReplicas,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "planned: a replica rewriting its AOF -> wait",
+            nodes: vec![
+                with(master(0, 1000, 10), |n| n.outdated = true),
+                with(replica(1, 0, 1000), |n| n.outdated = true),
+                with_info(replica(2, 0, 1000), |i| i.persisting = true),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: None,
+            phase: Phase::RollingReplicas,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![],
+        },
+        Case {
+            name: "planned: only the primary is outdated -> FAILOVER TO the most advanced replica",
+            nodes: vec![
+                with(master(0, 1000, 10), |n| n.outdated = true),
+                replica(1, 0, 990),
+                replica(2, 0, 1000),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(0), true),
+            down_for: None,
+            phase: Phase::Switchover,
+            primary: Some(2),
+            epoch: 4,
+            actions: vec![Action::Handover { from: pod(0), to: pod(2), timeout: HANDOVER_TIMEOUT }],
+            delete: vec![],
+        },
+        Case {
+            name: "planned: after the hand-over the old primary is restarted as a replica",
+            nodes: vec![
+                with(replica(0, 2, 1000), |n| n.outdated = true),
+                replica(1, 2, 1000),
+                master(2, 1000, 10),
+            ],
+            spec: spec(2, 1),
+            prev: prev(Some(2), true),
+            down_for: None,
+            phase: Phase::RollingReplicas,
+            primary: Some(2),
+            epoch: 3,
+            actions: vec![],
+            delete: vec![0],
+        },
+        Case {
+            name: "planned: a single node has nobody to hand over to and is just restarted",
+            nodes: vec![with(master(0, 1000, 10), |n| n.outdated = true)],
+            spec: spec(0, 0),
+            prev: prev(Some(0), true),
+            down_for: None,
+            phase: Phase::RollingReplicas,
+            primary: Some(0),
+            epoch: 3,
+            actions: vec![min_repl(0, 0)],
+            delete: vec![0],
+        },
+    ];
+    for c in &cases {
+        run(c);
+    }
+}
+
+#[test]
+fn replicas_needed_is_k_plus_r_greater_than_n() {
+    for n in 0..=8u32 {
+        for k in 0..=n {
+            let r = replicas_needed(&spec(n, k), n);
+            if k > 0 {
+                assert!(k + r > n && k + r - 1 <= n, "n={n} k={k} r={r}");
+            } else {
+                assert_eq!(r, 1.min(n));
+            }
+        }
+    }
+}
+
+#[test]
+fn epoch_only_grows_and_never_two_masters_after_a_plan() {
+    // Whatever the observation, the planned primary is the only node left a master
+    // once the actions are applied, and the epoch never decreases.
+    let cases: Vec<Vec<NodeObservation>> = vec![
+        vec![master(0, 10, 1), master(1, 10, 1), master(2, 10, 1)],
+        vec![unreachable(0), master(1, 10, 1), replica_down(2, 0, 10, Some(1))],
+        vec![master(0, 0, 0), replica_down(1, 0, 10, Some(1)), replica_down(2, 0, 12, Some(1))],
+    ];
+    for nodes in cases {
+        for down in [None, Some(0), Some(100)] {
+            let p = prev(Some(0), true);
+            let plan = decide(&Input {
+                nodes: &nodes,
+                spec: spec(2, 1),
+                prev: p.clone(),
+                primary_unavailable_for: down.map(Duration::from_secs),
+            });
+            assert!(plan.epoch >= p.epoch);
+            let mut masters: Vec<String> =
+                nodes.iter().filter(|n| n.is_master()).map(|n| n.pod.clone()).collect();
+            for a in &plan.actions {
+                match a {
+                    Action::Follow { pod, .. } => masters.retain(|m| m != pod),
+                    Action::Promote { pod } => masters.push(pod.clone()),
+                    _ => {}
+                }
+            }
+            masters.sort();
+            masters.dedup();
+            assert!(masters.len() <= 1, "two masters after {:?}: {masters:?}", plan.actions);
+            if let (Some(m), true) = (masters.first(), plan.changes_primary(&p)) {
+                assert_eq!(Some(m), plan.primary.as_ref());
+            }
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! Reconcile sequences against a fake API server (kube `Client` over a `tower_test`
+//! mock): the exact requests the operator sends per scenario.
+
+mod common;
+#[path = "reconcile/fake_api.rs"]
+mod fake_api;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_api::{FakeApi, Recorded};
+use http::Method;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use serde_json::{Value, json};
+
+use common::redis_server::RedisServer;
+use counterstack::api::CounterApp;
+use counterstack::build::labels::{self, Component};
+use counterstack::operator::context::RedisAddressing;
+use counterstack::operator::{Context, Error, controller, error_policy, reconcile};
+use counterstack::redis::node::LoopbackAddressing;
+
+const NS: &str = "ns";
+const CR: &str = "/apis/counterstack.io/v1alpha1/namespaces/ns/counterapps/demo";
+const SECRET: &str = "/api/v1/namespaces/ns/secrets/demo-redis-auth";
+const CONFIGMAP: &str = "/api/v1/namespaces/ns/configmaps/demo-redis";
+const SVC_HEADLESS: &str = "/api/v1/namespaces/ns/services/demo-redis-headless";
+const SVC_PRIMARY: &str = "/api/v1/namespaces/ns/services/demo-redis-primary";
+const SVC_REPLICAS: &str = "/api/v1/namespaces/ns/services/demo-redis-replicas";
+const STS: &str = "/apis/apps/v1/namespaces/ns/statefulsets/demo-redis";
+const PDB_REDIS: &str = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/demo-redis";
+const SVC_WEB: &str = "/api/v1/namespaces/ns/services/demo-web";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/ns/deployments/demo-web";
+const PDB_WEB: &str = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/demo-web";
+const PODS: &str = "/api/v1/namespaces/ns/pods";
+
+/// Children in the order the operator applies them (Redis first, then web).
+const CHILDREN: [&str; 10] =
+    [SECRET, CONFIGMAP, SVC_HEADLESS, SVC_PRIMARY, SVC_REPLICAS, STS, PDB_REDIS, SVC_WEB, DEPLOY, PDB_WEB];
+
+fn cr_json(spec: Value) -> Value {
+    json!({
+        "apiVersion": "counterstack.io/v1alpha1",
+        "kind": "CounterApp",
+        "metadata": { "name": "demo", "namespace": NS, "uid": "uid-demo", "generation": 1 },
+        "spec": spec,
+    })
+}
+
+fn setup(spec: Value) -> (Arc<Context>, FakeApi) {
+    let (client, fake) = FakeApi::start();
+    fake.insert(CR, cr_json(spec));
+    (Arc::new(Context::new(client, "registry.example/counterstack:test")), fake)
+}
+
+/// Password of the auth Secret and of the real Redis servers behind the pods.
+const PASSWORD: &str = "s3cret-for-tests";
+
+/// Like [`setup`], with three real `redis-server` processes standing in for the Redis
+/// pods (the replication manager dials them on loopback) and the auth Secret holding
+/// their password.
+fn setup_redis(spec: Value) -> (Arc<Context>, FakeApi, Vec<RedisServer>) {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(Some(PASSWORD), &[])).collect();
+    let (client, fake) = FakeApi::start();
+    fake.insert(CR, cr_json(spec));
+    let secret = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("demo-redis-auth".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some([("password".to_string(), ByteString(PASSWORD.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    };
+    fake.insert(SECRET, serde_json::to_value(&secret).unwrap());
+    let mut ctx = Context::new(client, "registry.example/counterstack:test");
+    let ports = servers.iter().enumerate().map(|(i, s)| (i as u32, s.port)).collect();
+    ctx.redis_addressing = RedisAddressing::Loopback(LoopbackAddressing { ports });
+    (Arc::new(ctx), fake, servers)
+}
+
+/// The CounterApp as the API server has it now (with the status the operator wrote).
+fn load_cr(fake: &FakeApi) -> Arc<CounterApp> {
+    Arc::new(serde_json::from_value(fake.get(CR).expect("CR stored")).expect("CounterApp"))
+}
+
+fn writes(reqs: &[Recorded]) -> Vec<Recorded> {
+    reqs.iter().filter(|r| r.is_write() && !r.is_event()).cloned().collect()
+}
+
+fn events(reqs: &[Recorded]) -> Vec<Value> {
+    reqs.iter().filter(|r| r.is_event() && r.method == Method::POST).filter_map(|r| r.body.clone()).collect()
+}
+
+fn assert_ssa(r: &Recorded) {
+    assert_eq!(r.method, Method::PATCH, "{}", r.line());
+    assert_eq!(r.content_type.as_deref(), Some("application/apply-patch+yaml"), "{}", r.line());
+    assert_eq!(
+        r.query.get("fieldManager").map(String::as_str),
+        Some("counterstack-operator"),
+        "{}",
+        r.line()
+    );
+    assert_eq!(r.query.get("force").map(String::as_str), Some("true"), "{}", r.line());
+}
+
+fn condition(cr: &CounterApp, type_: &str) -> Option<(String, String)> {
+    let s = cr.status.as_ref()?;
+    s.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// What the cluster's controllers would do after the first apply: the Deployment and
+/// StatefulSet roll out and become ready, the three Redis pods run with `roles`.
+fn cluster_catches_up(fake: &FakeApi, roles: [Option<&str>; 3]) {
+    fake.mutate(DEPLOY, |d| {
+        let g = d["metadata"]["generation"].clone();
+        d["status"] = json!({
+            "observedGeneration": g, "replicas": 4, "readyReplicas": 4,
+            "availableReplicas": 4, "updatedReplicas": 4,
+        });
+    });
+    fake.mutate(STS, |s| {
+        let g = s["metadata"]["generation"].clone();
+        s["status"] = json!({
+            "observedGeneration": g, "replicas": 3, "readyReplicas": 3, "availableReplicas": 3,
+            "updatedReplicas": 3, "currentRevision": "demo-redis-1", "updateRevision": "demo-redis-1",
+        });
+    });
+    for (i, role) in roles.iter().enumerate() {
+        let mut l = labels::selector("demo", Component::Redis);
+        if let Some(r) = role {
+            l.insert(labels::ROLE.to_string(), r.to_string());
+        }
+        fake.insert(
+            &format!("{PODS}/demo-redis-{i}"),
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": { "name": format!("demo-redis-{i}"), "namespace": NS, "labels": l },
+                "status": {
+                    "podIP": "127.0.0.1",
+                    "conditions": [{ "type": "Ready", "status": "True" }],
+                },
+            }),
+        );
+    }
+}
+
+/// First reconcile, then the cluster becomes ready and the operator reconciles until
+/// replication is up and the status says Ready.
+async fn ready_stack(ctx: &Arc<Context>, fake: &FakeApi) {
+    reconcile(load_cr(fake), ctx.clone()).await.expect("first reconcile");
+    cluster_catches_up(fake, [Some("primary"), Some("replica"), Some("replica")]);
+    settle(ctx, fake).await;
+    assert_eq!(
+        condition(&load_cr(fake), "Ready").map(|c| c.0),
+        Some("True".into()),
+        "{:#?}",
+        load_cr(fake).status
+    );
+}
+
+/// Reconcile until a pass writes nothing (replication links come up within moments).
+async fn settle(ctx: &Arc<Context>, fake: &FakeApi) {
+    for _ in 0..50 {
+        fake.clear_requests();
+        reconcile(load_cr(fake), ctx.clone()).await.expect("reconcile");
+        if writes(&fake.requests()).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stack never settled: {:#?}", writes(&fake.requests()));
+}
+
+#[tokio::test]
+async fn first_reconcile_applies_every_child_with_ssa_then_patches_status() {
+    let (ctx, fake) = setup(json!({}));
+    let action = reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    assert_ne!(action, Action::await_change());
+
+    let reqs = fake.requests();
+    let writes = writes(&reqs);
+    let paths: Vec<&str> = writes.iter().map(|r| r.path.as_str()).collect();
+    let mut expected: Vec<String> = CHILDREN.iter().map(|s| s.to_string()).collect();
+    expected.push(format!("{CR}/status"));
+    assert_eq!(paths, expected, "child applies in order, then the status");
+    for w in &writes {
+        assert_ssa(w);
+    }
+    // Each child was read before it was applied; the auth Secret first of all.
+    assert_eq!(reqs[0].line(), format!("GET {SECRET}"));
+    for child in CHILDREN {
+        assert!(reqs.iter().any(|r| r.method == Method::GET && r.path == child), "GET {child}");
+    }
+    // Pods are listed by the Redis selector of this CounterApp.
+    let list = reqs.iter().find(|r| r.method == Method::GET && r.path == PODS).expect("pod list");
+    let selector = &list.query["labelSelector"];
+    assert!(selector.contains("app.kubernetes.io/instance=demo"), "{selector}");
+    assert!(selector.contains("app.kubernetes.io/component=redis"), "{selector}");
+
+    // Every child is controlled by the CR and carries the applied hash.
+    for w in &writes[..10] {
+        let body = w.body.as_ref().unwrap();
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-demo", "{}", w.line());
+        assert_eq!(body["metadata"]["ownerReferences"][0]["controller"], true, "{}", w.line());
+        let hash = body["metadata"]["annotations"]["counterstack.io/applied-hash"].as_str();
+        assert!(hash.is_some_and(|h| h.len() == 32), "{}", w.line());
+    }
+
+    // The generated password: 32 alphanumerics, in `data` (never stringData).
+    let secret: Secret = serde_json::from_value(writes[0].body.clone().unwrap()).unwrap();
+    assert!(secret.string_data.is_none());
+    let pw = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
+    assert_eq!(pw.len(), 32);
+    assert!(pw.chars().all(|c| c.is_ascii_alphanumeric()), "{pw}");
+
+    // A Created Event per child, related to that child.
+    let evs = events(&reqs);
+    assert_eq!(evs.len(), 10, "{evs:#?}");
+    assert!(evs.iter().all(|e| e["reason"] == "Created" && e["regarding"]["name"] == "demo"));
+    assert!(
+        evs.iter()
+            .any(|e| e["related"]["kind"] == "StatefulSet" && e["note"] == "created StatefulSet demo-redis")
+    );
+
+    // Status: observed, not ready yet, converging.
+    let cr = load_cr(&fake);
+    let status = cr.status.as_ref().expect("status written");
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(condition(&cr, "Ready"), Some(("False".into(), "Progressing".into())));
+    assert_eq!(condition(&cr, "Reconciling").map(|c| c.0), Some("True".into()));
+    assert_eq!(condition(&cr, "Stalled"), None);
+    assert_eq!(status.web.as_ref().unwrap().ready, "0/4");
+}
+
+#[tokio::test]
+async fn second_reconcile_of_unchanged_ready_stack_sends_no_patch() {
+    let (ctx, fake, _redis) = setup_redis(json!({}));
+    ready_stack(&ctx, &fake).await;
+    let cr = load_cr(&fake);
+    assert_eq!(condition(&cr, "Ready"), Some(("True".into(), "Ready".into())), "{:#?}", cr.status);
+    assert_eq!(condition(&cr, "Reconciling"), None);
+
+    let before = fake.resource_versions();
+    let action = reconcile(cr, ctx.clone()).await.expect("steady-state reconcile");
+    // The manager may ask to look again soon (replicas settling); never await_change.
+    assert_ne!(action, Action::await_change());
+    let reqs = fake.requests();
+    let sent: Vec<String> = reqs.iter().filter(|r| r.is_write()).map(Recorded::line).collect();
+    assert!(sent.is_empty(), "steady state must be silent, sent: {sent:#?}");
+    // Nothing changed: the StatefulSet (whose SSA always bumps) was not re-applied.
+    assert_eq!(fake.resource_versions(), before);
+}
+
+#[tokio::test]
+async fn deleted_counterapp_is_not_reconciled() {
+    let (ctx, fake) = setup(json!({}));
+    fake.mutate(CR, |cr| cr["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z"));
+    let action = reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    assert_eq!(action, Action::await_change());
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
+}
+
+#[tokio::test]
+async fn api_error_leads_to_growing_backoff_then_reset() {
+    let (ctx, fake) = setup(json!({}));
+    fake.fail(Method::PATCH, STS, 500, 3);
+    let obj = ObjectRef::<CounterApp>::new("demo").within(NS);
+
+    let mut delays = vec![];
+    for _ in 0..3 {
+        let cr = load_cr(&fake);
+        let err = reconcile(cr.clone(), ctx.clone()).await.expect_err("apply of the StatefulSet fails");
+        assert!(matches!(err, Error::Kube { .. }), "{err}");
+        assert!(err.to_string().contains("apply StatefulSet ns/demo-redis"), "{err}");
+        assert_eq!(err.metric_label(), "kube_api");
+        delays.push(error_policy(cr, &err, ctx.clone()));
+    }
+    assert_eq!(
+        delays,
+        [5, 10, 20].map(|s| Action::requeue(Duration::from_secs(s))),
+        "per-object exponential backoff"
+    );
+    // Nothing after the failed apply was attempted, and no status was written.
+    let reqs = fake.requests();
+    assert!(!reqs.iter().any(|r| r.path == DEPLOY || r.path.ends_with("/status")));
+    // The failure is visible as a Warning Event on the CounterApp.
+    let failed: Vec<&Recorded> = reqs
+        .iter()
+        .filter(|r| r.is_event() && r.body.as_ref().is_some_and(|b| b["reason"] == "ReconcileFailed"))
+        .collect();
+    assert!(!failed.is_empty());
+    let ev = failed[0].body.as_ref().unwrap();
+    assert_eq!(ev["type"], "Warning");
+    assert!(ev["note"].as_str().unwrap().contains("apply StatefulSet ns/demo-redis"), "{ev}");
+    let text = ctx.metrics.encode().unwrap();
+    assert!(text.contains("counterstack_reconcile_errors_total{error=\"kube_api\"} 3"), "{text}");
+
+    // The API recovers: success resets the backoff.
+    assert_eq!(ctx.backoff.failures(&obj), 3);
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("recovered");
+    assert_eq!(ctx.backoff.failures(&obj), 0);
+}
+
+#[tokio::test]
+async fn redis_pods_get_role_labels_and_status_records_the_primary() {
+    let (ctx, fake, _redis) = setup_redis(json!({}));
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("first reconcile");
+    // Wrong labels: pod 1 claims primary, pod 0 replica, pod 2 unlabelled.
+    cluster_catches_up(&fake, [Some("replica"), Some("primary"), None]);
+    fake.clear_requests();
+
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    let reqs = fake.requests();
+    let w = writes(&reqs);
+    let lines: Vec<String> = w.iter().map(Recorded::line).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("PATCH {PODS}/demo-redis-1"),
+            format!("PATCH {PODS}/demo-redis-2"),
+            format!("PATCH {PODS}/demo-redis-0"),
+            format!("PATCH {CR}/status"),
+        ],
+        "demote before promote, then the status"
+    );
+    for (r, role) in w[..3].iter().zip(["replica", "replica", "primary"]) {
+        assert_eq!(r.content_type.as_deref(), Some("application/merge-patch+json"));
+        assert_eq!(r.body.as_ref().unwrap(), &json!({ "metadata": { "labels": { labels::ROLE: role } } }));
+    }
+    for (i, role) in ["primary", "replica", "replica"].iter().enumerate() {
+        let pod = fake.get(&format!("{PODS}/demo-redis-{i}")).unwrap();
+        assert_eq!(pod["metadata"]["labels"][labels::ROLE], *role, "pod {i}");
+        assert_eq!(pod["metadata"]["labels"][labels::INSTANCE], "demo", "other labels kept");
+    }
+    // Moves of an existing label are Events; first labels are not.
+    let moved: Vec<String> = events(&reqs)
+        .iter()
+        .filter(|e| e["reason"] == "RoleChanged")
+        .map(|e| e["note"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(moved, ["pod demo-redis-1 is now replica", "pod demo-redis-0 is now primary"]);
+
+    let status = w[3].body.as_ref().unwrap();
+    assert_eq!(status["status"]["redis"]["primary"], "demo-redis-0");
+    assert_eq!(status["status"]["redis"]["readyReplicas"], 3);
+    let cr = load_cr(&fake);
+    assert_eq!(cr.status.as_ref().unwrap().redis.as_ref().unwrap().primary.as_deref(), Some("demo-redis-0"));
+
+    // Replication comes up; labels stay where they are.
+    settle(&ctx, &fake).await;
+    let cr = load_cr(&fake);
+    assert_eq!(condition(&cr, "Available"), Some(("True".into(), "WebAndPrimaryAvailable".into())));
+    assert_eq!(condition(&cr, "Ready").map(|c| c.0), Some("True".into()));
+    assert_eq!(
+        fake.get(&format!("{PODS}/demo-redis-0")).unwrap()["metadata"]["labels"][labels::ROLE],
+        "primary"
+    );
+}
+
+#[tokio::test]
+async fn existing_password_is_read_back_never_regenerated() {
+    let (ctx, fake) = setup(json!({}));
+    let secret = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("demo-redis-auth".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some([("password".to_string(), ByteString(b"kept-password".to_vec()))].into()),
+        ..Default::default()
+    };
+    fake.insert(SECRET, serde_json::to_value(&secret).unwrap());
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    let reqs = fake.requests();
+    let apply = reqs.iter().find(|r| r.method == Method::PATCH && r.path == SECRET).expect("secret adopted");
+    let applied: Secret = serde_json::from_value(apply.body.clone().unwrap()).unwrap();
+    assert_eq!(applied.data.unwrap()["password"].0, b"kept-password");
+    // The web Deployment and the StatefulSet reference the Secret, never the value.
+    let deploy = reqs.iter().find(|r| r.method == Method::PATCH && r.path == DEPLOY).unwrap();
+    assert!(!deploy.body.as_ref().unwrap().to_string().contains("kept-password"));
+}
+
+#[tokio::test]
+async fn secret_without_password_is_an_error_not_a_new_password() {
+    let (ctx, fake) = setup(json!({}));
+    fake.insert(
+        SECRET,
+        json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "demo-redis-auth", "namespace": NS } }),
+    );
+    let err = reconcile(load_cr(&fake), ctx.clone()).await.expect_err("bad secret");
+    assert!(matches!(err, Error::BadSecret { .. }), "{err}");
+    assert!(writes(&fake.requests()).is_empty());
+}
+
+#[tokio::test]
+async fn paused_counterapp_applies_nothing_and_says_so() {
+    let (ctx, fake) = setup(json!({ "paused": true }));
+    let action = reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    let lines: Vec<String> = writes(&fake.requests()).iter().map(Recorded::line).collect();
+    assert_eq!(lines, [format!("PATCH {CR}/status")]);
+    let cr = load_cr(&fake);
+    assert_eq!(condition(&cr, "Ready"), Some(("False".into(), "Paused".into())));
+    assert_eq!(condition(&cr, "Reconciling"), None);
+
+    fake.clear_requests();
+    reconcile(cr, ctx.clone()).await.expect("reconcile");
+    assert!(fake.requests().iter().all(|r| !r.is_write()), "{:#?}", fake.requests());
+}
+
+#[tokio::test]
+async fn spec_the_builders_reject_is_stalled_and_applies_nothing() {
+    // The CRD schema would refuse this; the operator must still not act on it.
+    let (ctx, fake) = setup(json!({ "web": { "replicas": 0 } }));
+    let err = reconcile(load_cr(&fake), ctx.clone()).await.expect_err("invalid spec");
+    assert!(matches!(err, Error::Build(_)), "{err}");
+    assert!(err.to_string().contains("spec.web.replicas"), "{err}");
+    let lines: Vec<String> = writes(&fake.requests()).iter().map(Recorded::line).collect();
+    assert_eq!(lines, [format!("PATCH {CR}/status")]);
+    let cr = load_cr(&fake);
+    assert_eq!(condition(&cr, "Stalled"), Some(("True".into(), "InvalidSpec".into())));
+    assert_eq!(condition(&cr, "Ready"), Some(("False".into(), "InvalidSpec".into())));
+    assert_eq!(condition(&cr, "Reconciling"), None);
+}
+
+#[tokio::test]
+async fn out_of_band_edit_of_a_child_is_reverted_alone() {
+    let (ctx, fake, _redis) = setup_redis(json!({}));
+    ready_stack(&ctx, &fake).await;
+    // Someone scales the Deployment directly (its generation moves).
+    fake.mutate(DEPLOY, |d| d["spec"]["replicas"] = json!(9));
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    let reqs = fake.requests();
+    let children: Vec<String> =
+        writes(&reqs).iter().filter(|r| !r.path.ends_with("/status")).map(Recorded::line).collect();
+    assert_eq!(children, [format!("PATCH {DEPLOY}")]);
+    assert_eq!(fake.get(DEPLOY).unwrap()["spec"]["replicas"], 4);
+    let evs = events(&reqs);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0]["reason"], "Updated");
+}
+
+#[tokio::test]
+async fn spec_change_reapplies_only_what_it_changes() {
+    let (ctx, fake, _redis) = setup_redis(json!({}));
+    ready_stack(&ctx, &fake).await;
+    fake.mutate(CR, |cr| cr["spec"]["web"] = json!({ "replicas": 6 }));
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    let children: Vec<String> = writes(&fake.requests())
+        .iter()
+        .filter(|r| !r.path.ends_with("/status"))
+        .map(Recorded::line)
+        .collect();
+    assert_eq!(children, [format!("PATCH {DEPLOY}")]);
+    assert_eq!(fake.get(DEPLOY).unwrap()["spec"]["replicas"], 6);
+    let cr = load_cr(&fake);
+    assert_eq!(cr.status.as_ref().unwrap().observed_generation, Some(2));
+    assert_eq!(condition(&cr, "Reconciling").map(|c| c.0), Some("True".into()));
+}
+
+#[tokio::test]
+async fn missing_crd_is_a_clear_startup_error() {
+    let (client, fake) = FakeApi::start();
+    fake.fail(Method::GET, "/apis/counterstack.io/v1alpha1/counterapps", 404, 1);
+    let err = controller::check_crd(&client, None).await.expect_err("no CRD");
+    assert!(matches!(err, Error::CrdNotInstalled));
+    assert_eq!(err.to_string(), "the CounterApp CRD is not installed; run `kubectl apply -f crds/`");
+    // Installed: the same check passes (a list with limit=1).
+    controller::check_crd(&client, None).await.expect("CRD present");
+    let last = fake.requests().pop().unwrap();
+    assert_eq!(last.query.get("limit").map(String::as_str), Some("1"));
+}
+
+#[tokio::test]
+async fn failover_points_configmap_then_moves_labels_then_writes_status() {
+    let (ctx, fake, mut redis) = setup_redis(json!({ "redis": { "failover": { "afterSeconds": 1 } } }));
+    ready_stack(&ctx, &fake).await;
+    for r in &redis[1..] {
+        r.wait_link_up(Duration::from_secs(5));
+    }
+    // An acknowledged write: both replicas confirmed it (what `WAIT` gives the web service).
+    let _: i64 = redis[0].cmd(&["INCR", "counter"]).unwrap();
+    let acked: i64 = redis[0].cmd(&["WAIT", "2", "5000"]).unwrap();
+    assert_eq!(acked, 2);
+    settle(&ctx, &fake).await;
+
+    // The primary's process dies and its pod turns unready.
+    redis[0].kill9();
+    fake.mutate(&format!("{PODS}/demo-redis-0"), |p| {
+        p["status"]["conditions"] = json!([{ "type": "Ready", "status": "False" }]);
+    });
+    let start = std::time::Instant::now();
+    let mut last = vec![];
+    loop {
+        fake.clear_requests();
+        reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+        last = fake.requests();
+        let primary = load_cr(&fake).status.clone().and_then(|s| s.redis).and_then(|r| r.primary);
+        if primary.as_deref() != Some("demo-redis-0") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "no failover within afterSeconds + 3 s: {:#?} {:#?}",
+            load_cr(&fake).status,
+            events(&last)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cr = load_cr(&fake);
+    let redis_status = cr.status.as_ref().unwrap().redis.clone().unwrap();
+    let new_primary = redis_status.primary.clone().unwrap();
+    assert!(["demo-redis-1", "demo-redis-2"].contains(&new_primary.as_str()), "{new_primary}");
+    assert!(redis_status.epoch >= 2, "epoch bumped: {redis_status:?}");
+    assert!(redis_status.last_failover_time.is_some());
+
+    // In that pass: the ConfigMap names the new primary before any label moves, the old
+    // primary loses its label before the new one gets it, the status comes last.
+    let w = writes(&last);
+    let lines: Vec<String> = w.iter().map(Recorded::line).collect();
+    let cm = w.iter().rposition(|r| r.path == CONFIGMAP).expect("ConfigMap re-pointed");
+    assert_eq!(w[cm].body.as_ref().unwrap()["data"]["primary"], new_primary.as_str());
+    let demote = lines
+        .iter()
+        .position(|l| *l == format!("PATCH {PODS}/demo-redis-0"))
+        .expect("old primary relabelled");
+    let promote =
+        lines.iter().position(|l| *l == format!("PATCH {PODS}/{new_primary}")).expect("new primary labelled");
+    assert!(cm < demote && demote < promote, "{lines:#?}");
+    assert_eq!(lines.last().unwrap(), &format!("PATCH {CR}/status"));
+    assert_eq!(fake.get(CONFIGMAP).unwrap()["data"]["primary"], new_primary.as_str());
+    let labels_now =
+        |pod: &str| fake.get(&format!("{PODS}/{pod}")).unwrap()["metadata"]["labels"][labels::ROLE].clone();
+    assert_eq!(labels_now("demo-redis-0"), "replica");
+    assert_eq!(labels_now(&new_primary), "primary");
+    let failed_over =
+        events(&last).into_iter().find(|e| e["reason"] == "FailedOver").expect("FailedOver Event");
+    assert_eq!(failed_over["type"], "Warning");
+    // The acknowledged write survived on the new primary.
+    let idx: usize = new_primary.trim_start_matches("demo-redis-").parse().unwrap();
+    let value: i64 = redis[idx].cmd(&["GET", "counter"]).unwrap();
+    assert_eq!(value, 1);
+}
+
+#[tokio::test]
+async fn a_stale_watch_cache_does_not_undo_our_own_status() {
+    let (ctx, fake, _redis) = setup_redis(json!({}));
+    reconcile(load_cr(&fake), ctx.clone()).await.expect("first reconcile");
+    let stale = load_cr(&fake);
+    cluster_catches_up(&fake, [Some("primary"), Some("replica"), Some("replica")]);
+    settle(&ctx, &fake).await;
+    assert_eq!(condition(&load_cr(&fake), "Ready").map(|c| c.0), Some("True".into()));
+    fake.clear_requests();
+    // The controller's cache may still hold the CounterApp as it was before our last
+    // status write: that must not lead to writing anything again.
+    assert_eq!(condition(&stale, "Ready").map(|c| c.0), Some("False".into()));
+    reconcile(stale, ctx.clone()).await.expect("reconcile");
+    assert!(writes(&fake.requests()).is_empty(), "{:#?}", writes(&fake.requests()));
+}
+
+/// Poll `f` until it holds (the controller runs concurrently).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn controller_reconciles_on_child_and_pod_changes_and_then_stays_quiet() {
+    let (ctx, fake, _redis) = setup_redis(json!({}));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(ctx.clone(), Some(NS.to_string()), async {
+        let _ = stopped.await;
+    }));
+
+    // The CounterApp is reconciled as soon as the controller lists it.
+    eventually("first status", || fake.get(CR).is_some_and(|cr| !cr["status"].is_null())).await;
+    assert!(fake.get(STS).is_some() && fake.get(DEPLOY).is_some());
+
+    // Owned objects and Redis pods changing trigger reconciles without any resync.
+    cluster_catches_up(&fake, [Some("primary"), Some("replica"), Some("replica")]);
+    eventually("Ready=True", || condition(&load_cr(&fake), "Ready").is_some_and(|c| c.0 == "True")).await;
+
+    // Steady state: no reconcile re-triggers itself (the StatefulSet is not re-applied,
+    // the status is not rewritten).
+    let settle = |fake: &FakeApi| fake.resource_versions();
+    let mut before = settle(&fake);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = settle(&fake);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let reconciles = ctx.metrics.reconciles.get();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ctx.metrics.reconciles.get(), reconciles, "a quiet stack is not reconciled again");
+    assert_eq!(settle(&fake), before);
+
+    // The primary pod stops being ready: the pod watch triggers a reconcile at once.
+    fake.mutate(&format!("{PODS}/demo-redis-0"), |p| {
+        p["status"]["conditions"] = json!([{ "type": "Ready", "status": "False" }]);
+    });
+    eventually("Available=False", || {
+        condition(&load_cr(&fake), "Available") == Some(("False".into(), "RedisPrimaryNotReady".into()))
+    })
+    .await;
+
+    // Graceful shutdown ends the controller.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), controller).await.expect("controller stops").unwrap();
+}

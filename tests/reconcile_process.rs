@@ -1,0 +1,119 @@
+//! The real `counterstack operator` process against a minimal HTTP stand-in for the
+//! API server on 127.0.0.1: the startup CRD check, the health server, and graceful
+//! shutdown on SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Answers LISTs with an empty list and keeps WATCHes open without events; with
+/// `crd = false` every request gets the API server's plain-text 404.
+async fn start_api(crd: bool) -> SocketAddr {
+    let app = Router::new().fallback(move |req: Request| async move {
+        if !crd {
+            return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+        }
+        if req.uri().query().unwrap_or("").contains("watch=true") {
+            let body = Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
+            return Response::builder().header("content-type", "application/json").body(body).unwrap();
+        }
+        let list = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#;
+        ([("content-type", "application/json")], list).into_response()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn kubeconfig(dir: &tempfile::TempDir, api: SocketAddr) -> std::path::PathBuf {
+    let path = dir.path().join("kubeconfig");
+    let cfg = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
+         users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+         current-context: fake\n"
+    );
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn operator(kubeconfig: &std::path::Path, metrics_port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_counterstack"))
+        .args(["operator", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < timeout, "operator did not exit within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn output(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn exits_non_zero_with_a_clear_message_when_the_crd_is_missing() {
+    let api = start_api(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = operator(&kubeconfig(&dir, api), free_port());
+    let status = wait_exit(&mut child, Duration::from_secs(30)).await;
+    assert!(!status.success());
+    let text = output(child);
+    assert!(text.contains("the CounterApp CRD is not installed; run `kubectl apply -f crds/`"), "{text}");
+}
+
+#[tokio::test]
+async fn serves_health_and_metrics_then_stops_gracefully_on_sigterm() {
+    let api = start_api(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = operator(&kubeconfig(&dir, api), port);
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    loop {
+        let ready = http.get(format!("{base}/readyz")).send().await.map(|r| r.status().is_success());
+        if ready.unwrap_or(false) {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "operator exited early: {}", output(child));
+        assert!(start.elapsed() < Duration::from_secs(30), "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(http.get(format!("{base}/livez")).send().await.unwrap().status().is_success());
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("counterstack_reconciles_total"), "{metrics}");
+
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = wait_exit(&mut child, Duration::from_secs(30)).await;
+    let text = output(child);
+    assert!(status.success(), "exit {status:?}: {text}");
+    assert!(text.contains("shutdown requested"), "{text}");
+    assert!(text.contains("controller stopped"), "{text}");
+}
