@@ -1,5 +1,7 @@
 //! The reconcile loop. (Stub: owned by the operator work.)
 
+pub mod rbac;
+
 /// Errors of the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
