@@ -53,7 +53,7 @@ for f in manifests/gitops/argocd/application*.yaml manifests/gitops/flux/*.yaml;
 done > "$out/gitops.yaml"
 
 echo "== kubernetes-validate --strict ($versions)"
-"$venv/bin/python" - "$out" crds/counterapp.yaml $versions <<'PY'
+"$venv/bin/python" - "$out" "$chart/crds/counterapp.yaml" $versions <<'PY'
 import copy, json, os, subprocess, sys
 import yaml, jsonschema
 
