@@ -282,16 +282,30 @@ fn crd_messages() -> Vec<String> {
     out
 }
 
-/// Apply `doc` (dry run, strict field validation) and check the API server refuses it
-/// naming `field` and, for CEL rules, with the CRD's own message.
-async fn assert_rejected(ctx: &Ctx, file: &str, doc: &serde_json::Value, field: &str, caught_by: &str) {
+/// Send `doc` as `kubectl create`/`kubectl replace` would (POST, or PUT of an existing
+/// object; dry run; strict field validation); the API server's refusal.
+async fn refusal(ctx: &Ctx, file: &str, method: &str, doc: &serde_json::Value) -> Box<kube::core::Status> {
     let name = doc["metadata"]["name"].as_str().unwrap();
-    let pp = PatchParams::apply(harness::MANAGER).force().dry_run().validation_strict();
-    let err = match ctx.api::<CounterApp>().patch(name, &pp, &Patch::Apply(doc)).await {
-        Ok(_) => panic!("{file}: the API server accepted it"),
+    let base = format!("/apis/counterstack.io/v1alpha1/namespaces/{}/counterapps", ctx.ns);
+    let url = match method {
+        "POST" => base,
+        _ => format!("{base}/{name}"),
+    };
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("{url}?dryRun=All&fieldValidation=Strict"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(doc).unwrap())
+        .unwrap();
+    match ctx.client.request_text(req).await {
+        Ok(body) => panic!("{file}: the API server accepted it: {body}"),
         Err(kube::Error::Api(status)) => status,
         Err(e) => panic!("{file}: unexpected error {e}"),
-    };
+    }
+}
+
+/// The refusal names `field` and, for CEL rules, carries the CRD's own message.
+fn assert_refusal(file: &str, err: &kube::core::Status, field: &str, caught_by: &str) {
     assert!(matches!(err.code, 400 | 422), "{file}: HTTP {} {}", err.code, err.message);
     assert!(err.message.contains(field), "{file}: message does not name {field}: {}", err.message);
     if caught_by.starts_with("cel") && field != "metadata.name" {
@@ -329,7 +343,7 @@ fn invalid_counterapps_are_rejected_by_the_api_server_with_the_crd_messages() {
             let field = header(&text, "field").unwrap_or_else(|| panic!("{file}: no `# field:` header"));
             let caught_by = header(&text, "caught-by").unwrap_or_default();
             doc["metadata"]["namespace"] = json!(ctx.ns);
-            assert_rejected(&ctx, &file, &doc, &field, &caught_by).await;
+            assert_refusal(&file, &*refusal(&ctx, &file, "POST", &doc).await, &field, &caught_by);
         }
 
         // Transition rules (oldSelf) need a stored object: create the old one, update.
@@ -343,11 +357,9 @@ fn invalid_counterapps_are_rejected_by_the_api_server_with_the_crd_messages() {
             let new = PathBuf::from(old.to_string_lossy().replace(".old.yaml", ".new.yaml"));
             let name = format!("transition-{i}");
             let (_, mut old_doc) = yaml_doc(old);
-            let (text, mut new_doc) = yaml_doc(&new);
-            for d in [&mut old_doc, &mut new_doc] {
-                d["metadata"]["name"] = json!(name);
-                d["metadata"]["namespace"] = json!(ctx.ns);
-            }
+            let (text, new_doc) = yaml_doc(&new);
+            old_doc["metadata"]["name"] = json!(name);
+            old_doc["metadata"]["namespace"] = json!(ctx.ns);
             let pp = PatchParams::apply(harness::MANAGER).force().validation_strict();
             ctx.api::<CounterApp>()
                 .patch(&name, &pp, &Patch::Apply(&old_doc))
@@ -356,7 +368,22 @@ fn invalid_counterapps_are_rejected_by_the_api_server_with_the_crd_messages() {
             let file = new.file_name().unwrap().to_string_lossy().to_string();
             let field = header(&text, "field").unwrap_or_else(|| panic!("{file}: no `# field:` header"));
             let caught_by = header(&text, "caught-by").unwrap_or_default();
-            assert_rejected(&ctx, &file, &new_doc, &field, &caught_by).await;
+            // The stored object with the new spec, as `kubectl replace` sends it; the
+            // operator may write status in between (409): read again and retry.
+            let mut err = None;
+            for _ in 0..5 {
+                let mut update =
+                    serde_json::to_value(ctx.api::<CounterApp>().get(&name).await.unwrap()).unwrap();
+                update["spec"] = new_doc["spec"].clone();
+                update.as_object_mut().unwrap().remove("status");
+                let status = refusal(&ctx, &file, "PUT", &update).await;
+                if status.code != 409 {
+                    err = Some(status);
+                    break;
+                }
+            }
+            let err = err.unwrap_or_else(|| panic!("{file}: conflicts on every attempt"));
+            assert_refusal(&file, &err, &field, &caught_by);
         }
     });
 }
