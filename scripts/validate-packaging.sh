@@ -4,6 +4,7 @@
 # object is checked with `kubernetes-validate --strict` for Kubernetes 1.30 and 1.37.
 # Kinds defined by CRDs (ServiceMonitor, Argo CD, Flux) have no schema there and are
 # skipped by name; CounterApps are validated against the generated CRD's schema instead.
+# Last, the Argo CD health check for CounterApp runs against its cases under lua5.4.
 #
 # Env: HELM (default .tools/bin/helm, else helm on PATH; installed by
 # scripts/install-helm.sh when missing), KUBECTL (default: PATH, else .tools/bin/kubectl), VENV (python venv with kubernetes-validate,
@@ -50,6 +51,10 @@ echo "== render"
 "$helm" template counterstack "$chart" -n counterstack-system --include-crds > "$out/helm-default.yaml"
 "$helm" template counterstack "$chart" -n counterstack-system --include-crds "${all_on[@]}" > "$out/helm-all.yaml"
 "$kubectl" kustomize manifests/base > "$out/kustomize-base.yaml"
+# The example CounterApps (if any) are checked against the CRD schema with the rest.
+for f in manifests/examples/*.yaml; do
+    [[ -f "$f" ]] && { printf -- '---\n'; cat "$f"; }
+done > "$out/examples.yaml"
 for f in manifests/gitops/argocd/application*.yaml manifests/gitops/flux/*.yaml; do
     printf -- '---\n'; cat "$f"
 done > "$out/gitops.yaml"
@@ -134,4 +139,19 @@ for v in versions:
 if failed:
     sys.exit(f"{failed} validation failure(s)")
 PY
+echo "== Argo CD health check (Lua)"
+lua="$(command -v lua5.4 || command -v lua || true)"
+if [[ -z "$lua" ]]; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        apt-get install -y -q lua5.4 >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q lua5.4 >/dev/null; }
+        lua="$(command -v lua5.4)"
+    else
+        echo "error: lua5.4 is required to test the Argo CD health check (apt-get install lua5.4)" >&2
+        exit 1
+    fi
+fi
+"$venv/bin/python" -c 'import sys, yaml; sys.stdout.write(yaml.safe_load(open(sys.argv[1]))["data"]["resource.customizations.health.counterstack.io_CounterApp"])' \
+    manifests/gitops/argocd/argocd-cm-health.yaml > "$out/health.lua"
+"$lua" scripts/argocd-health-cases.lua "$out/health.lua"
+
 echo "packaging valid"

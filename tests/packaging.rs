@@ -482,3 +482,45 @@ fn every_value_is_documented() {
     assert!(undocumented.is_empty(), "values without a comment: {undocumented:?}");
     assert!(text.lines().count() > 20);
 }
+
+/// docs/gitops.md shows exactly the health check that argocd-cm-health.yaml ships (and
+/// scripts/validate-packaging.sh runs against its cases).
+#[test]
+fn the_documented_argocd_health_check_is_the_shipped_one() {
+    let patch: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo().join("manifests/gitops/argocd/argocd-cm-health.yaml")).unwrap(),
+    )
+    .unwrap();
+    let lua = patch["data"]["resource.customizations.health.counterstack.io_CounterApp"].as_str().unwrap();
+    assert!(lua.contains("obj.status.conditions") && lua.contains("\"Stalled\""));
+    let doc = std::fs::read_to_string(repo().join("docs/gitops.md")).unwrap();
+    assert!(doc.contains(&format!("```lua\n{lua}```")), "docs/gitops.md and argocd-cm-health.yaml differ");
+}
+
+/// The GitOps examples point at this repository's chart and base, which exist.
+#[test]
+fn gitops_examples_point_at_the_chart_and_the_base() {
+    let dir = repo().join("manifests/gitops");
+    let mut paths = Vec::new();
+    for sub in ["argocd", "flux"] {
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            for doc in docs(&std::fs::read_to_string(entry.unwrap().path()).unwrap()) {
+                for p in [
+                    &doc["spec"]["source"]["path"],
+                    &doc["spec"]["path"],
+                    &doc["spec"]["chart"]["spec"]["chart"],
+                ] {
+                    if let Some(p) = p.as_str() {
+                        paths.push(p.trim_start_matches("./").to_string());
+                    }
+                }
+            }
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths, ["charts/counterstack", "manifests/base"]);
+    for p in &paths {
+        assert!(repo().join(p).is_dir(), "{p} does not exist");
+    }
+}
