@@ -33,7 +33,8 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap())
 }
 
-/// Why the in-process operator stopped, if it did.
+/// Why the current test's in-process operator stopped, if it did. Tests run one at a
+/// time (`--test-threads 1`), so one slot is enough.
 static OPERATOR_EXIT: Mutex<Option<String>> = Mutex::new(None);
 
 #[derive(Parser)]
@@ -47,31 +48,35 @@ pub fn web_image() -> String {
     std::env::var("E2E_WEB_IMAGE").unwrap_or_else(|_| counterstack::api::DEFAULT_WEB_IMAGE.to_string())
 }
 
-/// Start the operator in this process once (unless E2E_OPERATOR=deployed). Extra
+/// Start an operator in this process that watches only namespace `ns` (so it cannot
+/// fight an operator deployed in the cluster), unless E2E_OPERATOR=deployed. Extra
 /// operator flags come from E2E_OPERATOR_ARGS (whitespace-separated).
-fn start_operator() {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        if std::env::var("E2E_OPERATOR").as_deref() == Ok("deployed") {
-            eprintln!("e2e: using the operator deployed in the cluster (E2E_OPERATOR=deployed)");
-            return;
-        }
-        let mut argv = vec!["operator".to_string(), "--default-web-image".to_string(), web_image()];
-        if let Ok(extra) = std::env::var("E2E_OPERATOR_ARGS") {
-            argv.extend(extra.split_whitespace().map(str::to_string));
-        }
-        let cli = OperatorCli::try_parse_from(&argv)
-            .unwrap_or_else(|e| panic!("bad operator arguments {argv:?}: {e}"));
-        counterstack::telemetry::init(counterstack::telemetry::LogFormat::Text);
-        eprintln!("e2e: running the operator in-process: {argv:?}");
-        runtime().spawn(async move {
-            let outcome = match counterstack::operator::run(cli.args).await {
-                Ok(()) => "returned".to_string(),
-                Err(e) => format!("failed: {e}"),
-            };
-            *OPERATOR_EXIT.lock().unwrap() = Some(outcome);
-        });
-    });
+fn start_operator(ns: &str) -> Option<tokio::task::JoinHandle<()>> {
+    if std::env::var("E2E_OPERATOR").as_deref() == Ok("deployed") {
+        eprintln!("e2e: using the operator deployed in the cluster (E2E_OPERATOR=deployed)");
+        return None;
+    }
+    let mut argv: Vec<String> = ["operator", "--default-web-image", &web_image(), "--namespace", ns]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // An ephemeral port: the default 0.0.0.0:8081 may be taken on the test machine.
+    argv.extend(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]);
+    if let Ok(extra) = std::env::var("E2E_OPERATOR_ARGS") {
+        argv.extend(extra.split_whitespace().map(str::to_string));
+    }
+    let cli =
+        OperatorCli::try_parse_from(&argv).unwrap_or_else(|e| panic!("bad operator arguments {argv:?}: {e}"));
+    counterstack::telemetry::init(counterstack::telemetry::LogFormat::Text);
+    eprintln!("e2e: running the operator in-process: {argv:?}");
+    *OPERATOR_EXIT.lock().unwrap() = None;
+    Some(runtime().spawn(async move {
+        let outcome = match counterstack::operator::run(cli.args).await {
+            Ok(()) => "returned".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        *OPERATOR_EXIT.lock().unwrap() = Some(outcome);
+    }))
 }
 
 /// Panic when the in-process operator is gone: every wait would only time out.
@@ -118,7 +123,6 @@ where
             .await
             .expect("no Kubernetes client: point KUBECONFIG at a cluster (see docs/install.md, e2e)");
         install_crd(&client).await;
-        start_operator();
         let ns = format!("e2e-{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
         let nss: Api<Namespace> = Api::all(client.clone());
         let mut obj = Namespace::default();
@@ -126,10 +130,16 @@ where
         obj.metadata.labels = Some([("app.kubernetes.io/part-of".to_string(), MANAGER.to_string())].into());
         nss.create(&PostParams::default(), &obj).await.unwrap();
         eprintln!("e2e: namespace {ns}");
+        let operator = start_operator(&ns);
 
         let outcome =
             AssertUnwindSafe(body(Ctx { client: client.clone(), ns: ns.clone() })).catch_unwind().await;
 
+        // Stop this test's operator before its namespace goes (it would only log errors).
+        if let Some(op) = operator {
+            op.abort();
+            let _ = op.await;
+        }
         if std::env::var_os("E2E_KEEP_NAMESPACES").is_some() {
             eprintln!("e2e: keeping namespace {ns} (E2E_KEEP_NAMESPACES)");
         } else if let Err(e) = nss.delete(&ns, &DeleteParams::default()).await {

@@ -3,9 +3,9 @@
 //!
 //!     cargo test --test e2e -- --ignored --test-threads 1
 //!
-//! The suite installs the CRD (server-side apply), runs the operator in this process
-//! (or uses the deployed one with E2E_OPERATOR=deployed) and gives every test its own
-//! namespace, deleted afterwards. Steps that need running pods are skipped with a printed
+//! The suite installs the CRD (server-side apply) and gives every test its own namespace,
+//! deleted afterwards, with its own in-process operator watching only that namespace
+//! (E2E_OPERATOR=deployed uses the operator installed in the cluster instead). Steps that need running pods are skipped with a printed
 //! reason when no node can run them (no Ready schedulable node, no default
 //! StorageClass, the web image cannot be pulled). Env: E2E_WEB_IMAGE (web image the
 //! CounterApps run), E2E_TIMEOUT_SECS (per wait, default 300), E2E_OPERATOR_ARGS,
