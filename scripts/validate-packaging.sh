@@ -46,10 +46,12 @@ all_on=(--set metrics.serviceMonitor.enabled=true --set networkPolicy.enabled=tr
 echo "== helm lint --strict"
 "$helm" lint --strict "$chart"
 "$helm" lint --strict "$chart" "${all_on[@]}"
+"$helm" lint --strict "$chart" --set operator.watchNamespace=shop
 
 echo "== render"
 "$helm" template counterstack "$chart" -n counterstack-system --include-crds > "$out/helm-default.yaml"
 "$helm" template counterstack "$chart" -n counterstack-system --include-crds "${all_on[@]}" > "$out/helm-all.yaml"
+"$helm" template counterstack "$chart" -n counterstack-system --set operator.watchNamespace=shop > "$out/helm-namespaced.yaml"
 "$kubectl" kustomize manifests/base > "$out/kustomize-base.yaml"
 # The example CounterApps (if any) are checked against the CRD schema with the rest.
 for f in manifests/examples/*.yaml; do

@@ -16,7 +16,7 @@ use std::process::Command;
 use counterstack::operator::rbac;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Deserialize;
 use serde_json::Value;
@@ -131,8 +131,12 @@ fn one<T: serde::de::DeserializeOwned>(objs: &[Value], k: &str) -> T {
 /// nonResourceURLs and aggregation are refused outright (never least privilege here).
 fn grants(role: &ClusterRole) -> Vec<(String, String, String)> {
     assert!(role.aggregation_rule.is_none(), "aggregated ClusterRole");
+    rule_grants(role.rules.as_deref().unwrap_or_default())
+}
+
+fn rule_grants(rules: &[PolicyRule]) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
-    for r in role.rules.as_deref().unwrap_or_default() {
+    for r in rules {
         assert!(r.resource_names.is_none() && r.non_resource_urls.is_none(), "unexpected rule {r:?}");
         for g in r.api_groups.as_deref().unwrap_or_default() {
             for res in r.resources.as_deref().unwrap_or_default() {
@@ -147,8 +151,8 @@ fn grants(role: &ClusterRole) -> Vec<(String, String, String)> {
     out
 }
 
-fn assert_grants_exactly_rules(role: &ClusterRole, source: &str) {
-    let granted: BTreeSet<_> = grants(role).into_iter().collect();
+fn assert_grants_exactly_rules(granted: Vec<(String, String, String)>, source: &str) {
+    let granted: BTreeSet<_> = granted.into_iter().collect();
     let wanted: BTreeSet<_> = rbac::grants().into_iter().collect();
     let extra: Vec<_> = granted.difference(&wanted).collect();
     let missing: Vec<_> = wanted.difference(&granted).collect();
@@ -189,14 +193,33 @@ fn chart_rbac_rules_file_is_generated_from_rules() {
 fn chart_cluster_role_grants_exactly_the_operator_rules() {
     for extra in [&[][..], ALL_TOGGLES] {
         let role: ClusterRole = one(&helm_template(extra), "ClusterRole");
-        assert_grants_exactly_rules(&role, "helm template");
+        assert_grants_exactly_rules(grants(&role), "helm template");
     }
+}
+
+#[test]
+fn a_namespaced_operator_gets_a_role_with_exactly_the_operator_rules() {
+    let objs = helm_template(&["--set", "operator.watchNamespace=shop"]);
+    assert!(!objs.iter().any(|o| kind(o).starts_with("Cluster") && kind(o) != "CustomResourceDefinition"));
+    let role: Role = one(&objs, "Role");
+    assert_eq!(role.metadata.namespace.as_deref(), Some("shop"));
+    assert_grants_exactly_rules(
+        rule_grants(role.rules.as_deref().unwrap_or_default()),
+        "helm template --set operator.watchNamespace=shop",
+    );
+    let binding: RoleBinding = one(&objs, "RoleBinding");
+    assert_eq!(binding.metadata.namespace.as_deref(), Some("shop"));
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.subjects.unwrap()[0].namespace.as_deref(), Some(NAMESPACE));
+    let deploy: Deployment = one(&objs, "Deployment");
+    let args = deploy.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert_eq!(args[3..], ["--namespace", "shop"]);
 }
 
 #[test]
 fn kustomize_cluster_role_grants_exactly_the_operator_rules() {
     let role: ClusterRole = one(&kustomize_base(), "ClusterRole");
-    assert_grants_exactly_rules(&role, "kubectl kustomize manifests/base");
+    assert_grants_exactly_rules(grants(&role), "kubectl kustomize manifests/base");
 }
 
 #[test]
