@@ -489,10 +489,17 @@ fn the_web_service_answers_and_a_deleted_primary_fails_over() {
         })
         .await;
         assert_eq!(harness::counter_value(&body).unwrap(), start + 6);
-        // The primary Service follows the role label.
+        // The primary Service follows the role label: exactly the new primary carries it.
         let lp = ListParams::default().labels(&format!("{}={}", labels::ROLE, labels::ROLE_PRIMARY));
-        let primaries: Vec<_> =
-            ctx.api::<Pod>().list(&lp).await.unwrap().items.iter().map(|p| p.name_any()).collect();
-        assert_eq!(primaries, vec![new_primary], "exactly the new primary carries the primary role label");
+        eventually("exactly the new primary to carry the primary role label", timeout(), || async {
+            let pods = ctx.api::<Pod>().list(&lp).await.map_err(|e| e.to_string())?;
+            let primaries: Vec<_> = pods.items.iter().map(|p| p.name_any()).collect();
+            if primaries == [new_primary.clone()] {
+                Ok(())
+            } else {
+                Err(format!("labelled primary: {primaries:?}"))
+            }
+        })
+        .await;
     });
 }
