@@ -503,3 +503,22 @@ fn the_web_service_answers_and_a_deleted_primary_fails_over() {
         .await;
     });
 }
+
+// Pure helpers of the suite: these run without a cluster.
+
+#[test]
+fn example_headers_are_read_from_the_leading_comment_block() {
+    let text =
+        "# Invalid: demo\n# field: spec.web.port\n# caught-by: schema\napiVersion: x\n# field: later\n";
+    assert_eq!(header(text, "field").as_deref(), Some("spec.web.port"));
+    assert_eq!(header(text, "caught-by").as_deref(), Some("schema"));
+    assert_eq!(header(text, "missing"), None);
+}
+
+#[test]
+fn the_crd_carries_the_cel_messages_the_suite_expects_back() {
+    let messages = crd_messages();
+    assert!(messages.len() >= 4, "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("never shrink")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("immutable")), "{messages:?}");
+}
