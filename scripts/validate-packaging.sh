@@ -129,7 +129,7 @@ for name in sorted(os.listdir(out)):
 
 kv = os.path.join(os.path.dirname(sys.executable), "kubernetes-validate")
 for v in versions:
-    r = subprocess.run([kv, "--strict", "-k", v, *files], capture_output=True, text=True)
+    r = subprocess.run([kv, "--strict", "--quiet", "-k", v, *files], capture_output=True, text=True)
     sys.stdout.write(r.stdout)
     sys.stderr.write(r.stderr)
     bad = [l for l in r.stdout.splitlines() if not l.startswith("INFO")]
