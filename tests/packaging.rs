@@ -547,3 +547,26 @@ fn gitops_examples_point_at_the_chart_and_the_base() {
         assert!(repo().join(p).is_dir(), "{p} does not exist");
     }
 }
+
+/// With a restricted NetworkPolicy, the `helm test` pod may still reach /readyz.
+#[test]
+fn the_network_policy_lets_the_helm_test_pod_reach_the_operator() {
+    let objs = helm_template(&[
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
+    ]);
+    let policy = objs.iter().find(|o| kind(o) == "NetworkPolicy").unwrap();
+    let test_pod = objs.iter().find(|o| kind(o) == "Pod" && is_helm_hook(o)).unwrap();
+    let labels = test_pod["metadata"]["labels"].as_object().unwrap();
+    let peers = policy["spec"]["ingress"][0]["from"].as_array().unwrap();
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    let admits = peers.iter().any(|p| {
+        p.get("namespaceSelector").is_none()
+            && p["podSelector"]["matchLabels"]
+                .as_object()
+                .is_some_and(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    });
+    assert!(admits, "no ingress peer selects the helm test pod: {peers:?}");
+}
