@@ -15,6 +15,7 @@ mod error;
 pub mod events;
 pub mod metrics;
 pub mod pods;
+pub mod rbac;
 pub mod reconcile;
 pub mod status;
 pub mod status_cache;

@@ -1,0 +1,190 @@
+//! The one list of Kubernetes permissions the operator needs. The Helm chart's and the
+//! kustomize base's ClusterRoles are checked against [`RULES`] by `tests/packaging.rs`:
+//! a ClusterRole that grants more or less than this list fails the build.
+//!
+//! Why each verb is here:
+//! - Children are written with server-side apply. Apply is a PATCH, but when the object
+//!   does not exist yet the API server also authorizes the request as `create` on that
+//!   name (apiserver `handlers/patch.go`, `createAuthorizerAttributes`), so owned kinds
+//!   need both `create` and `patch`. Every owned kind is watched (`get list watch`).
+//! - Children are never deleted by the operator: owner references let the garbage
+//!   collector remove them with their CounterApp, and PVCs are kept on purpose.
+//! - Owner references set `blockOwnerDeletion: true`, which needs `update` on
+//!   `counterapps/finalizers` where the OwnerReferencesPermissionEnforcement admission
+//!   plugin is on (OpenShift).
+//! - Redis pods get their role label patched (`patch`) and are deleted for planned
+//!   restarts by the replication manager (`delete`).
+//! - Events go through kube's `Recorder`: `create`, and `patch` for event series.
+//!
+//! Not granted yet, on purpose: `coordination.k8s.io` leases (no leader election yet:
+//! run one operator replica) and `persistentvolumeclaims` (no storage expansion yet).
+//! Add them here when those features land; the packaging test then forces the chart
+//! and the kustomize base to follow.
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+
+/// One permission: `verbs` on `resource` (possibly `kind/subresource`) of API `group`
+/// (`""` is the core group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+const WATCH: &[&str] = &["get", "list", "watch"];
+/// Owned children: watched, and written with server-side apply (create + patch).
+const OWNED: &[&str] = &["get", "list", "watch", "create", "patch"];
+
+/// Everything the operator is allowed to do, and nothing more.
+pub const RULES: &[Rule] = &[
+    Rule { group: "counterstack.io", resource: "counterapps", verbs: WATCH },
+    Rule { group: "counterstack.io", resource: "counterapps/status", verbs: &["patch"] },
+    Rule { group: "counterstack.io", resource: "counterapps/finalizers", verbs: &["update"] },
+    Rule { group: "apps", resource: "deployments", verbs: OWNED },
+    Rule { group: "apps", resource: "statefulsets", verbs: OWNED },
+    Rule { group: "", resource: "services", verbs: OWNED },
+    Rule { group: "", resource: "configmaps", verbs: OWNED },
+    Rule { group: "", resource: "secrets", verbs: OWNED },
+    Rule { group: "policy", resource: "poddisruptionbudgets", verbs: OWNED },
+    Rule { group: "", resource: "pods", verbs: &["get", "list", "watch", "patch", "delete"] },
+    Rule { group: "events.k8s.io", resource: "events", verbs: &["create", "patch"] },
+];
+
+/// Every (group, resource, verb) triple [`RULES`] grants, sorted: the form the
+/// packaging test compares ClusterRoles in.
+pub fn grants() -> Vec<(String, String, String)> {
+    let mut out: Vec<_> = RULES
+        .iter()
+        .flat_map(|r| {
+            r.verbs.iter().map(move |v| (r.group.to_string(), r.resource.to_string(), v.to_string()))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// [`RULES`] as ClusterRole rules: one rule per (group, verbs), resources in list order.
+pub fn policy_rules() -> Vec<PolicyRule> {
+    let mut out: Vec<PolicyRule> = Vec::new();
+    for r in RULES {
+        let verbs: Vec<String> = r.verbs.iter().map(|v| v.to_string()).collect();
+        let same = out
+            .iter_mut()
+            .find(|p| p.api_groups.as_deref() == Some(&[r.group.to_string()][..]) && p.verbs == verbs);
+        match same {
+            Some(p) => p.resources.get_or_insert_with(Vec::new).push(r.resource.to_string()),
+            None => out.push(PolicyRule {
+                api_groups: Some(vec![r.group.to_string()]),
+                resources: Some(vec![r.resource.to_string()]),
+                verbs,
+                ..PolicyRule::default()
+            }),
+        }
+    }
+    out
+}
+
+/// [`policy_rules`] as YAML, the block the chart's and the base's ClusterRoles hold
+/// under `rules:`.
+pub fn rules_yaml() -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(&policy_rules())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use k8s_openapi::Resource;
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+    use k8s_openapi::api::events::v1::Event;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+    use super::*;
+
+    const KNOWN_VERBS: &[&str] =
+        &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"];
+
+    fn verbs_of(group: &str, resource: &str) -> BTreeSet<&'static str> {
+        RULES
+            .iter()
+            .filter(|r| r.group == group && r.resource == resource)
+            .flat_map(|r| r.verbs.iter().copied())
+            .collect()
+    }
+
+    fn has<K: Resource>(verbs: &[&str]) -> bool {
+        let granted = verbs_of(K::GROUP, K::URL_PATH_SEGMENT);
+        verbs.iter().all(|v| granted.contains(v))
+    }
+
+    #[test]
+    fn no_wildcards_no_unknown_verbs_no_duplicate_entries() {
+        let mut seen = BTreeSet::new();
+        for r in RULES {
+            assert!(!r.group.contains('*') && !r.resource.contains('*'), "{r:?}");
+            assert!(seen.insert((r.group, r.resource)), "{r:?} listed twice");
+            for v in r.verbs {
+                assert!(KNOWN_VERBS.contains(v), "unknown verb {v} in {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_child_kind_can_be_watched_and_server_side_applied() {
+        let owned = ["get", "list", "watch", "create", "patch"];
+        assert!(has::<Deployment>(&owned));
+        assert!(has::<StatefulSet>(&owned));
+        assert!(has::<Service>(&owned));
+        assert!(has::<ConfigMap>(&owned));
+        assert!(has::<Secret>(&owned));
+        assert!(has::<PodDisruptionBudget>(&owned));
+        assert!(has::<Pod>(&["get", "list", "watch", "patch", "delete"]));
+        assert!(has::<Event>(&["create", "patch"]));
+    }
+
+    #[test]
+    fn children_are_never_deleted_and_pvcs_are_not_touched() {
+        for r in RULES.iter().filter(|r| r.resource != "pods") {
+            assert!(!r.verbs.contains(&"delete"), "{r:?}");
+        }
+        assert!(verbs_of("", "persistentvolumeclaims").is_empty());
+    }
+
+    #[test]
+    fn counterapp_rules_use_the_api_group() {
+        for r in RULES.iter().filter(|r| r.resource.starts_with("counterapps")) {
+            assert_eq!(r.group, crate::api::GROUP);
+        }
+        assert_eq!(verbs_of(crate::api::GROUP, "counterapps/finalizers"), BTreeSet::from(["update"]));
+        assert_eq!(verbs_of(crate::api::GROUP, "counterapps/status"), BTreeSet::from(["patch"]));
+    }
+
+    #[test]
+    fn policy_rules_grant_exactly_rules() {
+        let mut from_policy: Vec<(String, String, String)> = policy_rules()
+            .iter()
+            .flat_map(|p| {
+                let groups = p.api_groups.clone().unwrap_or_default();
+                let resources = p.resources.clone().unwrap_or_default();
+                let verbs = p.verbs.clone();
+                groups.into_iter().flat_map(move |g| {
+                    let verbs = verbs.clone();
+                    resources.clone().into_iter().flat_map(move |r| {
+                        let g = g.clone();
+                        verbs.clone().into_iter().map(move |v| (g.clone(), r.clone(), v))
+                    })
+                })
+            })
+            .collect();
+        from_policy.sort();
+        assert_eq!(from_policy, grants());
+        // Merged by (group, verbs): apps deployments + statefulsets share one rule.
+        let apps: Vec<_> =
+            policy_rules().into_iter().filter(|p| p.api_groups == Some(vec!["apps".into()])).collect();
+        assert_eq!(apps.len(), 1);
+        assert_eq!(apps[0].resources, Some(vec!["deployments".into(), "statefulsets".into()]));
+    }
+}

@@ -1,0 +1,524 @@
+//! End-to-end tests against the cluster KUBECONFIG points at (k3s is the reference).
+//! All `#[ignore]`: run them with
+//!
+//!     cargo test --test e2e -- --ignored --test-threads 1
+//!
+//! The suite installs the CRD (server-side apply) and gives every test its own namespace,
+//! deleted afterwards, with its own in-process operator watching only that namespace
+//! (E2E_OPERATOR=deployed uses the operator installed in the cluster instead). Steps that need running pods are skipped with a printed
+//! reason when no node can run them (no Ready schedulable node, no default
+//! StorageClass, the web image cannot be pulled). Env: E2E_WEB_IMAGE (web image the
+//! CounterApps run), E2E_TIMEOUT_SECS (per wait, default 300), E2E_OPERATOR_ARGS,
+//! E2E_KEEP_NAMESPACES.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use counterstack::api::CounterApp;
+use counterstack::build::{labels, names};
+use harness::{
+    Ctx, eventually, proxy, ready_status, small_spec, timeout, wait_ready_or_skip, with_namespace,
+};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{CustomResourceExt, ResourceExt};
+use serde_json::json;
+
+const APP: &str = "demo";
+
+/// Every child of CounterApp `app` (design.md names), as (kind, name).
+fn children(app: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Deployment", names::web(app)),
+        ("Service", names::web(app)),
+        ("PodDisruptionBudget", names::web(app)),
+        ("StatefulSet", names::redis(app)),
+        ("Service", names::redis_headless(app)),
+        ("Service", names::redis_primary(app)),
+        ("Service", names::redis_replicas(app)),
+        ("ConfigMap", names::redis(app)),
+        ("Secret", names::redis_auth(app)),
+        ("PodDisruptionBudget", names::redis(app)),
+    ]
+}
+
+/// Metadata of one child, None when it does not exist.
+async fn child(ctx: &Ctx, kind: &str, name: &str) -> Option<ObjectMeta> {
+    let meta = match kind {
+        "Deployment" => ctx.api::<Deployment>().get_opt(name).await.map(|o| o.map(|o| o.metadata)),
+        "StatefulSet" => ctx.api::<StatefulSet>().get_opt(name).await.map(|o| o.map(|o| o.metadata)),
+        "Service" => ctx.api::<Service>().get_opt(name).await.map(|o| o.map(|o| o.metadata)),
+        "ConfigMap" => ctx.api::<ConfigMap>().get_opt(name).await.map(|o| o.map(|o| o.metadata)),
+        "Secret" => ctx.api::<Secret>().get_opt(name).await.map(|o| o.map(|o| o.metadata)),
+        "PodDisruptionBudget" => {
+            ctx.api::<PodDisruptionBudget>().get_opt(name).await.map(|o| o.map(|o| o.metadata))
+        }
+        other => panic!("unknown child kind {other}"),
+    };
+    meta.unwrap_or_else(|e| panic!("cannot read {kind}/{name}: {e}"))
+}
+
+/// Wait until every child exists with a controller owner reference to `cr`.
+async fn wait_children_owned(ctx: &Ctx, cr: &CounterApp) -> BTreeMap<(String, String), ObjectMeta> {
+    let uid = cr.uid().unwrap();
+    let app = cr.name_any();
+    eventually("every child, owned by the CounterApp", timeout(), || async {
+        let mut found = BTreeMap::new();
+        for (kind, name) in children(&app) {
+            let meta = child(ctx, kind, &name).await.ok_or(format!("{kind}/{name} missing"))?;
+            let owner = meta
+                .owner_references
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .ok_or(format!("{kind}/{name} has no controller owner reference"))?
+                .clone();
+            if owner.uid != uid || owner.kind != "CounterApp" {
+                return Err(format!("{kind}/{name} is controlled by {}/{}", owner.kind, owner.name));
+            }
+            found.insert((kind.to_string(), name), meta);
+        }
+        Ok(found)
+    })
+    .await
+}
+
+/// Wait until status describes the current generation; returns the CR.
+async fn wait_observed(ctx: &Ctx, app: &str) -> CounterApp {
+    let api = ctx.api::<CounterApp>();
+    eventually(
+        "status.observedGeneration == metadata.generation with a Ready condition",
+        timeout(),
+        || async {
+            let cr = api.get(app).await.map_err(|e| e.to_string())?;
+            let observed = cr.status.as_ref().and_then(|s| s.observed_generation);
+            if observed != cr.metadata.generation {
+                return Err(format!(
+                    "observedGeneration {observed:?}, generation {:?}",
+                    cr.metadata.generation
+                ));
+            }
+            ready_status(&cr).ok_or("no Ready condition".to_string())?;
+            Ok(cr)
+        },
+    )
+    .await
+}
+
+/// resourceVersion of objects no controller writes status to, and generation of the
+/// others (their status moves with pods; only a spec change bumps generation).
+async fn fingerprint(ctx: &Ctx, app: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (kind, name) in children(app) {
+        let meta = child(ctx, kind, &name).await.unwrap_or_else(|| panic!("{kind}/{name} missing"));
+        let value = match kind {
+            "Deployment" | "StatefulSet" | "PodDisruptionBudget" => {
+                format!("generation {:?}", meta.generation)
+            }
+            _ => format!("resourceVersion {:?}", meta.resource_version),
+        };
+        out.insert(format!("{kind}/{name}"), value);
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn a_counterapp_converges_with_owned_children_and_kstatus_status() {
+    with_namespace("converge", |ctx| async move {
+        let cr = ctx.apply_app(APP, small_spec()).await;
+        let metas = wait_children_owned(&ctx, &cr).await;
+        for ((kind, name), meta) in &metas {
+            let l = meta.labels.clone().unwrap_or_default();
+            assert_eq!(l.get(labels::NAME).map(String::as_str), Some(labels::APP_NAME), "{kind}/{name}");
+            assert_eq!(l.get(labels::INSTANCE).map(String::as_str), Some(APP), "{kind}/{name}");
+            assert_eq!(l.get(labels::MANAGED_BY).map(String::as_str), Some(labels::MANAGER), "{kind}/{name}");
+            let owner = &meta.owner_references.as_deref().unwrap()[0];
+            assert_eq!(owner.block_owner_deletion, Some(true), "{kind}/{name}");
+        }
+        let cr = wait_observed(&ctx, APP).await;
+        let status = cr.status.clone().unwrap();
+        for c in &status.conditions {
+            assert!(!c.reason.is_empty(), "condition {} without reason", c.type_);
+            if c.type_ == "Reconciling" || c.type_ == "Stalled" {
+                assert_eq!(c.status, "True", "{} must be present only while true", c.type_);
+            }
+        }
+
+        // Steady state is silent: nothing the operator owns changes without a cause.
+        let before = fingerprint(&ctx, APP).await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(fingerprint(&ctx, APP).await, before, "children changed while nothing changed");
+
+        if !wait_ready_or_skip(&ctx, APP, "Ready=True with running pods").await {
+            return;
+        }
+        let cr = ctx.api::<CounterApp>().get(APP).await.unwrap();
+        let status = cr.status.clone().unwrap();
+        assert_eq!(status.observed_generation, cr.metadata.generation);
+        assert_eq!(status.web.as_ref().map(|w| w.ready_replicas), Some(2), "{status:?}");
+        let primary = status.redis.as_ref().and_then(|r| r.primary.clone()).expect("status.redis.primary");
+        assert!(primary.starts_with(&names::redis(APP)), "{primary}");
+        // A ready, unchanged stack stays silent, status included.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let rv = cr.resource_version();
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let again = ctx.api::<CounterApp>().get(APP).await.unwrap();
+        assert_eq!(again.resource_version(), rv, "the CounterApp changed although the stack is steady");
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn the_scale_subresource_changes_web_replicas() {
+    with_namespace("scale", |ctx| async move {
+        let cr = ctx.apply_app(APP, small_spec()).await;
+        wait_children_owned(&ctx, &cr).await;
+        let api = ctx.api::<CounterApp>();
+        // What `kubectl scale capp demo --replicas 3` sends.
+        api.patch_scale(APP, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+            .await
+            .unwrap();
+        assert_eq!(api.get(APP).await.unwrap().spec.web.replicas, 3);
+        eventually("the web Deployment to have 3 replicas", timeout(), || async {
+            let d = ctx.api::<Deployment>().get(&names::web(APP)).await.map_err(|e| e.to_string())?;
+            let r = d.spec.and_then(|s| s.replicas);
+            if r == Some(3) { Ok(()) } else { Err(format!("replicas {r:?}")) }
+        })
+        .await;
+        let selector = labels::selector_string(&labels::selector(APP, labels::Component::Web));
+        eventually("the scale subresource to report the web pods' selector", timeout(), || async {
+            let scale = api.get_scale(APP).await.map_err(|e| e.to_string())?;
+            let got = scale.status.and_then(|s| s.selector);
+            if got.as_deref() == Some(selector.as_str()) { Ok(()) } else { Err(format!("selector {got:?}")) }
+        })
+        .await;
+        assert_eq!(api.get_scale(APP).await.unwrap().spec.and_then(|s| s.replicas), Some(3));
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn a_spec_change_rolls_only_what_it_must() {
+    with_namespace("rollout", |ctx| async move {
+        let cr = ctx.apply_app(APP, small_spec()).await;
+        wait_children_owned(&ctx, &cr).await;
+        wait_observed(&ctx, APP).await;
+        let web_template = |d: Deployment| serde_json::to_value(d.spec.unwrap().template).unwrap();
+        let deployments = ctx.api::<Deployment>();
+        let before = fingerprint(&ctx, APP).await;
+        let template_before = web_template(deployments.get(&names::web(APP)).await.unwrap());
+
+        // 1. More web pods: only the Deployment's replicas change; no rollout, Redis untouched.
+        let mut spec = small_spec();
+        spec["web"]["replicas"] = json!(3);
+        let cr = ctx.apply_app(APP, spec.clone()).await;
+        let generation = cr.metadata.generation;
+        eventually("the new generation to be observed", timeout(), || async {
+            let cr = ctx.api::<CounterApp>().get(APP).await.map_err(|e| e.to_string())?;
+            let observed = cr.status.and_then(|s| s.observed_generation);
+            if observed == generation { Ok(()) } else { Err(format!("observed {observed:?}")) }
+        })
+        .await;
+        let d = deployments.get(&names::web(APP)).await.unwrap();
+        assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(3));
+        assert_eq!(web_template(d), template_before, "a replica change must not roll the web pods");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let after = fingerprint(&ctx, APP).await;
+        for (key, value) in &before {
+            let web_side = key == &format!("Deployment/{}", names::web(APP))
+                || key == &format!("PodDisruptionBudget/{}", names::web(APP));
+            if !web_side {
+                assert_eq!(&after[key], value, "{key} changed on a web.replicas change");
+            }
+        }
+
+        // 2. Redis resources: the StatefulSet rolls, the web pods do not.
+        let before = fingerprint(&ctx, APP).await;
+        spec["redis"]["resources"] = json!({"requests": {"cpu": "20m", "memory": "32Mi"}});
+        ctx.apply_app(APP, spec).await;
+        let sts = names::redis(APP);
+        eventually("the StatefulSet to get the new resources", timeout(), || async {
+            let s = ctx.api::<StatefulSet>().get(&sts).await.map_err(|e| e.to_string())?;
+            let gen_now = format!("generation {:?}", s.metadata.generation);
+            if gen_now != before[&format!("StatefulSet/{sts}")] { Ok(()) } else { Err(gen_now) }
+        })
+        .await;
+        let d = deployments.get(&names::web(APP)).await.unwrap();
+        assert_eq!(web_template(d), template_before, "a Redis resources change must not roll the web pods");
+    });
+}
+
+/// `# key: value` header lines of an example file.
+fn header(text: &str, key: &str) -> Option<String> {
+    text.lines().take_while(|l| l.starts_with('#')).find_map(|l| {
+        l.trim_start_matches('#').trim().strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string())
+    })
+}
+
+/// Every `message` of the CRD's CEL rules.
+fn crd_messages() -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(rules) = m.get("x-kubernetes-validations").and_then(|r| r.as_array()) {
+                    out.extend(rules.iter().filter_map(|r| r["message"].as_str().map(str::to_string)));
+                }
+                m.values().for_each(|v| walk(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&serde_json::to_value(CounterApp::crd()).unwrap(), &mut out);
+    out
+}
+
+/// Send `doc` as `kubectl create`/`kubectl replace` would (POST, or PUT of an existing
+/// object; dry run; strict field validation); the API server's refusal.
+async fn refusal(ctx: &Ctx, file: &str, method: &str, doc: &serde_json::Value) -> Box<kube::core::Status> {
+    let name = doc["metadata"]["name"].as_str().unwrap();
+    let base = format!("/apis/counterstack.io/v1alpha1/namespaces/{}/counterapps", ctx.ns);
+    let url = match method {
+        "POST" => base,
+        _ => format!("{base}/{name}"),
+    };
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("{url}?dryRun=All&fieldValidation=Strict"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(doc).unwrap())
+        .unwrap();
+    match ctx.client.request_text(req).await {
+        Ok(body) => panic!("{file}: the API server accepted it: {body}"),
+        Err(kube::Error::Api(status)) => status,
+        Err(e) => panic!("{file}: unexpected error {e}"),
+    }
+}
+
+/// The refusal names `field` and, for CEL rules, carries the CRD's own message.
+fn assert_refusal(file: &str, err: &kube::core::Status, field: &str, caught_by: &str) {
+    assert!(matches!(err.code, 400 | 422), "{file}: HTTP {} {}", err.code, err.message);
+    assert!(err.message.contains(field), "{file}: message does not name {field}: {}", err.message);
+    if caught_by.starts_with("cel") && field != "metadata.name" {
+        let messages = crd_messages();
+        assert!(
+            messages.iter().any(|m| err.message.contains(m.as_str())),
+            "{file}: not the CRD's message: {}",
+            err.message
+        );
+    }
+    eprintln!("e2e: {file} rejected: {}", err.message);
+}
+
+fn yaml_doc(path: &PathBuf) -> (String, serde_json::Value) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    (text, doc)
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn invalid_counterapps_are_rejected_by_the_api_server_with_the_crd_messages() {
+    with_namespace("invalid", |ctx| async move {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/examples/invalid");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 6, "expected at least six invalid examples in {}", dir.display());
+        for path in &files {
+            let (text, mut doc) = yaml_doc(path);
+            let file = path.file_name().unwrap().to_string_lossy().to_string();
+            let field = header(&text, "field").unwrap_or_else(|| panic!("{file}: no `# field:` header"));
+            let caught_by = header(&text, "caught-by").unwrap_or_default();
+            doc["metadata"]["namespace"] = json!(ctx.ns);
+            assert_refusal(&file, &*refusal(&ctx, &file, "POST", &doc).await, &field, &caught_by);
+        }
+
+        // Transition rules (oldSelf) need a stored object: create the old one, update.
+        let transitions = dir.join("transitions");
+        let mut olds: Vec<_> = std::fs::read_dir(&transitions)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        olds.retain(|p: &PathBuf| p.to_string_lossy().ends_with(".old.yaml"));
+        olds.sort();
+        for (i, old) in olds.iter().enumerate() {
+            let new = PathBuf::from(old.to_string_lossy().replace(".old.yaml", ".new.yaml"));
+            let name = format!("transition-{i}");
+            let (_, mut old_doc) = yaml_doc(old);
+            let (text, new_doc) = yaml_doc(&new);
+            old_doc["metadata"]["name"] = json!(name);
+            old_doc["metadata"]["namespace"] = json!(ctx.ns);
+            let pp = PatchParams::apply(harness::MANAGER).force().validation_strict();
+            ctx.api::<CounterApp>()
+                .patch(&name, &pp, &Patch::Apply(&old_doc))
+                .await
+                .unwrap_or_else(|e| panic!("{}: the valid old object was refused: {e}", old.display()));
+            let file = new.file_name().unwrap().to_string_lossy().to_string();
+            let field = header(&text, "field").unwrap_or_else(|| panic!("{file}: no `# field:` header"));
+            let caught_by = header(&text, "caught-by").unwrap_or_default();
+            // The stored object with the new spec, as `kubectl replace` sends it; the
+            // operator may write status in between (409): read again and retry.
+            let mut err = None;
+            for _ in 0..5 {
+                let mut update =
+                    serde_json::to_value(ctx.api::<CounterApp>().get(&name).await.unwrap()).unwrap();
+                update["spec"] = new_doc["spec"].clone();
+                update.as_object_mut().unwrap().remove("status");
+                let status = refusal(&ctx, &file, "PUT", &update).await;
+                if status.code != 409 {
+                    err = Some(status);
+                    break;
+                }
+            }
+            let err = err.unwrap_or_else(|| panic!("{file}: conflicts on every attempt"));
+            assert_refusal(&file, &err, &field, &caught_by);
+        }
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn deleting_the_counterapp_collects_children_but_keeps_the_volumes() {
+    with_namespace("delete", |ctx| async move {
+        let cr = ctx.apply_app(APP, small_spec()).await;
+        wait_children_owned(&ctx, &cr).await;
+        // The StatefulSet controller creates one claim per Redis pod even before a node
+        // runs them; give it a minute.
+        let pvcs = ctx.api::<PersistentVolumeClaim>();
+        let claims: Vec<String> = match tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let list = pvcs.list(&ListParams::default()).await.unwrap();
+                if list.items.len() >= 2 {
+                    return list.items.iter().map(|p| p.name_any()).collect();
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+        .await
+        {
+            Ok(c) => c,
+            Err(_) => {
+                eprintln!("e2e: SKIP the PVC part: the StatefulSet controller created no claims within 60s");
+                Vec::new()
+            }
+        };
+
+        ctx.api::<CounterApp>().delete(APP, &DeleteParams::background()).await.unwrap();
+        eventually("the garbage collector to delete every child", timeout(), || async {
+            for (kind, name) in children(APP) {
+                if child(&ctx, kind, &name).await.is_some() {
+                    return Err(format!("{kind}/{name} still exists"));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        // Give a wrong retention policy time to act before checking the claims survive.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        for claim in &claims {
+            let pvc = pvcs.get_opt(claim).await.unwrap().unwrap_or_else(|| panic!("PVC {claim} was deleted"));
+            assert!(pvc.metadata.deletion_timestamp.is_none(), "PVC {claim} is being deleted");
+        }
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn the_web_service_answers_and_a_deleted_primary_fails_over() {
+    with_namespace("failover", |ctx| async move {
+        let mut spec = small_spec();
+        spec["redis"]["replicas"] = json!(2);
+        spec["redis"]["failover"] = json!({"afterSeconds": 3});
+        let cr = ctx.apply_app(APP, spec).await;
+        wait_children_owned(&ctx, &cr).await;
+        if !wait_ready_or_skip(&ctx, APP, "the web API and failover").await {
+            return;
+        }
+        let web = names::web(APP);
+        // The API server proxy reaches the Service from inside the cluster.
+        let get = || proxy(&ctx, "GET", &web, 80, "/api/counter");
+        let start = eventually("GET /api/counter through the web Service", timeout(), || async {
+            harness::counter_value(&get().await?)
+        })
+        .await;
+        for i in 1..=5 {
+            let body = proxy(&ctx, "POST", &web, 80, "/api/counter/increment").await.unwrap();
+            assert_eq!(harness::counter_value(&body).unwrap(), start + i, "{body}");
+        }
+        assert_eq!(harness::counter_value(&get().await.unwrap()).unwrap(), start + 5);
+
+        let api = ctx.api::<CounterApp>();
+        let redis = api.get(APP).await.unwrap().status.unwrap().redis.unwrap();
+        let old_primary = redis.primary.clone().expect("a primary");
+        let old_epoch = redis.epoch;
+        ctx.api::<Pod>().delete(&old_primary, &DeleteParams::default()).await.unwrap();
+        eprintln!("e2e: deleted the primary {old_primary} (epoch {old_epoch})");
+        let new_primary = eventually("a new primary and Ready=True", timeout(), || async {
+            let cr = api.get(APP).await.map_err(|e| e.to_string())?;
+            let r = cr.status.as_ref().and_then(|s| s.redis.clone()).ok_or("no redis status")?;
+            let ready = ready_status(&cr);
+            match r.primary {
+                Some(p) if p != old_primary && r.epoch > old_epoch && ready.as_deref() == Some("True") => {
+                    Ok(p)
+                }
+                p => Err(format!("primary {p:?}, epoch {}, Ready {ready:?}", r.epoch)),
+            }
+        })
+        .await;
+        eprintln!("e2e: failed over to {new_primary}");
+        // No acknowledged increment is lost, and writes work again.
+        let value = eventually("the counter to answer after failover", timeout(), || async {
+            harness::counter_value(&get().await?)
+        })
+        .await;
+        assert_eq!(value, start + 5, "acknowledged increments were lost in the failover");
+        let body = eventually("an increment after failover", timeout(), || async {
+            proxy(&ctx, "POST", &web, 80, "/api/counter/increment").await
+        })
+        .await;
+        assert_eq!(harness::counter_value(&body).unwrap(), start + 6);
+        // The primary Service follows the role label: exactly the new primary carries it.
+        let lp = ListParams::default().labels(&format!("{}={}", labels::ROLE, labels::ROLE_PRIMARY));
+        eventually("exactly the new primary to carry the primary role label", timeout(), || async {
+            let pods = ctx.api::<Pod>().list(&lp).await.map_err(|e| e.to_string())?;
+            let primaries: Vec<_> = pods.items.iter().map(|p| p.name_any()).collect();
+            if primaries == [new_primary.clone()] {
+                Ok(())
+            } else {
+                Err(format!("labelled primary: {primaries:?}"))
+            }
+        })
+        .await;
+    });
+}
+
+// Pure helpers of the suite: these run without a cluster.
+
+#[test]
+fn example_headers_are_read_from_the_leading_comment_block() {
+    let text =
+        "# Invalid: demo\n# field: spec.web.port\n# caught-by: schema\napiVersion: x\n# field: later\n";
+    assert_eq!(header(text, "field").as_deref(), Some("spec.web.port"));
+    assert_eq!(header(text, "caught-by").as_deref(), Some("schema"));
+    assert_eq!(header(text, "missing"), None);
+}
+
+#[test]
+fn the_crd_carries_the_cel_messages_the_suite_expects_back() {
+    let messages = crd_messages();
+    assert!(messages.len() >= 4, "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("never shrink")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("immutable")), "{messages:?}");
+}
