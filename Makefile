@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 VENV ?= .venv
 export VENV
-BIN := target/debug/counterstack
+BIN := $(or $(CARGO_TARGET_DIR),target)/debug/counterstack
 
 .PHONY: setup test unit validate lint fmt crd render bench bench-web bench-failover e2e e2e-build clean-tools
 
@@ -39,6 +39,7 @@ fmt:
 crd: ## regenerate the CRD (root copy and the chart's copy)
 	cargo run --quiet -- crd > crds/counterapp.yaml
 	cp crds/counterapp.yaml charts/counterstack/crds/counterapp.yaml
+	cp crds/counterapp.yaml manifests/base/crds/counterapp.yaml
 
 render: ## preview what the operator creates for the minimal example
 	cargo run --quiet --release -- render -f manifests/examples/counterapp.yaml
