@@ -257,9 +257,9 @@ async fn stall_on_invalid_spec(
     Err(e.into())
 }
 
-/// Run the replication manager; when it chose another primary than the one the
-/// children were just built with, point the ConfigMap at it first (a Redis pod that
-/// restarts reads its role there), then move role labels and publish its Events.
+/// Run the replication manager, then move role labels and publish its Events. Nothing
+/// built depends on the primary (a restarting Redis pod asks its peers who the primary
+/// is), so a failover changes no child object.
 async fn replication(
     app: &CounterApp,
     ctx: &Context,
@@ -271,12 +271,6 @@ async fn replication(
     let addressing = AppAddressing { app: name, mode: &ctx.redis_addressing };
     let client = RedisClient::new(&inputs.redis_password);
     let outcome = ctx.redis.reconcile_with(app, pod_views, &client, &addressing).await?;
-    let built_with = build::configmap::primary_pod(app, inputs)?;
-    if let Some(decided) = outcome.status.primary.as_ref().filter(|p| **p != built_with) {
-        tracing::info!(from = %built_with, to = %decided, "primary moved; updating the Redis ConfigMap");
-        let inputs = Inputs { primary: Some(decided.clone()), ..inputs.clone() };
-        ensure(app, ctx, name, build::all(app, &inputs)?.redis_config, None).await?;
-    }
     for (pod, role) in pods::label_changes(pod_views, &outcome.role_labels) {
         let previous = pod_views.iter().find(|p| p.name == pod).and_then(|p| p.role_label.clone());
         pods::set_role(&ctx.client, ns, &pod, &role).await?;
