@@ -3,7 +3,6 @@
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -102,17 +101,10 @@ pub fn web(cr: &CounterApp, inputs: &Inputs) -> Deployment {
         termination_grace_period_seconds: Some(30),
         // Spread over nodes, per ReplicaSet (pod-template-hash), so a rollout or a
         // drained node that comes back gets pods again.
-        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
-            max_skew: 1,
-            topology_key: "kubernetes.io/hostname".to_string(),
-            when_unsatisfiable: "ScheduleAnyway".to_string(),
-            label_selector: Some(LabelSelector {
-                match_labels: Some(selector.clone()),
-                match_expressions: None,
-            }),
-            match_label_keys: Some(vec!["pod-template-hash".to_string()]),
-            ..TopologySpreadConstraint::default()
-        }]),
+        topology_spread_constraints: Some(meta::spread_over_nodes(
+            &selector,
+            Some(vec!["pod-template-hash".to_string()]),
+        )),
         volumes: Some(vec![tmp_volume]),
         ..PodSpec::default()
     };

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, LocalObjectReference, PodSecurityContext, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, LocalObjectReference, PodSecurityContext, SeccompProfile, SecurityContext,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
@@ -114,4 +114,21 @@ pub fn config_hash<'a>(parts: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> 
 /// Pod-template annotations carrying the config hash.
 pub fn hash_annotations(hash: String) -> BTreeMap<String, String> {
     BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)])
+}
+
+/// Spread a component's pods over nodes (best effort: ScheduleAnyway, so a one-node
+/// cluster such as k3s still schedules them). `match_label_keys` narrows the spread to
+/// pods that share those label values (e.g. `pod-template-hash`: one ReplicaSet).
+pub fn spread_over_nodes(
+    selector: &BTreeMap<String, String>,
+    match_label_keys: Option<Vec<String>>,
+) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "kubernetes.io/hostname".to_string(),
+        when_unsatisfiable: "ScheduleAnyway".to_string(),
+        label_selector: Some(LabelSelector { match_labels: Some(selector.clone()), match_expressions: None }),
+        match_label_keys,
+        ..TopologySpreadConstraint::default()
+    }]
 }

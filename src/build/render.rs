@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use kube::{CustomResourceExt, Resource};
+use kube::Resource;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::Value;
@@ -90,13 +90,7 @@ pub fn parse(text: &str) -> Result<CounterApp, Error> {
 /// numbers where the schema says int-or-string (quantities such as `cpu: 1`) into
 /// strings, as the API server accepts both.
 fn check_unknown_fields(value: &mut Value) -> Result<(), Error> {
-    let crd = CounterApp::crd();
-    let schema = crd
-        .spec
-        .versions
-        .first()
-        .and_then(|v| v.schema.as_ref())
-        .and_then(|s| s.open_api_v3_schema.as_ref())
+    let schema = crate::crd::open_api_schema()
         .ok_or_else(|| Error::Cel("the generated CRD has no openAPIV3Schema".to_string()))?;
     let schema =
         serde_json::to_value(schema).map_err(|e| Error::Serialize { kind: "CRD schema", source: e })?;

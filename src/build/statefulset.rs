@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -141,16 +141,7 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
         security_context: Some(meta::pod_security_context(REDIS_UID, Some(REDIS_UID))),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
-            max_skew: 1,
-            topology_key: "kubernetes.io/hostname".to_string(),
-            when_unsatisfiable: "ScheduleAnyway".to_string(),
-            label_selector: Some(LabelSelector {
-                match_labels: Some(selector.clone()),
-                match_expressions: None,
-            }),
-            ..TopologySpreadConstraint::default()
-        }]),
+        topology_spread_constraints: Some(meta::spread_over_nodes(&selector, None)),
         volumes: Some(vec![
             Volume {
                 name: CONFIG_VOLUME.to_string(),

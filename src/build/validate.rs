@@ -6,7 +6,6 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use kube::CustomResourceExt;
 use kube::core::cel::CompiledSchema;
 
 use super::Error;
@@ -158,16 +157,10 @@ pub fn validate_cel(cr: &CounterApp, old: Option<&CounterApp>) -> Result<(), Err
 fn crd_cel_rules() -> &'static Result<CompiledSchema, String> {
     static RULES: OnceLock<Result<CompiledSchema, String>> = OnceLock::new();
     RULES.get_or_init(|| {
-        let crd = CounterApp::crd();
-        let schema = crd
-            .spec
-            .versions
-            .first()
-            .and_then(|v| v.schema.as_ref())
-            .and_then(|s| s.open_api_v3_schema.as_ref())
+        let schema = crate::crd::open_api_schema()
             .ok_or_else(|| "the generated CRD has no openAPIV3Schema".to_string())?;
         let schema =
-            serde_json::to_value(schema).map_err(|e| format!("cannot serialize the CRD schema: {e}"))?;
+            serde_json::to_value(&schema).map_err(|e| format!("cannot serialize the CRD schema: {e}"))?;
         let compiled = kube::core::cel::compile_schema(&schema);
         if compiled.has_errors() {
             let errs: Vec<String> = compiled.compilation_errors().iter().map(|e| e.to_string()).collect();

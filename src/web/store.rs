@@ -72,15 +72,20 @@ pub struct Store {
 impl Store {
     /// Build the store and start connecting in the background (Redis may be down).
     pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        let primary = Endpoint::start(
-            "primary",
-            cfg.primary.clone(),
-            true,
-            cfg.redis_client,
-            cfg.redis_timeout,
-            metrics.clone(),
-        )
-        .map_err(|e| Error::Config { setting: "REDIS_URL", reason: e.to_string() })?;
+        // The writer of SYNC_REPLICAS mode is a second connection to the primary, so
+        // reads never queue behind a batch's WAIT.
+        let start_primary = || {
+            Endpoint::start(
+                "primary",
+                cfg.primary.clone(),
+                true,
+                cfg.redis_client,
+                cfg.redis_timeout,
+                metrics.clone(),
+            )
+            .map_err(|e| Error::Config { setting: "REDIS_URL", reason: e.to_string() })
+        };
+        let primary = start_primary()?;
         let replica = match &cfg.replica {
             Some(info) => Some(
                 Endpoint::start(
@@ -96,15 +101,7 @@ impl Store {
             None => None,
         };
         let (writer, sync) = if cfg.sync_replicas > 0 {
-            let writer = Endpoint::start(
-                "primary",
-                cfg.primary.clone(),
-                true,
-                cfg.redis_client,
-                cfg.redis_timeout,
-                metrics.clone(),
-            )
-            .map_err(|e| Error::Config { setting: "REDIS_URL", reason: e.to_string() })?;
+            let writer = start_primary()?;
             let sync = SyncWriter::start(writer.clone(), cfg.sync_replicas, cfg.sync_timeout);
             (writer, Some(sync))
         } else {
