@@ -226,8 +226,8 @@ async fn drive(
                 st.event_log.extend(out.events.iter().map(|e| (now, e.reason.clone())));
                 st.passes += 1;
                 for p in &out.pods_to_delete {
-                    // A pod deletion: the StatefulSet recreates it at the new revision;
-                    // its start script joins the current primary as a replica.
+                    // A pod deletion (SIGTERM, then the StatefulSet recreates it at the
+                    // new revision); its start script joins the current primary.
                     let i: usize = p.rsplit('-').next().unwrap().parse().unwrap();
                     let primary_port = out
                         .status
@@ -237,8 +237,11 @@ async fn drive(
                         .unwrap_or(0);
                     let port_s = primary_port.to_string();
                     tokio::task::block_in_place(|| {
-                        servers.lock().unwrap()[i]
-                            .restart_with(false, &["--replicaof", "127.0.0.1", &port_s]);
+                        servers.lock().unwrap()[i].restart_gracefully_with(&[
+                            "--replicaof",
+                            "127.0.0.1",
+                            &port_s,
+                        ]);
                     });
                     st.outdated[i] = false;
                     st.deleted.push(p.clone());

@@ -219,6 +219,32 @@ impl RedisServer {
     /// SIGKILL, then start again on the same port, keeping the data directory unless
     /// `empty`, with `once` added to this start's arguments only (for example
     /// `["--replicaof", "127.0.0.1", "7001"]`, as a pod's start script would).
+    /// SIGTERM and wait for the exit, as the kubelet does when a pod is deleted (Redis
+    /// flushes its AOF on the way out); SIGKILL if it takes longer than `grace`.
+    pub fn stop_gracefully(&mut self, grace: Duration) {
+        if let Some(mut child) = self.child.take() {
+            self.resume_pid(child.id());
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + grace;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn resume_pid(&self, pid: u32) {
+        let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+    }
+
+    /// A planned pod restart: graceful stop, then start with the same data and
+    /// `once` arguments.
+    pub fn restart_gracefully_with(&mut self, once: &[&str]) {
+        self.stop_gracefully(Duration::from_secs(10));
+        self.spawn_with(once);
+    }
+
     pub fn restart_with(&mut self, empty: bool, once: &[&str]) {
         self.kill9();
         if !empty {
