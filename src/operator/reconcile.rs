@@ -21,7 +21,7 @@ use super::context::AppAddressing;
 use super::events::reason;
 use super::status::{self, Observation, Workload};
 use super::{Context, Error, pods};
-use crate::api::{CounterApp, CounterAppStatus, FIELD_MANAGER};
+use crate::api::{CounterApp, CounterAppStatus, FIELD_MANAGER, RedisStatus};
 use crate::build::{self, Children, Inputs, names};
 use crate::redis::node::RedisClient;
 use crate::redis::{Outcome, PodView};
@@ -127,22 +127,36 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
 
 /// `spec.paused`: apply nothing, run no replication pass; only report what is observed.
 async fn observe_paused(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
+    report_without_applying(app, ctx, ns, name, true, None, None).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Status from what the cluster has, for the paths that apply nothing (paused, or a spec
+/// the builders reject).
+async fn report_without_applying(
+    app: &CounterApp,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    paused: bool,
+    redis_status: Option<RedisStatus>,
+    invalid_spec: Option<String>,
+) -> Result<(), Error> {
     let (web, sts) = read_workloads(ctx, ns, name).await?;
     let pod_views = pods::list(&ctx.client, ns, name, update_revision(sts.as_ref())).await?;
     let obs = Observation {
         app: name.to_string(),
         generation: app.metadata.generation,
-        paused: true,
+        paused,
         redis_health: None,
         applied: false,
         web: Workload::from_deployment(web.as_ref(), app.spec.web.replicas),
         redis: Workload::from_statefulset(sts.as_ref(), app.spec.redis_pods()),
         primary_ready: primary_ready(&pod_views, current_primary(app).as_deref()),
-        redis_status: None,
-        invalid_spec: None,
+        redis_status,
+        invalid_spec,
     };
-    write_status(app, ctx, ns, name, &obs).await?;
-    Ok(Action::requeue(RESYNC))
+    write_status(app, ctx, ns, name, &obs).await
 }
 
 /// The StatefulSet's `status.updateRevision`: pods at another revision are outdated.
@@ -239,21 +253,8 @@ async fn stall_on_invalid_spec(
     name: &str,
     e: build::Error,
 ) -> Result<Action, Error> {
-    let (web, sts) = read_workloads(ctx, ns, name).await?;
-    let pod_views = pods::list(&ctx.client, ns, name, update_revision(sts.as_ref())).await?;
-    let obs = Observation {
-        app: name.to_string(),
-        generation: app.metadata.generation,
-        paused: false,
-        redis_health: None,
-        applied: false,
-        web: Workload::from_deployment(web.as_ref(), app.spec.web.replicas),
-        redis: Workload::from_statefulset(sts.as_ref(), app.spec.redis_pods()),
-        primary_ready: primary_ready(&pod_views, current_primary(app).as_deref()),
-        redis_status: app.status.as_ref().and_then(|s| s.redis.clone()),
-        invalid_spec: Some(e.to_string()),
-    };
-    write_status(app, ctx, ns, name, &obs).await?;
+    let redis_status = app.status.as_ref().and_then(|st| st.redis.clone());
+    report_without_applying(app, ctx, ns, name, false, redis_status, Some(e.to_string())).await?;
     Err(e.into())
 }
 
