@@ -2,6 +2,8 @@
 //! API server on 127.0.0.1: the startup CRD check, the health server, and graceful
 //! shutdown on SIGTERM.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use common::redis_server::free_port;
 
 /// Answers LISTs with an empty list and keeps WATCHes open without events; with
 /// `crd = false` every request gets the API server's plain-text 404.
@@ -41,10 +44,6 @@ fn kubeconfig(dir: &tempfile::TempDir, api: SocketAddr) -> std::path::PathBuf {
     );
     std::fs::write(&path, cfg).unwrap();
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn operator(kubeconfig: &std::path::Path, metrics_port: u16) -> Child {

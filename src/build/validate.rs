@@ -194,12 +194,8 @@ fn check_resources(c: &mut Checks, field: &str, res: Option<&ResourceRequirement
 
 /// RFC 1035 label: what Service names need (`NAME-web` etc. start with NAME).
 pub fn is_dns1035_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_lowercase()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || *ch == b'-')
+    // Indexing is safe: a DNS-1123 label is never empty (checked first).
+    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
 }
 
 /// RFC 1123 label: what every other object name (and pod hostname) needs.

@@ -10,8 +10,6 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -28,8 +26,6 @@ use crate::redis::{Outcome, PodView};
 
 /// Requeue an idle, healthy stack this often (a safety net; watches do the real work).
 pub const RESYNC: Duration = Duration::from_secs(300);
-/// Length of a generated Redis password.
-pub const PASSWORD_LEN: usize = 32;
 
 /// Controller entry point: one reconcile, with its span, metrics and failure Event.
 pub async fn reconcile(app: Arc<CounterApp>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -89,7 +85,8 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         default_web_image: ctx.default_web_image.clone(),
         redis_password: match &secret {
             Some(s) => read_password(s)?,
-            None => generate_password(),
+            // Only when the auth Secret does not exist yet; read back ever after.
+            None => build::render::random_password(),
         },
         primary: current_primary(app),
     };
@@ -345,11 +342,6 @@ fn read_password(secret: &Secret) -> Result<String, Error> {
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
         .filter(|p| !p.is_empty())
         .ok_or_else(|| Error::BadSecret { name: secret.name_any() })
-}
-
-/// A new random password, used only when the auth Secret does not exist yet.
-pub fn generate_password() -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(PASSWORD_LEN).map(char::from).collect()
 }
 
 /// The pod named `primary` exists, is ready and is not terminating.
