@@ -97,18 +97,25 @@ run_redis_benchmark() { # port -> prints a line, sets REDIS_RPS
 
 echo "== $(nproc) cores, ${DURATION}s per wrk run, $CONNS connections, wrk -t$WRK_THREADS"
 
+# One measurement phase against the running service: redis-benchmark on the same
+# Redis, wrk for increment alone and for the Locust mix, peak RSS, and the ratio.
+measure() { # label-suffix url mix-label
+  run_redis_benchmark "$RPORT"
+  run_wrk "web POST increment$1" "$2/api/counter/increment" "$ROOT/bench/wrk_increment.lua"
+  local inc_rps=$RPS
+  run_wrk "web Locust mix $3" "$2/" "$ROOT/bench/wrk_mix.lua"
+  echo "peak RSS of the service: $(peak_rss_mib "$WEB_PID") MiB (VmHWM)"
+  awk -v a="$inc_rps" -v b="$REDIS_RPS" -v l="$1" \
+    'BEGIN {printf "ratio web increment%s / redis INCR: %.2f (target >= 0.5)\n", l, a/b}'
+}
+
 RPORT="$(free_port)"; WPORT="$(free_port)"
 start_redis "$RPORT"
 start_web "$WPORT" "$RPORT"
 URL="http://127.0.0.1:$WPORT"
 
 echo "== SYNC_REPLICAS=0 (one redis-server)"
-run_redis_benchmark "$RPORT"
-run_wrk "web POST increment" "$URL/api/counter/increment" "$ROOT/bench/wrk_increment.lua"
-INC_RPS=$RPS
-run_wrk "web Locust mix (15/7/4/1)" "$URL/" "$ROOT/bench/wrk_mix.lua"
-echo "peak RSS of the service: $(peak_rss_mib "$WEB_PID") MiB (VmHWM)"
-awk -v a="$INC_RPS" -v b="$REDIS_RPS" 'BEGIN {printf "ratio web increment / redis INCR: %.2f (target >= 0.5)\n", a/b}'
+measure "" "$URL" "(15/7/4/1)"
 stop_web
 
 echo "== SYNC_REPLICAS=1 (primary + one replica, WAIT 1 per batch)"
@@ -120,11 +127,6 @@ for _ in $(seq 200); do
 done
 start_web "$W2PORT" "$RPORT" SYNC_REPLICAS=1 SYNC_TIMEOUT_MS=250
 URL="http://127.0.0.1:$W2PORT"
-run_redis_benchmark "$RPORT"
-run_wrk "web POST increment (sync 1)" "$URL/api/counter/increment" "$ROOT/bench/wrk_increment.lua"
-INC_RPS=$RPS
-run_wrk "web Locust mix (sync 1)" "$URL/" "$ROOT/bench/wrk_mix.lua"
-echo "peak RSS of the service: $(peak_rss_mib "$WEB_PID") MiB (VmHWM)"
-awk -v a="$INC_RPS" -v b="$REDIS_RPS" 'BEGIN {printf "ratio web increment (sync 1) / redis INCR: %.2f\n", a/b}'
+measure " (sync 1)" "$URL" "(sync 1)"
 echo "replica offset check: primary $(redis-cli -p "$RPORT" get counter:value), replica $(redis-cli -p "$R2PORT" get counter:value)"
 stop_web
