@@ -137,8 +137,10 @@ pub fn app_key(app: &CounterApp) -> AppKey {
 }
 
 /// How long observing a frozen node takes (connect + AUTH timeout): a pass that must
-/// fail over at a deadline starts this much earlier so that it acts on time.
+/// fail over at a deadline starts its last observation this much earlier.
 const OBSERVE_LEAD: Duration = Duration::from_millis(500);
+/// A pass this close to the failover deadline waits for it instead of requeueing.
+const FINAL_WAIT: Duration = Duration::from_secs(1);
 /// How long a promoted primary may take to accept writes (its replicas reconnect) before
 /// the failover is reported without that confirmation.
 const WRITABLE_WAIT: Duration = Duration::from_secs(2);
@@ -239,25 +241,43 @@ impl Manager {
     ) -> Result<Outcome, Error> {
         let key = app_key(app);
         let spec = decide::Spec::from_app(&app.spec);
-        let observed = observe_all(pods, nodes, addressing).await;
-        let now = Instant::now();
         let mut mem = self.memory_of(app);
-        let prev = previous(&mut mem, app, &observed);
-        let down_since = self.failover_clock(&key, &observed, &prev, now);
-        let unavailable_for = down_since.map(|since| now.saturating_duration_since(since));
-
-        let mut plan = decide::decide(&decide::Input {
-            nodes: &observed,
-            spec,
-            prev: prev.clone(),
-            primary_unavailable_for: unavailable_for,
-        });
+        let mut events = vec![];
+        let (observed, prev, down_since, mut plan) = loop {
+            let observed = observe_all(pods, nodes, addressing).await;
+            let now = Instant::now();
+            let prev = previous(&mut mem, app, &observed);
+            let down_since = self.failover_clock(&key, &observed, &prev, now);
+            let plan = decide::decide(&decide::Input {
+                nodes: &observed,
+                spec,
+                prev: prev.clone(),
+                primary_unavailable_for: down_since.map(|since| now.saturating_duration_since(since)),
+            });
+            // Within a second of the failover deadline: wait for it here, observing again,
+            // rather than in a requeue whose reconcile would first redo its API reads.
+            match plan.requeue_after {
+                Some(left)
+                    if plan.phase == Phase::PrimaryUnavailable
+                        && spec.failover_enabled
+                        && left <= FINAL_WAIT =>
+                {
+                    events.extend(phase_events(&mut mem, &plan));
+                    // Start observing early enough that a frozen primary's timeout ends at the deadline.
+                    tokio::time::sleep(
+                        left.saturating_sub(OBSERVE_LEAD).max(left.min(Duration::from_millis(50))),
+                    )
+                    .await;
+                }
+                _ => break (observed, prev, down_since, plan),
+            }
+        };
         if plan.phase == Phase::PrimaryUnavailable && spec.failover_enabled {
-            // Come back early enough that observing the (maybe frozen) primary ends at the deadline.
+            // Come back just before the deadline; the pass then waits for it (above).
             plan.requeue_after =
-                plan.requeue_after.map(|d| d.saturating_sub(OBSERVE_LEAD).max(Duration::from_millis(100)));
+                plan.requeue_after.map(|d| d.saturating_sub(FINAL_WAIT).max(Duration::from_millis(100)));
         }
-        let mut events = phase_events(&mut mem, &plan);
+        events.extend(phase_events(&mut mem, &plan));
 
         let addrs = actuate::Addresses {
             dial: pods.iter().filter_map(|p| Some((p.name.clone(), addressing.dial(p)?))).collect(),
