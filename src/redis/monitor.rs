@@ -227,6 +227,12 @@ impl Monitor {
         self.apps().entry(key.clone()).or_default().observe(primary, available, at)
     }
 
+    /// Since when the primary of `key` has been unavailable, as last recorded (`None`:
+    /// available, or not known).
+    pub fn down_since(&self, key: &AppKey) -> Option<Instant> {
+        self.apps().get(key)?.clock.as_ref().map(|c| c.since)
+    }
+
     /// The primary changed (failover or hand-over): its clock starts afresh.
     pub fn reset_clock(&self, key: &AppKey) {
         if let Some(w) = self.apps().get_mut(key) {
