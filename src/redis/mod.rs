@@ -558,3 +558,65 @@ async fn observe_all<N: RedisNodes, A: Addressing>(
     };
     futures::future::join_all(pods.iter().map(one)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    fn app(name: &str) -> CounterApp {
+        let mut app = CounterApp::new(name, crate::api::CounterAppSpec::default());
+        app.metadata.namespace = Some("ns".into());
+        app.metadata.uid = Some(format!("uid-{name}"));
+        app
+    }
+
+    #[test]
+    fn forgetting_a_counterapp_drops_its_memory_checks_and_metric_series() {
+        let m = Manager::new();
+        let mut reg = Registry::default();
+        m.metrics().register(&m.monitor().metrics, &mut reg);
+        let (gone, kept) = (app("gone"), app("kept"));
+        for a in [&gone, &kept] {
+            let key = app_key(a);
+            m.remember(
+                &key,
+                Memory {
+                    uid: a.metadata.uid.clone(),
+                    lag_series: vec![format!("{}-redis-0", key.name)],
+                    ..Memory::default()
+                },
+            );
+            m.metrics
+                .replication_lag
+                .get_or_create(&metrics::PodLabels::new(&key, &format!("{}-redis-0", key.name)))
+                .set(7);
+            m.metrics
+                .failovers
+                .get_or_create(&metrics::FailoverLabels::new(&key, metrics::KIND_AUTOMATIC))
+                .inc();
+            m.watch(a, &[], &ClusterAddressing { app: key.name.clone() }, "pw", None);
+        }
+        assert_eq!(m.monitor().len(), 2);
+        m.forget(&app_key(&gone));
+        let mut text = String::new();
+        encode(&mut text, &reg).unwrap();
+        assert!(!text.contains(r#"app="gone""#), "{text}");
+        assert!(text.contains(r#"app="kept""#), "{text}");
+        assert_eq!(m.monitor().len(), 1);
+        assert!(m.memory.lock().unwrap().get(&app_key(&gone)).is_none());
+    }
+
+    #[test]
+    fn a_new_counterapp_of_the_same_name_starts_without_the_old_memory() {
+        let m = Manager::new();
+        let old = app("demo");
+        m.remember(&app_key(&old), Memory { uid: old.metadata.uid.clone(), epoch: 7, ..Memory::default() });
+        assert_eq!(m.memory_of(&old).epoch, 7);
+        let mut new = app("demo");
+        new.metadata.uid = Some("another".into());
+        assert_eq!(m.memory_of(&new).epoch, 0);
+    }
+}
