@@ -4,6 +4,7 @@
 pub mod api;
 pub mod build;
 pub mod crd;
+pub mod failpoint;
 pub mod operator;
 pub mod redis;
 pub mod telemetry;

@@ -82,6 +82,51 @@ fn setup_redis(spec: Value) -> (Arc<Context>, FakeApi, Vec<RedisServer>) {
     (Arc::new(ctx), fake, servers)
 }
 
+/// Fill the operator's watch caches with what the fake API server holds now, as the
+/// controller's watches would (a fresh list per cache), and return the context.
+fn synced(ctx: &Arc<Context>, fake: &FakeApi) -> Arc<Context> {
+    use kube::core::PartialObjectMetaExt;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+    fn relist<K: kube::Resource<DynamicType = ()> + Clone>(w: &mut Writer<K>, objs: Vec<K>) {
+        w.apply_watcher_event(&Event::Init);
+        for o in objs {
+            w.apply_watcher_event(&Event::InitApply(o));
+        }
+        w.apply_watcher_event(&Event::InitDone);
+    }
+    fn full<K: serde::de::DeserializeOwned>(fake: &FakeApi, prefix: &str) -> Vec<K> {
+        fake.collection(prefix).into_iter().map(|v| serde_json::from_value(v).expect("object")).collect()
+    }
+    fn meta<K: kube::Resource<DynamicType = ()>>(
+        fake: &FakeApi,
+        prefix: &str,
+    ) -> Vec<kube::core::PartialObjectMeta<K>> {
+        fake.collection(prefix)
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(
+                    v["metadata"].clone(),
+                )
+                .unwrap()
+                .into_response_partial::<K>()
+            })
+            .collect()
+    }
+    ctx.cache_writers
+        .with(|w| {
+            relist(&mut w.deployments, full(fake, "/apis/apps/v1/namespaces/ns/deployments/"));
+            relist(&mut w.statefulsets, full(fake, "/apis/apps/v1/namespaces/ns/statefulsets/"));
+            relist(&mut w.secrets, full(fake, "/api/v1/namespaces/ns/secrets/"));
+            relist(&mut w.pods, full(fake, "/api/v1/namespaces/ns/pods/"));
+            relist(&mut w.services, meta(fake, "/api/v1/namespaces/ns/services/"));
+            relist(&mut w.configmaps, meta(fake, "/api/v1/namespaces/ns/configmaps/"));
+            relist(&mut w.pdbs, meta(fake, "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/"));
+        })
+        .expect("the caches are filled by the test");
+    ctx.clone()
+}
+
 /// The CounterApp as the API server has it now (with the status the operator wrote).
 fn load_cr(fake: &FakeApi) -> Arc<CounterApp> {
     Arc::new(serde_json::from_value(fake.get(CR).expect("CR stored")).expect("CounterApp"))
@@ -151,7 +196,7 @@ fn cluster_catches_up(fake: &FakeApi, roles: [Option<&str>; 3]) {
 /// First reconcile, then the cluster becomes ready and the operator reconciles until
 /// replication is up and the status says Ready.
 async fn ready_stack(ctx: &Arc<Context>, fake: &FakeApi) {
-    reconcile(load_cr(fake), ctx.clone()).await.expect("first reconcile");
+    reconcile(load_cr(fake), synced(ctx, fake)).await.expect("first reconcile");
     cluster_catches_up(fake, [Some("primary"), Some("replica"), Some("replica")]);
     settle(ctx, fake).await;
     assert_eq!(
@@ -166,7 +211,7 @@ async fn ready_stack(ctx: &Arc<Context>, fake: &FakeApi) {
 async fn settle(ctx: &Arc<Context>, fake: &FakeApi) {
     for _ in 0..50 {
         fake.clear_requests();
-        reconcile(load_cr(fake), ctx.clone()).await.expect("reconcile");
+        reconcile(load_cr(fake), synced(ctx, fake)).await.expect("reconcile");
         if writes(&fake.requests()).is_empty() {
             return;
         }
@@ -178,7 +223,7 @@ async fn settle(ctx: &Arc<Context>, fake: &FakeApi) {
 #[tokio::test]
 async fn first_reconcile_applies_every_child_with_ssa_then_patches_status() {
     let (ctx, fake) = setup(json!({}));
-    let action = reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    let action = reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
     assert_ne!(action, Action::await_change());
 
     let reqs = fake.requests();
@@ -190,16 +235,12 @@ async fn first_reconcile_applies_every_child_with_ssa_then_patches_status() {
     for w in &writes {
         assert_ssa(w);
     }
-    // Each child was read before it was applied; the auth Secret first of all.
-    assert_eq!(reqs[0].line(), format!("GET {SECRET}"));
-    for child in CHILDREN {
-        assert!(reqs.iter().any(|r| r.method == Method::GET && r.path == child), "GET {child}");
-    }
-    // Pods are listed by the Redis selector of this CounterApp.
-    let list = reqs.iter().find(|r| r.method == Method::GET && r.path == PODS).expect("pod list");
-    let selector = &list.query["labelSelector"];
-    assert!(selector.contains("app.kubernetes.io/instance=demo"), "{selector}");
-    assert!(selector.contains("app.kubernetes.io/component=redis"), "{selector}");
+    // Children come from the watch caches; the one live read is the auth Secret the
+    // cache does not hold (a missing Secret means a new password, which a lagging cache
+    // must never cause). No pod list: pods come from their cache too.
+    let reads: Vec<String> = reqs.iter().filter(|r| r.method == Method::GET).map(Recorded::line).collect();
+    assert_eq!(reads, [format!("GET {SECRET}")]);
+    assert!(!reqs.iter().any(|r| r.path == PODS), "pods are read from the cache");
 
     // Every child is controlled by the CR and carries the applied hash.
     for w in &writes[..10] {
@@ -245,12 +286,15 @@ async fn second_reconcile_of_unchanged_ready_stack_sends_no_patch() {
     assert_eq!(condition(&cr, "Reconciling"), None);
 
     let before = fake.resource_versions();
-    let action = reconcile(cr, ctx.clone()).await.expect("steady-state reconcile");
+    let action = reconcile(cr, synced(&ctx, &fake)).await.expect("steady-state reconcile");
     // The manager may ask to look again soon (replicas settling); never await_change.
     assert_ne!(action, Action::await_change());
     let reqs = fake.requests();
     let sent: Vec<String> = reqs.iter().filter(|r| r.is_write()).map(Recorded::line).collect();
     assert!(sent.is_empty(), "steady state must be silent, sent: {sent:#?}");
+    // Not even a read: every child and every Redis pod comes from the watch caches.
+    let read: Vec<String> = reqs.iter().map(Recorded::line).collect();
+    assert!(read.is_empty(), "a steady reconcile reads from its caches, sent: {read:#?}");
     // Nothing changed: the StatefulSet (whose SSA always bumps) was not re-applied.
     assert_eq!(fake.resource_versions(), before);
 }
@@ -259,7 +303,7 @@ async fn second_reconcile_of_unchanged_ready_stack_sends_no_patch() {
 async fn deleted_counterapp_is_not_reconciled() {
     let (ctx, fake) = setup(json!({}));
     fake.mutate(CR, |cr| cr["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z"));
-    let action = reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    let action = reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
     assert_eq!(action, Action::await_change());
     assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
 }
@@ -273,7 +317,8 @@ async fn api_error_leads_to_growing_backoff_then_reset() {
     let mut delays = vec![];
     for _ in 0..3 {
         let cr = load_cr(&fake);
-        let err = reconcile(cr.clone(), ctx.clone()).await.expect_err("apply of the StatefulSet fails");
+        let err =
+            reconcile(cr.clone(), synced(&ctx, &fake)).await.expect_err("apply of the StatefulSet fails");
         assert!(matches!(err, Error::Kube { .. }), "{err}");
         assert!(err.to_string().contains("apply StatefulSet ns/demo-redis"), "{err}");
         assert_eq!(err.metric_label(), "kube_api");
@@ -301,19 +346,19 @@ async fn api_error_leads_to_growing_backoff_then_reset() {
 
     // The API recovers: success resets the backoff.
     assert_eq!(ctx.backoff.failures(&obj), 3);
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("recovered");
+    reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("recovered");
     assert_eq!(ctx.backoff.failures(&obj), 0);
 }
 
 #[tokio::test]
 async fn redis_pods_get_role_labels_and_status_records_the_primary() {
     let (ctx, fake, _redis) = setup_redis(json!({}));
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("first reconcile");
+    reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("first reconcile");
     // Wrong labels: pod 1 claims primary, pod 0 replica, pod 2 unlabelled.
     cluster_catches_up(&fake, [Some("replica"), Some("primary"), None]);
     fake.clear_requests();
 
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
     let reqs = fake.requests();
     let w = writes(&reqs);
     let lines: Vec<String> = w.iter().map(Recorded::line).collect();
@@ -374,7 +419,7 @@ async fn existing_password_is_read_back_never_regenerated() {
         ..Default::default()
     };
     fake.insert(SECRET, serde_json::to_value(&secret).unwrap());
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
     let reqs = fake.requests();
     let apply = reqs.iter().find(|r| r.method == Method::PATCH && r.path == SECRET).expect("secret adopted");
     let applied: Secret = serde_json::from_value(apply.body.clone().unwrap()).unwrap();
@@ -391,7 +436,7 @@ async fn secret_without_password_is_an_error_not_a_new_password() {
         SECRET,
         json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "demo-redis-auth", "namespace": NS } }),
     );
-    let err = reconcile(load_cr(&fake), ctx.clone()).await.expect_err("bad secret");
+    let err = reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect_err("bad secret");
     assert!(matches!(err, Error::BadSecret { .. }), "{err}");
     assert!(writes(&fake.requests()).is_empty());
 }
@@ -399,8 +444,8 @@ async fn secret_without_password_is_an_error_not_a_new_password() {
 #[tokio::test]
 async fn paused_counterapp_applies_nothing_and_says_so() {
     let (ctx, fake) = setup(json!({ "paused": true }));
-    let action = reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
-    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    let action = reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
+    assert_eq!(action, Action::await_change(), "a paused stack waits for a change, it does not poll");
     let lines: Vec<String> = writes(&fake.requests()).iter().map(Recorded::line).collect();
     assert_eq!(lines, [format!("PATCH {CR}/status")]);
     let cr = load_cr(&fake);
@@ -408,7 +453,7 @@ async fn paused_counterapp_applies_nothing_and_says_so() {
     assert_eq!(condition(&cr, "Reconciling"), None);
 
     fake.clear_requests();
-    reconcile(cr, ctx.clone()).await.expect("reconcile");
+    reconcile(cr, synced(&ctx, &fake)).await.expect("reconcile");
     assert!(fake.requests().iter().all(|r| !r.is_write()), "{:#?}", fake.requests());
 }
 
@@ -416,15 +461,25 @@ async fn paused_counterapp_applies_nothing_and_says_so() {
 async fn spec_the_builders_reject_is_stalled_and_applies_nothing() {
     // The CRD schema would refuse this; the operator must still not act on it.
     let (ctx, fake) = setup(json!({ "web": { "replicas": 0 } }));
-    let err = reconcile(load_cr(&fake), ctx.clone()).await.expect_err("invalid spec");
-    assert!(matches!(err, Error::Build(_)), "{err}");
-    assert!(err.to_string().contains("spec.web.replicas"), "{err}");
+    let action = reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("invalid spec is not an error");
+    // It waits for the CounterApp to change instead of retrying with backoff.
+    assert_eq!(action, Action::await_change());
     let lines: Vec<String> = writes(&fake.requests()).iter().map(Recorded::line).collect();
     assert_eq!(lines, [format!("PATCH {CR}/status")]);
     let cr = load_cr(&fake);
     assert_eq!(condition(&cr, "Stalled"), Some(("True".into(), "InvalidSpec".into())));
     assert_eq!(condition(&cr, "Ready"), Some(("False".into(), "InvalidSpec".into())));
     assert_eq!(condition(&cr, "Reconciling"), None);
+    let stalled = cr.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert!(stalled.message.contains("spec.web.replicas"), "{}", stalled.message);
+    // One Event says why, not one per attempt.
+    let evs = events(&fake.requests());
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0]["reason"], "InvalidSpec");
+    assert_eq!(evs[0]["type"], "Warning");
+    fake.clear_requests();
+    reconcile(cr, synced(&ctx, &fake)).await.expect("again");
+    assert!(fake.requests().is_empty(), "nothing new to say: {:#?}", fake.requests());
 }
 
 #[tokio::test]
@@ -433,7 +488,7 @@ async fn out_of_band_edit_of_a_child_is_reverted_alone() {
     ready_stack(&ctx, &fake).await;
     // Someone scales the Deployment directly (its generation moves).
     fake.mutate(DEPLOY, |d| d["spec"]["replicas"] = json!(9));
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
     let reqs = fake.requests();
     let children: Vec<String> =
         writes(&reqs).iter().filter(|r| !r.path.ends_with("/status")).map(Recorded::line).collect();
@@ -449,7 +504,7 @@ async fn spec_change_reapplies_only_what_it_changes() {
     let (ctx, fake, _redis) = setup_redis(json!({}));
     ready_stack(&ctx, &fake).await;
     fake.mutate(CR, |cr| cr["spec"]["web"] = json!({ "replicas": 6 }));
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+    reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
     let children: Vec<String> = writes(&fake.requests())
         .iter()
         .filter(|r| !r.path.ends_with("/status"))
@@ -497,7 +552,7 @@ async fn failover_moves_labels_then_writes_status_without_touching_children() {
     let mut last = vec![];
     loop {
         fake.clear_requests();
-        reconcile(load_cr(&fake), ctx.clone()).await.expect("reconcile");
+        reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
         last = fake.requests();
         let primary = load_cr(&fake).status.clone().and_then(|s| s.redis).and_then(|r| r.primary);
         if primary.as_deref() != Some("demo-redis-0") {
@@ -547,7 +602,7 @@ async fn failover_moves_labels_then_writes_status_without_touching_children() {
 #[tokio::test]
 async fn a_stale_watch_cache_does_not_undo_our_own_status() {
     let (ctx, fake, _redis) = setup_redis(json!({}));
-    reconcile(load_cr(&fake), ctx.clone()).await.expect("first reconcile");
+    reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("first reconcile");
     let stale = load_cr(&fake);
     cluster_catches_up(&fake, [Some("primary"), Some("replica"), Some("replica")]);
     settle(&ctx, &fake).await;
@@ -556,7 +611,7 @@ async fn a_stale_watch_cache_does_not_undo_our_own_status() {
     // The controller's cache may still hold the CounterApp as it was before our last
     // status write: that must not lead to writing anything again.
     assert_eq!(condition(&stale, "Ready").map(|c| c.0), Some("False".into()));
-    reconcile(stale, ctx.clone()).await.expect("reconcile");
+    reconcile(stale, synced(&ctx, &fake)).await.expect("reconcile");
     assert!(writes(&fake.requests()).is_empty(), "{:#?}", writes(&fake.requests()));
 }
 

@@ -8,6 +8,11 @@
 //! harmless: SSA of a StatefulSet with volumeClaimTemplates bumps its resourceVersion
 //! every time (kubernetes/kubernetes#119304), which would re-trigger the controller
 //! forever.
+//!
+//! The live state comes from the watch caches, which can lag behind our own last apply
+//! by a moment. A cached object older than what our apply returned (or missing, right
+//! after we created it) is our own write on its way, never someone else's edit: the
+//! decision is [`Decision::Wait`] (the watch event of our write wakes the CounterApp).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -37,11 +42,13 @@ pub enum Decision {
     Revert,
     /// Up to date: send nothing.
     Skip,
+    /// The cache has not caught up with our own last apply yet: send nothing now.
+    Wait,
 }
 
 impl Decision {
     pub fn applies(self) -> bool {
-        self != Decision::Skip
+        matches!(self, Decision::Create | Decision::Update | Decision::Revert)
     }
 }
 
@@ -86,6 +93,24 @@ impl Memory {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|k, _| !(k.namespace == namespace && k.app == app));
     }
+
+    /// Drop the record of one child (its watch saw it deleted): when it is missing from
+    /// the cache now, it must be created again, not waited for.
+    pub fn forget_object(&self, namespace: &str, kind: &str, name: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| !(k.namespace == namespace && k.kind == kind && k.name == name));
+    }
+
+    /// Children with a record.
+    pub fn len(&self) -> usize {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The change marker of a live object: its generation when the kind has one (status
@@ -98,11 +123,30 @@ pub fn marker(meta: &ObjectMeta) -> Option<String> {
     }
 }
 
-/// Pure decision for one child.
-pub fn decide(desired_hash: &str, live: Option<&ObjectMeta>, seen: Option<&Seen>) -> Decision {
-    let Some(live) = live else {
-        return Decision::Create;
+/// `live` is an older version of the object than `ours` (both markers of the same kind:
+/// generations, or resourceVersions, which are etcd revisions and grow).
+fn is_older(live: Option<&str>, ours: Option<&str>) -> bool {
+    let split = |m: &str| -> Option<(String, u64)> {
+        let digits = m.trim_start_matches(|c: char| !c.is_ascii_digit());
+        Some((m[..m.len() - digits.len()].to_string(), digits.parse().ok()?))
     };
+    match (live.and_then(split), ours.and_then(split)) {
+        (Some((lk, l)), Some((ok, o))) => lk == ok && l < o,
+        _ => false,
+    }
+}
+
+/// Pure decision for one child, from its cached state and what our last apply returned.
+pub fn decide(desired_hash: &str, live: Option<&ObjectMeta>, seen: Option<&Seen>) -> Decision {
+    let ours = seen.filter(|s| s.hash == desired_hash);
+    let Some(live) = live else {
+        // Created by us and not in the cache yet. (A child deleted since loses its record
+        // with the delete event, so it is created again.)
+        return if ours.is_some() { Decision::Wait } else { Decision::Create };
+    };
+    if ours.is_some_and(|s| is_older(marker(live).as_deref(), s.marker.as_deref())) {
+        return Decision::Wait;
+    }
     let live_hash = live.annotations.as_ref().and_then(|a| a.get(HASH_ANNOTATION));
     if live_hash.map(String::as_str) != Some(desired_hash) {
         return Decision::Update;
@@ -124,12 +168,13 @@ pub fn hash_of<K: Serialize>(desired: &K, what: &str) -> Result<String, Error> {
 /// Result of [`ensure`].
 #[derive(Clone, Debug)]
 pub struct Applied<K> {
-    /// The object as the API server has it now.
-    pub object: K,
+    /// The object as the API server returned it, when it was applied.
+    pub object: Option<K>,
     pub decision: Decision,
 }
 
-/// GET a namespaced object; `None` when it does not exist.
+/// GET a namespaced object; `None` when it does not exist. Only for what the caches
+/// cannot answer safely (a Secret we are about to create with a new password).
 pub async fn get<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -141,14 +186,14 @@ where
     api.get_opt(name).await.map_err(|e| Error::kube(format!("get {} {namespace}/{name}", K::kind(&())), e))
 }
 
-/// Make the child `desired` of CounterApp `app` exist as built, given its `live` state
-/// (fresh from the API): server-side apply with force when [`decide`] says so.
+/// Make the child `desired` of CounterApp `app` exist as built, given its `live`
+/// metadata (from the watch cache): server-side apply with force when [`decide`] says so.
 pub async fn ensure<K>(
     client: &Client,
     memory: &Memory,
     app: &str,
     mut desired: K,
-    live: Option<K>,
+    live: Option<&ObjectMeta>,
 ) -> Result<Applied<K>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -162,7 +207,7 @@ where
     let namespace = desired
         .namespace()
         .ok_or_else(|| Error::InvalidObject(format!("desired {kind} {name} has no namespace")))?;
-    check_controller(&desired, live.as_ref(), &kind, &name)?;
+    check_controller(desired.meta(), live, &kind, &name)?;
 
     let hash = hash_of(&desired, &format!("{kind} {name}"))?;
     desired.annotations_mut().insert(HASH_ANNOTATION.to_string(), hash.clone());
@@ -172,30 +217,40 @@ where
         kind: kind.clone(),
         name: name.clone(),
     };
-    let decision = decide(&hash, live.as_ref().map(|l| l.meta()), memory.get(&key).as_ref());
-
-    let object = match (decision, live) {
-        (Decision::Skip, Some(live)) => live,
-        _ => {
-            let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            tracing::info!(%kind, %name, ?decision, "applying");
-            api.patch(&name, &params, &Patch::Apply(&desired))
-                .await
-                .map_err(|e| Error::kube(format!("apply {kind} {namespace}/{name}"), e))?
+    let seen = memory.get(&key);
+    let decision = decide(&hash, live, seen.as_ref());
+    if !decision.applies() {
+        if decision == Decision::Skip
+            && let Some(live) = live
+        {
+            // Baseline for telling a later foreign edit from our own (after a restart).
+            memory.record(key, Seen { hash, marker: marker(live) });
         }
-    };
+        return Ok(Applied { object: None, decision });
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    tracing::info!(%kind, %name, ?decision, "applying");
+    let object = api
+        .patch(&name, &params, &Patch::Apply(&desired))
+        .await
+        .map_err(|e| Error::kube(format!("apply {kind} {namespace}/{name}"), e))?;
     memory.record(key, Seen { hash, marker: marker(object.meta()) });
-    Ok(Applied { object, decision })
+    Ok(Applied { object: Some(object), decision })
 }
 
 /// Refuse to take over an object that another owner controls (a name clash), rather
 /// than silently stealing it.
-fn check_controller<K: Resource>(desired: &K, live: Option<&K>, kind: &str, name: &str) -> Result<(), Error> {
+fn check_controller(
+    desired: &ObjectMeta,
+    live: Option<&ObjectMeta>,
+    kind: &str,
+    name: &str,
+) -> Result<(), Error> {
     let controller_uid = |m: &ObjectMeta| {
         m.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true)).map(|o| o.uid.clone())
     };
-    match (controller_uid(desired.meta()), live.and_then(|l| controller_uid(l.meta()))) {
+    match (controller_uid(desired), live.and_then(controller_uid)) {
         (Some(ours), Some(theirs)) if ours != theirs => {
             Err(Error::NotOwned { kind: kind.to_string(), name: name.to_string() })
         }
@@ -255,6 +310,24 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_behind_our_own_apply_waits_and_is_never_taken_for_an_edit() {
+        let ours = Seen { hash: "h".into(), marker: Some("g4".into()) };
+        // Created by us, not cached yet.
+        assert_eq!(decide("h", None, Some(&ours)), Decision::Wait);
+        // The cache still has the version before our update (old hash, older generation).
+        assert_eq!(decide("h", Some(&meta(Some("old"), Some(3), "40")), Some(&ours)), Decision::Wait);
+        // Same for kinds without generation: resourceVersions are etcd revisions.
+        let ours = Seen { hash: "h".into(), marker: Some("rv90".into()) };
+        assert_eq!(decide("h", Some(&meta(Some("old"), None, "85")), Some(&ours)), Decision::Wait);
+        // Caught up: nothing to do; someone's later edit: revert.
+        assert_eq!(decide("h", Some(&meta(Some("h"), None, "90")), Some(&ours)), Decision::Skip);
+        assert_eq!(decide("h", Some(&meta(Some("h"), None, "91")), Some(&ours)), Decision::Revert);
+        // A new desired state is applied whatever the cache says.
+        assert_eq!(decide("h2", Some(&meta(Some("h"), None, "85")), Some(&ours)), Decision::Update);
+        assert_eq!(decide("h2", None, Some(&ours)), Decision::Create);
+    }
+
+    #[test]
     fn hash_is_stable_and_content_sensitive() {
         let mut a = ConfigMap::default();
         a.metadata.name = Some("x".into());
@@ -276,11 +349,12 @@ mod tests {
             cm
         };
         let desired = owned_by("ours");
-        assert!(check_controller(&desired, Some(&owned_by("ours")), "ConfigMap", "x").is_ok());
-        assert!(check_controller(&desired, Some(&ConfigMap::default()), "ConfigMap", "x").is_ok());
-        assert!(check_controller(&desired, None, "ConfigMap", "x").is_ok());
+        let m = |cm: &ConfigMap| cm.metadata.clone();
+        assert!(check_controller(&m(&desired), Some(&m(&owned_by("ours"))), "ConfigMap", "x").is_ok());
+        assert!(check_controller(&m(&desired), Some(&m(&ConfigMap::default())), "ConfigMap", "x").is_ok());
+        assert!(check_controller(&m(&desired), None, "ConfigMap", "x").is_ok());
         assert!(matches!(
-            check_controller(&desired, Some(&owned_by("theirs")), "ConfigMap", "x"),
+            check_controller(&m(&desired), Some(&m(&owned_by("theirs"))), "ConfigMap", "x"),
             Err(Error::NotOwned { .. })
         ));
     }

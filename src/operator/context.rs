@@ -5,11 +5,11 @@ use std::sync::Arc;
 use kube::Client;
 use kube::runtime::reflector::ObjectRef;
 
-use super::apply;
 use super::backoff::Backoff;
 use super::events::Events;
 use super::metrics::Metrics;
 use super::status_cache::StatusCache;
+use super::{apply, cache, leader};
 use crate::api::CounterApp;
 use crate::redis;
 use crate::redis::PodView;
@@ -48,6 +48,10 @@ impl Addressing for AppAddressing<'_> {
     }
 }
 
+/// Reconciles at once by default: enough to keep the API server busy, few enough that
+/// a burst of a thousand CounterApps does not open a thousand requests at once.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
 /// What each reconcile gets besides the CounterApp.
 pub struct Context {
     pub client: Client,
@@ -65,6 +69,14 @@ pub struct Context {
     pub applied: apply::Memory,
     /// The last status written per CounterApp (fresher than the watch cache).
     pub statuses: StatusCache,
+    /// The watch caches reconciles read children and Redis pods from.
+    pub caches: cache::Caches,
+    /// Their write side, taken by the controller's watches (tests fill caches by hand).
+    pub cache_writers: cache::WriterSlot,
+    /// Reconciles run at once, at most (`--max-concurrent-reconciles`).
+    pub max_concurrent_reconciles: u16,
+    /// Whether this instance may act (leader election); checked before every change.
+    pub leadership: leader::Leadership,
 }
 
 impl Context {
@@ -80,10 +92,19 @@ impl Context {
     /// A context with fresh metrics. `POD_NAME` (the downward API) names this operator
     /// instance in Events.
     pub fn new(client: Client, default_web_image: impl Into<String>) -> Self {
+        Self::with_metrics(client, default_web_image, Metrics::default())
+    }
+
+    /// [`Context::new`] with metrics the client already records into (API requests).
+    pub fn with_metrics(client: Client, default_web_image: impl Into<String>, mut metrics: Metrics) -> Self {
         let redis = redis::Manager::new();
-        let mut metrics = Metrics::default();
         redis.metrics().register(&redis.monitor().metrics, metrics.registry_mut());
+        let (caches, writers) = cache::new();
         Self {
+            caches,
+            cache_writers: cache::WriterSlot::new(writers),
+            max_concurrent_reconciles: DEFAULT_CONCURRENCY,
+            leadership: leader::Leadership::always(),
             events: Events::new(client.clone(), std::env::var("POD_NAME").ok()),
             client,
             metrics: Arc::new(metrics),

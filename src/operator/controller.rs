@@ -4,18 +4,19 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::reconcile::{error_policy, reconcile};
-use super::{Context, Error};
+use super::{Context, Error, cache};
 use crate::api::CounterApp;
 use crate::build::labels::{self, Component};
 
@@ -54,6 +55,40 @@ pub async fn check_crd(client: &Client, namespace: Option<&str>) -> Result<(), E
     }
 }
 
+/// The CounterApp that controls a child (its controller owner reference).
+pub fn owner_app<K: Resource>(child: &K) -> Option<ObjectRef<CounterApp>> {
+    let owner = child
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == CounterApp::kind(&()))?;
+    Some(ObjectRef::new(&owner.name).within(&child.namespace()?))
+}
+
+/// A watch turned into a cache and a stream of triggers: objects pass `strip` before the
+/// cache takes them, and a deleted child's apply record is dropped (so a child deleted by
+/// someone is created again rather than awaited as our own write on its way).
+fn reflected<K, S>(
+    events: S,
+    writer: Writer<K>,
+    strip: fn(&mut K),
+    ctx: Arc<Context>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    events
+        .default_backoff()
+        .modify(strip)
+        .inspect_ok(move |ev| {
+            if let watcher::Event::Delete(o) = ev {
+                ctx.applied.forget_object(&o.namespace().unwrap_or_default(), &K::kind(&()), &o.name_any());
+            }
+        })
+        .reflect(writer)
+        .touched_objects()
+}
+
 /// Run the controller until `shutdown` resolves and in-flight reconciles finish.
 pub async fn run(
     ctx: Arc<Context>,
@@ -62,6 +97,10 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
+    let Some(w) = ctx.cache_writers.take() else {
+        tracing::error!("the watch caches are filled by another controller already; not starting");
+        return;
+    };
     // Children carry managed-by; filtering keeps the watches (Secrets!) small.
     let owned = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let redis_pods = watcher::Config::default().labels(&format!(
@@ -71,6 +110,44 @@ pub async fn run(
         labels::COMPONENT,
         Component::Redis.as_str()
     ));
+    let deployments = reflected(
+        watcher(api::<Deployment>(&client, ns), owned.clone()),
+        w.deployments,
+        cache::strip_deployment,
+        ctx.clone(),
+    );
+    let statefulsets = reflected(
+        watcher(api::<StatefulSet>(&client, ns), owned.clone()),
+        w.statefulsets,
+        cache::strip_statefulset,
+        ctx.clone(),
+    );
+    let secrets = reflected(
+        watcher(api::<Secret>(&client, ns), owned.clone()),
+        w.secrets,
+        cache::strip_meta,
+        ctx.clone(),
+    );
+    // Metadata is all a reconcile reads of these.
+    let services = reflected(
+        watcher(api::<PartialObjectMeta<Service>>(&client, ns), owned.clone()),
+        w.services,
+        cache::strip_meta,
+        ctx.clone(),
+    );
+    let configmaps = reflected(
+        watcher(api::<PartialObjectMeta<ConfigMap>>(&client, ns), owned.clone()),
+        w.configmaps,
+        cache::strip_meta,
+        ctx.clone(),
+    );
+    let pdbs = reflected(
+        watcher(api::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns), owned.clone()),
+        w.pdbs,
+        cache::strip_meta,
+        ctx.clone(),
+    );
+    let pods = reflected(watcher(api::<Pod>(&client, ns), redis_pods), w.pods, cache::strip_pod, ctx.clone());
 
     // The health checker's wake-ups: a Redis pod that answers differently (a primary that
     // stopped answering, a stray master) reconciles its CounterApp at once.
@@ -80,16 +157,43 @@ pub async fn run(
             .left_stream(),
         None => futures::stream::empty().right_stream(),
     };
+    // Every trigger counts as queued until its reconcile starts (the queue depth).
+    let metrics = ctx.metrics.clone();
+    let queued = move |app: Option<ObjectRef<CounterApp>>| {
+        if let Some(a) = &app {
+            metrics.queued(a);
+        }
+        app
+    };
+    let q = queued.clone();
+    let wakeups = wakeups.inspect(move |a| {
+        q(Some(a.clone()));
+    });
+
+    // The CounterApps themselves, through a cache of our own (stripped of managed fields).
+    let (apps, apps_writer) = reflector::store();
+    let app_stream = watcher(api::<CounterApp>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(cache::strip_meta)
+        .reflect(apps_writer)
+        .touched_objects()
+        .inspect_ok({
+            let q = queued.clone();
+            move |a| {
+                q(Some(ObjectRef::from_obj(a)));
+            }
+        });
     let forget = ctx.clone();
 
-    Controller::new(api::<CounterApp>(&client, ns), watcher::Config::default())
-        .owns(api::<Deployment>(&client, ns), owned.clone())
-        .owns(api::<StatefulSet>(&client, ns), owned.clone())
-        .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<ConfigMap>(&client, ns), owned.clone())
-        .owns(api::<Secret>(&client, ns), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, ns), owned)
-        .watches(api::<Pod>(&client, ns), redis_pods, |pod| pod_to_app(&pod))
+    Controller::for_stream(app_stream, apps)
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.max_concurrent_reconciles))
+        .watches_stream(deployments, { let q = queued.clone(); move |o| q(owner_app(&o)) })
+        .watches_stream(statefulsets, { let q = queued.clone(); move |o| q(owner_app(&o)) })
+        .watches_stream(secrets, { let q = queued.clone(); move |o| q(owner_app(&o)) })
+        .watches_stream(services, { let q = queued.clone(); move |o| q(owner_app(&o)) })
+        .watches_stream(configmaps, { let q = queued.clone(); move |o| q(owner_app(&o)) })
+        .watches_stream(pdbs, { let q = queued.clone(); move |o| q(owner_app(&o)) })
+        .watches_stream(pods, move |pod| queued(pod_to_app(&pod)))
         .reconcile_on(wakeups)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -101,17 +205,19 @@ pub async fn run(
                 forget.forget(&app);
             }
             async move {
-            match res {
-                Ok((obj, action)) => tracing::debug!(object = %obj, ?action, "reconciled"),
-                // Already logged (with its backoff) by the error policy.
-                Err(ControllerError::ReconcilerFailed(_, obj)) => tracing::debug!(object = %obj, "reconcile failed"),
-                Err(ControllerError::ObjectNotFound(obj)) => tracing::debug!(object = %obj, "object gone"),
-                // A failing watch (often RBAC: list/watch missing) must be visible.
-                Err(ControllerError::QueueError(e)) => {
-                    tracing::error!(error = %e, "watch failed; check the operator's RBAC (list and watch on every watched kind)")
+                match res {
+                    Ok((obj, action)) => tracing::debug!(object = %obj, ?action, "reconciled"),
+                    // Already logged (with its backoff) by the error policy.
+                    Err(ControllerError::ReconcilerFailed(_, obj)) => {
+                        tracing::debug!(object = %obj, "reconcile failed")
+                    }
+                    Err(ControllerError::ObjectNotFound(obj)) => tracing::debug!(object = %obj, "object gone"),
+                    // A failing watch (often RBAC: list/watch missing) must be visible.
+                    Err(ControllerError::QueueError(e)) => {
+                        tracing::error!(error = %e, "watch failed; check the operator's RBAC (list and watch on every watched kind)")
+                    }
+                    Err(e) => tracing::error!(error = %e, "controller error"),
                 }
-                Err(e) => tracing::error!(error = %e, "controller error"),
-            }
             }
         })
         .await;

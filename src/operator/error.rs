@@ -53,6 +53,14 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// Leader election failed, or this instance lost the lease.
+    #[error("leader election: {0}")]
+    Lease(String),
+
+    /// The kubeconfig or in-cluster configuration is unusable.
+    #[error("cannot configure the Kubernetes client: {0}")]
+    ClientConfig(String),
+
     /// The metrics/health server failed.
     #[error("metrics server on {addr}: {source}")]
     MetricsServer {
@@ -76,6 +84,8 @@ impl Error {
             Error::NotOwned { .. } => "not_owned",
             Error::Serialize { .. } => "serialize",
             Error::MetricsServer { .. } => "metrics_server",
+            Error::Lease(_) => "lease",
+            Error::ClientConfig(_) => "config",
         }
     }
 

@@ -18,6 +18,8 @@ pub mod reason {
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
     /// A Redis pod's `counterstack.io/role` label moved.
     pub const ROLE_CHANGED: &str = "RoleChanged";
+    /// The spec is refused by the builders (Warning; once per new refusal).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
 }
 
 /// Longest note the Events API accepts (1 kB).

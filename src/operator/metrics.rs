@@ -1,9 +1,10 @@
 //! Operator metrics (prometheus-client) and the tiny HTTP server that exposes them with
 //! the health endpoints: `/metrics`, `/livez`, `/readyz`.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -11,13 +12,16 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use kube::runtime::reflector::ObjectRef;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::Error;
+use crate::api::CounterApp;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -27,6 +31,27 @@ pub struct ErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`.
+    pub verb: String,
+}
+
+/// What this operator instance is, for `/readyz` and `counterstack_leader`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Starting = 0,
+    /// Waiting for the lease: ready to take over, reconciling nothing.
+    Standby = 1,
+    Leader = 2,
 }
 
 /// Every metric the operator records.
@@ -44,8 +69,21 @@ pub struct Metrics {
     pub status_patches: Counter,
     /// Redis pod role-label changes.
     pub role_label_patches: Counter,
-    /// Set once the controller runs (the `/readyz` answer).
-    ready: AtomicBool,
+    /// Finished reconciles by result.
+    pub results: Family<ResultLabels, Counter>,
+    /// Reconciles running now.
+    pub in_flight: Gauge,
+    /// CounterApps triggered whose reconcile has not started yet.
+    pub queue_depth: Gauge,
+    queue: Mutex<HashSet<ObjectRef<CounterApp>>>,
+    /// Requests to the API server by verb (every request the client sends).
+    pub api_requests: Family<VerbLabels, Counter>,
+    /// Objects in the watch caches by kind.
+    pub cache_objects: Family<KindLabels, Gauge>,
+    /// 1 while this instance holds the lease and reconciles.
+    pub leader: Gauge,
+    /// [`Role`], for `/readyz`.
+    role: AtomicU8,
 }
 
 impl Default for Metrics {
@@ -60,6 +98,34 @@ impl Default for Metrics {
         let applies = Family::<KindLabels, Counter>::default();
         let status_patches = Counter::default();
         let role_label_patches = Counter::default();
+        let results = Family::<ResultLabels, Counter>::default();
+        let in_flight = Gauge::default();
+        let queue_depth = Gauge::default();
+        let api_requests = Family::<VerbLabels, Counter>::default();
+        let cache_objects = Family::<KindLabels, Gauge>::default();
+        let leader = Gauge::default();
+        registry.register("counterstack_reconcile_results", "Finished reconciles by result", results.clone());
+        registry.register("counterstack_reconciles_in_flight", "Reconciles running now", in_flight.clone());
+        registry.register(
+            "counterstack_reconcile_queue_depth",
+            "CounterApps triggered (by a watch event or a Redis check) whose reconcile has not started",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "counterstack_api_requests",
+            "Requests this operator sent to the Kubernetes API server, by verb",
+            api_requests.clone(),
+        );
+        registry.register(
+            "counterstack_cache_objects",
+            "Objects in the operator's watch caches, by kind",
+            cache_objects.clone(),
+        );
+        registry.register(
+            "counterstack_leader",
+            "1 while this operator instance holds the lease and reconciles",
+            leader.clone(),
+        );
         registry.register("counterstack_reconciles", "CounterApp reconciles started", reconciles.clone());
         registry.register(
             "counterstack_reconcile_errors",
@@ -90,7 +156,14 @@ impl Default for Metrics {
             applies,
             status_patches,
             role_label_patches,
-            ready: AtomicBool::new(false),
+            results,
+            in_flight,
+            queue_depth,
+            queue: Mutex::default(),
+            api_requests,
+            cache_objects,
+            leader,
+            role: AtomicU8::new(Role::Starting as u8),
         }
     }
 }
@@ -101,9 +174,26 @@ impl Metrics {
         &mut self.registry
     }
 
-    /// Start timing a reconcile; the returned guard records the duration when dropped.
-    pub fn reconcile_started(&self) -> ReconcileTimer<'_> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, HashSet<ObjectRef<CounterApp>>> {
+        // A poisoned lock only means a panic elsewhere mid-insert; the set is usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `app` was triggered; it counts towards the queue depth until its reconcile starts.
+    pub fn queued(&self, app: &ObjectRef<CounterApp>) {
+        let mut q = self.queue();
+        q.insert(app.clone());
+        self.queue_depth.set(i64::try_from(q.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Start timing a reconcile of `app`; the returned guard records the duration and
+    /// the in-flight count when dropped.
+    pub fn reconcile_started(&self, app: &ObjectRef<CounterApp>) -> ReconcileTimer<'_> {
         self.reconciles.inc();
+        self.in_flight.inc();
+        let mut q = self.queue();
+        q.remove(app);
+        self.queue_depth.set(i64::try_from(q.len()).unwrap_or(i64::MAX));
         ReconcileTimer { metrics: self, start: Instant::now() }
     }
 
@@ -111,16 +201,32 @@ impl Metrics {
         self.errors.get_or_create(&ErrorLabels { error: e.metric_label().to_string() }).inc();
     }
 
+    pub fn reconcile_result(&self, ok: bool) {
+        self.results.get_or_create(&ResultLabels { result: if ok { "ok" } else { "error" }.into() }).inc();
+    }
+
+    /// Record the number of objects in one watch cache.
+    pub fn cache_size(&self, kind: &str, n: usize) {
+        self.cache_objects
+            .get_or_create(&KindLabels { kind: kind.to_string() })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_role(&self, role: Role) {
+        self.role.store(role as u8, Ordering::Relaxed);
+        self.leader.set(i64::from(role == Role::Leader));
+    }
+
+    pub fn role(&self) -> Role {
+        match self.role.load(Ordering::Relaxed) {
+            1 => Role::Standby,
+            2 => Role::Leader,
+            _ => Role::Starting,
+        }
+    }
+
     pub fn applied(&self, kind: &str) {
         self.applies.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
-    }
-
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
     }
 
     /// The registry in the Prometheus text format.
@@ -139,8 +245,57 @@ pub struct ReconcileTimer<'a> {
 
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
+        self.metrics.in_flight.dec();
         self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
     }
+}
+
+/// The API verb of a request, from its method, path and query (as the API server's
+/// audit log names it).
+pub fn api_verb(method: &axum::http::Method, path: &str, query: Option<&str>) -> &'static str {
+    let watching = query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    match *method {
+        axum::http::Method::GET if watching => "watch",
+        axum::http::Method::GET if names_one_object(path) => "get",
+        axum::http::Method::GET => "list",
+        axum::http::Method::POST => "create",
+        axum::http::Method::PUT => "update",
+        axum::http::Method::PATCH => "patch",
+        axum::http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+/// `/api/v1[/namespaces/NS]/RESOURCE/NAME[/SUB]` or `/apis/G/V[/namespaces/NS]/...`:
+/// whether the path names one object (a get) rather than a collection (a list).
+fn names_one_object(path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segs.first() {
+        Some(&"api") => segs.get(2..),
+        Some(&"apis") => segs.get(3..),
+        _ => None,
+    }
+    .unwrap_or_default();
+    match rest {
+        ["namespaces", _] => true,
+        ["namespaces", _, _resource, rest @ ..] => !rest.is_empty(),
+        [_resource, rest @ ..] => !rest.is_empty(),
+        [] => false,
+    }
+}
+
+/// A tower layer for the kube client that counts every request by verb into `requests`
+/// ([`Metrics::api_requests`]).
+pub fn api_request_layer(
+    requests: Family<VerbLabels, Counter>,
+) -> tower::util::MapRequestLayer<
+    impl Fn(axum::http::Request<kube::client::Body>) -> axum::http::Request<kube::client::Body> + Clone,
+> {
+    tower::util::MapRequestLayer::new(move |req: axum::http::Request<kube::client::Body>| {
+        let verb = api_verb(req.method(), req.uri().path(), req.uri().query());
+        requests.get_or_create(&VerbLabels { verb: verb.to_string() }).inc();
+        req
+    })
 }
 
 /// Routes of the metrics/health server.
@@ -167,8 +322,13 @@ async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
+/// 200 `leader` or 200 `standby` (ready to take over), 503 while starting.
 async fn readyz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
-    if m.is_ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") }
+    match m.role() {
+        Role::Leader => (StatusCode::OK, "leader"),
+        Role::Standby => (StatusCode::OK, "standby"),
+        Role::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+    }
 }
 
 /// Bind `addr` now (so a busy port fails at startup) and serve until `shutdown` resolves.
@@ -191,6 +351,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
+    use axum::http::Method;
     use axum::http::Request;
     use tower::ServiceExt;
 
@@ -208,8 +369,11 @@ mod tests {
         let m = Arc::new(Metrics::default());
         assert_eq!(get(&m, "/livez").await.0, StatusCode::OK);
         assert_eq!(get(&m, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
-        m.set_ready(true);
-        assert_eq!(get(&m, "/readyz").await.0, StatusCode::OK);
+        m.set_role(Role::Standby);
+        assert_eq!(get(&m, "/readyz").await, (StatusCode::OK, "standby".to_string()));
+        m.set_role(Role::Leader);
+        assert_eq!(get(&m, "/readyz").await, (StatusCode::OK, "leader".to_string()));
+        assert!(get(&m, "/metrics").await.1.contains("counterstack_leader 1"));
         let (status, body) = get(&m, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("# TYPE counterstack_reconciles counter"), "{body}");
@@ -217,11 +381,39 @@ mod tests {
     }
 
     #[test]
+    fn api_verbs_are_named_as_the_audit_log_names_them() {
+        let v = |m: Method, p: &str, q: Option<&str>| api_verb(&m, p, q);
+        assert_eq!(v(Method::GET, "/api/v1/namespaces/ns/pods", None), "list");
+        assert_eq!(v(Method::GET, "/api/v1/pods", Some("labelSelector=a%3Db")), "list");
+        assert_eq!(
+            v(Method::GET, "/api/v1/namespaces/ns/pods", Some("watch=true&resourceVersion=1")),
+            "watch"
+        );
+        assert_eq!(v(Method::GET, "/api/v1/namespaces/ns/secrets/demo-redis-auth", None), "get");
+        assert_eq!(v(Method::GET, "/apis/apps/v1/namespaces/ns/statefulsets/demo-redis", None), "get");
+        assert_eq!(v(Method::GET, "/apis/counterstack.io/v1alpha1/counterapps", Some("limit=1")), "list");
+        assert_eq!(v(Method::GET, "/api/v1/namespaces/ns", None), "get");
+        assert_eq!(
+            v(Method::PATCH, "/apis/counterstack.io/v1alpha1/namespaces/ns/counterapps/demo/status", None),
+            "patch"
+        );
+        assert_eq!(v(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events", None), "create");
+        assert_eq!(v(Method::DELETE, "/api/v1/namespaces/ns/pods/demo-redis-0", None), "delete");
+        assert_eq!(v(Method::PUT, "/apis/coordination.k8s.io/v1/namespaces/ns/leases/x", None), "update");
+    }
+
+    #[test]
     fn encodes_counters_with_error_labels() {
         let m = Metrics::default();
+        let app = ObjectRef::new("demo").within("ns");
+        m.queued(&app);
+        assert!(m.encode().unwrap().contains("counterstack_reconcile_queue_depth 1"));
         {
-            let _t = m.reconcile_started();
+            let _t = m.reconcile_started(&app);
+            assert!(m.encode().unwrap().contains("counterstack_reconciles_in_flight 1"));
         }
+        assert!(m.encode().unwrap().contains("counterstack_reconcile_queue_depth 0"));
+        assert!(m.encode().unwrap().contains("counterstack_reconciles_in_flight 0"));
         m.reconcile_failed(&Error::CrdNotInstalled);
         m.applied("Deployment");
         let text = m.encode().unwrap();

@@ -5,14 +5,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::sync::watch;
 
 pub mod apply;
 pub mod backoff;
+pub mod cache;
 pub mod context;
 pub mod controller;
 mod error;
 pub mod events;
+pub mod leader;
 pub mod metrics;
 pub mod pods;
 pub mod rbac;
@@ -39,15 +42,58 @@ pub struct OperatorArgs {
     /// unset.
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
+
+    /// Leader election: of several replicas only the lease holder reconciles.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the Lease (default: the operator's own, `POD_NAMESPACE`, else the
+    /// watched namespace, else `default`).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "counterstack-operator")]
+    pub lease_name: String,
+
+    /// Seconds a lease is valid after its last renewal; a standby takes over within this
+    /// when the leader dies.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(6..=300))]
+    pub lease_duration_seconds: u64,
+
+    /// Reconciles running at once, at most.
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = context::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_reconciles: u16,
 }
 
-/// Run the operator until SIGTERM or SIGINT, then let in-flight reconciles finish.
+/// This instance's name in the Lease: the pod name, else the host name, else random.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .map(|base| format!("{base}-{:08x}", rand::random::<u32>()))
+        .unwrap_or_else(|| format!("counterstack-{:08x}", rand::random::<u32>()))
+}
+
+/// A kube client that counts every request it sends (`counterstack_api_requests_total`).
+async fn client(metrics: &metrics::Metrics) -> Result<kube::Client, Error> {
+    let config = kube::Config::infer().await.map_err(|e| Error::ClientConfig(e.to_string()))?;
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(Error::Config)?;
+    Ok(builder.with_layer(&metrics::api_request_layer(metrics.api_requests.clone())).build())
+}
+
+/// Run the operator until SIGTERM or SIGINT, then let in-flight reconciles finish. With
+/// leader election, wait for the lease first, and stop (an error: restart as a standby)
+/// when it is lost.
 pub async fn run(args: OperatorArgs) -> Result<(), Error> {
-    let client = kube::Client::try_default().await.map_err(Error::Config)?;
+    let metrics = metrics::Metrics::default();
+    let client = client(&metrics).await?;
     let namespace = args.namespace.filter(|n| !n.is_empty());
     controller::check_crd(&client, namespace.as_deref()).await?;
 
-    let ctx = Arc::new(Context::new(client, args.default_web_image));
+    let mut ctx = Context::with_metrics(client.clone(), args.default_web_image, metrics);
+    ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
     let metrics = ctx.metrics.clone();
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -58,22 +104,85 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         let _ = stop_tx.send(true);
     });
 
-    tracing::info!(namespace = namespace.as_deref().unwrap_or("<all>"), "operator started");
-    metrics.set_ready(true);
-    let monitor = ctx.redis.monitor().clone();
-    let checks = tokio::spawn(async move { monitor.run().await });
-    controller::run(ctx, namespace, stopped(stop_rx)).await;
-    checks.abort();
-    metrics.set_ready(false);
-    tracing::info!("controller stopped");
+    let outcome = async {
+        let lost = if args.leader_election {
+            metrics.set_role(metrics::Role::Standby);
+            let cfg = leader::LeaseConfig {
+                namespace: args
+                    .lease_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .or_else(|| namespace.clone())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "default".to_string()),
+                name: args.lease_name,
+                identity: identity(),
+                duration: args.lease_duration_seconds,
+                grace: (args.lease_duration_seconds * 2 / 5).max(4),
+            };
+            let acquired = tokio::select! {
+                a = leader::acquire(client.clone(), cfg) => a?,
+                _ = stopped(stop_rx.clone()) => return Ok(()),
+            };
+            ctx.leadership = acquired.0;
+            acquired.1.left_future()
+        } else {
+            futures::future::pending().right_future()
+        };
+        metrics.set_role(metrics::Role::Leader);
+        let ctx = Arc::new(ctx);
+        tracing::info!(namespace = namespace.as_deref().unwrap_or("<all>"), "operator started");
+        let monitor = ctx.redis.monitor().clone();
+        let checks = tokio::spawn(async move { monitor.run().await });
+        let sizes = tokio::spawn(report_cache_sizes(ctx.clone()));
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let stop = {
+            let stop_rx = stop_rx.clone();
+            let lost_rx = lost_rx.clone();
+            async move {
+                tokio::select! {
+                    _ = stopped(stop_rx) => {}
+                    _ = stopped(lost_rx) => {}
+                }
+            }
+        };
+        let watch_lease = tokio::spawn(async move {
+            let why = lost.await;
+            let _ = lost_tx.send(true);
+            why
+        });
+        controller::run(ctx, namespace, stop).await;
+        checks.abort();
+        sizes.abort();
+        metrics.set_role(metrics::Role::Starting);
+        tracing::info!("controller stopped");
+        if *lost_rx.borrow() {
+            let why = watch_lease.await.unwrap_or_default();
+            return Err(Error::Lease(format!("lost the lease ({why}); exiting to restart as a standby")));
+        }
+        watch_lease.abort();
+        Ok(())
+    }
+    .await;
 
-    // The controller only ends on a signal, but if it ever ends otherwise the health
-    // server must not keep the process alive.
+    // The controller only ends on a signal (or a lost lease), but if it ever ends
+    // otherwise the health server must not keep the process alive.
     signals.abort();
     server.abort();
+    outcome?;
     match server.await {
         Ok(result) => result,
         Err(_) => Ok(()), // aborted or already finished
+    }
+}
+
+/// Keep `counterstack_cache_objects` current (every 10 s: it is a size, not an event).
+async fn report_cache_sizes(ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        for (kind, n) in ctx.caches.sizes() {
+            ctx.metrics.cache_size(kind, n);
+        }
     }
 }
 

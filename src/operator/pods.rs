@@ -1,11 +1,13 @@
-//! Redis pods: read them fresh from the API for the replication manager, and move the
-//! `counterstack.io/role` labels the primary and replicas Services select on.
+//! Redis pods: read them from the watch cache for the replication manager (it dials
+//! the IPs and checks Redis itself), and move the `counterstack.io/role` labels the
+//! primary and replicas Services select on.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
 
 use super::Error;
 use crate::build::labels::{self, Component};
@@ -19,22 +21,26 @@ pub const ROLE_FIELD_MANAGER: &str = "counterstack-operator-roles";
 /// Label the StatefulSet controller puts on each pod: the revision it was created at.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
-/// List the Redis pods of CounterApp `app` (never cached: pod IPs change).
+/// The Redis pods of CounterApp `app` in `namespace`, from the pod cache.
 /// `update_revision` is the StatefulSet's `status.updateRevision`, to tell which pods
 /// still run an old template.
-pub async fn list(
-    client: &Client,
+pub fn views_cached(
+    pods: &Store<Pod>,
     namespace: &str,
     app: &str,
     update_revision: Option<&str>,
-) -> Result<Vec<PodView>, Error> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = labels::selector_string(&labels::selector(app, Component::Redis));
-    let pods = api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| Error::kube(format!("list Redis pods of {namespace}/{app}"), e))?;
-    Ok(views(app, &pods.items, update_revision))
+) -> Vec<PodView> {
+    let mine: Vec<Pod> = pods
+        .state()
+        .iter()
+        .filter(|p| {
+            p.namespace().as_deref() == Some(namespace)
+                && p.labels().get(labels::INSTANCE).map(String::as_str) == Some(app)
+                && p.labels().get(labels::COMPONENT).map(String::as_str) == Some(Component::Redis.as_str())
+        })
+        .map(|p| (**p).clone())
+        .collect();
+    views(app, &mine, update_revision)
 }
 
 /// Pure: the pods of `app` as the replication manager sees them, by ordinal. Pods whose
@@ -50,6 +56,7 @@ pub fn views(app: &str, pods: &[Pod], update_revision: Option<&str>) -> Vec<PodV
             let pod_labels = p.metadata.labels.as_ref();
             let revision = pod_labels.and_then(|l| l.get(REVISION_LABEL)).map(String::as_str);
             Some(PodView {
+                uid: p.metadata.uid.clone(),
                 outdated: matches!((revision, update_revision), (Some(r), Some(u)) if r != u),
                 ordinal,
                 ip: status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
@@ -82,12 +89,18 @@ pub fn label_changes(pods: &[PodView], desired: &BTreeMap<String, String>) -> Ve
 }
 
 /// Delete a Redis pod so the StatefulSet (`OnDelete`) recreates it at the new
-/// revision; the replication manager says when this is safe. Its PVC stays.
-pub async fn delete(client: &Client, namespace: &str, pod: &str) -> Result<(), Error> {
+/// revision; the replication manager says when this is safe. Its PVC stays. With `uid`,
+/// only that very pod is deleted (a replacement the cache has not seen yet is not).
+pub async fn delete(client: &Client, namespace: &str, pod: &str, uid: Option<String>) -> Result<(), Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    match api.delete(pod, &kube::api::DeleteParams::default()).await {
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(pod, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        // Gone already, or replaced since it was seen (uid precondition): nothing to do.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(Error::kube(format!("delete pod {namespace}/{pod}"), e)),
     }
 }

@@ -15,11 +15,14 @@
 //! - Redis pods get their role label patched (`patch`) and are deleted for planned
 //!   restarts by the replication manager (`delete`).
 //! - Events go through kube's `Recorder`: `create`, and `patch` for event series.
+//! - Leader election: kube-lease-manager reads, creates and renews (server-side apply, a
+//!   PATCH) the `coordination.k8s.io` Lease; the leadership guard watches it
+//!   (`list`, `watch`). The chart and the kustomize base grant these in the operator's
+//!   namespace only (a Role), the rest cluster-wide.
 //!
-//! Not granted yet, on purpose: `coordination.k8s.io` leases (no leader election yet:
-//! run one operator replica) and `persistentvolumeclaims` (no storage expansion yet).
-//! Add them here when those features land; the packaging test then forces the chart
-//! and the kustomize base to follow.
+//! Not granted yet, on purpose: `persistentvolumeclaims` (no storage expansion yet).
+//! Add them here when that feature lands; the packaging test then forces the chart and
+//! the kustomize base to follow.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
@@ -49,6 +52,11 @@ pub const RULES: &[Rule] = &[
     Rule { group: "policy", resource: "poddisruptionbudgets", verbs: OWNED },
     Rule { group: "", resource: "pods", verbs: &["get", "list", "watch", "patch", "delete"] },
     Rule { group: "events.k8s.io", resource: "events", verbs: &["create", "patch"] },
+    Rule {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "list", "watch", "create", "patch"],
+    },
 ];
 
 /// Every (group, resource, verb) triple [`RULES`] grants, sorted: the form the

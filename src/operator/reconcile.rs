@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -15,6 +16,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use super::apply::{self, Decision};
+use super::cache;
 use super::context::AppAddressing;
 use super::events::reason;
 use super::status::{self, Observation, Workload};
@@ -24,8 +26,11 @@ use crate::build::{self, Children, Inputs, names};
 use crate::redis::node::RedisClient;
 use crate::redis::{Outcome, PodView};
 
-/// Requeue an idle, healthy stack this often (a safety net; watches do the real work).
+/// Requeue an idle stack this often (a safety net: watches and the Redis health checks
+/// wake a CounterApp whenever something it depends on changes).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How long a reconcile waits for the caches' initial lists before trying again.
+const CACHE_WAIT: Duration = Duration::from_secs(30);
 
 /// Controller entry point: one reconcile, with its span, metrics and failure Event.
 pub async fn reconcile(app: Arc<CounterApp>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -36,8 +41,9 @@ pub async fn reconcile(app: Arc<CounterApp>, ctx: Arc<Context>) -> Result<Action
         generation = app.metadata.generation.unwrap_or_default(),
     );
     async move {
-        let _timer = ctx.metrics.reconcile_started();
+        let _timer = ctx.metrics.reconcile_started(&ObjectRef::from_obj(&*app));
         let result = run(&app, &ctx).await;
+        ctx.metrics.reconcile_result(result.is_ok());
         match &result {
             Ok(_) => ctx.backoff.reset(&ObjectRef::from_obj(&*app)),
             Err(e) => {
@@ -73,13 +79,26 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         tracing::debug!("being deleted; nothing to do");
         return Ok(Action::await_change());
     }
+    if !ctx.leadership.is_leader() {
+        tracing::info!("not the leader (any more): changing nothing");
+        return Ok(Action::await_change());
+    }
+    if !ctx.caches.wait_ready(CACHE_WAIT).await {
+        tracing::info!("watch caches not filled yet; trying again shortly");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     let app = &ctx.statuses.freshest(app);
     if app.spec.paused {
         return observe_paused(app, ctx, &ns, &name).await;
     }
 
+    // A spec the builders refuse waits for the next change (before any read).
+    if let Err(e) = build::validate(app) {
+        return stall_on_invalid_spec(app, ctx, &ns, &name, e).await;
+    }
+
     // 1. read: the password (created once, then read back) and the current primary
-    let secret: Option<Secret> = apply::get(&ctx.client, &ns, &names::redis_auth(&name)).await?;
+    let secret = auth_secret(ctx, &ns, &name).await?;
     let inputs = Inputs {
         default_web_image: ctx.default_web_image.clone(),
         redis_password: match &secret {
@@ -99,8 +118,12 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     // 3. apply what differs
     let (web, sts, applied) = apply_children(app, ctx, &name, children, secret).await?;
 
-    // 4. redis: pods read fresh, roles decided by the replication manager
-    let pod_views = pods::list(&ctx.client, &ns, &name, update_revision(Some(&sts))).await?;
+    // 4. redis: pods from the cache, roles decided by the replication manager. A leader
+    //    that lost its lease meanwhile must not touch Redis.
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let pod_views = pods::views_cached(&ctx.caches.pods, &ns, &name, update_revision(sts.as_ref()));
     let outcome = replication(app, ctx, &ns, &name, &pod_views, &inputs).await?;
 
     // 5. status
@@ -109,8 +132,8 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         generation: app.metadata.generation,
         paused: false,
         applied,
-        web: Workload::from_deployment(Some(&web), app.spec.web.replicas),
-        redis: Workload::from_statefulset(Some(&sts), app.spec.redis_pods()),
+        web: Workload::from_deployment(web.as_ref(), app.spec.web.replicas),
+        redis: Workload::from_statefulset(sts.as_ref(), app.spec.redis_pods()),
         primary_ready: primary_ready(&pod_views, outcome.status.primary.as_deref()),
         redis_health: Some(outcome.health),
         redis_status: Some(outcome.status),
@@ -121,14 +144,24 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(outcome.requeue_after.map_or(RESYNC, |d| d.min(RESYNC))))
 }
 
+/// The auth Secret: from the cache, or, when the cache has none, read live — a missing
+/// Secret means a new password, and a cache that merely lags must never cause that.
+async fn auth_secret(ctx: &Context, ns: &str, name: &str) -> Result<Option<Secret>, Error> {
+    let secret_name = names::redis_auth(name);
+    match cache::get(&ctx.caches.secrets, ns, &secret_name) {
+        Some(s) => Ok(Some((*s).clone())),
+        None => apply::get::<Secret>(&ctx.client, ns, &secret_name).await,
+    }
+}
+
 /// `spec.paused`: apply nothing, run no replication pass; only report what is observed.
 async fn observe_paused(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
     report_without_applying(app, ctx, ns, name, true, None, None).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::await_change())
 }
 
 /// Status from what the cluster has, for the paths that apply nothing (paused, or a spec
-/// the builders reject).
+/// the builders reject). Returns whether the status changed.
 async fn report_without_applying(
     app: &CounterApp,
     ctx: &Context,
@@ -137,17 +170,18 @@ async fn report_without_applying(
     paused: bool,
     redis_status: Option<RedisStatus>,
     invalid_spec: Option<String>,
-) -> Result<(), Error> {
-    let (web, sts) = read_workloads(ctx, ns, name).await?;
-    let pod_views = pods::list(&ctx.client, ns, name, update_revision(sts.as_ref())).await?;
+) -> Result<bool, Error> {
+    let web = cache::get(&ctx.caches.deployments, ns, &names::web(name));
+    let sts = cache::get(&ctx.caches.statefulsets, ns, &names::redis(name));
+    let pod_views = pods::views_cached(&ctx.caches.pods, ns, name, update_revision(sts.as_deref()));
     let obs = Observation {
         app: name.to_string(),
         generation: app.metadata.generation,
         paused,
         redis_health: None,
         applied: false,
-        web: Workload::from_deployment(web.as_ref(), app.spec.web.replicas),
-        redis: Workload::from_statefulset(sts.as_ref(), app.spec.redis_pods()),
+        web: Workload::from_deployment(web.as_deref(), app.spec.web.replicas),
+        redis: Workload::from_statefulset(sts.as_deref(), app.spec.redis_pods()),
         primary_ready: primary_ready(&pod_views, current_primary(app).as_deref()),
         redis_status,
         invalid_spec,
@@ -165,40 +199,54 @@ fn current_primary(app: &CounterApp) -> Option<String> {
     app.status.as_ref()?.redis.as_ref()?.primary.clone()
 }
 
-/// Apply every child (only those that need it), Redis first. Returns the web Deployment
-/// and Redis StatefulSet as the API has them now, and whether anything was applied.
+/// Apply every child (only those that need it), Redis first, against the cached state.
+/// Returns the web Deployment and Redis StatefulSet as last known (the apply response,
+/// else the cache), and whether anything was applied.
 async fn apply_children(
     app: &CounterApp,
     ctx: &Context,
     name: &str,
     c: Children,
     secret: Option<Secret>,
-) -> Result<(Deployment, StatefulSet, bool), Error> {
+) -> Result<(Option<Deployment>, Option<StatefulSet>, bool), Error> {
+    let ns = app.namespace().unwrap_or_default();
+    let caches = &ctx.caches;
     let mut applied = false;
-    applied |= ensure(app, ctx, name, c.redis_auth, Some(secret)).await?.1;
-    applied |= ensure(app, ctx, name, c.redis_config, None).await?.1;
-    applied |= ensure(app, ctx, name, c.redis_headless_service, None).await?.1;
-    applied |= ensure(app, ctx, name, c.redis_primary_service, None).await?.1;
-    applied |= ensure(app, ctx, name, c.redis_replicas_service, None).await?.1;
-    let (sts, a) = ensure(app, ctx, name, c.redis_statefulset, None).await?;
+    applied |= ensure(app, ctx, name, c.redis_auth, secret.map(|s| s.metadata)).await?.1;
+    let cm = cache::meta(&caches.configmaps, &ns, &names::redis(name));
+    applied |= ensure(app, ctx, name, c.redis_config, cm).await?.1;
+    for svc in [c.redis_headless_service, c.redis_primary_service, c.redis_replicas_service] {
+        let live = cache::meta(&caches.services, &ns, &svc.name_any());
+        applied |= ensure(app, ctx, name, svc, live).await?.1;
+    }
+    let cached_sts = cache::get(&caches.statefulsets, &ns, &names::redis(name));
+    let (sts, a) =
+        ensure(app, ctx, name, c.redis_statefulset, cached_sts.as_ref().map(|s| s.metadata.clone())).await?;
+    let sts = sts.or_else(|| cached_sts.map(|s| (*s).clone()));
     applied |= a;
-    applied |= ensure(app, ctx, name, c.redis_pdb, None).await?.1;
-    applied |= ensure(app, ctx, name, c.web_service, None).await?.1;
-    let (web, a) = ensure(app, ctx, name, c.web_deployment, None).await?;
+    let live = cache::meta(&caches.pdbs, &ns, &names::redis(name));
+    applied |= ensure(app, ctx, name, c.redis_pdb, live).await?.1;
+    let live = cache::meta(&caches.services, &ns, &names::web(name));
+    applied |= ensure(app, ctx, name, c.web_service, live).await?.1;
+    let cached_web = cache::get(&caches.deployments, &ns, &names::web(name));
+    let (web, a) =
+        ensure(app, ctx, name, c.web_deployment, cached_web.as_ref().map(|d| d.metadata.clone())).await?;
+    let web = web.or_else(|| cached_web.map(|d| (*d).clone()));
     applied |= a;
-    applied |= ensure(app, ctx, name, c.web_pdb, None).await?.1;
+    let live = cache::meta(&caches.pdbs, &ns, &names::web(name));
+    applied |= ensure(app, ctx, name, c.web_pdb, live).await?.1;
     Ok((web, sts, applied))
 }
 
-/// Ensure one child; `live` is `Some(state)` when the caller already read it. Emits a
-/// Created/Updated Event when it was applied.
+/// Ensure one child given its cached metadata. Emits a Created/Updated Event when it
+/// was applied; returns the apply response, if any, and whether it was applied.
 async fn ensure<K>(
     app: &CounterApp,
     ctx: &Context,
     name: &str,
     desired: K,
-    live: Option<Option<K>>,
-) -> Result<(K, bool), Error>
+    live: Option<ObjectMeta>,
+) -> Result<(Option<K>, bool), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -206,15 +254,9 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let live = match live {
-        Some(l) => l,
-        None => {
-            let ns = desired.namespace().unwrap_or_default();
-            apply::get::<K>(&ctx.client, &ns, &desired.name_any()).await?
-        }
-    };
-    let done = apply::ensure(&ctx.client, &ctx.applied, name, desired, live).await?;
-    if done.decision.applies() {
+    let done = apply::ensure(&ctx.client, &ctx.applied, name, desired, live.as_ref()).await?;
+    let applied = done.decision.applies();
+    if let (true, Some(object)) = (applied, &done.object) {
         let kind = K::kind(&());
         ctx.metrics.applied(&kind);
         let (r, verb) = match done.decision {
@@ -222,26 +264,14 @@ where
             Decision::Revert => (reason::UPDATED, "reverted out-of-band changes to"),
             _ => (reason::UPDATED, "updated"),
         };
-        let note = format!("{verb} {kind} {}", done.object.name_any());
-        ctx.events.about_child(app, r, "Apply", note, done.object.object_ref(&())).await;
+        let note = format!("{verb} {kind} {}", object.name_any());
+        ctx.events.about_child(app, r, "Apply", note, object.object_ref(&())).await;
     }
-    let applied = done.decision.applies();
     Ok((done.object, applied))
 }
 
-/// Read the two workloads without applying anything (paused, or an invalid spec).
-async fn read_workloads(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-) -> Result<(Option<Deployment>, Option<StatefulSet>), Error> {
-    let web = apply::get::<Deployment>(&ctx.client, ns, &names::web(name)).await?;
-    let sts = apply::get::<StatefulSet>(&ctx.client, ns, &names::redis(name)).await?;
-    Ok((web, sts))
-}
-
-/// The builders rejected the spec: report Stalled and fail (retried with backoff, and
-/// re-triggered at once when the user edits the CounterApp).
+/// The builders rejected the spec: report Stalled (one Event when that is news) and wait
+/// for the next change of the CounterApp instead of retrying.
 async fn stall_on_invalid_spec(
     app: &CounterApp,
     ctx: &Context,
@@ -250,8 +280,13 @@ async fn stall_on_invalid_spec(
     e: build::Error,
 ) -> Result<Action, Error> {
     let redis_status = app.status.as_ref().and_then(|st| st.redis.clone());
-    report_without_applying(app, ctx, ns, name, false, redis_status, Some(e.to_string())).await?;
-    Err(e.into())
+    let changed =
+        report_without_applying(app, ctx, ns, name, false, redis_status, Some(e.to_string())).await?;
+    if changed {
+        ctx.events.warning(app, reason::INVALID_SPEC, "Validate", e.to_string()).await;
+    }
+    tracing::warn!(error = %e, "invalid spec; waiting for the CounterApp to change");
+    Ok(Action::await_change())
 }
 
 /// Run the replication manager, then move role labels and publish its Events. Nothing
@@ -271,7 +306,11 @@ async fn replication(
     // From now on the health checker watches these pods (fresh addresses, new primary).
     let primary = outcome.status.primary.as_deref();
     ctx.redis.watch(app, pod_views, &addressing, &inputs.redis_password, primary);
-    for (pod, role) in pods::label_changes(pod_views, &outcome.role_labels) {
+    let changes = pods::label_changes(pod_views, &outcome.role_labels);
+    if !changes.is_empty() {
+        crate::failpoint::hit("before-labels").map_err(|p| Error::from(crate::redis::Error::Failpoint(p)))?;
+    }
+    for (pod, role) in changes {
         let previous = pod_views.iter().find(|p| p.name == pod).and_then(|p| p.role_label.clone());
         pods::set_role(&ctx.client, ns, &pod, &role).await?;
         ctx.metrics.role_label_patches.inc();
@@ -288,10 +327,12 @@ async fn replication(
             ctx.events.about_child(app, reason::ROLE_CHANGED, "Relabel", note, related).await;
         }
     }
-    // Planned restarts (StatefulSet OnDelete), only when the manager says it is safe.
+    // Planned restarts (StatefulSet OnDelete), only when the manager says it is safe,
+    // and only the very pod it saw (a uid precondition instead of a fresh read).
     for pod in &outcome.pods_to_delete {
+        let uid = pod_views.iter().find(|p| &p.name == pod).and_then(|p| p.uid.clone());
         tracing::info!(%pod, "deleting pod for a planned restart");
-        pods::delete(&ctx.client, ns, pod).await?;
+        pods::delete(&ctx.client, ns, pod, uid).await?;
     }
     for ev in &outcome.events {
         if ev.warning {
@@ -304,22 +345,26 @@ async fn replication(
 }
 
 /// Compute the status and write it (server-side apply on the status subresource) only
-/// when it differs from the current one.
+/// when it differs from the current one; returns whether it was written.
 async fn write_status(
     app: &CounterApp,
     ctx: &Context,
     ns: &str,
     name: &str,
     obs: &Observation,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let desired = status::compute(app.status.as_ref(), obs, &status::now());
     if !status::needs_patch(app.status.as_ref(), &desired) {
-        return Ok(());
+        return Ok(false);
+    }
+    let epoch = |s: Option<&CounterAppStatus>| s.and_then(|s| s.redis.as_ref()).map(|r| r.epoch);
+    if epoch(Some(&desired)) != epoch(app.status.as_ref()) {
+        crate::failpoint::hit("before-status").map_err(|p| Error::from(crate::redis::Error::Failpoint(p)))?;
     }
     patch_status(ctx, ns, name, &desired).await?;
     ctx.statuses.record(app, &desired);
     ctx.metrics.status_patches.inc();
-    Ok(())
+    Ok(true)
 }
 
 async fn patch_status(ctx: &Context, ns: &str, name: &str, status: &CounterAppStatus) -> Result<(), Error> {

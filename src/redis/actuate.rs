@@ -63,6 +63,7 @@ pub async fn apply<N: RedisNodes>(plan: &Plan, addrs: &Addresses, nodes: &N) -> 
             Action::Promote { pod } => {
                 nodes.replicaof(addrs.dial(pod)?, None).await.map_err(|e| Error::redis(pod, e))?;
                 out.promoted = Some(pod.clone());
+                crate::failpoint::hit("after-promote").map_err(Error::Failpoint)?;
             }
             Action::SetMinReplicas { pod, value } => {
                 let res = async {
@@ -82,6 +83,7 @@ pub async fn apply<N: RedisNodes>(plan: &Plan, addrs: &Addresses, nodes: &N) -> 
                 nodes.failover_to(from_ep, target, *timeout).await.map_err(|e| Error::redis(from, e))?;
                 wait_handover(nodes, from, from_ep, to, to_ep, *timeout + Duration::from_secs(2)).await?;
                 out.handed_over = Some((from.clone(), to.clone(), started.elapsed()));
+                crate::failpoint::hit("after-handover").map_err(Error::Failpoint)?;
             }
         }
     }

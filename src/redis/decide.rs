@@ -21,6 +21,9 @@ pub const SETTLE_SECS: u64 = 2;
 /// How long `FAILOVER TO` may wait for the target to catch up before Redis aborts it
 /// (and the old primary resumes writes).
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requeue of a pass that waits for something the Redis health checks (or the pod
+/// watch) will report: a safety net, not a poll (the operator is woken on the change).
+pub const WAIT_FOR_CHANGE: Duration = Duration::from_secs(60);
 /// A replica whose link went down at most this long before the primary was seen
 /// unavailable still counts as having had a live link.
 pub const LINK_RECENT_SLACK: Duration = Duration::from_secs(10);
@@ -337,7 +340,9 @@ fn set_min_replicas(input: &Input, out: &mut Vec<Action>) {
 fn bootstrap(input: &Input) -> Plan {
     let prev = &input.prev;
     let last = prev.primary.as_deref();
-    let wait = |msg: &str| Plan::keep(prev, Phase::Bootstrapping, msg, Some(Duration::from_secs(2)));
+    // Pods that answer (or change) wake the CounterApp through the health checks; pods
+    // without an address yet through the pod watch when they get one.
+    let wait = |msg: &str| Plan::keep(prev, Phase::Bootstrapping, msg, Some(WAIT_FOR_CHANGE));
     let reachable: Vec<(&NodeObservation, &NodeInfo)> =
         input.nodes.iter().filter_map(|n| n.info.as_ref().map(|i| (n, i))).collect();
     let with_data = reachable.iter().any(|(_, i)| !i.is_empty());
@@ -450,7 +455,8 @@ fn steady(input: &Input, p: &NodeObservation) -> Plan {
         && replica_count >= input.spec.replicas
         && p_info.is_some_and(|i| i.online_replicas >= replica_count);
     if !all_in_sync {
-        plan.requeue_after = Some(Duration::from_secs(2));
+        // Links coming up wake the CounterApp (health checks); this is a safety net.
+        plan.requeue_after = Some(WAIT_FOR_CHANGE);
     }
     let outdated = replicas.iter().any(|n| n.outdated) || p.outdated;
     if !outdated {
@@ -488,9 +494,46 @@ fn steady(input: &Input, p: &NodeObservation) -> Plan {
     }
 }
 
+/// The one master besides `p` that a failover promoted from p's history (its
+/// `master_replid2`) and that holds everything any reachable replica of that history
+/// has: a promotion whose record was lost (the operator died between `REPLICAOF NO ONE`
+/// and its status write). Every replica still following p must be on that history and
+/// no further along; every node following it must be on its new history.
+fn promoted_from<'a>(input: &'a Input, p: &str) -> Option<&'a NodeObservation> {
+    let p_ep = input.nodes.iter().find(|n| n.pod == p).map(|n| &n.endpoint)?;
+    let mut masters = input.nodes.iter().filter(|n| n.pod != p && n.is_master());
+    let x = masters.next()?;
+    if masters.next().is_some() {
+        return None;
+    }
+    let xi = x.info.as_ref().filter(|i| !i.replid2.is_empty() && !i.loading)?;
+    if input.prev.primary_replid.as_ref().is_some_and(|r| *r != xi.replid2) {
+        return None;
+    }
+    let replicas: Vec<&NodeInfo> = input.nodes.iter().filter_map(|n| n.info.as_ref()).collect();
+    let of_p: Vec<&&NodeInfo> = replicas.iter().filter(|i| i.follows(p_ep)).collect();
+    let of_x: Vec<&&NodeInfo> = replicas.iter().filter(|i| i.follows(&x.endpoint)).collect();
+    let continued = of_p.iter().all(|i| i.replid == xi.replid2 && i.offset <= xi.second_offset)
+        && of_x.iter().all(|i| i.replid == xi.replid)
+        && !(of_p.is_empty() && of_x.is_empty());
+    continued.then_some(x)
+}
+
 fn failover(input: &Input, state: PrimaryState) -> Plan {
     let prev = &input.prev;
     let primary = prev.primary.clone().unwrap_or_default();
+    if let Some(x) = promoted_from(input, &primary) {
+        let mut plan = steady(input, x);
+        plan.phase = Phase::FailingOver;
+        plan.epoch = prev.epoch + 1;
+        plan.delete_pods.clear();
+        plan.requeue_after = Some(Duration::from_secs(1));
+        plan.message = format!(
+            "{} was promoted from {primary}'s history and holds all its replicas have; finishing that failover",
+            x.pod
+        );
+        return plan;
+    }
     let n = input.spec.replicas.max(u32::try_from(input.nodes.len().saturating_sub(1)).unwrap_or(u32::MAX));
     let down_for = input.primary_unavailable_for.unwrap_or_default();
     if !input.spec.failover_enabled || n == 0 {
@@ -499,7 +542,7 @@ fn failover(input: &Input, state: PrimaryState) -> Plan {
             prev,
             Phase::PrimaryUnavailable,
             format!("primary {primary} is unavailable and {why}; waiting for it to come back"),
-            Some(Duration::from_secs(5)),
+            Some(WAIT_FOR_CHANGE),
         );
     }
     if state == PrimaryState::Unavailable && down_for < input.spec.failover_after {
@@ -523,7 +566,7 @@ fn failover(input: &Input, state: PrimaryState) -> Plan {
             prev,
             Phase::FailoverBlocked,
             format!("pod {primary} does not exist; waiting for it"),
-            Some(Duration::from_secs(1)),
+            Some(WAIT_FOR_CHANGE),
         );
     };
     let link_limit = down_for + input.spec.failover_after + LINK_RECENT_SLACK;
@@ -558,13 +601,14 @@ fn failover(input: &Input, state: PrimaryState) -> Plan {
                  {needed} are needed so that no write acknowledged by {} replica(s) is lost (k + r > n)",
                 input.spec.sync_replicas
             ),
-            Some(Duration::from_secs(1)),
+            // A replica that comes back or links again wakes the CounterApp.
+            Some(Duration::from_secs(10)),
         );
     }
     let Some((cand, cand_info)) =
         eligible.iter().max_by_key(|(x, i)| (i.offset, Reverse(x.ordinal))).copied()
     else {
-        return Plan::keep(prev, Phase::FailoverBlocked, "no candidate", Some(Duration::from_secs(1)));
+        return Plan::keep(prev, Phase::FailoverBlocked, "no candidate", Some(Duration::from_secs(10)));
     };
     let mut actions = vec![];
     // Fence first: if the old primary still answers, it stops taking writes before the

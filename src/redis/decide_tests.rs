@@ -52,6 +52,7 @@ fn info(role: Role, offset: i64, keys: u64) -> NodeInfo {
         sync_in_progress: false,
         replid: H.into(),
         replid2: String::new(),
+        second_offset: -1,
         offset,
         loading: false,
         persisting: false,
@@ -869,4 +870,59 @@ fn after_every_pod_restarted_the_last_primary_with_data_is_chosen_again() {
     );
     assert_eq!(plan.phase, Phase::FailingOver, "{}", plan.message);
     assert_eq!(plan.primary, Some(pod(1)));
+}
+
+/// The nodes after a failover from 0 to 1 that an operator began but did not record:
+/// 1 was promoted (new history, 0's as replid2, taken over at offset 1000); `repointed`
+/// says whether 2 already follows 1.
+fn half_done_failover(repointed: bool) -> Vec<NodeObservation> {
+    let mut x = master(1, 1100, 10);
+    let xi = x.info.as_mut().unwrap();
+    xi.replid = "r-new".into();
+    xi.replid2 = H.into();
+    xi.second_offset = 1001;
+    let other = if repointed {
+        with_info(replica(2, 1, 1050), |i| {
+            i.replid = "r-new".into();
+            i.replid2 = H.into();
+        })
+    } else {
+        replica_down(2, 0, 990, Some(3))
+    };
+    vec![unreachable(0), x, other]
+}
+
+#[test]
+fn a_failover_the_last_operator_began_is_finished_not_undone() {
+    for repointed in [false, true] {
+        let plan = plan_for(half_done_failover(repointed), prev(Some(0), true), Some(0));
+        assert_eq!(plan.phase, Phase::FailingOver, "{}", plan.message);
+        assert_eq!(plan.primary, Some(pod(1)), "repointed={repointed}: {}", plan.message);
+        assert_eq!(plan.epoch, 4);
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Promote { .. } | Action::Follow { fence: true, .. })),
+            "{:?}",
+            plan.actions
+        );
+        if !repointed {
+            assert!(plan.actions.contains(&follow(2, 1, false)), "{:?}", plan.actions);
+        }
+    }
+}
+
+#[test]
+fn a_promoted_master_missing_writes_a_replica_has_is_not_adopted() {
+    // 2 still follows 0 and got further than what 1 took over: 1 lacks acknowledged writes.
+    let mut nodes = half_done_failover(false);
+    nodes[2].info.as_mut().unwrap().offset = 1500;
+    let plan = plan_for(nodes, prev(Some(0), true), Some(100));
+    assert_ne!(plan.primary, Some(pod(1)), "{}", plan.message);
+    // A master of another history is no promotion of 0's either.
+    let mut nodes = half_done_failover(false);
+    nodes[1].info.as_mut().unwrap().replid2 = "r-other".into();
+    let plan = plan_for(nodes, prev(Some(0), true), Some(100));
+    assert_ne!(plan.primary, Some(pod(1)), "{}", plan.message);
 }

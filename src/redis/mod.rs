@@ -38,6 +38,9 @@ pub enum Error {
     NoAddress { pod: String },
     #[error("hand-over from {from} to {to} failed: {message}")]
     Handover { from: String, to: String, message: String },
+    /// A test's crash point (`crate::failpoint`) ended the pass.
+    #[error("failpoint {0}")]
+    Failpoint(&'static str),
 }
 
 impl Error {
@@ -51,6 +54,7 @@ impl Error {
             Error::Redis { .. } => "redis",
             Error::NoAddress { .. } => "no_address",
             Error::Handover { .. } => "handover",
+            Error::Failpoint(_) => "failpoint",
         }
     }
 }
@@ -59,6 +63,8 @@ impl Error {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodView {
     pub name: String,
+    /// The pod's uid: a deletion names the very pod that was seen (a precondition).
+    pub uid: Option<String>,
     pub ordinal: u32,
     /// Pod IP, when it has one; the manager connects here, never to a cached address.
     pub ip: Option<String>,

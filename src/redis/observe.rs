@@ -29,6 +29,9 @@ pub struct NodeInfo {
     /// The history this node continued from (`master_replid2`) after a promotion or a
     /// partial resync to a new primary; empty when none (Redis prints zeros).
     pub replid2: String,
+    /// Up to which offset `replid2`'s history was taken over (`second_repl_offset`; -1
+    /// when none).
+    pub second_offset: i64,
     /// Replication offset: `master_repl_offset` of a primary, the applied
     /// `slave_repl_offset` of a replica.
     pub offset: i64,
@@ -167,6 +170,7 @@ pub fn parse_info(text: &str) -> Result<NodeInfo, ParseError> {
         sync_in_progress: num::<u8>(text, "master_sync_in_progress")?.unwrap_or(0) == 1,
         replid,
         replid2,
+        second_offset: num::<i64>(text, "second_repl_offset")?.unwrap_or(-1),
         offset,
         loading: num::<u8>(text, "loading")?.unwrap_or(0) == 1
             || num::<u8>(text, "async_loading")?.unwrap_or(0) == 1,

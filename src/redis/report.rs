@@ -137,6 +137,7 @@ mod tests {
                 sync_in_progress: false,
                 replid: "r".into(),
                 replid2: String::new(),
+                second_offset: -1,
                 offset,
                 loading: false,
                 persisting: false,

@@ -40,6 +40,13 @@ pub struct DriverState {
     pub errors: Vec<String>,
     pub deleted: Vec<String>,
     pub passes: u64,
+    /// Crash the operator once at this step of the next change of primary:
+    /// `before-labels` (the pass changed Redis; nothing applied) or `before-status`
+    /// (labels moved, status not written). A crash drops the manager's memory: the next
+    /// pass runs with a fresh one, as a new leader would.
+    pub crash_at: Option<&'static str>,
+    /// Crashes so far (including failpoints in the manager itself).
+    pub crashes: u32,
 }
 
 /// Redis "pods" plus the driver loop.
@@ -195,7 +202,7 @@ async fn drive(
     stop: Arc<AtomicBool>,
     host: Option<String>,
 ) {
-    let manager = Manager::new();
+    let mut manager = Manager::new();
     let client =
         RedisClient::new(PASSWORD).with_timeouts(Duration::from_millis(300), Duration::from_millis(300));
     let follow_host = host.clone().unwrap_or_else(|| "127.0.0.1".to_string());
@@ -208,6 +215,7 @@ async fn drive(
             let views: Vec<PodView> = (0..ports.len())
                 .map(|i| PodView {
                     name: pod(i),
+                    uid: None,
                     ordinal: i as u32,
                     ip: Some("127.0.0.1".into()),
                     ready: ready[i],
@@ -218,7 +226,34 @@ async fn drive(
                 .collect();
             (st.app.clone().unwrap(), views)
         };
+        let crash = {
+            let st = state.lock().unwrap();
+            let epoch =
+                st.app.as_ref().and_then(|a| a.status.as_ref()?.redis.as_ref()).map_or(0, |r| r.epoch);
+            st.crash_at.map(|c| (c, epoch))
+        };
         match manager.reconcile_with(&app, &views, &client, &addressing).await {
+            Ok(out) if crash.is_some_and(|(_, epoch)| out.status.epoch != epoch) => {
+                let (point, _) = crash.unwrap_or_default();
+                let mut st = state.lock().unwrap();
+                if point == "before-status" {
+                    st.labels = out.role_labels.clone();
+                    let primary = out.role_labels.iter().find(|(_, r)| r.as_str() == "primary");
+                    primary_port.store(
+                        primary.map_or(0, |(p, _)| {
+                            ports[p.rsplit('-').next().unwrap().parse::<usize>().unwrap()]
+                        }),
+                        Ordering::SeqCst,
+                    );
+                }
+                st.crash_at = None;
+                st.crashes += 1;
+                manager = Manager::new();
+            }
+            Err(counterstack::redis::Error::Failpoint(_)) => {
+                state.lock().unwrap().crashes += 1;
+                manager = Manager::new();
+            }
             Ok(out) => {
                 let primary =
                     out.role_labels.iter().find(|(_, r)| r.as_str() == "primary").map(|(p, _)| p.clone());

@@ -147,6 +147,18 @@ impl FakeApi {
         self.lock().objects.get(path).cloned()
     }
 
+    /// Every stored object whose path is `prefix` + a name (one collection).
+    pub fn collection(&self, prefix: &str) -> Vec<Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|(p, _)| {
+                p.strip_prefix(prefix).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+            })
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
     /// Every stored object's path and resourceVersion.
     pub fn resource_versions(&self) -> BTreeMap<String, String> {
         self.lock()
