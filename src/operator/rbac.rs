@@ -17,8 +17,7 @@
 //! - Events go through kube's `Recorder`: `create`, and `patch` for event series.
 //! - Leader election: kube-lease-manager reads, creates and renews (server-side apply, a
 //!   PATCH) the `coordination.k8s.io` Lease; the leadership guard watches it
-//!   (`list`, `watch`). The chart and the kustomize base grant these in the operator's
-//!   namespace only (a Role), the rest cluster-wide.
+//!   (`list`, `watch`). No `delete` or `update`.
 //!
 //! Not granted yet, on purpose: `persistentvolumeclaims` (no storage expansion yet).
 //! Add them here when that feature lands; the packaging test then forces the chart and

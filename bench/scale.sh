@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The operator at scale, against the cluster KUBECONFIG points at: create N CounterApps
+# (default 1000) in a fresh namespace, with the operator (release build) running as its
+# own process, and print
+#   - seconds from the first create until every CounterApp has all 10 children and a
+#     status for its generation (target <= 120 s at 1000),
+#   - the operator's peak RSS (target <= 64 MiB),
+#   - API requests per second the operator sends over 60 s at rest, by verb (its own
+#     counterstack_api_requests_total; target <= 1 per second for the whole operator).
+#
+#   bench/scale.sh                 # N=1000
+#   N=100 REST_SECONDS=30 bench/scale.sh
+#
+# Measure it as a user with a full cluster would meet it: no pod runs, so every Redis
+# pod stays Pending (on ../shared/k8s: `local-k8s up` without `local-k8s pods up`, or
+# `local-k8s pods down` first). The namespace is deleted at the end (KEEP=1 keeps it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${N:-1000}"
+REST_SECONDS="${REST_SECONDS:-60}"
+NS="${NS:-scale-bench}"
+PORT="${PORT:-18181}"
+[ -n "${KUBECONFIG:-}" ] || [ -f "$HOME/.kube/config" ] || {
+  echo "scale: point KUBECONFIG at a cluster (k3s, kind, ../shared/k8s/local-k8s)" >&2; exit 1; }
+
+cargo build --quiet --release --locked
+BIN="${CARGO_TARGET_DIR:-target}/release/counterstack"
+WORK="$(mktemp -d)"
+OP_PID=""
+cleanup() {
+  [ -z "$OP_PID" ] || kill "$OP_PID" 2>/dev/null || true
+  if [ -z "${KEEP:-}" ]; then kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+kubectl apply --server-side -f crds/counterapp.yaml >/dev/null 2>&1 \
+  || { [ -x ../shared/k8s/local-k8s ] && ../shared/k8s/local-k8s crd crds/counterapp.yaml >/dev/null; }
+if kubectl get namespace "$NS" >/dev/null 2>&1; then
+  echo "scale: namespace $NS exists; delete it first (kubectl delete namespace $NS)" >&2; exit 1
+fi
+kubectl create namespace "$NS" >/dev/null
+
+RUST_LOG=warn "$BIN" operator --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" >"$WORK/operator.log" 2>&1 &
+OP_PID=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
+curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "scale: operator not ready:" >&2; tail "$WORK/operator.log" >&2; exit 1; }
+
+# N CounterApps in 8 files, applied by 8 kubectl processes at once.
+for i in $(seq 1 "$N"); do
+  printf 'apiVersion: counterstack.io/v1alpha1\nkind: CounterApp\nmetadata:\n  name: s%05d\n  namespace: %s\nspec:\n  web: {replicas: 1}\n  redis: {replicas: 1, storage: {size: 64Mi}}\n---\n' "$i" "$NS" \
+    >>"$WORK/apps-$((i % 8)).yaml"
+done
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+secs() { printf '%d.%01d' $(( $1 / 1000 )) $(( $1 % 1000 / 100 )); }
+start=$(ms)
+for f in "$WORK"/apps-*.yaml; do kubectl apply --server-side -f "$f" >/dev/null & done
+wait
+echo "scale: created $N CounterApps in $(secs $(( $(ms) - start ))) s"
+
+converged() {
+  kubectl get capp -n "$NS" -o json | python3 -c '
+import json, sys
+items = json.load(sys.stdin)["items"]
+ok = sum(1 for i in items if (i.get("status") or {}).get("observedGeneration") == i["metadata"].get("generation"))
+print(ok)'
+}
+children() {
+  kubectl get deploy,sts,svc,cm,secret,pdb -n "$NS" -l app.kubernetes.io/managed-by=counterstack-operator \
+    -o name 2>/dev/null | wc -l
+}
+while :; do
+  ok=$(converged); kids=$(children)
+  if [ "$ok" -ge "$N" ] && [ "$kids" -ge $((N * 10)) ]; then break; fi
+  if [ $(( $(ms) - start )) -gt 900000 ]; then
+    echo "scale: not converged after 900 s: $ok statuses, $kids children" >&2; break
+  fi
+  sleep 3
+done
+echo "scale: converged (every CounterApp has its 10 children and a status for its generation) after $(secs $(( $(ms) - start ))) s"
+
+requests() { curl -sf "http://127.0.0.1:$PORT/metrics" | grep '^counterstack_api_requests_total' || true; }
+sleep 10
+requests >"$WORK/before"
+sleep "$REST_SECONDS"
+requests >"$WORK/after"
+python3 - "$WORK/before" "$WORK/after" "$REST_SECONDS" <<'PY'
+import re, sys
+def read(p):
+    out = {}
+    for line in open(p):
+        m = re.match(r'counterstack_api_requests_total\{verb="([^"]+)"\} (\S+)', line)
+        if m: out[m.group(1)] = float(m.group(2))
+    return out
+b, a, secs = read(sys.argv[1]), read(sys.argv[2]), float(sys.argv[3])
+total = 0.0
+for verb in sorted(set(a) | set(b)):
+    rate = (a.get(verb, 0) - b.get(verb, 0)) / secs
+    total += rate
+    print(f"scale: at rest: {verb:7s} {rate:.3f} requests/s")
+print(f"scale: at rest: total   {total:.3f} requests/s over {secs:.0f} s (target <= 1)")
+PY
+rss=$(awk '/VmHWM/ {print $2}' "/proc/$OP_PID/status")
+echo "scale: operator peak RSS $((rss / 1024)) MiB (target <= 64 MiB)"
+curl -sf "http://127.0.0.1:$PORT/metrics" | grep -E '^counterstack_(cache_objects|reconcile_queue_depth|reconciles_in_flight|reconcile_results_total|leader)' || true
