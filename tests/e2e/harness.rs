@@ -87,6 +87,7 @@ pub fn assert_operator_alive() {
 }
 
 /// One test's context: a client and a fresh namespace.
+#[derive(Clone)]
 pub struct Ctx {
     pub client: Client,
     pub ns: String,
@@ -109,6 +110,17 @@ impl Ctx {
         let pp = PatchParams::apply(MANAGER).force().validation_strict();
         self.api::<CounterApp>().patch(name, &pp, &Patch::Apply(&app)).await.unwrap()
     }
+}
+
+/// A client that never retries by itself. kube's default client retries 429, 503 and 504
+/// (honouring Retry-After), which replays non-idempotent POSTs and hides the errors a
+/// load test must count: the web service answers 503 with Retry-After while Redis is
+/// unavailable.
+pub async fn client_without_retries() -> Client {
+    let mut config =
+        kube::Config::infer().await.expect("no Kubernetes config: point KUBECONFIG at a cluster");
+    config.default_retry = false;
+    Client::try_from(config).expect("a Kubernetes client")
 }
 
 /// Run `body` in a fresh namespace named `e2e-<prefix>-<random>`; the namespace is
@@ -281,12 +293,20 @@ pub fn ready_status(cr: &CounterApp) -> Option<String> {
 }
 
 /// GET/POST through the API server's service proxy: no traffic to pod or Service IPs
-/// from the test machine is assumed.
+/// from the test machine is assumed. Errors carry the HTTP status and the body (the web
+/// service's `{"error": ...}` is no Kubernetes Status).
 pub async fn proxy(ctx: &Ctx, method: &str, service: &str, port: i32, path: &str) -> Result<String, String> {
     let uri = format!("/api/v1/namespaces/{}/services/{service}:{port}/proxy{path}", ctx.ns);
-    let req =
-        http::Request::builder().method(method).uri(&uri).body(Vec::new()).map_err(|e| e.to_string())?;
-    ctx.client.request_text(req).await.map_err(|e| format!("{method} {uri}: {e}"))
+    let req = http::Request::builder()
+        .method(method)
+        .uri(&uri)
+        .body(kube::client::Body::empty())
+        .map_err(|e| e.to_string())?;
+    let res = ctx.client.send(req).await.map_err(|e| format!("{method} {uri}: {e}"))?;
+    let status = res.status();
+    let body = res.into_body().collect_bytes().await.map_err(|e| format!("{method} {uri}: {e}"))?;
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    if status.is_success() { Ok(text) } else { Err(format!("{method} {path}: HTTP {status}: {text}")) }
 }
 
 /// `{"value": N}` of the counter API.
