@@ -2,6 +2,11 @@
 //! the replicas one at a time (each back in sync before the next), hands the primary over
 //! with FAILOVER TO, and only then restarts the old primary. No acknowledged write is
 //! lost; the write pause is measured (bench/failover.sh reports it), not asserted tightly.
+//!
+//! As in a cluster, the address the manager dials (127.0.0.1) is not the name nodes
+//! follow each other by (`localhost`), and a primary lists its replicas by neither or the
+//! other: by the IP they connect from (no announce), or by the name they announce. FAILOVER
+//! TO must name the replica as the primary lists it, in both cases.
 
 mod common;
 
@@ -11,7 +16,18 @@ use common::failover_driver::{DatasetMonitor, KEY, Load, Stack, spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_with_switchover_loses_nothing() {
-    let stack = Stack::start(spec(2, 1, 2));
+    // Nodes follow `localhost`; the primary lists replicas by the IP they come from.
+    rolling_restart(Stack::start_full(spec(2, 1, 2), &[], Some("localhost"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart_hands_over_to_a_replica_listed_by_its_announced_name() {
+    // As the pod start script does: replicas announce the name the others follow.
+    let announce = ["--replica-announce-ip", "localhost"];
+    rolling_restart(Stack::start_full(spec(2, 1, 2), &announce, Some("localhost"))).await;
+}
+
+async fn rolling_restart(stack: Stack) {
     let first = stack.wait_healthy(2, Duration::from_secs(10)).await;
     assert_eq!(first, "demo-redis-0");
     let load = Load::start(stack.primary_port.clone(), 4, 1);

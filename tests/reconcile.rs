@@ -78,7 +78,7 @@ fn setup_redis(spec: Value) -> (Arc<Context>, FakeApi, Vec<RedisServer>) {
     fake.insert(SECRET, serde_json::to_value(&secret).unwrap());
     let mut ctx = Context::new(client, "registry.example/counterstack:test");
     let ports = servers.iter().enumerate().map(|(i, s)| (i as u32, s.port)).collect();
-    ctx.redis_addressing = RedisAddressing::Loopback(LoopbackAddressing { ports });
+    ctx.redis_addressing = RedisAddressing::Loopback(LoopbackAddressing { ports, host: None });
     (Arc::new(ctx), fake, servers)
 }
 

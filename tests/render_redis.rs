@@ -30,6 +30,8 @@ struct ScriptedRedis {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// `REDIS_ANNOUNCE` (None: the script's own `POD_NAME.HEADLESS_SERVICE`).
+    announce: Option<String>,
 }
 
 impl Drop for ScriptedRedis {
@@ -42,7 +44,24 @@ impl ScriptedRedis {
     /// Run the installed start script in `dir` as pod `pod`, with `peers` as
     /// `REDIS_PEERS` (None: the script's own discovery), and wait for PONG.
     fn start(dir: &Path, pod: &str, port: u16, peers: Option<&[u16]>) -> Self {
-        let mut r = ScriptedRedis { pod: pod.to_string(), port, dir: dir.to_path_buf(), child: None };
+        Self::start_announcing(dir, pod, port, peers, None)
+    }
+
+    /// [`ScriptedRedis::start`] with `REDIS_ANNOUNCE` (a name that resolves here).
+    fn start_announcing(
+        dir: &Path,
+        pod: &str,
+        port: u16,
+        peers: Option<&[u16]>,
+        announce: Option<&str>,
+    ) -> Self {
+        let mut r = ScriptedRedis {
+            pod: pod.to_string(),
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+            announce: announce.map(str::to_string),
+        };
         r.spawn(peers);
         r
     }
@@ -55,12 +74,16 @@ impl ScriptedRedis {
             .env("REDIS_PASSWORD", PASSWORD)
             .env("HEADLESS_SERVICE", "demo-redis-headless")
             .env_remove("REDIS_PEERS")
+            .env_remove("REDIS_ANNOUNCE")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         if let Some(peers) = peers {
             let list: Vec<String> = peers.iter().map(|p| format!("127.0.0.1:{p}")).collect();
             cmd.env("REDIS_PEERS", list.join(" "));
+        }
+        if let Some(name) = &self.announce {
+            cmd.env("REDIS_ANNOUNCE", name);
         }
         self.child = Some(cmd.spawn().expect("sh"));
         self.wait_until("PONG", |r| r.cmd::<String>(&["PING"]).is_ok_and(|p| p == "PONG"));
@@ -175,8 +198,11 @@ fn install(data: &BTreeMap<String, String>, dir: &Path, port: u16) {
     assert_ne!(conf, data["redis.conf"], "redis.conf no longer has the lines this test rewrites");
     let script = data["start.sh"].replace("/etc/redis", &dir.display().to_string());
     assert_ne!(script, data["start.sh"], "start.sh no longer reads /etc/redis");
+    let prestop = data["prestop.sh"].replace("-p 6379", &format!("-p {port}"));
+    assert_ne!(prestop, data["prestop.sh"], "prestop.sh no longer dials -p 6379");
     std::fs::write(dir.join("redis.conf"), conf).unwrap();
     std::fs::write(dir.join("start.sh"), script).unwrap();
+    std::fs::write(dir.join("prestop.sh"), prestop).unwrap();
     std::fs::write(dir.join("pods"), &data["pods"]).unwrap();
 }
 
@@ -199,7 +225,7 @@ fn readiness(probe: &str, port: u16, password: &str) -> bool {
 #[test]
 fn configmap_names_no_primary_only_the_pod_count() {
     let r = render(2);
-    assert_eq!(r.data.keys().collect::<Vec<_>>(), ["pods", "redis.conf", "start.sh"]);
+    assert_eq!(r.data.keys().collect::<Vec<_>>(), ["pods", "prestop.sh", "redis.conf", "start.sh"]);
     assert_eq!(r.data["pods"], "3");
 }
 
@@ -357,4 +383,108 @@ fn without_override_peers_are_the_other_ordinals_of_the_headless_service() {
         ),
         "{log}"
     );
+}
+
+/// The preStop hook of `dir`'s pod, started in the background (`PRESTOP_WAIT` seconds).
+fn prestop(dir: &Path, wait_secs: u32) -> Child {
+    Command::new("sh")
+        .arg(dir.join("prestop.sh"))
+        .env("REDIS_PASSWORD", PASSWORD)
+        .env("PRESTOP_WAIT", wait_secs.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait for `child` to exit within `limit`; how long it took.
+fn exits_within(child: &mut Child, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn replicas_announce_their_stable_name_and_the_primary_lists_them_by_it() {
+    let r = render(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let (dirs, ports) = pods(&r.data, tmp.path(), 2);
+    let pod0 = ScriptedRedis::start(&dirs[0], "demo-redis-0", ports[0], Some(&[ports[1]]));
+    pod0.promote();
+    let _pod1 = ScriptedRedis::start(&dirs[1], "demo-redis-1", ports[1], Some(&[ports[0]]));
+    pod0.wait_until("the replica listed", |p| p.info("slave0").is_some());
+    let listed = pod0.info("slave0").unwrap();
+    assert!(
+        listed.starts_with(&format!("ip=demo-redis-1.demo-redis-headless,port={},", ports[1])),
+        "listed by its stable name: {listed}"
+    );
+}
+
+#[test]
+fn the_prestop_hook_holds_a_primary_until_it_is_handed_over() {
+    let r = render(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let (dirs, ports) = pods(&r.data, tmp.path(), 2);
+    let pod0 = ScriptedRedis::start_announcing(
+        &dirs[0],
+        "demo-redis-0",
+        ports[0],
+        Some(&[ports[1]]),
+        Some("localhost"),
+    );
+    pod0.promote();
+    let pod1 = ScriptedRedis::start_announcing(
+        &dirs[1],
+        "demo-redis-1",
+        ports[1],
+        Some(&[ports[0]]),
+        Some("localhost"),
+    );
+    pod1.wait_until("linked", |p| p.info("master_link_status").as_deref() == Some("up"));
+    pod0.wait_until("the replica online", |p| p.info("slave0").is_some_and(|l| l.contains("state=online")));
+
+    // A replica's hook returns at once.
+    let mut hook = prestop(&dirs[1], 10);
+    assert!(exits_within(&mut hook, Duration::from_secs(3)).is_some(), "a replica's preStop must not wait");
+
+    // The primary's hook waits while it is the primary with a replica...
+    let mut hook = prestop(&dirs[0], 10);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(hook.try_wait().unwrap().is_none(), "the primary's preStop returned before any hand-over");
+    // ... and returns within a moment of the hand-over (named as the primary lists it).
+    let _: () = pod0.cmd(&["FAILOVER", "TO", "localhost", &ports[1].to_string(), "TIMEOUT", "5000"]).unwrap();
+    let took =
+        exits_within(&mut hook, Duration::from_secs(5)).expect("preStop still waiting after the hand-over");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    pod1.wait_until("pod 1 is the primary", |p| p.info("role").as_deref() == Some("master"));
+
+    // A primary without replicas (the last one, or a deleted stack) stops at once.
+    drop(pod0);
+    pod1.wait_until("no replica left", |p| p.info("connected_slaves").as_deref() == Some("0"));
+    let mut hook = prestop(&dirs[1], 10);
+    assert!(
+        exits_within(&mut hook, Duration::from_secs(3)).is_some(),
+        "a lone primary's preStop must not wait"
+    );
+}
+
+#[test]
+fn the_prestop_hook_gives_up_after_prestop_wait() {
+    let r = render(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let (dirs, ports) = pods(&r.data, tmp.path(), 2);
+    let pod0 = ScriptedRedis::start(&dirs[0], "demo-redis-0", ports[0], Some(&[ports[1]]));
+    pod0.promote();
+    let _pod1 = ScriptedRedis::start(&dirs[1], "demo-redis-1", ports[1], Some(&[ports[0]]));
+    pod0.wait_until("the replica listed", |p| p.info("slave0").is_some());
+    // Whole seconds of `date +%s`: a 2 s budget waits between 1 and 2 s.
+    let mut hook = prestop(&dirs[0], 2);
+    let took = exits_within(&mut hook, Duration::from_secs(5)).expect("preStop never gave up");
+    assert!(took >= Duration::from_millis(900), "gave up too early: {took:?}");
 }

@@ -17,6 +17,11 @@ use crate::api::{CounterApp, REDIS_PORT};
 pub const REDIS_CONF_KEY: &str = "redis.conf";
 /// Key of the start script.
 pub const START_SCRIPT_KEY: &str = "start.sh";
+/// Key of the preStop hook's script.
+pub const PRESTOP_SCRIPT_KEY: &str = "prestop.sh";
+/// Longest a stopping primary waits for the operator's hand-over before it stops anyway
+/// (then the replicas fail over as after a crash). Below the pod's grace period.
+pub const PRESTOP_WAIT_SECS: i64 = 20;
 /// Key holding the number of Redis pods (ordinals `0..pods`).
 pub const PODS_KEY: &str = "pods";
 /// Where the ConfigMap is mounted in Redis pods.
@@ -43,8 +48,14 @@ const MIN_REPLICAS_MAX_LAG: i32 = 10;
 /// harmless: a pod added by a scale-up is never the primary, and a removed pod's name
 /// does not resolve.
 ///
-/// `REDIS_PEERS` (space-separated `host:port` list) replaces the discovery; it exists
-/// for tests on loopback ports and is never set in the StatefulSet.
+/// Every node announces its stable name (`replica-announce-ip NAME-redis-K.NAME-redis-headless`,
+/// the name the others follow it by): a primary lists its replicas under the announced
+/// name, so `FAILOVER TO` can name a replica the way the primary knows it. Without it the
+/// primary knows a replica only by the IP it connects from (docs/replication.md).
+///
+/// `REDIS_PEERS` (space-separated `host:port` list) replaces the discovery and
+/// `REDIS_ANNOUNCE` the announced name; both exist for tests on loopback ports and are
+/// never set in the StatefulSet.
 ///
 /// The mount is a whole-directory ConfigMap volume (not subPath), so updates reach
 /// running pods.
@@ -84,9 +95,35 @@ if [ "$masters" -ne 1 ]; then
   echo "start.sh: $masters peers answer as master; waiting for the operator" >&2
   master="127.0.0.1:1"
 fi
-echo "start.sh: replica of $master" >&2
+announce="${REDIS_ANNOUNCE:-$POD_NAME.$HEADLESS_SERVICE}"
+echo "start.sh: replica of $master, announced as $announce" >&2
 exec redis-server /etc/redis/redis.conf --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD" \
-  --replicaof "${master%:*}" "${master##*:}"
+  --replica-announce-ip "$announce" --replicaof "${master%:*}" "${master##*:}"
+"#;
+
+/// The Redis container's preStop hook. A pod that is stopped on purpose (`kubectl delete
+/// pod`, an eviction by `kubectl drain`, the operator's own planned restart) gets a
+/// deletionTimestamp first; the operator sees it and hands the primary over with
+/// `FAILOVER TO` (a pause of milliseconds). This script holds the stop while this node is
+/// a primary with replicas, until it is a replica or `PRESTOP_WAIT` seconds passed; a
+/// replica, or a primary without replicas, stops at once.
+pub const PRESTOP_SCRIPT: &str = r#"#!/bin/sh
+# Hold a stopping primary until the operator has handed it over (see the ConfigMap's
+# builder in counterstack, src/build/configmap.rs).
+export REDISCLI_AUTH="$REDIS_PASSWORD"
+end=$(( $(date +%s) + ${PRESTOP_WAIT:-20} ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  info="$(timeout 2 redis-cli -h 127.0.0.1 -p 6379 INFO replication 2>/dev/null)" || exit 0
+  case "$info" in
+    *role:master*) ;;
+    *) echo "prestop: a replica now; stopping" >&2; exit 0 ;;
+  esac
+  case "$info" in
+    *connected_slaves:0*) echo "prestop: a primary without replicas; stopping" >&2; exit 0 ;;
+  esac
+  sleep 0.2
+done
+echo "prestop: still the primary after ${PRESTOP_WAIT:-20}s; stopping anyway" >&2
 "#;
 
 /// The Redis configuration: durable (AOF), diskless full syncs, and a primary that
@@ -133,6 +170,7 @@ pub fn redis(cr: &CounterApp) -> ConfigMap {
         data: Some(BTreeMap::from([
             (REDIS_CONF_KEY.to_string(), redis_conf(cr)),
             (START_SCRIPT_KEY.to_string(), START_SCRIPT.to_string()),
+            (PRESTOP_SCRIPT_KEY.to_string(), PRESTOP_SCRIPT.to_string()),
             (PODS_KEY.to_string(), cr.spec.redis_pods().to_string()),
         ])),
         ..ConfigMap::default()

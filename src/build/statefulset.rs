@@ -11,9 +11,10 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, Lifecycle,
+    LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Probe, SecretKeySelector, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -59,6 +60,11 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
             ..EnvVar::default()
         },
         password_env(app),
+        EnvVar {
+            name: "PRESTOP_WAIT".to_string(),
+            value: Some(configmap::PRESTOP_WAIT_SECS.to_string()),
+            ..EnvVar::default()
+        },
     ];
 
     // Everything a Redis process reads at start except the pod count (scaling must not
@@ -117,6 +123,19 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
             failure_threshold: Some(6),
             ..Probe::default()
         }),
+        // A stopping primary waits for the operator's hand-over (FAILOVER TO).
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec![
+                        "sh".to_string(),
+                        format!("{}/{}", configmap::MOUNT_PATH, configmap::PRESTOP_SCRIPT_KEY),
+                    ]),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         security_context: Some(meta::container_security_context(REDIS_UID)),
         volume_mounts: Some(vec![
             VolumeMount {
@@ -141,6 +160,8 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
         security_context: Some(meta::pod_security_context(REDIS_UID, Some(REDIS_UID))),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
+        // The preStop wait plus Redis' own shutdown (AOF fsync).
+        termination_grace_period_seconds: Some(configmap::PRESTOP_WAIT_SECS + 10),
         topology_spread_constraints: Some(meta::spread_over_nodes(&selector, None)),
         volumes: Some(vec![
             Volume {

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use kube::Client;
+use kube::runtime::reflector::ObjectRef;
 
 use super::apply;
 use super::backoff::Backoff;
 use super::events::Events;
 use super::metrics::Metrics;
 use super::status_cache::StatusCache;
+use crate::api::CounterApp;
 use crate::redis;
 use crate::redis::PodView;
 use crate::redis::node::{Addressing, ClusterAddressing, Endpoint, LoopbackAddressing};
@@ -66,12 +68,21 @@ pub struct Context {
 }
 
 impl Context {
+    /// Drop everything kept about a CounterApp that is gone (or going): apply memory,
+    /// last status, replication memory, health checks and metric series.
+    pub fn forget(&self, app: &ObjectRef<CounterApp>) {
+        let ns = app.namespace.clone().unwrap_or_default();
+        self.applied.forget_app(&ns, &app.name);
+        self.statuses.forget(app);
+        self.redis.forget(&redis::AppKey::new(ns, app.name.clone()));
+    }
+
     /// A context with fresh metrics. `POD_NAME` (the downward API) names this operator
     /// instance in Events.
     pub fn new(client: Client, default_web_image: impl Into<String>) -> Self {
         let redis = redis::Manager::new();
         let mut metrics = Metrics::default();
-        redis.metrics().register(metrics.registry_mut());
+        redis.metrics().register(&redis.monitor().metrics, metrics.registry_mut());
         Self {
             events: Events::new(client.clone(), std::env::var("POD_NAME").ok()),
             client,

@@ -72,6 +72,16 @@ pub async fn run(
         Component::Redis.as_str()
     ));
 
+    // The health checker's wake-ups: a Redis pod that answers differently (a primary that
+    // stopped answering, a stray master) reconciles its CounterApp at once.
+    let wakeups = match ctx.redis.monitor().take_wakeups() {
+        Some(mut rx) => futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+            .map(|key| ObjectRef::<CounterApp>::new(&key.name).within(&key.namespace))
+            .left_stream(),
+        None => futures::stream::empty().right_stream(),
+    };
+    let forget = ctx.clone();
+
     Controller::new(api::<CounterApp>(&client, ns), watcher::Config::default())
         .owns(api::<Deployment>(&client, ns), owned.clone())
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
@@ -80,9 +90,17 @@ pub async fn run(
         .owns(api::<Secret>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned)
         .watches(api::<Pod>(&client, ns), redis_pods, |pod| pod_to_app(&pod))
+        .reconcile_on(wakeups)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
+        .for_each(move |res| {
+            // A CounterApp deleted without a reconcile seeing it go (no finalizer).
+            if let Err(ControllerError::ObjectNotFound(obj)) = &res {
+                let mut app = ObjectRef::<CounterApp>::new(&obj.name);
+                app.namespace = obj.namespace.clone();
+                forget.forget(&app);
+            }
+            async move {
             match res {
                 Ok((obj, action)) => tracing::debug!(object = %obj, ?action, "reconciled"),
                 // Already logged (with its backoff) by the error policy.
@@ -93,6 +111,7 @@ pub async fn run(
                     tracing::error!(error = %e, "watch failed; check the operator's RBAC (list and watch on every watched kind)")
                 }
                 Err(e) => tracing::error!(error = %e, "controller error"),
+            }
             }
         })
         .await;

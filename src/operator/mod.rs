@@ -60,7 +60,10 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
 
     tracing::info!(namespace = namespace.as_deref().unwrap_or("<all>"), "operator started");
     metrics.set_ready(true);
+    let monitor = ctx.redis.monitor().clone();
+    let checks = tokio::spawn(async move { monitor.run().await });
     controller::run(ctx, namespace, stopped(stop_rx)).await;
+    checks.abort();
     metrics.set_ready(false);
     tracing::info!("controller stopped");
 

@@ -69,8 +69,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     let ns = app.namespace().ok_or_else(|| Error::InvalidObject(format!("{name} has no namespace")))?;
     if app.metadata.deletion_timestamp.is_some() {
         // Children go away through their owner references; PVCs stay (Retain).
-        ctx.applied.forget_app(&ns, &name);
-        ctx.statuses.forget(app);
+        ctx.forget(&ObjectRef::from_obj(app));
         tracing::debug!("being deleted; nothing to do");
         return Ok(Action::await_change());
     }
@@ -269,6 +268,9 @@ async fn replication(
     let addressing = AppAddressing { app: name, mode: &ctx.redis_addressing };
     let client = RedisClient::new(&inputs.redis_password);
     let outcome = ctx.redis.reconcile_with(app, pod_views, &client, &addressing).await?;
+    // From now on the health checker watches these pods (fresh addresses, new primary).
+    let primary = outcome.status.primary.as_deref();
+    ctx.redis.watch(app, pod_views, &addressing, &inputs.redis_password, primary);
     for (pod, role) in pods::label_changes(pod_views, &outcome.role_labels) {
         let previous = pod_views.iter().find(|p| p.name == pod).and_then(|p| p.role_label.clone());
         pods::set_role(&ctx.client, ns, &pod, &role).await?;

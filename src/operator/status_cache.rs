@@ -44,8 +44,8 @@ impl StatusCache {
     }
 
     /// Forget `app` (it is being deleted).
-    pub fn forget(&self, app: &CounterApp) {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).remove(&ObjectRef::from_obj(app));
+    pub fn forget(&self, app: &ObjectRef<CounterApp>) {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).remove(app);
     }
 }
 
@@ -79,7 +79,7 @@ mod tests {
         assert_eq!(primary(&cache.freshest(&stale)).as_deref(), Some("demo-redis-1"));
         // A re-created CounterApp (new uid) does not inherit it.
         assert_eq!(primary(&cache.freshest(&app("u2", "demo-redis-0"))).as_deref(), Some("demo-redis-0"));
-        cache.forget(&stale);
+        cache.forget(&ObjectRef::from_obj(&stale));
         assert_eq!(primary(&cache.freshest(&stale)).as_deref(), Some("demo-redis-0"));
     }
 }

@@ -76,13 +76,10 @@ pub async fn apply<N: RedisNodes>(plan: &Plan, addrs: &Addresses, nodes: &N) -> 
                     out.warnings.push(format!("setting min-replicas-to-write on {pod}: {e}"));
                 }
             }
-            Action::Handover { from, to, timeout } => {
+            Action::Handover { from, to, target, timeout } => {
                 let started = Instant::now();
                 let (from_ep, to_ep) = (addrs.dial(from)?, addrs.dial(to)?);
-                nodes
-                    .failover_to(from_ep, addrs.replication(to)?, *timeout)
-                    .await
-                    .map_err(|e| Error::redis(from, e))?;
+                nodes.failover_to(from_ep, target, *timeout).await.map_err(|e| Error::redis(from, e))?;
                 wait_handover(nodes, from, from_ep, to, to_ep, *timeout + Duration::from_secs(2)).await?;
                 out.handed_over = Some((from.clone(), to.clone(), started.elapsed()));
             }
@@ -122,6 +119,27 @@ async fn wait_handover<N: RedisNodes>(
                     "not completed after {limit:?} (target {to_role:?}, old primary {from_role:?})"
                 ),
             });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Wait until the node at `at` is a master with at least `min_replicas` replicas in sync
+/// (so `min-replicas-to-write` lets writes through), for at most `limit`.
+pub async fn wait_writable<N: RedisNodes>(
+    nodes: &N,
+    at: &Endpoint,
+    min_replicas: i64,
+    limit: Duration,
+) -> bool {
+    let start = Instant::now();
+    loop {
+        let info = nodes.snapshot(at).await.ok().and_then(|s| parse_info(&s.info).ok());
+        if info.is_some_and(|i| i.role == Role::Master && i64::from(i.online_replicas) >= min_replicas) {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -7,6 +7,7 @@
 use std::cmp::Reverse;
 use std::time::Duration;
 
+use super::node::Endpoint;
 use super::observe::{NodeInfo, NodeObservation, Role};
 use crate::api::CounterAppSpec;
 
@@ -81,8 +82,10 @@ pub enum Action {
     Promote { pod: String },
     /// `CONFIG SET min-replicas-to-write value` on `pod`.
     SetMinReplicas { pod: String, value: i64 },
-    /// `FAILOVER TO <to> TIMEOUT` on `from` (planned switchover), then wait until done.
-    Handover { from: String, to: String, timeout: Duration },
+    /// `FAILOVER TO <target> TIMEOUT` on `from` (planned switchover), then wait until
+    /// done. `target` is `to` as `from` lists it among its replicas: Redis knows a replica
+    /// by the address it announced or connected from, not by the name others dial.
+    Handover { from: String, to: String, target: Endpoint, timeout: Duration },
 }
 
 /// Where replication stands.
@@ -111,7 +114,9 @@ impl Phase {
             Phase::Paused => "Paused",
             Phase::Bootstrapping => "Bootstrapping",
             Phase::Steady => "ReplicationHealthy",
-            Phase::PrimaryUnavailable | Phase::FailoverBlocked | Phase::FailingOver => "FailoverInProgress",
+            Phase::PrimaryUnavailable => "PrimaryUnavailable",
+            Phase::FailoverBlocked => "FailoverBlocked",
+            Phase::FailingOver => "FailoverInProgress",
             Phase::RollingReplicas => "RollingUpdate",
             Phase::Switchover => "SwitchoverInProgress",
         }
@@ -148,6 +153,18 @@ impl Plan {
         }
     }
 
+    /// `min-replicas-to-write` the plan's primary gets (its `SetMinReplicas` action),
+    /// 0 when it sets none.
+    pub fn min_replicas(&self) -> i64 {
+        self.actions
+            .iter()
+            .find_map(|a| match a {
+                Action::SetMinReplicas { pod, value } if Some(pod) == self.primary.as_ref() => Some(*value),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
     /// The primary changes when these actions succeed.
     pub fn changes_primary(&self, prev: &Prev) -> bool {
         self.primary != prev.primary
@@ -163,13 +180,18 @@ pub fn primary_available(nodes: &[NodeObservation], prev: &Prev) -> bool {
     matches!(primary_state(p, prev.holds_data), PrimaryState::Healthy)
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PrimaryState {
     Healthy,
-    /// Down, frozen, not ready, loading, terminating or no longer a master.
+    /// Down, frozen, not ready, loading or terminating: it may come back, so wait
+    /// `failover.afterSeconds` before failing over.
     Unavailable,
     /// Answers as a master but lost its data: fail over now, waiting only lets replicas
     /// copy its empty dataset.
     LostData,
+    /// Answers as a replica: it restarted (a Redis pod always starts as one) or someone
+    /// demoted it. It never takes writes again by itself, so waiting gains nothing.
+    Demoted,
 }
 
 fn primary_state(p: &NodeObservation, holds_data: bool) -> PrimaryState {
@@ -180,6 +202,7 @@ fn primary_state(p: &NodeObservation, holds_data: bool) -> PrimaryState {
         Some(i) if i.role == Role::Master && !i.loading && p.pod_ready && !p.terminating => {
             PrimaryState::Healthy
         }
+        Some(i) if i.role == Role::Replica && !i.loading => PrimaryState::Demoted,
         _ => PrimaryState::Unavailable,
     }
 }
@@ -193,16 +216,80 @@ pub fn decide(input: &Input) -> Plan {
     let Some(primary) = prev.primary.as_deref() else {
         return bootstrap(input);
     };
-    let p = input.nodes.iter().find(|n| n.pod == primary);
-    match p.map(|p| primary_state(p, prev.holds_data)) {
-        Some(PrimaryState::Healthy) => {
-            // Healthy implies `p` is Some; the let-else keeps it explicit.
-            let Some(p) = p else { return Plan::keep(prev, Phase::Steady, "", None) };
-            steady(input, p)
-        }
-        Some(PrimaryState::LostData) => failover(input, true),
-        Some(PrimaryState::Unavailable) | None => failover(input, false),
+    let Some(p) = input.nodes.iter().find(|n| n.pod == primary) else {
+        return failover(input, PrimaryState::Unavailable);
+    };
+    if let Some(x) = handed_over_to(input, p) {
+        return adopt(input, p, x);
     }
+    if p.terminating
+        && let Some(plan) = handover(input, p, "because its pod is terminating")
+    {
+        return plan;
+    }
+    match primary_state(p, prev.holds_data) {
+        PrimaryState::Healthy => steady(input, p),
+        other => failover(input, other),
+    }
+}
+
+/// `p` answers as a replica, linked to `x`, a master that continued p's replication
+/// history (both name p's old history as `master_replid2`, which only a partial resync
+/// after a promotion gives): a FAILOVER from p to x completed, though this operator never
+/// recorded it (it died or failed between the hand-over and its status write).
+fn handed_over_to<'a>(input: &'a Input, p: &NodeObservation) -> Option<&'a NodeObservation> {
+    let pi = p.info.as_ref().filter(|i| i.role == Role::Replica && i.link_up && !i.replid2.is_empty())?;
+    let x = input.nodes.iter().find(|n| n.pod != p.pod && pi.follows(&n.endpoint))?;
+    let xi = x.info.as_ref().filter(|i| i.role == Role::Master && !i.loading)?;
+    let same_history = xi.replid2 == pi.replid2
+        && xi.replid == pi.replid
+        && input.prev.primary_replid.as_ref().is_none_or(|r| *r == xi.replid2);
+    same_history.then_some(x)
+}
+
+/// Make `x` the primary after a hand-over Redis reports done; the rest as in steady state.
+fn adopt(input: &Input, p: &NodeObservation, x: &NodeObservation) -> Plan {
+    let mut plan = steady(input, x);
+    plan.phase = Phase::Switchover;
+    plan.epoch = input.prev.epoch + 1;
+    plan.message =
+        format!("{} handed the primary over to {}: Redis reports it done; recording it", p.pod, x.pod);
+    plan.delete_pods.clear();
+    plan.requeue_after = Some(Duration::from_secs(1));
+    plan
+}
+
+/// `FAILOVER TO` the most advanced replica that `p` lists as online and that follows it
+/// with a live link. Redis pauses writes on `p` until the target has its whole stream,
+/// then swaps roles: nothing acknowledged is lost, whatever `k`. `None` without a target.
+fn handover(input: &Input, p: &NodeObservation, why: &str) -> Option<Plan> {
+    let pi = p.info.as_ref().filter(|i| i.role == Role::Master && !i.loading)?;
+    let (to, listed) = input
+        .nodes
+        .iter()
+        .filter(|n| n.pod != p.pod && n.pod_ready && !n.terminating)
+        .filter_map(|n| {
+            let i = n.info.as_ref()?;
+            let linked = i.follows(&p.endpoint) && i.link_up && !i.loading && !i.sync_in_progress;
+            let listed = n.listed_by(pi).filter(|l| l.online)?;
+            linked.then_some((n, listed))
+        })
+        .max_by_key(|(n, _)| (n.info.as_ref().map_or(0, |i| i.offset), Reverse(n.ordinal)))?;
+    Some(Plan {
+        phase: Phase::Switchover,
+        primary: Some(to.pod.clone()),
+        epoch: input.prev.epoch + 1,
+        holds_data: input.prev.holds_data || !pi.is_empty(),
+        actions: vec![Action::Handover {
+            from: p.pod.clone(),
+            to: to.pod.clone(),
+            target: listed.addr.clone(),
+            timeout: HANDOVER_TIMEOUT,
+        }],
+        delete_pods: vec![],
+        message: format!("handing the primary over from {} to {} {why}", p.pod, to.pod),
+        requeue_after: Some(Duration::from_secs(1)),
+    })
 }
 
 /// `k + r > n`: how many replicas must be inspected so that at least one of them holds
@@ -353,28 +440,25 @@ fn steady(input: &Input, p: &NodeObservation) -> Plan {
     }
     // Only the primary is outdated: hand over to the most advanced replica, then (next
     // passes) it is an outdated replica and gets restarted like the others.
-    match replicas.iter().max_by_key(|n| (n.info.as_ref().map_or(0, |i| i.offset), Reverse(n.ordinal))) {
-        Some(target) => {
-            plan.phase = Phase::Switchover;
-            plan.actions.push(Action::Handover {
-                from: p.pod.clone(),
-                to: target.pod.clone(),
-                timeout: HANDOVER_TIMEOUT,
-            });
-            plan.primary = Some(target.pod.clone());
-            plan.epoch = prev.epoch + 1;
-            plan.message =
-                format!("handing the primary over from {} to {} before restarting it", p.pod, target.pod);
+    if replicas.is_empty() {
+        plan.delete_pods.push(p.pod.clone());
+        plan.message = format!("restarting {} (no replica to hand over to)", p.pod);
+        return plan;
+    }
+    match handover(input, p, "before restarting it") {
+        Some(mut h) => {
+            // Keep min-replicas-to-write fixes of this pass in front of the hand-over.
+            plan.actions.append(&mut h.actions);
+            Plan { actions: plan.actions, ..h }
         }
         None => {
-            plan.delete_pods.push(p.pod.clone());
-            plan.message = format!("restarting {} (no replica to hand over to)", p.pod);
+            plan.message = format!("planned restart waits until {} lists a replica as online", p.pod);
+            plan
         }
     }
-    plan
 }
 
-fn failover(input: &Input, lost_data: bool) -> Plan {
+fn failover(input: &Input, state: PrimaryState) -> Plan {
     let prev = &input.prev;
     let primary = prev.primary.clone().unwrap_or_default();
     let n = input.spec.replicas.max(u32::try_from(input.nodes.len().saturating_sub(1)).unwrap_or(u32::MAX));
@@ -388,7 +472,7 @@ fn failover(input: &Input, lost_data: bool) -> Plan {
             Some(Duration::from_secs(5)),
         );
     }
-    if !lost_data && down_for < input.spec.failover_after {
+    if state == PrimaryState::Unavailable && down_for < input.spec.failover_after {
         let left = input.spec.failover_after - down_for;
         return Plan::keep(
             prev,
@@ -480,7 +564,11 @@ fn failover(input: &Input, lost_data: bool) -> Plan {
         delete_pods: vec![],
         message: format!(
             "primary {primary} {}; promoting {} (offset {}, {r} of {n} replicas inspected)",
-            if lost_data { "restarted without its data" } else { "is unavailable" },
+            match state {
+                PrimaryState::LostData => "restarted without its data",
+                PrimaryState::Demoted => "answers as a replica (it restarted)",
+                _ => "is unavailable",
+            },
             cand.pod,
             cand_info.offset
         ),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::redis::node::Endpoint;
-use crate::redis::observe::{NodeInfo, NodeObservation, Role};
+use crate::redis::observe::{ListedReplica, NodeInfo, NodeObservation, Role};
 
 const H: &str = "r-history";
 
@@ -13,6 +13,33 @@ fn ep(ord: u32) -> Endpoint {
 }
 fn pod(ord: u32) -> String {
     format!("demo-redis-{ord}")
+}
+fn ip(ord: u32) -> String {
+    format!("10.244.0.{}", 10 + ord)
+}
+
+/// Fill each master's replica list as Redis would: every node that follows it with a
+/// live link, under the stable name it announces.
+fn listed(mut nodes: Vec<NodeObservation>) -> Vec<NodeObservation> {
+    let all = nodes.clone();
+    for m in nodes.iter_mut().filter(|n| n.is_master()) {
+        let replicas = all
+            .iter()
+            .filter_map(|n| {
+                let i = n.info.as_ref()?;
+                (i.follows(&m.endpoint) && i.link_up).then(|| ListedReplica {
+                    addr: n.endpoint.clone(),
+                    online: true,
+                    offset: i.offset,
+                    lag_secs: 0,
+                })
+            })
+            .collect();
+        if let Some(i) = m.info.as_mut() {
+            i.replicas = replicas;
+        }
+    }
+    nodes
 }
 
 fn info(role: Role, offset: i64, keys: u64) -> NodeInfo {
@@ -24,6 +51,7 @@ fn info(role: Role, offset: i64, keys: u64) -> NodeInfo {
         link_down_since_secs: None,
         sync_in_progress: false,
         replid: H.into(),
+        replid2: String::new(),
         offset,
         loading: false,
         persisting: false,
@@ -32,6 +60,7 @@ fn info(role: Role, offset: i64, keys: u64) -> NodeInfo {
         uptime_secs: 100,
         connected_replicas: 0,
         online_replicas: 2,
+        replicas: vec![],
         failover_state: "no-failover".into(),
         min_replicas_to_write: Some(1),
     }
@@ -43,6 +72,7 @@ fn node(ord: u32, i: NodeInfo) -> NodeObservation {
         pod: pod(ord),
         ordinal: ord,
         endpoint: ep(ord),
+        ip: Some(ip(ord)),
         pod_ready: true,
         terminating: false,
         outdated: false,
@@ -73,6 +103,7 @@ fn unreachable(ord: u32) -> NodeObservation {
         pod: pod(ord),
         ordinal: ord,
         endpoint: ep(ord),
+        ip: Some(ip(ord)),
         pod_ready: false,
         terminating: false,
         outdated: false,
@@ -115,6 +146,9 @@ fn promote(p: u32) -> Action {
 fn min_repl(p: u32, v: i64) -> Action {
     Action::SetMinReplicas { pod: pod(p), value: v }
 }
+fn handover(from: u32, to: u32, target: Endpoint) -> Action {
+    Action::Handover { from: pod(from), to: pod(to), target, timeout: HANDOVER_TIMEOUT }
+}
 
 struct Case {
     name: &'static str,
@@ -130,8 +164,9 @@ struct Case {
 }
 
 fn run(c: &Case) {
+    let nodes = listed(c.nodes.clone());
     let plan = decide(&Input {
-        nodes: &c.nodes,
+        nodes: &nodes,
         spec: c.spec,
         prev: c.prev.clone(),
         primary_unavailable_for: c.down_for.map(Duration::from_secs),
@@ -611,7 +646,7 @@ fn decide_table() {
             phase: Phase::Switchover,
             primary: Some(2),
             epoch: 4,
-            actions: vec![Action::Handover { from: pod(0), to: pod(2), timeout: HANDOVER_TIMEOUT }],
+            actions: vec![handover(0, 2, ep(2))],
             delete: vec![],
         },
         Case {
@@ -698,4 +733,108 @@ fn epoch_only_grows_and_never_two_masters_after_a_plan() {
             }
         }
     }
+}
+
+fn plan_for(nodes: Vec<NodeObservation>, prev: Prev, down_for: Option<u64>) -> Plan {
+    decide(&Input {
+        nodes: &listed(nodes),
+        spec: spec(2, 1),
+        prev,
+        primary_unavailable_for: down_for.map(Duration::from_secs),
+    })
+}
+
+#[test]
+fn a_terminating_primary_is_handed_over_at_once_to_the_most_advanced_listed_replica() {
+    let nodes =
+        vec![with(master(0, 1000, 10), |n| n.terminating = true), replica(1, 0, 990), replica(2, 0, 1000)];
+    let plan = plan_for(nodes, prev(Some(0), true), Some(0));
+    assert_eq!(plan.phase, Phase::Switchover, "{}", plan.message);
+    assert_eq!(plan.primary, Some(pod(2)));
+    assert_eq!(plan.epoch, 4);
+    assert_eq!(plan.actions, vec![handover(0, 2, ep(2))]);
+    assert!(plan.message.contains("terminating"), "{}", plan.message);
+}
+
+#[test]
+fn a_terminating_primary_without_a_listed_replica_waits_like_any_unavailable_primary() {
+    let nodes =
+        vec![with(master(0, 1000, 10), |n| n.terminating = true), replica(1, 0, 990), replica(2, 0, 1000)];
+    // decide() without listed(): the primary lists nobody (the replicas are not online yet).
+    let plan = decide(&Input {
+        nodes: &nodes,
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        primary_unavailable_for: Some(Duration::from_secs(1)),
+    });
+    assert_eq!(plan.phase, Phase::PrimaryUnavailable, "{}", plan.message);
+    assert!(plan.actions.is_empty());
+}
+
+#[test]
+fn the_hand_over_names_the_replica_as_the_primary_lists_it() {
+    // Replicas started without replica-announce-ip: the primary knows them by pod IP.
+    let mut nodes = listed(vec![with(master(0, 1000, 10), |n| n.outdated = true), replica(1, 0, 1000)]);
+    let listing = &mut nodes[0].info.as_mut().unwrap().replicas;
+    listing[0].addr = Endpoint::new(ip(1), 6379);
+    let plan = decide(&Input {
+        nodes: &nodes,
+        spec: spec(1, 1),
+        prev: prev(Some(0), true),
+        primary_unavailable_for: None,
+    });
+    assert_eq!(plan.actions, vec![handover(0, 1, Endpoint::new(ip(1), 6379))], "{}", plan.message);
+}
+
+#[test]
+fn a_primary_that_answers_as_a_replica_is_failed_over_without_waiting() {
+    // kill -9 and a restart: the start script brought it back as a replica of nobody.
+    let restarted = with_info(replica_down(0, 0, 0, None), |i| {
+        i.master_host = Some("127.0.0.1".into());
+        i.master_port = Some(1);
+        i.keys = 9;
+    });
+    let nodes = vec![restarted, replica_down(1, 0, 990, Some(1)), replica_down(2, 0, 1000, Some(1))];
+    let plan = plan_for(nodes, prev(Some(0), true), Some(0));
+    assert_eq!(plan.phase, Phase::FailingOver, "{}", plan.message);
+    assert_eq!(plan.primary, Some(pod(2)));
+    assert!(plan.actions.contains(&promote(2)));
+    assert!(plan.actions.contains(&follow(0, 2, false)), "{:?}", plan.actions);
+}
+
+#[test]
+fn a_hand_over_that_redis_completed_unrecorded_is_adopted_not_undone() {
+    // FAILOVER TO 1 completed, then the operator died before recording it: 0 follows 1,
+    // both continued history H (replid2), 2 is chained behind 0.
+    let new_id = "r-after-handover";
+    let moved = |mut n: NodeObservation| {
+        let i = n.info.as_mut().unwrap();
+        i.replid = new_id.into();
+        i.replid2 = H.into();
+        n
+    };
+    let nodes = vec![moved(replica(0, 1, 1000)), moved(master(1, 1000, 10)), moved(replica(2, 0, 1000))];
+    let plan = plan_for(nodes, prev(Some(0), true), Some(0));
+    assert_eq!(plan.phase, Phase::Switchover, "{}", plan.message);
+    assert_eq!(plan.primary, Some(pod(1)));
+    assert_eq!(plan.epoch, 4);
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. } | Action::Follow { fence: true, .. }))
+    );
+    assert!(plan.actions.contains(&follow(2, 1, false)), "the chained replica follows 1: {:?}", plan.actions);
+}
+
+#[test]
+fn a_master_of_another_history_is_not_adopted() {
+    // 0 restarted and full-synced from a stray master 1 (no shared replid2): not a hand-over.
+    let nodes = vec![
+        with_info(replica(0, 1, 10), |i| i.replid = "stray".into()),
+        with_info(master(1, 10, 1), |i| i.replid = "stray".into()),
+        replica_down(2, 0, 1000, Some(1)),
+    ];
+    let plan = plan_for(nodes, prev(Some(0), true), Some(0));
+    assert_ne!(plan.primary, Some(pod(1)), "{}", plan.message);
 }

@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::monitor::{AppKey, MonitorMetrics};
+
 /// Labels of per-stack failover series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailoverLabels {
@@ -17,12 +19,29 @@ pub struct FailoverLabels {
     pub kind: String,
 }
 
+/// `kind` of a failover that the operator made because the primary was lost.
+pub const KIND_AUTOMATIC: &str = "automatic";
+/// `kind` of a planned hand-over (FAILOVER TO).
+pub const KIND_PLANNED: &str = "planned";
+
+impl FailoverLabels {
+    pub fn new(app: &AppKey, kind: &str) -> Self {
+        Self { namespace: app.namespace.clone(), app: app.name.clone(), kind: kind.to_string() }
+    }
+}
+
 /// Labels of per-pod series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PodLabels {
     pub namespace: String,
     pub app: String,
     pub pod: String,
+}
+
+impl PodLabels {
+    pub fn new(app: &AppKey, pod: &str) -> Self {
+        Self { namespace: app.namespace.clone(), app: app.name.clone(), pod: pod.to_string() }
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -54,8 +73,19 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Add every series to `registry` (names get the registry's prefix, if any).
-    pub fn register(&self, registry: &mut Registry) {
+    /// Add every series to `registry` (names get the registry's prefix, if any), with
+    /// the health checker's.
+    pub fn register(&self, monitor: &MonitorMetrics, registry: &mut Registry) {
+        registry.register(
+            "counterstack_redis_checks",
+            "Checks of Redis pods by the operator's own health checker (PING + ROLE), by result",
+            monitor.checks.clone(),
+        );
+        registry.register(
+            "counterstack_redis_check_wakeups",
+            "Reconciles triggered because a Redis pod answered a check differently",
+            monitor.wakeups.clone(),
+        );
         registry.register(
             "counterstack_redis_failovers",
             "Changes of Redis primary made by the operator (automatic failovers and planned switchovers)",
@@ -63,7 +93,7 @@ impl Metrics {
         );
         registry.register(
             "counterstack_redis_failover_duration_seconds",
-            "Automatic: from the primary first seen unavailable to the promotion; planned: FAILOVER TO hand-over time",
+            "Automatic: from the first failed check of the primary to the new primary accepting writes; planned: the write pause of the FAILOVER TO hand-over",
             self.failover_duration.clone(),
         );
         registry.register(
@@ -82,7 +112,7 @@ mod tests {
     fn registered_series_are_encoded() {
         let m = Metrics::default();
         let mut reg = Registry::default();
-        m.register(&mut reg);
+        m.register(&MonitorMetrics::default(), &mut reg);
         let l = FailoverLabels { namespace: "ns".into(), app: "demo".into(), kind: "automatic".into() };
         m.failovers.get_or_create(&l).inc();
         m.failover_duration.get_or_create(&l).observe(1.5);

@@ -9,12 +9,13 @@
 pub mod actuate;
 pub mod decide;
 pub mod metrics;
+pub mod monitor;
 pub mod node;
 pub mod observe;
 pub mod report;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,6 +24,7 @@ use tracing::{info, warn};
 use crate::api::{CounterApp, RedisStatus};
 pub use decide::{Action, Phase, Plan};
 pub use metrics::Metrics;
+pub use monitor::{AppKey, Monitor};
 use node::{Addressing, ClusterAddressing, RedisClient, RedisNodes};
 use observe::{NodeObservation, parse_info};
 pub use report::Health;
@@ -98,27 +100,48 @@ pub struct Outcome {
 }
 
 /// Per-CounterApp state kept between passes. Losing it (operator restart) is safe: the
-/// failover timer starts again and the status holds the last committed primary.
+/// status holds the last committed primary and epoch, and Redis itself shows a hand-over
+/// that was never recorded (see `decide::handed_over_to`).
 #[derive(Clone, Debug, Default)]
 struct Memory {
+    /// The CounterApp's uid: a new CounterApp of the same name starts from nothing.
+    uid: Option<String>,
     primary: Option<String>,
     epoch: i64,
     holds_data: bool,
     primary_replid: Option<String>,
-    unavailable_since: Option<(String, Instant)>,
     last_phase: Option<Phase>,
+    /// Pods with a replication-lag series, to remove the series when the pod goes.
+    lag_series: Vec<String>,
 }
 
-/// Keeps per-CounterApp replication state across reconciles.
+/// Keeps per-CounterApp replication state across reconciles, and the [`Monitor`] that
+/// checks every Redis pod between them.
 #[derive(Default)]
 pub struct Manager {
-    memory: Mutex<HashMap<String, Memory>>,
+    memory: Mutex<HashMap<AppKey, Memory>>,
     metrics: Metrics,
+    monitor: Arc<Monitor>,
 }
 
 fn event(warning: bool, reason: &str, note: impl Into<String>) -> ReplicationEvent {
     ReplicationEvent { warning, reason: reason.to_string(), note: note.into() }
 }
+
+/// The key of a CounterApp.
+pub fn app_key(app: &CounterApp) -> AppKey {
+    AppKey::new(
+        app.metadata.namespace.clone().unwrap_or_default(),
+        app.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// How long observing a frozen node takes (connect + AUTH timeout): a pass that must
+/// fail over at a deadline starts this much earlier so that it acts on time.
+const OBSERVE_LEAD: Duration = Duration::from_millis(500);
+/// How long a promoted primary may take to accept writes (its replicas reconnect) before
+/// the failover is reported without that confirmation.
+const WRITABLE_WAIT: Duration = Duration::from_secs(2);
 
 impl Manager {
     pub fn new() -> Self {
@@ -128,6 +151,69 @@ impl Manager {
     /// The manager's metrics; register them with [`Metrics::register`].
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The health checker; the operator runs it ([`Monitor::run`]) and feeds its
+    /// wake-ups to the controller.
+    pub fn monitor(&self) -> &Arc<Monitor> {
+        &self.monitor
+    }
+
+    /// Check these pods from now on (the operator calls it after each pass with the pods'
+    /// fresh addresses and the primary the pass decided).
+    pub fn watch<A: Addressing>(
+        &self,
+        app: &CounterApp,
+        pods: &[PodView],
+        addressing: &A,
+        password: &str,
+        primary: Option<&str>,
+    ) {
+        let target = monitor::Target {
+            pods: pods
+                .iter()
+                .filter_map(|p| {
+                    Some(monitor::TargetPod {
+                        name: p.name.clone(),
+                        dial: addressing.dial(p)?,
+                        ready: p.ready,
+                        terminating: p.terminating,
+                    })
+                })
+                .collect(),
+            primary: primary.map(str::to_string),
+            password: password.to_string(),
+        };
+        self.monitor.watch(&app_key(app), target);
+    }
+
+    /// Forget a deleted CounterApp: its memory, its checks and its metric series.
+    pub fn forget(&self, key: &AppKey) {
+        let mem = self.memory.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.monitor.forget(key);
+        for kind in [metrics::KIND_AUTOMATIC, metrics::KIND_PLANNED] {
+            let l = metrics::FailoverLabels::new(key, kind);
+            self.metrics.failovers.remove(&l);
+            self.metrics.failover_duration.remove(&l);
+        }
+        for pod in mem.map(|m| m.lag_series).unwrap_or_default() {
+            self.metrics.replication_lag.remove(&metrics::PodLabels::new(key, &pod));
+        }
+    }
+
+    fn memory_of(&self, app: &CounterApp) -> Memory {
+        // A poisoned lock only means another pass panicked; its data is still coherent
+        // (plain values), so keep going with it.
+        let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory
+            .get(&app_key(app))
+            .filter(|m| m.uid == app.metadata.uid)
+            .cloned()
+            .unwrap_or_else(|| Memory { uid: app.metadata.uid.clone(), ..Memory::default() })
+    }
+
+    fn remember(&self, key: &AppKey, mem: Memory) {
+        self.memory.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), mem);
     }
 
     /// One pass against the pods of a cluster: dial pod IPs, follow stable DNS names.
@@ -141,17 +227,8 @@ impl Manager {
         self.reconcile_with(app, pods, &RedisClient::new(password), &addressing).await
     }
 
-    fn memory(&self, key: &str) -> Memory {
-        // A poisoned lock only means another pass panicked; its data is still coherent
-        // (plain values), so keep going with it.
-        self.memory.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned().unwrap_or_default()
-    }
-
-    fn remember(&self, key: &str, mem: Memory) {
-        self.memory.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), mem);
-    }
-
-    /// One pass with injected Redis I/O and addressing (tests use local processes).
+    /// One pass with injected Redis I/O and addressing (tests use local processes):
+    /// observe, recall the previous state, time the failover, decide, act, report.
     #[tracing::instrument(skip_all, fields(app = app.metadata.name.as_deref().unwrap_or("")))]
     pub async fn reconcile_with<N: RedisNodes, A: Addressing>(
         &self,
@@ -160,66 +237,27 @@ impl Manager {
         nodes: &N,
         addressing: &A,
     ) -> Result<Outcome, Error> {
-        let name = app.metadata.name.clone().unwrap_or_default();
-        let namespace = app.metadata.namespace.clone().unwrap_or_default();
-        let key = app.metadata.uid.clone().unwrap_or_else(|| format!("{namespace}/{name}"));
+        let key = app_key(app);
         let spec = decide::Spec::from_app(&app.spec);
-        let status = app.status.as_ref().and_then(|s| s.redis.clone()).unwrap_or_default();
-
         let observed = observe_all(pods, nodes, addressing).await;
-        let mut mem = self.memory(&key);
-        let prev = if mem.epoch > status.epoch {
-            decide::Prev {
-                primary: mem.primary.clone(),
-                epoch: mem.epoch,
-                holds_data: mem.holds_data || status.holds_data,
-                primary_replid: None,
-            }
-        } else {
-            decide::Prev {
-                primary: status.primary.clone(),
-                epoch: status.epoch,
-                holds_data: status.holds_data,
-                primary_replid: None,
-            }
-        };
-        let prev = decide::Prev {
-            primary_replid: mem.primary_replid.clone().filter(|_| mem.primary == prev.primary),
-            ..prev
-        };
-
-        // Failover timer: since when the current primary has been unavailable.
         let now = Instant::now();
-        let available = decide::primary_available(&observed, &prev);
-        mem.unavailable_since = match (&prev.primary, mem.unavailable_since.take()) {
-            (Some(p), Some((q, since))) if !available && *p == q => Some((q, since)),
-            (Some(p), _) if !available => Some((p.clone(), now)),
-            _ => None,
-        };
-        let unavailable_for = mem.unavailable_since.as_ref().map(|(_, since)| now.duration_since(*since));
-        if available
-            && let Some(p) = prev.primary.as_deref().and_then(|p| observed.iter().find(|n| n.pod == p))
-        {
-            mem.primary_replid = p.info.as_ref().map(|i| i.replid.clone());
-        }
+        let mut mem = self.memory_of(app);
+        let prev = previous(&mut mem, app, &observed);
+        let down_since = self.failover_clock(&key, &observed, &prev, now);
+        let unavailable_for = down_since.map(|since| now.saturating_duration_since(since));
 
-        let plan = decide::decide(&decide::Input {
+        let mut plan = decide::decide(&decide::Input {
             nodes: &observed,
             spec,
             prev: prev.clone(),
             primary_unavailable_for: unavailable_for,
         });
-
-        let mut events = vec![];
-        if mem.last_phase != Some(plan.phase) {
-            match plan.phase {
-                Phase::PrimaryUnavailable => events.push(event(true, "PrimaryUnavailable", &plan.message)),
-                Phase::FailoverBlocked => events.push(event(true, "FailoverBlocked", &plan.message)),
-                Phase::RollingReplicas => events.push(event(false, "RollingUpdate", &plan.message)),
-                _ => {}
-            }
+        if plan.phase == Phase::PrimaryUnavailable && spec.failover_enabled {
+            // Come back early enough that observing the (maybe frozen) primary ends at the deadline.
+            plan.requeue_after =
+                plan.requeue_after.map(|d| d.saturating_sub(OBSERVE_LEAD).max(Duration::from_millis(100)));
         }
-        mem.last_phase = Some(plan.phase);
+        let mut events = phase_events(&mut mem, &plan);
 
         let addrs = actuate::Addresses {
             dial: pods.iter().filter_map(|p| Some((p.name.clone(), addressing.dial(p)?))).collect(),
@@ -236,81 +274,128 @@ impl Manager {
                 return Err(e);
             }
         };
-        for pod in &applied.fenced {
-            events.push(event(
-                true,
-                "Demoted",
-                format!(
-                    "{pod} was a writable primary but {} is the primary; made it a replica",
-                    plan.primary.as_deref().unwrap_or("-")
-                ),
-            ));
-        }
-        for w in &applied.warnings {
-            warn!("{w}");
-            events.push(event(true, "ReplicationWarning", w.clone()));
-        }
+        events.extend(applied_events(&plan, &applied));
 
         let changed = plan.changes_primary(&prev);
-        let mut last_failover_time = status.last_failover_time.clone();
+        let mut last_failover_time =
+            app.status.as_ref().and_then(|s| s.redis.as_ref()?.last_failover_time.clone());
         if changed {
-            let labels = |kind: &str| metrics::FailoverLabels {
-                namespace: namespace.clone(),
-                app: name.clone(),
-                kind: kind.into(),
-            };
-            match (&prev.primary, plan.phase) {
-                (None, _) => events.push(event(false, "PrimaryElected", &plan.message)),
-                (Some(_), Phase::Switchover) => {
-                    let took = applied.handed_over.as_ref().map_or(Duration::ZERO, |h| h.2);
-                    self.metrics.failovers.get_or_create(&labels("planned")).inc();
-                    self.metrics
-                        .failover_duration
-                        .get_or_create(&labels("planned"))
-                        .observe(took.as_secs_f64());
-                    events.push(event(
-                        false,
-                        "SwitchedOver",
-                        format!("{} (took {} ms)", plan.message, took.as_millis()),
-                    ));
-                    last_failover_time = Some(Time(jiff::Timestamp::now()));
-                }
-                (Some(_), _) => {
-                    let took = unavailable_for.unwrap_or_default();
-                    self.metrics.failovers.get_or_create(&labels("automatic")).inc();
-                    self.metrics
-                        .failover_duration
-                        .get_or_create(&labels("automatic"))
-                        .observe(took.as_secs_f64());
-                    events.push(event(
-                        true,
-                        "FailedOver",
-                        format!("{} (epoch {})", plan.message, plan.epoch),
-                    ));
-                    last_failover_time = Some(Time(jiff::Timestamp::now()));
-                }
+            events.push(self.primary_changed(&key, &prev, &plan, &applied, down_since, &addrs, nodes).await);
+            if prev.primary.is_some() {
+                last_failover_time = Some(Time(jiff::Timestamp::now()));
             }
-            info!(primary = ?plan.primary, epoch = plan.epoch, "primary changed");
             mem.primary = plan.primary.clone();
             mem.epoch = plan.epoch;
             mem.primary_replid = None;
-            mem.unavailable_since = None;
         }
         mem.holds_data = plan.holds_data;
         for pod in &plan.delete_pods {
             events.push(event(false, "RestartingPod", format!("deleting {pod}: {}", plan.message)));
         }
+        let report =
+            Report { pods, observed: &observed, plan: &plan, changed, replicas_wanted: spec.replicas };
+        let outcome = self.outcome(&key, &mut mem, &report, last_failover_time, events);
+        self.remember(&key, mem);
+        Ok(outcome)
+    }
 
+    /// Since when the primary has been unavailable, from this pass's observation and the
+    /// monitor's checks (whichever saw it first).
+    fn failover_clock(
+        &self,
+        key: &AppKey,
+        observed: &[NodeObservation],
+        prev: &decide::Prev,
+        now: Instant,
+    ) -> Option<Instant> {
+        let primary = prev.primary.as_deref()?;
+        let available = decide::primary_available(observed, prev);
+        self.monitor.observe_primary(key, primary, available, now)
+    }
+
+    /// Metrics, memory and the Event of a change of primary. For a failover, waits until
+    /// the new primary accepts writes and measures from the first failed check to then.
+    #[allow(clippy::too_many_arguments)]
+    async fn primary_changed<N: RedisNodes>(
+        &self,
+        key: &AppKey,
+        prev: &decide::Prev,
+        plan: &Plan,
+        applied: &actuate::Applied,
+        down_since: Option<Instant>,
+        addrs: &actuate::Addresses,
+        nodes: &N,
+    ) -> ReplicationEvent {
+        self.monitor.reset_clock(key);
+        info!(primary = ?plan.primary, epoch = plan.epoch, "primary changed");
+        let labels = |kind: &str| metrics::FailoverLabels::new(key, kind);
+        match (&prev.primary, plan.phase) {
+            (None, _) => event(false, "PrimaryElected", &plan.message),
+            (Some(_), Phase::Switchover) => {
+                let took = applied.handed_over.as_ref().map_or(Duration::ZERO, |h| h.2);
+                self.metrics.failovers.get_or_create(&labels(metrics::KIND_PLANNED)).inc();
+                self.metrics
+                    .failover_duration
+                    .get_or_create(&labels(metrics::KIND_PLANNED))
+                    .observe(took.as_secs_f64());
+                event(
+                    false,
+                    "SwitchedOver",
+                    format!("{} (writes paused {} ms)", plan.message, took.as_millis()),
+                )
+            }
+            (Some(_), _) => {
+                let writable = match plan.primary.as_deref().and_then(|p| addrs.dial.get(p)) {
+                    Some(ep) => actuate::wait_writable(nodes, ep, plan.min_replicas(), WRITABLE_WAIT).await,
+                    None => false,
+                };
+                let took = down_since.map_or(Duration::ZERO, |since| since.elapsed());
+                self.metrics.failovers.get_or_create(&labels(metrics::KIND_AUTOMATIC)).inc();
+                self.metrics
+                    .failover_duration
+                    .get_or_create(&labels(metrics::KIND_AUTOMATIC))
+                    .observe(took.as_secs_f64());
+                let end = if writable { "accepting writes" } else { "promoted (not yet confirmed writable)" };
+                event(
+                    true,
+                    "FailedOver",
+                    format!(
+                        "{} (epoch {}); {:.1} s from the first failed check to the new primary {end}",
+                        plan.message,
+                        plan.epoch,
+                        took.as_secs_f64()
+                    ),
+                )
+            }
+        }
+    }
+
+    /// Status, labels, metrics and health after the pass.
+    fn outcome(
+        &self,
+        key: &AppKey,
+        mem: &mut Memory,
+        r: &Report,
+        last_failover_time: Option<Time>,
+        events: Vec<ReplicationEvent>,
+    ) -> Outcome {
+        let Report { pods, observed, plan, changed, replicas_wanted } = *r;
         let primary = plan.primary.as_deref();
         let primary_is_master = changed
             || primary.and_then(|p| observed.iter().find(|n| n.pod == p)).is_some_and(|n| n.is_master());
-        let nodes_status = report::node_statuses(&observed, primary);
-        for n in &nodes_status {
-            let l =
-                metrics::PodLabels { namespace: namespace.clone(), app: name.clone(), pod: n.pod.clone() };
-            self.metrics.replication_lag.get_or_create(&l).set(n.lag_bytes);
+        let nodes_status = report::node_statuses(observed, primary);
+        let current: Vec<String> = nodes_status.iter().map(|n| n.pod.clone()).collect();
+        for gone in mem.lag_series.iter().filter(|p| !current.contains(p)) {
+            self.metrics.replication_lag.remove(&metrics::PodLabels::new(key, gone));
         }
-        let outcome = Outcome {
+        for n in &nodes_status {
+            self.metrics
+                .replication_lag
+                .get_or_create(&metrics::PodLabels::new(key, &n.pod))
+                .set(n.lag_bytes);
+        }
+        mem.lag_series = current;
+        Outcome {
             status: RedisStatus {
                 primary: plan.primary.clone(),
                 epoch: plan.epoch,
@@ -322,16 +407,89 @@ impl Manager {
             role_labels: if plan.phase == Phase::Paused {
                 pods.iter().filter_map(|p| Some((p.name.clone(), p.role_label.clone()?))).collect()
             } else {
-                report::role_labels(pods, &observed, primary, primary_is_master)
+                report::role_labels(pods, observed, primary, primary_is_master)
             },
             events,
             requeue_after: plan.requeue_after,
             pods_to_delete: plan.delete_pods.clone(),
-            health: report::health(&plan, &observed, primary_is_master, spec.replicas),
-        };
-        self.remember(&key, mem);
-        Ok(outcome)
+            health: report::health(plan, observed, primary_is_master, replicas_wanted),
+        }
     }
+}
+
+/// What a pass reports from.
+#[derive(Clone, Copy)]
+struct Report<'a> {
+    pods: &'a [PodView],
+    observed: &'a [NodeObservation],
+    plan: &'a Plan,
+    /// The primary changed in this pass.
+    changed: bool,
+    replicas_wanted: u32,
+}
+
+/// What was decided before this pass: the status, or the memory when it is newer (a
+/// status write that has not landed yet). Records the primary's replication id while it
+/// is healthy: replicas sharing it share its history.
+fn previous(mem: &mut Memory, app: &CounterApp, observed: &[NodeObservation]) -> decide::Prev {
+    let status = app.status.as_ref().and_then(|s| s.redis.clone()).unwrap_or_default();
+    let (primary, epoch) = if mem.epoch > status.epoch {
+        (mem.primary.clone(), mem.epoch)
+    } else {
+        (status.primary.clone(), status.epoch)
+    };
+    let prev = decide::Prev {
+        primary,
+        epoch,
+        holds_data: mem.holds_data || status.holds_data,
+        primary_replid: None,
+    };
+    let prev = decide::Prev {
+        primary_replid: mem.primary_replid.clone().filter(|_| mem.primary == prev.primary),
+        ..prev
+    };
+    if decide::primary_available(observed, &prev)
+        && let Some(p) = prev.primary.as_deref().and_then(|p| observed.iter().find(|n| n.pod == p))
+    {
+        mem.primary = prev.primary.clone();
+        mem.primary_replid = p.info.as_ref().map(|i| i.replid.clone());
+    }
+    prev
+}
+
+/// Events for entering a phase (once, not every pass).
+fn phase_events(mem: &mut Memory, plan: &Plan) -> Vec<ReplicationEvent> {
+    let mut events = vec![];
+    if mem.last_phase != Some(plan.phase) {
+        match plan.phase {
+            Phase::PrimaryUnavailable => events.push(event(true, "PrimaryUnavailable", &plan.message)),
+            Phase::FailoverBlocked => events.push(event(true, "FailoverBlocked", &plan.message)),
+            Phase::RollingReplicas => events.push(event(false, "RollingUpdate", &plan.message)),
+            _ => {}
+        }
+    }
+    mem.last_phase = Some(plan.phase);
+    events
+}
+
+/// Events for what actuation did besides changing the primary.
+fn applied_events(plan: &Plan, applied: &actuate::Applied) -> Vec<ReplicationEvent> {
+    let mut events = vec![];
+    for pod in &applied.fenced {
+        events.push(event(
+            true,
+            "Demoted",
+            format!(
+                "{pod} was a writable primary but {} is the primary; made it a replica",
+                plan.primary.as_deref().unwrap_or("-")
+            ),
+        ));
+    }
+    for w in &applied.warnings {
+        warn!("{w}");
+        events.push(event(true, "ReplicationWarning", w.clone()));
+    }
+    events
 }
 
 /// Read every pod concurrently; a pod without an address or that does not answer in
@@ -370,6 +528,7 @@ async fn observe_all<N: RedisNodes, A: Addressing>(
                 pod: pod.name.clone(),
                 ordinal: pod.ordinal,
                 endpoint,
+                ip: dial.map(|d| d.host),
                 pod_ready: pod.ready,
                 terminating: pod.terminating,
                 outdated: pod.outdated,

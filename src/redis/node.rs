@@ -72,6 +72,10 @@ impl Addressing for ClusterAddressing {
 #[derive(Clone, Debug, Default)]
 pub struct LoopbackAddressing {
     pub ports: BTreeMap<u32, u16>,
+    /// The host other nodes follow every pod by (`localhost`, say, as a stand-in for the
+    /// stable DNS name); the pod IP when `None`. With a name here, what the operator dials
+    /// differs from what a primary lists its replicas by, as in a cluster.
+    pub host: Option<String>,
 }
 
 impl Addressing for LoopbackAddressing {
@@ -80,10 +84,8 @@ impl Addressing for LoopbackAddressing {
         Some(Endpoint::new(ip.clone(), *self.ports.get(&pod.ordinal)?))
     }
     fn replication_endpoint(&self, pod: &PodView) -> Endpoint {
-        Endpoint::new(
-            pod.ip.clone().unwrap_or_else(|| "127.0.0.1".to_string()),
-            self.ports.get(&pod.ordinal).copied().unwrap_or(0),
-        )
+        let host = self.host.clone().or_else(|| pod.ip.clone()).unwrap_or_else(|| "127.0.0.1".to_string());
+        Endpoint::new(host, self.ports.get(&pod.ordinal).copied().unwrap_or(0))
     }
 }
 

@@ -26,6 +26,9 @@ pub struct NodeInfo {
     pub sync_in_progress: bool,
     /// Replication history id (`master_replid`); offsets compare only within one id.
     pub replid: String,
+    /// The history this node continued from (`master_replid2`) after a promotion or a
+    /// partial resync to a new primary; empty when none (Redis prints zeros).
+    pub replid2: String,
     /// Replication offset: `master_repl_offset` of a primary, the applied
     /// `slave_repl_offset` of a replica.
     pub offset: i64,
@@ -42,6 +45,9 @@ pub struct NodeInfo {
     /// For a primary: replicas it sees `state=online` that acknowledged within the last
     /// second (`lag<=1`) — its own view of who is in sync.
     pub online_replicas: u32,
+    /// For a primary: every replica it lists (`slaveN:ip=...,port=...`), by the address
+    /// the primary knows it by — the one `FAILOVER TO` must name.
+    pub replicas: Vec<ListedReplica>,
     /// `master_failover_state` (`no-failover` unless a FAILOVER is running).
     pub failover_state: String,
     /// `CONFIG GET min-replicas-to-write`, when it was read.
@@ -62,6 +68,37 @@ impl NodeInfo {
             && self.master_host.as_deref().is_some_and(|h| {
                 h == ep.host || h.strip_prefix(ep.host.as_str()).is_some_and(|rest| rest.starts_with('.'))
             })
+    }
+}
+
+/// One `slaveN:` line of a primary's `INFO replication`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedReplica {
+    /// The announced address (`replica-announce-ip`), else the IP it connected from.
+    pub addr: Endpoint,
+    /// `state=online`: past its initial sync, streaming.
+    pub online: bool,
+    pub offset: i64,
+    /// Seconds since its last acknowledgement.
+    pub lag_secs: u64,
+}
+
+impl ListedReplica {
+    /// Online and acknowledged within the last second: counts for `WAIT` now.
+    pub fn in_sync(&self) -> bool {
+        self.online && self.lag_secs <= 1
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let (key, rest) = line.trim_end_matches('\r').split_once(':')?;
+        key.strip_prefix("slave")?.parse::<u32>().ok()?;
+        let get = |name: &str| rest.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+        Some(Self {
+            addr: Endpoint::new(get("ip")?, get("port")?.parse().ok()?),
+            online: get("state") == Some("online"),
+            offset: get("offset").and_then(|v| v.parse().ok()).unwrap_or(0),
+            lag_secs: get("lag").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
+        })
     }
 }
 
@@ -97,6 +134,10 @@ pub fn parse_info(text: &str) -> Result<NodeInfo, ParseError> {
         None => return Err(ParseError::Missing("role")),
     };
     let replid = field(text, "master_replid").ok_or(ParseError::Missing("master_replid"))?.to_string();
+    let replid2 = field(text, "master_replid2")
+        .filter(|id| id.bytes().any(|b| b != b'0'))
+        .unwrap_or_default()
+        .to_string();
     let offset = match role {
         Role::Master => {
             num::<i64>(text, "master_repl_offset")?.ok_or(ParseError::Missing("master_repl_offset"))?
@@ -109,6 +150,7 @@ pub fn parse_info(text: &str) -> Result<NodeInfo, ParseError> {
     // -1 means "never linked since start": no evidence that this replica was in sync.
     let link_down_since_secs =
         num::<i64>(text, "master_link_down_since_seconds")?.and_then(|s| u64::try_from(s).ok());
+    let replicas: Vec<ListedReplica> = text.lines().filter_map(ListedReplica::parse).collect();
     let keys = text
         .lines()
         .filter(|l| l.starts_with("db"))
@@ -124,6 +166,7 @@ pub fn parse_info(text: &str) -> Result<NodeInfo, ParseError> {
         link_down_since_secs,
         sync_in_progress: num::<u8>(text, "master_sync_in_progress")?.unwrap_or(0) == 1,
         replid,
+        replid2,
         offset,
         loading: num::<u8>(text, "loading")?.unwrap_or(0) == 1
             || num::<u8>(text, "async_loading")?.unwrap_or(0) == 1,
@@ -133,17 +176,8 @@ pub fn parse_info(text: &str) -> Result<NodeInfo, ParseError> {
         run_id: field(text, "run_id").unwrap_or_default().to_string(),
         uptime_secs: num(text, "uptime_in_seconds")?.unwrap_or(0),
         connected_replicas: num(text, "connected_slaves")?.unwrap_or(0),
-        online_replicas: u32::try_from(
-            text.lines()
-                .filter(|l| l.starts_with("slave") && l.contains("state=online"))
-                .filter(|l| {
-                    l.split(',')
-                        .find_map(|kv| kv.trim_end_matches('\r').strip_prefix("lag=")?.parse::<u64>().ok())
-                        .is_some_and(|lag| lag <= 1)
-                })
-                .count(),
-        )
-        .unwrap_or(u32::MAX),
+        online_replicas: u32::try_from(replicas.iter().filter(|r| r.in_sync()).count()).unwrap_or(u32::MAX),
+        replicas,
         failover_state: field(text, "master_failover_state").unwrap_or("no-failover").to_string(),
         min_replicas_to_write: None,
     })
@@ -155,8 +189,11 @@ pub fn parse_info(text: &str) -> Result<NodeInfo, ParseError> {
 pub struct NodeObservation {
     pub pod: String,
     pub ordinal: u32,
-    /// Where the other nodes reach this pod with REPLICAOF.
+    /// Where the other nodes reach this pod with REPLICAOF (and what it announces).
     pub endpoint: Endpoint,
+    /// The pod IP, when it has one: a primary that knows this replica by the address it
+    /// connects from lists it under this IP.
+    pub ip: Option<String>,
     pub pod_ready: bool,
     pub terminating: bool,
     /// Runs an old StatefulSet revision and must be restarted (planned change).
@@ -171,6 +208,16 @@ impl NodeObservation {
     }
     pub fn is_master(&self) -> bool {
         self.info.as_ref().is_some_and(|i| i.role == Role::Master)
+    }
+
+    /// How `primary` lists this node among its replicas, if it does: by the announced
+    /// stable name, or by the pod IP it connected from (a node started without
+    /// `replica-announce-ip`, e.g. by an older start script).
+    pub fn listed_by<'a>(&self, primary: &'a NodeInfo) -> Option<&'a ListedReplica> {
+        primary.replicas.iter().find(|r| {
+            (r.addr.host == self.endpoint.host || Some(&r.addr.host) == self.ip.as_ref())
+                && r.addr.port == self.endpoint.port
+        })
     }
 }
 
@@ -200,8 +247,47 @@ mod tests {
         assert_eq!(i.keys, 7, "keys of every db are summed");
         assert_eq!(i.connected_replicas, 2);
         assert_eq!(i.online_replicas, 1, "slave0 is online with lag 0");
+        assert_eq!(
+            i.replicas,
+            vec![ListedReplica {
+                addr: Endpoint::new("127.0.0.1", 7001),
+                online: true,
+                offset: 1234,
+                lag_secs: 0
+            }]
+        );
         assert_eq!((i.run_id.as_str(), i.uptime_secs), ("aaaa", 42));
+        assert_eq!(i.replid2, "", "all zeros: no earlier history");
         assert!(!i.link_up && !i.loading && !i.is_empty());
+    }
+
+    #[test]
+    fn a_primary_lists_replicas_by_their_announced_name_or_ip() {
+        let text = MASTER.replace(
+            "slave0:ip=127.0.0.1,port=7001,state=online,offset=1234,lag=0\r\n",
+            "slave0:ip=demo-redis-1.demo-redis-headless,port=6379,state=online,offset=1200,lag=0\r\n\
+             slave1:ip=10.244.0.7,port=6379,state=wait_bgsave,offset=0,lag=3\r\n",
+        );
+        let p = parse_info(&text).unwrap();
+        assert_eq!(p.replicas.len(), 2);
+        assert_eq!(p.online_replicas, 1);
+        let node = |k: u32, ip: &str| NodeObservation {
+            pod: format!("demo-redis-{k}"),
+            ordinal: k,
+            endpoint: Endpoint::new(format!("demo-redis-{k}.demo-redis-headless"), 6379),
+            ip: Some(ip.to_string()),
+            pod_ready: true,
+            terminating: false,
+            outdated: false,
+            info: None,
+        };
+        let by_name = node(1, "10.244.0.6").listed_by(&p).unwrap();
+        assert_eq!(by_name.addr, Endpoint::new("demo-redis-1.demo-redis-headless", 6379));
+        assert!(by_name.in_sync());
+        let by_ip = node(2, "10.244.0.7").listed_by(&p).unwrap();
+        assert_eq!(by_ip.addr, Endpoint::new("10.244.0.7", 6379));
+        assert!(!by_ip.in_sync(), "not online yet");
+        assert_eq!(node(3, "10.244.0.8").listed_by(&p), None);
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub struct Health {
     pub available: bool,
     /// Less redundancy than the spec asks for, or a failover/switchover/restart is running.
     pub degraded: bool,
-    /// Condition reason (`ReplicationHealthy`, `FailoverInProgress`, `RollingUpdate`, ...).
+    /// Condition reason (`ReplicationHealthy`, `PrimaryUnavailable`, `FailoverBlocked`,
+    /// `FailoverInProgress`, `SwitchoverInProgress`, `RollingUpdate`, ...).
     pub reason: String,
     pub message: String,
 }
@@ -123,6 +124,7 @@ mod tests {
             pod: format!("demo-redis-{i}"),
             ordinal: i,
             endpoint: Endpoint::new(format!("demo-redis-{i}.demo-redis-headless"), 6379),
+            ip: None,
             pod_ready: true,
             terminating: false,
             outdated: false,
@@ -134,6 +136,7 @@ mod tests {
                 link_down_since_secs: None,
                 sync_in_progress: false,
                 replid: "r".into(),
+                replid2: String::new(),
                 offset,
                 loading: false,
                 persisting: false,
@@ -142,6 +145,7 @@ mod tests {
                 uptime_secs: 10,
                 connected_replicas: 0,
                 online_replicas: 0,
+                replicas: vec![],
                 failover_state: "no-failover".into(),
                 min_replicas_to_write: Some(1),
             }),
@@ -204,6 +208,10 @@ mod tests {
         let failing = Plan { phase: Phase::FailoverBlocked, ..plan };
         let h = health(&failing, &nodes, false, 2);
         assert!(!h.available && h.degraded);
-        assert_eq!(h.reason, "FailoverInProgress");
+        assert_eq!(h.reason, "FailoverBlocked");
+        let waiting = Plan { phase: Phase::PrimaryUnavailable, ..failing.clone() };
+        assert_eq!(health(&waiting, &nodes, false, 2).reason, "PrimaryUnavailable");
+        let promoting = Plan { phase: Phase::FailingOver, ..failing };
+        assert_eq!(health(&promoting, &nodes, true, 2).reason, "FailoverInProgress");
     }
 }

@@ -22,8 +22,14 @@ use super::metrics::Metrics;
 
 /// How often a connected node is health-checked (ROLE for the primary, PING otherwise).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// A ROLE/PING check (on connect and every HEALTH_INTERVAL) that takes longer has failed:
+/// a frozen primary must not hold the next connect attempt for a whole command timeout.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Reconnects keep trying at least every 400 ms: after a failover the Service points at
+/// the new primary within a moment, and the service must follow within a second. (One
+/// connect attempt per 200-400 ms per pod is no load for Redis or the network.)
+const BACKOFF_MAX: Duration = Duration::from_millis(400);
 
 /// The current connection, with a generation that moves on every connect and every
 /// invalidation, so a stale failure never tears down a newer connection.
@@ -204,8 +210,15 @@ impl Endpoint {
         Ok(conn)
     }
 
-    /// ROLE must say master on the primary; PING must answer elsewhere.
+    /// ROLE must say master on the primary; PING must answer elsewhere; within
+    /// [`CHECK_TIMEOUT`].
     async fn check(&self, conn: &mut RedisConn) -> Result<(), String> {
+        tokio::time::timeout(CHECK_TIMEOUT, self.check_role(conn))
+            .await
+            .map_err(|_| format!("no answer within {} ms", CHECK_TIMEOUT.as_millis()))?
+    }
+
+    async fn check_role(&self, conn: &mut RedisConn) -> Result<(), String> {
         if self.require_master {
             let role: Value = redis::cmd("ROLE").query_async(conn).await.map_err(|e| e.to_string())?;
             if !is_master(&role) {
@@ -226,7 +239,7 @@ pub fn is_master(role: &Value) -> bool {
     }
 }
 
-/// Delay before reconnect attempt `attempt` (1-based): 50 ms doubling to 5 s, scaled by
+/// Delay before reconnect attempt `attempt` (1-based): 50 ms doubling to 400 ms, scaled by
 /// `jitter` in [0, 1) into the upper half ("equal jitter"), so many pods restarted at
 /// once do not reconnect in lockstep.
 pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
@@ -288,9 +301,10 @@ mod tests {
         assert_eq!(backoff_delay(1, 1.0), Duration::from_millis(50));
         assert_eq!(backoff_delay(1, 0.0), Duration::from_millis(25));
         assert_eq!(backoff_delay(2, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff_delay(5, 1.0), Duration::from_millis(800));
-        assert_eq!(backoff_delay(30, 1.0), Duration::from_secs(5));
-        assert_eq!(backoff_delay(u32::MAX, 0.0), Duration::from_millis(2500));
+        assert_eq!(backoff_delay(4, 1.0), Duration::from_millis(400));
+        assert_eq!(backoff_delay(5, 1.0), Duration::from_millis(400));
+        assert_eq!(backoff_delay(30, 1.0), Duration::from_millis(400));
+        assert_eq!(backoff_delay(u32::MAX, 0.0), Duration::from_millis(200));
         assert!(backoff_delay(3, 0.3) < backoff_delay(3, 0.9));
     }
 

@@ -83,6 +83,13 @@ impl Stack {
     /// Like [`Stack::start`], every server started with `extra` arguments (for example
     /// `--replicaof 127.0.0.1 1`, as the recommended pod start script does).
     pub fn start_with(spec: CounterAppSpec, extra: &[&str]) -> Self {
+        Self::start_full(spec, extra, None)
+    }
+
+    /// Like [`Stack::start_with`], the nodes following each other by `host` (a name such
+    /// as `localhost`) while the driver dials 127.0.0.1, as the operator dials pod IPs
+    /// while Redis nodes follow stable DNS names.
+    pub fn start_full(spec: CounterAppSpec, extra: &[&str], host: Option<&str>) -> Self {
         let count = 1 + spec.redis.replicas as usize;
         let servers: Vec<RedisServer> =
             (0..count).map(|_| RedisServer::start_with(Some(PASSWORD), extra)).collect();
@@ -109,6 +116,7 @@ impl Stack {
             stack.state.clone(),
             stack.primary_port.clone(),
             stack.stop.clone(),
+            host.map(str::to_string),
         )));
         stack
     }
@@ -185,12 +193,14 @@ async fn drive(
     state: Arc<Mutex<DriverState>>,
     primary_port: Arc<AtomicU16>,
     stop: Arc<AtomicBool>,
+    host: Option<String>,
 ) {
     let manager = Manager::new();
     let client =
         RedisClient::new(PASSWORD).with_timeouts(Duration::from_millis(300), Duration::from_millis(300));
+    let follow_host = host.clone().unwrap_or_else(|| "127.0.0.1".to_string());
     let addressing =
-        LoopbackAddressing { ports: ports.iter().enumerate().map(|(i, p)| (i as u32, *p)).collect() };
+        LoopbackAddressing { ports: ports.iter().enumerate().map(|(i, p)| (i as u32, *p)).collect(), host };
     while !stop.load(Ordering::SeqCst) {
         let ready = futures::future::join_all(ports.iter().map(|p| answers(*p))).await;
         let (app, views) = {
@@ -239,7 +249,7 @@ async fn drive(
                     tokio::task::block_in_place(|| {
                         servers.lock().unwrap()[i].restart_gracefully_with(&[
                             "--replicaof",
-                            "127.0.0.1",
+                            &follow_host,
                             &port_s,
                         ]);
                     });

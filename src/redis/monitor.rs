@@ -1,0 +1,460 @@
+//! The operator's own watch on Redis. Every registered CounterApp's Redis pods get
+//! `PING` + `ROLE` about once a second (500 ms timeout), over connections kept between
+//! checks, independent of Kubernetes events and of the API server (it sends nothing
+//! there). Pod readiness is ~10 s late and a hung process never changes its pod; this is
+//! how a dead or frozen primary is noticed within a second.
+//!
+//! Two outputs: a *wake-up* (the CounterApp's key, sent to the controller) whenever what
+//! a pod answers changes — it stops answering, the primary is no longer a master, a stray
+//! master appears — and the *failover clock*: since when the primary has been
+//! continuously unavailable. A failed check starts it, a good check stops it; the
+//! replication pass feeds it too ([`Monitor::observe_primary`]) and reads it to time
+//! `failover.afterSeconds`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
+use tokio::sync::mpsc;
+
+use super::node::Endpoint;
+
+/// How often every pod is checked.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// A check (connect when needed, then PING + ROLE) that takes longer has failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// Checks in flight at once, over all CounterApps (a bounded pool).
+const MAX_IN_FLIGHT: usize = 256;
+
+/// A CounterApp, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl AppKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl std::fmt::Display for AppKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One Redis pod to check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetPod {
+    pub name: String,
+    /// Where to connect (the pod IP from the API, refreshed by every pass).
+    pub dial: Endpoint,
+    /// The pod's Ready condition and deletionTimestamp: a primary whose pod is not Ready
+    /// or is terminating gets no Service traffic, so it counts as unavailable.
+    pub ready: bool,
+    pub terminating: bool,
+}
+
+/// What to check for one CounterApp; every replication pass registers it anew.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Target {
+    pub pods: Vec<TargetPod>,
+    /// The primary as decided by the last pass.
+    pub primary: Option<String>,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("Target").field("pods", &self.pods).field("primary", &self.primary).finish()
+    }
+}
+
+/// What one check saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// No answer within [`CHECK_TIMEOUT`] (down, frozen, refused, no route).
+    Down,
+    /// Answers `-LOADING`: up, but not serving yet.
+    Loading,
+    Master,
+    /// A replica of `master` (`None`: a reply we could not read); `linked` when its
+    /// replication link is up.
+    Replica {
+        master: Option<Endpoint>,
+        linked: bool,
+    },
+}
+
+/// Parse a `ROLE` reply.
+pub fn parse_role(v: &Value) -> Option<Seen> {
+    let Value::Array(items) = v else { return None };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok().map(str::to_string),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    match text(items.first()?)?.as_str() {
+        "master" => Some(Seen::Master),
+        "slave" => {
+            let host = items.get(1).and_then(text);
+            let port = match items.get(2) {
+                Some(Value::Int(p)) => u16::try_from(*p).ok(),
+                _ => None,
+            };
+            let linked = items.get(3).and_then(text).as_deref() == Some("connected");
+            Some(Seen::Replica { master: host.zip(port).map(|(h, p)| Endpoint::new(h, p)), linked })
+        }
+        _ => None,
+    }
+}
+
+/// Since when a primary has been unavailable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Clock {
+    primary: String,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Watched {
+    target: Option<Target>,
+    seen: BTreeMap<String, Seen>,
+    clock: Option<Clock>,
+}
+
+impl Watched {
+    /// Record whether `primary` was available at `at`; returns since when it has been
+    /// unavailable. A good observation stops the clock only if it is not older than the
+    /// failure that started it (a check and a pass may report out of order).
+    fn observe(&mut self, primary: &str, available: bool, at: Instant) -> Option<Instant> {
+        match (&mut self.clock, available) {
+            (Some(c), true) if c.primary == primary && at < c.since => {}
+            (_, true) => self.clock = None,
+            (Some(c), false) if c.primary == primary => c.since = c.since.min(at),
+            (_, false) => self.clock = Some(Clock { primary: primary.to_string(), since: at }),
+        }
+        self.clock.as_ref().map(|c| c.since)
+    }
+}
+
+/// Monitor counters.
+#[derive(Clone, Default)]
+pub struct MonitorMetrics {
+    pub checks:
+        prometheus_client::metrics::family::Family<CheckLabels, prometheus_client::metrics::counter::Counter>,
+    pub wakeups: prometheus_client::metrics::counter::Counter,
+}
+
+/// Result label of `counterstack_redis_checks_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CheckLabels {
+    /// `up` or `down`.
+    pub result: String,
+}
+
+/// The watch on every CounterApp's Redis pods. Shared: passes register targets and read
+/// the clock; [`Monitor::run`] checks.
+pub struct Monitor {
+    apps: Mutex<HashMap<AppKey, Watched>>,
+    wake: mpsc::UnboundedSender<AppKey>,
+    wakeups: Mutex<Option<mpsc::UnboundedReceiver<AppKey>>>,
+    pub metrics: MonitorMetrics,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        let (wake, rx) = mpsc::unbounded_channel();
+        Self {
+            apps: Mutex::default(),
+            wake,
+            wakeups: Mutex::new(Some(rx)),
+            metrics: MonitorMetrics::default(),
+        }
+    }
+}
+
+impl Monitor {
+    fn apps(&self) -> std::sync::MutexGuard<'_, HashMap<AppKey, Watched>> {
+        // A poisoned lock only means a thread panicked while holding it; the map holds
+        // plain values and stays coherent, so keep using it.
+        self.apps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The wake-ups, once (the controller turns them into reconciles).
+    pub fn take_wakeups(&self) -> Option<mpsc::UnboundedReceiver<AppKey>> {
+        self.wakeups.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Check `target` from now on (replaces what the previous pass registered).
+    pub fn watch(&self, key: &AppKey, target: Target) {
+        let mut apps = self.apps();
+        let w = apps.entry(key.clone()).or_default();
+        let names: Vec<&str> = target.pods.iter().map(|p| p.name.as_str()).collect();
+        w.seen.retain(|pod, _| names.contains(&pod.as_str()));
+        w.target = Some(target);
+    }
+
+    /// Stop checking `key` and forget its clock (the CounterApp is gone).
+    pub fn forget(&self, key: &AppKey) {
+        self.apps().remove(key);
+    }
+
+    /// Record the pass's own view of `primary` at `at`; returns since when it has been
+    /// unavailable (`None`: available).
+    pub fn observe_primary(
+        &self,
+        key: &AppKey,
+        primary: &str,
+        available: bool,
+        at: Instant,
+    ) -> Option<Instant> {
+        self.apps().entry(key.clone()).or_default().observe(primary, available, at)
+    }
+
+    /// The primary changed (failover or hand-over): its clock starts afresh.
+    pub fn reset_clock(&self, key: &AppKey) {
+        if let Some(w) = self.apps().get_mut(key) {
+            w.clock = None;
+        }
+    }
+
+    /// CounterApps being watched.
+    pub fn len(&self) -> usize {
+        self.apps().values().filter(|w| w.target.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Record one round of checks of `key`, done at `at`; wake the CounterApp when any
+    /// pod answers differently than in the previous round.
+    fn record(&self, key: &AppKey, results: Vec<(String, Seen)>, at: Instant) {
+        let mut apps = self.apps();
+        let Some(w) = apps.get_mut(key) else { return };
+        let Some(target) = w.target.clone() else { return };
+        let mut changed = false;
+        for (pod, seen) in results {
+            self.metrics
+                .checks
+                .get_or_create(&CheckLabels { result: if seen == Seen::Down { "down" } else { "up" }.into() })
+                .inc();
+            if w.seen.get(&pod) != Some(&seen) {
+                tracing::debug!(app = %key, %pod, ?seen, "redis pod answers differently");
+                changed = true;
+                w.seen.insert(pod, seen);
+            }
+        }
+        if let Some(primary) = target.primary.as_deref() {
+            let pod = target.pods.iter().find(|p| p.name == primary);
+            let available =
+                w.seen.get(primary) == Some(&Seen::Master) && pod.is_some_and(|p| p.ready && !p.terminating);
+            let was_running = w.clock.is_some();
+            w.observe(primary, available, at);
+            changed |= was_running != w.clock.is_some();
+        }
+        drop(apps);
+        if changed {
+            self.metrics.wakeups.inc();
+            // The receiver is gone only when the controller stopped: nothing to wake.
+            let _ = self.wake.send(key.clone());
+        }
+    }
+
+    fn targets(&self) -> Vec<(AppKey, Target)> {
+        self.apps().iter().filter_map(|(k, w)| Some((k.clone(), w.target.clone()?))).collect()
+    }
+
+    /// Check every registered pod every [`CHECK_INTERVAL`], forever (abort the task to
+    /// stop). Connections are kept per pod and dropped on any failure or address change.
+    pub async fn run(&self) {
+        let mut conns: HashMap<(AppKey, String), Conn> = HashMap::new();
+        let mut tick = tokio::time::interval(CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let at = Instant::now();
+            let targets = self.targets();
+            let mut jobs: Vec<(AppKey, TargetPod, String, Option<Conn>)> = Vec::new();
+            for (key, t) in &targets {
+                for p in &t.pods {
+                    let conn = conns
+                        .remove(&(key.clone(), p.name.clone()))
+                        .filter(|c| c.dial == p.dial && c.password == t.password);
+                    jobs.push((key.clone(), p.clone(), t.password.clone(), conn));
+                }
+            }
+            // Whatever was not taken belongs to pods no longer registered.
+            conns.clear();
+            let results: Vec<(AppKey, String, Seen, Option<Conn>)> = futures::stream::iter(jobs)
+                .map(|(key, pod, password, conn)| async move {
+                    let (seen, conn) = check(conn, &pod.dial, &password).await;
+                    (key, pod.name, seen, conn)
+                })
+                .buffer_unordered(MAX_IN_FLIGHT)
+                .collect()
+                .await;
+            let mut by_app: BTreeMap<AppKey, Vec<(String, Seen)>> = BTreeMap::new();
+            for (key, pod, seen, conn) in results {
+                if let Some(c) = conn {
+                    conns.insert((key.clone(), pod.clone()), c);
+                }
+                by_app.entry(key).or_default().push((pod, seen));
+            }
+            for (key, results) in by_app {
+                self.record(&key, results, at);
+            }
+        }
+    }
+}
+
+/// A kept connection and what it was opened for.
+struct Conn {
+    dial: Endpoint,
+    password: String,
+    conn: MultiplexedConnection,
+}
+
+/// One check: reuse `conn` or connect, then `PING` + `ROLE` in one round trip, all within
+/// [`CHECK_TIMEOUT`]. The connection comes back only when the check succeeded.
+async fn check(conn: Option<Conn>, dial: &Endpoint, password: &str) -> (Seen, Option<Conn>) {
+    let attempt = async {
+        let mut c = match conn {
+            Some(c) => c,
+            None => Conn {
+                dial: dial.clone(),
+                password: password.to_string(),
+                conn: connect(dial, password).await?,
+            },
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("PING").cmd("ROLE");
+        let replies: Vec<Value> = match pipe.query_async(&mut c.conn).await {
+            Ok(r) => r,
+            // PING answers -LOADING while the node loads its dataset.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => {
+                return Ok((Seen::Loading, Some(c)));
+            }
+            Err(e) => return Err(e),
+        };
+        let seen = replies.get(1).and_then(parse_role).unwrap_or(Seen::Down);
+        Ok::<_, redis::RedisError>((seen, Some(c)))
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, attempt).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::trace!(%dial, error = %e, "redis check failed");
+            (Seen::Down, None)
+        }
+        Err(_) => (Seen::Down, None),
+    }
+}
+
+async fn connect(at: &Endpoint, password: &str) -> redis::RedisResult<MultiplexedConnection> {
+    let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+    if !password.is_empty() {
+        settings = settings.set_password(password);
+    }
+    let info =
+        ConnectionAddr::Tcp(at.host.clone(), at.port).into_connection_info()?.set_redis_settings(settings);
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CHECK_TIMEOUT))
+        .set_response_timeout(Some(CHECK_TIMEOUT));
+    redis::Client::open(info)?.get_multiplexed_async_connection_with_config(&config).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn role_replies_are_read() {
+        let master = Value::Array(vec![bulk("master"), Value::Int(10), Value::Array(vec![])]);
+        assert_eq!(parse_role(&master), Some(Seen::Master));
+        let replica = Value::Array(vec![
+            bulk("slave"),
+            bulk("demo-redis-0.demo-redis-headless"),
+            Value::Int(6379),
+            bulk("connected"),
+            Value::Int(10),
+        ]);
+        assert_eq!(
+            parse_role(&replica),
+            Some(Seen::Replica {
+                master: Some(Endpoint::new("demo-redis-0.demo-redis-headless", 6379)),
+                linked: true
+            })
+        );
+        let connecting = Value::Array(vec![
+            bulk("slave"),
+            bulk("127.0.0.1"),
+            Value::Int(1),
+            bulk("connect"),
+            Value::Int(-1),
+        ]);
+        assert!(matches!(parse_role(&connecting), Some(Seen::Replica { linked: false, .. })));
+        assert_eq!(parse_role(&Value::Nil), None);
+        assert_eq!(parse_role(&Value::Array(vec![bulk("sentinel")])), None);
+    }
+
+    #[test]
+    fn the_clock_starts_at_the_first_failure_and_a_newer_good_check_stops_it() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_millis(n);
+        let mut w = Watched::default();
+        assert_eq!(w.observe("p", true, s(0)), None);
+        assert_eq!(w.observe("p", false, s(100)), Some(s(100)));
+        assert_eq!(w.observe("p", false, s(1100)), Some(s(100)), "a later failure keeps the start");
+        assert_eq!(
+            w.observe("p", false, s(50)),
+            Some(s(50)),
+            "an earlier failure reported late moves it back"
+        );
+        assert_eq!(w.observe("p", true, s(40)), Some(s(50)), "an older good result does not stop it");
+        assert_eq!(w.observe("p", true, s(1200)), None, "a newer good check stops it");
+        assert_eq!(w.observe("p", false, s(1300)), Some(s(1300)));
+        assert_eq!(w.observe("q", false, s(1400)), Some(s(1400)), "another primary has its own clock");
+    }
+
+    #[test]
+    fn a_changed_answer_wakes_the_app_and_the_same_answer_does_not() {
+        let m = Monitor::default();
+        let mut rx = m.take_wakeups().unwrap();
+        let key = AppKey::new("ns", "demo");
+        let pod = |name: &str| TargetPod {
+            name: name.into(),
+            dial: Endpoint::new("10.0.0.1", 6379),
+            ready: true,
+            terminating: false,
+        };
+        m.watch(
+            &key,
+            Target { pods: vec![pod("p0"), pod("p1")], primary: Some("p0".into()), password: String::new() },
+        );
+        let replica = Seen::Replica { master: Some(Endpoint::new("p0.h", 6379)), linked: true };
+        let t0 = Instant::now();
+        m.record(&key, vec![("p0".into(), Seen::Master), ("p1".into(), replica.clone())], t0);
+        assert_eq!(rx.try_recv().ok(), Some(key.clone()), "first answers are a change");
+        m.record(&key, vec![("p0".into(), Seen::Master), ("p1".into(), replica.clone())], t0);
+        assert!(rx.try_recv().is_err(), "same answers: no wake-up");
+        let t1 = t0 + Duration::from_secs(1);
+        m.record(&key, vec![("p0".into(), Seen::Down), ("p1".into(), replica.clone())], t1);
+        assert_eq!(rx.try_recv().ok(), Some(key.clone()));
+        assert_eq!(m.observe_primary(&key, "p0", false, t1 + Duration::from_millis(300)), Some(t1));
+        m.forget(&key);
+        m.record(&key, vec![("p0".into(), Seen::Master)], t1);
+        assert!(rx.try_recv().is_err(), "a forgotten app is not woken");
+        assert!(m.is_empty());
+    }
+}
