@@ -471,7 +471,7 @@ async fn load_stack(ctx: &Ctx, step: &str) -> Option<Stack> {
 /// below an acknowledged value, and writes pause at most `max_gap`.
 fn assert_figures(f: &scenario::Figures, max_gap: Duration) {
     assert_eq!(f.lost, 0, "{}: acknowledged increments were lost: {f}", f.scenario.name());
-    assert_eq!(f.backwards, 0, "{}: the counter went backwards for a reader: {f}", f.scenario.name());
+    assert!(f.backwards.is_empty(), "{}: the counter went backwards for a reader: {f}", f.scenario.name());
     assert!(f.gap < max_gap, "{}: writes paused {:?} (bound {max_gap:?}): {f}", f.scenario.name(), f.gap);
 }
 

@@ -10,6 +10,7 @@ use kube::api::{Patch, PatchParams};
 
 use crate::faults;
 use crate::harness::{eventually, timeout};
+use crate::load::Backwards;
 use crate::stack::{Primary, Stack};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +65,7 @@ pub struct Figures {
     pub lost: u64,
     pub reads: u64,
     /// Reads below a value acknowledged before they were sent.
-    pub backwards: usize,
+    pub backwards: Vec<Backwards>,
     pub error_samples: Vec<String>,
 }
 
@@ -78,9 +79,12 @@ impl fmt::Display for Figures {
             self.errors,
             self.gap.as_millis(),
             self.lost,
-            self.backwards,
+            self.backwards.len(),
             self.reads
         )?;
+        if !self.backwards.is_empty() {
+            write!(f, " {:?}", self.backwards)?;
+        }
         if !self.error_samples.is_empty() {
             write!(f, "; errors seen: {:?}", self.error_samples)?;
         }
@@ -120,7 +124,7 @@ pub async fn run(stack: &Stack, scenario: Scenario) -> Figures {
         gap: report.longest_gap(from, to),
         lost: stack.lost(&report, final_value),
         reads: report.reads,
-        backwards: report.backwards.len(),
+        backwards: report.backwards.clone(),
         error_samples: report.error_samples.clone(),
     };
     eprintln!("e2e: {figures}");
@@ -207,7 +211,7 @@ pub fn table(results: &[(Scenario, Vec<Figures>)], after_seconds: u64, clients: 
         let p99 = percentile(&gaps, 99.0);
         let lost: u64 = figures.iter().map(|f| f.lost).sum();
         let errors: u64 = figures.iter().map(|f| f.errors).sum();
-        let backwards: usize = figures.iter().map(|f| f.backwards).sum();
+        let backwards: usize = figures.iter().map(|f| f.backwards.len()).sum();
         let target = s.target(after_seconds);
         let met = p99.is_some_and(|p| p <= target) && lost == 0;
         out.push_str(&format!(
