@@ -187,7 +187,16 @@ async fn install_crd(client: &Client) {
 
 /// Poll `check` every second until it returns Ok, for at most `limit`. Panics with
 /// `what` and the last reason on timeout, or when the in-process operator died.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    eventually_every(what, limit, Duration::from_secs(1), check).await
+}
+
+/// [`eventually`], polling every `interval` (for waits whose end is measured).
+pub async fn eventually_every<T, F, Fut>(what: &str, limit: Duration, interval: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -200,7 +209,7 @@ where
             Err(why) if start.elapsed() >= limit => {
                 panic!("timed out after {limit:?} waiting for {what}: {why}")
             }
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(_) => tokio::time::sleep(interval).await,
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct Figures {
     pub acked: usize,
     pub errors: u64,
     pub gap: Duration,
+    /// From the fault until status named another primary (none for a rollout).
+    pub new_primary_after: Option<Duration>,
     pub lost: u64,
     pub reads: u64,
     /// Reads below a value acknowledged before they were sent.
@@ -73,11 +75,13 @@ impl fmt::Display for Figures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: acked {}, errors {}, longest gap {} ms, lost {}, reads below an acknowledged value {} of {}",
+            "{}: acked {}, errors {}, longest gap {} ms{}, lost {}, reads below an acknowledged value {} of {}",
             self.scenario.name(),
             self.acked,
             self.errors,
             self.gap.as_millis(),
+            self.new_primary_after
+                .map_or(String::new(), |d| format!(" (new primary in status after {} ms)", d.as_millis())),
             self.lost,
             self.backwards.len(),
             self.reads
@@ -105,12 +109,15 @@ pub async fn run(stack: &Stack, scenario: Scenario) -> Figures {
     stack.wait_writes(&load, Instant::now(), min_writes).await;
 
     let from = Instant::now();
-    match scenario {
-        Scenario::Hung => hung(stack, &before).await,
-        Scenario::Killed => killed(stack, &before).await,
-        Scenario::Delete | Scenario::Evict => removed(stack, &before, scenario).await,
-        Scenario::Rollout => rollout(stack).await,
-    }
+    let switched = match scenario {
+        Scenario::Hung => Some(hung(stack, &before).await),
+        Scenario::Killed => Some(killed(stack, &before).await),
+        Scenario::Delete | Scenario::Evict => Some(removed(stack, &before, scenario).await),
+        Scenario::Rollout => {
+            rollout(stack).await;
+            None
+        }
+    };
     stack.wait_healthy(&format!("a healthy stack after {}", scenario.name())).await;
     stack.wait_writes(&load, Instant::now(), min_writes).await;
     let to = Instant::now();
@@ -122,6 +129,7 @@ pub async fn run(stack: &Stack, scenario: Scenario) -> Figures {
         acked: report.acks.len(),
         errors: report.errors,
         gap: report.longest_gap(from, to),
+        new_primary_after: switched.map(|t| t - from),
         lost: stack.lost(&report, final_value),
         reads: report.reads,
         backwards: report.backwards.clone(),
@@ -131,27 +139,32 @@ pub async fn run(stack: &Stack, scenario: Scenario) -> Figures {
     figures
 }
 
-async fn hung(stack: &Stack, before: &Primary) {
+/// Each fault returns when status named the new primary.
+async fn hung(stack: &Stack, before: &Primary) -> Instant {
     // Exec emulation: the pause must outlast detection plus failover.
     let hung =
         stack.faults.hang(&stack.ctx, &before.pod, Duration::from_secs(stack.after_seconds + 15)).await;
     eprintln!("e2e: hung {} (epoch {})", before.pod, before.epoch);
     let new = stack.wait_new_primary(before).await;
+    let switched = Instant::now();
     eprintln!("e2e: failed over to {} (epoch {}); resuming {}", new.pod, new.epoch, before.pod);
     stack.faults.resume(hung).await;
     // The old primary must not stay a primary: demoted when it returns.
     stack.wait_replica(&before.pod, None).await;
+    switched
 }
 
-async fn killed(stack: &Stack, before: &Primary) {
+async fn killed(stack: &Stack, before: &Primary) -> Instant {
     stack.faults.kill(&stack.ctx, &before.pod).await;
     eprintln!("e2e: killed {} (epoch {})", before.pod, before.epoch);
     let new = stack.wait_new_primary(before).await;
+    let switched = Instant::now();
     eprintln!("e2e: failed over to {} (epoch {})", new.pod, new.epoch);
     stack.wait_replica(&before.pod, None).await;
+    switched
 }
 
-async fn removed(stack: &Stack, before: &Primary, scenario: Scenario) {
+async fn removed(stack: &Stack, before: &Primary, scenario: Scenario) -> Instant {
     let uid = stack.pod_uid(&before.pod).await;
     if scenario == Scenario::Evict {
         faults::evict(&stack.ctx, &before.pod, timeout()).await;
@@ -160,9 +173,11 @@ async fn removed(stack: &Stack, before: &Primary, scenario: Scenario) {
     }
     eprintln!("e2e: {} {} (epoch {})", scenario.name(), before.pod, before.epoch);
     let new = stack.wait_new_primary(before).await;
+    let switched = Instant::now();
     eprintln!("e2e: handed over to {} (epoch {})", new.pod, new.epoch);
     // The StatefulSet recreates the pod under the same name; it must rejoin as a replica.
     stack.wait_replica(&before.pod, Some(&uid)).await;
+    switched
 }
 
 /// Change spec.redis.resources (a pod-template field) and wait until every Redis pod

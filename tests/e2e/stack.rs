@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use counterstack::api::CounterApp;
 use counterstack::build::{labels, names};
@@ -14,7 +14,8 @@ use serde_json::json;
 
 use crate::faults::Faults;
 use crate::harness::{
-    Ctx, client_without_retries, eventually, proxy, ready_status, timeout, wait_ready_or_skip,
+    Ctx, client_without_retries, eventually, eventually_every, proxy, ready_status, timeout,
+    wait_ready_or_skip,
 };
 use crate::load::{self, Load, LoadReport};
 
@@ -146,16 +147,14 @@ impl Stack {
         eventually(what, timeout(), || self.healthy()).await
     }
 
-    /// Wait until status names a primary other than `old` with a higher epoch.
+    /// Wait until status names a primary other than `old` with a higher epoch (polled
+    /// every 100 ms: the figures report when).
     pub async fn wait_new_primary(&self, old: &Primary) -> Primary {
-        eventually(
-            &format!("a primary other than {} after epoch {}", old.pod, old.epoch),
-            timeout(),
-            || async {
-                let p = self.primary().await?;
-                if p.pod != old.pod && p.epoch > old.epoch { Ok(p) } else { Err(format!("{p:?}")) }
-            },
-        )
+        let what = format!("a primary other than {} after epoch {}", old.pod, old.epoch);
+        eventually_every(&what, timeout(), Duration::from_millis(100), || async {
+            let p = self.primary().await?;
+            if p.pod != old.pod && p.epoch > old.epoch { Ok(p) } else { Err(format!("{p:?}")) }
+        })
         .await
     }
 
