@@ -127,7 +127,7 @@ async fn sync_replicas_refuses_unconfirmed_writes_while_replicas_are_frozen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demoted_primary_gives_503_then_recovers_when_promoted_back() {
+async fn a_demoted_primary_names_the_new_one_and_without_a_primary_writes_get_503() {
     let (a, replicas) = cluster(1, None);
     let b = &replicas[0];
     let url = a.url();
@@ -142,18 +142,24 @@ async fn demoted_primary_gives_503_then_recovers_when_promoted_back() {
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    // Swap roles: the node behind the URL becomes a replica and answers READONLY.
+    // Swap roles: the node behind the URL answers READONLY, but names its new primary
+    // (as a demoted primary names the one it follows): the write goes there, at once.
     let _: () = b.cmd(&["REPLICAOF", "NO", "ONE"]).unwrap();
     let _: () = a.cmd(&["REPLICAOF", "127.0.0.1", &b.port.to_string()]).unwrap();
+    assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 2})));
+
+    // No primary at all (both wait as replicas, as a restarted pod waits for the
+    // operator): 503 with the node named, and not ready.
+    let _: () = b.cmd(&["REPLICAOF", "127.0.0.1", "1"]).unwrap();
     let (status, body) = call(&c, "POST", &web.url("/api/counter/increment")).await;
     assert_eq!(status, 503, "{body}");
     assert!(body["error"].as_str().unwrap().starts_with("redis primary"), "{body}");
     web.wait_ready(503, READY).await;
 
-    // Promote it back: the service notices by itself and writes work again.
+    // Promote the node behind the URL: the service notices by itself and writes work again.
     let _: () = a.cmd(&["REPLICAOF", "NO", "ONE"]).unwrap();
     web.wait_ready(200, READY).await;
-    assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 2})));
+    assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 3})));
     let metrics = c.get(web.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"redis_errors_total{node="primary",kind="readonly"}"#), "{metrics}");
 }

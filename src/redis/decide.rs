@@ -229,8 +229,24 @@ pub fn decide(input: &Input) -> Plan {
     }
     match primary_state(p, prev.holds_data) {
         PrimaryState::Healthy => steady(input, p),
+        PrimaryState::Demoted if every_node_restarted(input) => {
+            let mut plan = bootstrap(input);
+            plan.message = format!("every Redis pod restarted; {}", plan.message);
+            plan
+        }
         other => failover(input, other),
     }
+}
+
+/// Every pod answers as a replica that never linked since it started, and none is a
+/// master: the whole stack restarted (a node reboot, all pods deleted). No replica has a
+/// live history to fail over to; choose again as at bootstrap, preferring the primary.
+fn every_node_restarted(input: &Input) -> bool {
+    input.nodes.iter().all(|n| {
+        n.info.as_ref().is_some_and(|i| {
+            i.role == Role::Replica && !i.link_up && i.link_down_since_secs.is_none() && !i.loading
+        })
+    })
 }
 
 /// `p` answers as a replica, linked to `x`, a master that continued p's replication
@@ -275,17 +291,23 @@ fn handover(input: &Input, p: &NodeObservation, why: &str) -> Option<Plan> {
             linked.then_some((n, listed))
         })
         .max_by_key(|(n, _)| (n.info.as_ref().map_or(0, |i| i.offset), Reverse(n.ordinal)))?;
+    let mut actions = vec![Action::Handover {
+        from: p.pod.clone(),
+        to: to.pod.clone(),
+        target: listed.addr.clone(),
+        timeout: HANDOVER_TIMEOUT,
+    }];
+    // The other replicas follow the new primary at once: behind the old one (which is
+    // about to stop) they would not count for its `WAIT k` / min-replicas-to-write.
+    for n in input.nodes.iter().filter(|n| n.pod != p.pod && n.pod != to.pod && n.info.is_some()) {
+        actions.push(Action::Follow { pod: n.pod.clone(), primary: to.pod.clone(), fence: false });
+    }
     Some(Plan {
         phase: Phase::Switchover,
         primary: Some(to.pod.clone()),
         epoch: input.prev.epoch + 1,
         holds_data: input.prev.holds_data || !pi.is_empty(),
-        actions: vec![Action::Handover {
-            from: p.pod.clone(),
-            to: to.pod.clone(),
-            target: listed.addr.clone(),
-            timeout: HANDOVER_TIMEOUT,
-        }],
+        actions,
         delete_pods: vec![],
         message: format!("handing the primary over from {} to {} {why}", p.pod, to.pod),
         requeue_after: Some(Duration::from_secs(1)),
@@ -310,8 +332,11 @@ fn set_min_replicas(input: &Input, out: &mut Vec<Action>) {
     }
 }
 
+/// Choose a primary: at first (no primary yet), or again after every pod restarted (then
+/// the last primary is preferred among the nodes that hold data).
 fn bootstrap(input: &Input) -> Plan {
     let prev = &input.prev;
+    let last = prev.primary.as_deref();
     let wait = |msg: &str| Plan::keep(prev, Phase::Bootstrapping, msg, Some(Duration::from_secs(2)));
     let reachable: Vec<(&NodeObservation, &NodeInfo)> =
         input.nodes.iter().filter_map(|n| n.info.as_ref().map(|i| (n, i))).collect();
@@ -327,6 +352,7 @@ fn bootstrap(input: &Input) -> Plan {
             .max_by_key(|(n, i)| {
                 (
                     !i.is_empty(),
+                    Some(n.pod.as_str()) == last,
                     i.role == Role::Master && i.connected_replicas > 0,
                     i.role == Role::Master,
                     i.keys,
@@ -335,9 +361,13 @@ fn bootstrap(input: &Input) -> Plan {
             })
             .map(|(n, _)| *n)
     } else {
-        match reachable.iter().find(|(n, _)| n.ordinal == 0) {
+        let first = |(n, _): &&(&NodeObservation, &NodeInfo)| match last {
+            Some(p) => n.pod == p,
+            None => n.ordinal == 0,
+        };
+        match reachable.iter().find(first) {
             Some((n, _)) => Some(*n),
-            None => return wait("waiting for Redis pod 0 to answer"),
+            None => return wait("waiting for Redis pod 0 (or the last primary) to answer"),
         }
     };
     let Some(chosen) = chosen else { return wait("no Redis pod answers yet") };

@@ -646,7 +646,7 @@ fn decide_table() {
             phase: Phase::Switchover,
             primary: Some(2),
             epoch: 4,
-            actions: vec![handover(0, 2, ep(2))],
+            actions: vec![handover(0, 2, ep(2)), follow(1, 2, false)],
             delete: vec![],
         },
         Case {
@@ -752,7 +752,11 @@ fn a_terminating_primary_is_handed_over_at_once_to_the_most_advanced_listed_repl
     assert_eq!(plan.phase, Phase::Switchover, "{}", plan.message);
     assert_eq!(plan.primary, Some(pod(2)));
     assert_eq!(plan.epoch, 4);
-    assert_eq!(plan.actions, vec![handover(0, 2, ep(2))]);
+    assert_eq!(
+        plan.actions,
+        vec![handover(0, 2, ep(2)), follow(1, 2, false)],
+        "the other replica follows the new primary"
+    );
     assert!(plan.message.contains("terminating"), "{}", plan.message);
 }
 
@@ -837,4 +841,32 @@ fn a_master_of_another_history_is_not_adopted() {
     ];
     let plan = plan_for(nodes, prev(Some(0), true), Some(0));
     assert_ne!(plan.primary, Some(pod(1)), "{}", plan.message);
+}
+
+#[test]
+fn after_every_pod_restarted_the_last_primary_with_data_is_chosen_again() {
+    // A node reboot: every pod came back as a replica of nobody, never linked since.
+    let cold = |ord: u32, keys: u64| {
+        with_info(replica_down(ord, ord, 0, None), |i| {
+            i.master_host = Some("127.0.0.1".into());
+            i.master_port = Some(1);
+            i.keys = keys;
+        })
+    };
+    let plan = plan_for(vec![cold(0, 5), cold(1, 5), cold(2, 5)], prev(Some(1), true), Some(0));
+    assert_eq!(plan.phase, Phase::Bootstrapping, "{}", plan.message);
+    assert_eq!(plan.primary, Some(pod(1)), "{}", plan.message);
+    assert_eq!(plan.epoch, 4);
+    assert!(plan.actions.contains(&promote(1)));
+    // The last primary came back empty (lost its volume): a node with data wins.
+    let plan = plan_for(vec![cold(0, 5), cold(1, 0), cold(2, 5)], prev(Some(1), true), Some(0));
+    assert_eq!(plan.primary, Some(pod(0)), "{}", plan.message);
+    // One replica still had a link when the primary died: a failover, not a cold start.
+    let plan = plan_for(
+        vec![cold(0, 5), replica_down(1, 0, 100, Some(2)), replica_down(2, 0, 90, Some(2))],
+        prev(Some(0), true),
+        Some(0),
+    );
+    assert_eq!(plan.phase, Phase::FailingOver, "{}", plan.message);
+    assert_eq!(plan.primary, Some(pod(1)));
 }

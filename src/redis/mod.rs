@@ -137,8 +137,10 @@ pub fn app_key(app: &CounterApp) -> AppKey {
 }
 
 /// How long observing a frozen node takes (connect + AUTH timeout): a pass that must
-/// fail over at a deadline starts this much earlier so that it acts on time.
+/// fail over at a deadline starts its last observation this much earlier.
 const OBSERVE_LEAD: Duration = Duration::from_millis(500);
+/// A pass this close to the failover deadline waits for it instead of requeueing.
+const FINAL_WAIT: Duration = Duration::from_secs(1);
 /// How long a promoted primary may take to accept writes (its replicas reconnect) before
 /// the failover is reported without that confirmation.
 const WRITABLE_WAIT: Duration = Duration::from_secs(2);
@@ -239,25 +241,43 @@ impl Manager {
     ) -> Result<Outcome, Error> {
         let key = app_key(app);
         let spec = decide::Spec::from_app(&app.spec);
-        let observed = observe_all(pods, nodes, addressing).await;
-        let now = Instant::now();
         let mut mem = self.memory_of(app);
-        let prev = previous(&mut mem, app, &observed);
-        let down_since = self.failover_clock(&key, &observed, &prev, now);
-        let unavailable_for = down_since.map(|since| now.saturating_duration_since(since));
-
-        let mut plan = decide::decide(&decide::Input {
-            nodes: &observed,
-            spec,
-            prev: prev.clone(),
-            primary_unavailable_for: unavailable_for,
-        });
+        let mut events = vec![];
+        let (observed, prev, down_since, mut plan) = loop {
+            let observed = observe_all(pods, nodes, addressing).await;
+            let now = Instant::now();
+            let prev = previous(&mut mem, app, &observed);
+            let down_since = self.failover_clock(&key, &observed, &prev, now);
+            let plan = decide::decide(&decide::Input {
+                nodes: &observed,
+                spec,
+                prev: prev.clone(),
+                primary_unavailable_for: down_since.map(|since| now.saturating_duration_since(since)),
+            });
+            // Within a second of the failover deadline: wait for it here, observing again,
+            // rather than in a requeue whose reconcile would first redo its API reads.
+            match plan.requeue_after {
+                Some(left)
+                    if plan.phase == Phase::PrimaryUnavailable
+                        && spec.failover_enabled
+                        && left <= FINAL_WAIT =>
+                {
+                    events.extend(phase_events(&mut mem, &plan));
+                    // Start observing early enough that a frozen primary's timeout ends at the deadline.
+                    tokio::time::sleep(
+                        left.saturating_sub(OBSERVE_LEAD).max(left.min(Duration::from_millis(50))),
+                    )
+                    .await;
+                }
+                _ => break (observed, prev, down_since, plan),
+            }
+        };
         if plan.phase == Phase::PrimaryUnavailable && spec.failover_enabled {
-            // Come back early enough that observing the (maybe frozen) primary ends at the deadline.
+            // Come back just before the deadline; the pass then waits for it (above).
             plan.requeue_after =
-                plan.requeue_after.map(|d| d.saturating_sub(OBSERVE_LEAD).max(Duration::from_millis(100)));
+                plan.requeue_after.map(|d| d.saturating_sub(FINAL_WAIT).max(Duration::from_millis(100)));
         }
-        let mut events = phase_events(&mut mem, &plan);
+        events.extend(phase_events(&mut mem, &plan));
 
         let addrs = actuate::Addresses {
             dial: pods.iter().filter_map(|p| Some((p.name.clone(), addressing.dial(p)?))).collect(),
@@ -537,4 +557,66 @@ async fn observe_all<N: RedisNodes, A: Addressing>(
         }
     };
     futures::future::join_all(pods.iter().map(one)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    fn app(name: &str) -> CounterApp {
+        let mut app = CounterApp::new(name, crate::api::CounterAppSpec::default());
+        app.metadata.namespace = Some("ns".into());
+        app.metadata.uid = Some(format!("uid-{name}"));
+        app
+    }
+
+    #[test]
+    fn forgetting_a_counterapp_drops_its_memory_checks_and_metric_series() {
+        let m = Manager::new();
+        let mut reg = Registry::default();
+        m.metrics().register(&m.monitor().metrics, &mut reg);
+        let (gone, kept) = (app("gone"), app("kept"));
+        for a in [&gone, &kept] {
+            let key = app_key(a);
+            m.remember(
+                &key,
+                Memory {
+                    uid: a.metadata.uid.clone(),
+                    lag_series: vec![format!("{}-redis-0", key.name)],
+                    ..Memory::default()
+                },
+            );
+            m.metrics
+                .replication_lag
+                .get_or_create(&metrics::PodLabels::new(&key, &format!("{}-redis-0", key.name)))
+                .set(7);
+            m.metrics
+                .failovers
+                .get_or_create(&metrics::FailoverLabels::new(&key, metrics::KIND_AUTOMATIC))
+                .inc();
+            m.watch(a, &[], &ClusterAddressing { app: key.name.clone() }, "pw", None);
+        }
+        assert_eq!(m.monitor().len(), 2);
+        m.forget(&app_key(&gone));
+        let mut text = String::new();
+        encode(&mut text, &reg).unwrap();
+        assert!(!text.contains(r#"app="gone""#), "{text}");
+        assert!(text.contains(r#"app="kept""#), "{text}");
+        assert_eq!(m.monitor().len(), 1);
+        assert!(m.memory.lock().unwrap().get(&app_key(&gone)).is_none());
+    }
+
+    #[test]
+    fn a_new_counterapp_of_the_same_name_starts_without_the_old_memory() {
+        let m = Manager::new();
+        let old = app("demo");
+        m.remember(&app_key(&old), Memory { uid: old.metadata.uid.clone(), epoch: 7, ..Memory::default() });
+        assert_eq!(m.memory_of(&old).epoch, 7);
+        let mut new = app("demo");
+        new.metadata.uid = Some("another".into());
+        assert_eq!(m.memory_of(&new).epoch, 0);
+    }
 }

@@ -24,6 +24,9 @@ use super::node::Endpoint;
 
 /// How often every pod is checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often each primary is checked: its failure starts the failover clock, so it is
+/// checked twice per [`CHECK_INTERVAL`] (half a second less to notice, on average a quarter).
+pub const PRIMARY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// A check (connect when needed, then PING + ROLE) that takes longer has failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 /// Checks in flight at once, over all CounterApps (a bounded pool).
@@ -125,6 +128,9 @@ struct Clock {
 #[derive(Default)]
 struct Watched {
     target: Option<Target>,
+    /// When the target's primary was registered: a round that started earlier checked
+    /// the previous primary's world and says nothing about this one's availability.
+    primary_since: Option<Instant>,
     seen: BTreeMap<String, Seen>,
     clock: Option<Clock>,
 }
@@ -198,6 +204,9 @@ impl Monitor {
         let w = apps.entry(key.clone()).or_default();
         let names: Vec<&str> = target.pods.iter().map(|p| p.name.as_str()).collect();
         w.seen.retain(|pod, _| names.contains(&pod.as_str()));
+        if w.target.as_ref().map(|t| &t.primary) != Some(&target.primary) {
+            w.primary_since = Some(Instant::now());
+        }
         w.target = Some(target);
     }
 
@@ -216,6 +225,12 @@ impl Monitor {
         at: Instant,
     ) -> Option<Instant> {
         self.apps().entry(key.clone()).or_default().observe(primary, available, at)
+    }
+
+    /// Since when the primary of `key` has been unavailable, as last recorded (`None`:
+    /// available, or not known).
+    pub fn down_since(&self, key: &AppKey) -> Option<Instant> {
+        self.apps().get(key)?.clock.as_ref().map(|c| c.since)
     }
 
     /// The primary changed (failover or hand-over): its clock starts afresh.
@@ -252,13 +267,23 @@ impl Monitor {
                 w.seen.insert(pod, seen);
             }
         }
-        if let Some(primary) = target.primary.as_deref() {
+        if let Some(primary) = target.primary.as_deref().filter(|_| w.primary_since.is_none_or(|t| at >= t)) {
             let pod = target.pods.iter().find(|p| p.name == primary);
             let available =
                 w.seen.get(primary) == Some(&Seen::Master) && pod.is_some_and(|p| p.ready && !p.terminating);
             let was_running = w.clock.is_some();
             w.observe(primary, available, at);
-            changed |= was_running != w.clock.is_some();
+            if was_running != w.clock.is_some() {
+                changed = true;
+                match w.seen.get(primary) {
+                    _ if available => {
+                        tracing::info!(app = %key, %primary, "primary answers again; failover clock stopped")
+                    }
+                    seen => {
+                        tracing::info!(app = %key, %primary, ?seen, "primary failed a check; failover clock started")
+                    }
+                }
+            }
         }
         drop(apps);
         if changed {
@@ -272,27 +297,36 @@ impl Monitor {
         self.apps().iter().filter_map(|(k, w)| Some((k.clone(), w.target.clone()?))).collect()
     }
 
-    /// Check every registered pod every [`CHECK_INTERVAL`], forever (abort the task to
-    /// stop). Connections are kept per pod and dropped on any failure or address change.
+    /// Check every registered pod every [`CHECK_INTERVAL`] and every primary every
+    /// [`PRIMARY_CHECK_INTERVAL`], forever (abort the task to stop). Connections are kept
+    /// per pod and dropped on any failure or address change.
     pub async fn run(&self) {
         let mut conns: HashMap<(AppKey, String), Conn> = HashMap::new();
-        let mut tick = tokio::time::interval(CHECK_INTERVAL);
+        let mut tick = tokio::time::interval(PRIMARY_CHECK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every =
+            u32::try_from(CHECK_INTERVAL.as_millis() / PRIMARY_CHECK_INTERVAL.as_millis()).unwrap_or(1);
+        let mut round: u32 = 0;
         loop {
             tick.tick().await;
+            let all = round.is_multiple_of(every.max(1));
+            round = round.wrapping_add(1);
             let at = Instant::now();
             let targets = self.targets();
             let mut jobs: Vec<(AppKey, TargetPod, String, Option<Conn>)> = Vec::new();
             for (key, t) in &targets {
-                for p in &t.pods {
+                for p in t.pods.iter().filter(|p| all || t.primary.as_ref() == Some(&p.name)) {
                     let conn = conns
                         .remove(&(key.clone(), p.name.clone()))
                         .filter(|c| c.dial == p.dial && c.password == t.password);
                     jobs.push((key.clone(), p.clone(), t.password.clone(), conn));
                 }
             }
-            // Whatever was not taken belongs to pods no longer registered.
-            conns.clear();
+            // Whatever was not taken belongs to pods no longer registered (only known in
+            // rounds that check every pod).
+            if all {
+                conns.clear();
+            }
             let results: Vec<(AppKey, String, Seen, Option<Conn>)> = futures::stream::iter(jobs)
                 .map(|(key, pod, password, conn)| async move {
                     let (seen, conn) = check(conn, &pod.dial, &password).await;

@@ -26,10 +26,10 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// a frozen primary must not hold the next connect attempt for a whole command timeout.
 const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// Reconnects keep trying at least every 400 ms: after a failover the Service points at
+/// Reconnects keep trying at least every 200 ms: after a failover the Service points at
 /// the new primary within a moment, and the service must follow within a second. (One
-/// connect attempt per 200-400 ms per pod is no load for Redis or the network.)
-const BACKOFF_MAX: Duration = Duration::from_millis(400);
+/// connect attempt per 100-200 ms per pod is no load for Redis or the network.)
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 /// The current connection, with a generation that moves on every connect and every
 /// invalidation, so a stale failure never tears down a newer connection.
@@ -97,6 +97,14 @@ pub struct Endpoint {
     reconnecting: AtomicBool,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// The connection just dropped for answering as a replica (READONLY, or ROLE on a
+    /// health check): a demoted primary names its new primary, which the next connect
+    /// tries first.
+    stale: std::sync::Mutex<Option<RedisConn>>,
+    /// `host:port` of the master a demoted node named (its announced stable name). The
+    /// primary Service reaches the new primary only once the role label moved and the
+    /// Service caught up; the node itself knows at once.
+    hint: std::sync::Mutex<Option<(String, u16)>>,
 }
 
 impl Endpoint {
@@ -111,7 +119,8 @@ impl Endpoint {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, redis::RedisError> {
         let client = Client::open(info)?;
-        let connect_timeout = Duration::from_secs(1);
+        // Connecting includes AUTH: a frozen node must cost an attempt no more than a check.
+        let connect_timeout = CHECK_TIMEOUT;
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(command_timeout));
@@ -127,6 +136,8 @@ impl Endpoint {
             reconnecting: AtomicBool::new(false),
             wake: Notify::new(),
             metrics,
+            stale: std::sync::Mutex::new(None),
+            hint: std::sync::Mutex::new(None),
         });
         tokio::spawn(connector(Arc::downgrade(&ep)));
         Ok(ep)
@@ -146,6 +157,9 @@ impl Endpoint {
     pub fn invalidate(&self, generation: u64) {
         let changed = self.slot.send_if_modified(|s| {
             if s.generation == generation && s.conn.is_some() {
+                if self.require_master {
+                    *lock(&self.stale) = s.conn.take();
+                }
                 s.conn = None;
                 s.generation += 1;
                 true
@@ -184,11 +198,54 @@ impl Endpoint {
         }
     }
 
+    /// Connect to the primary: first to the master a demoted node named (if any), else
+    /// through the configured URL (the primary Service).
     async fn connect(&self) -> Result<RedisConn, String> {
+        let stale = lock(&self.stale).take();
+        if let Some(mut old) = stale {
+            // The node we were connected to; if it is a replica now, it names the primary.
+            if let Ok(Ok(role)) =
+                tokio::time::timeout(CHECK_TIMEOUT, redis::cmd("ROLE").query_async::<Value>(&mut old)).await
+            {
+                self.learn_master(&role);
+            }
+        }
+        let hint = lock(&self.hint).take();
+        if let Some((host, port)) = hint {
+            let mut info = self.client.get_connection_info().clone();
+            info = info.set_addr(redis::ConnectionAddr::Tcp(host.clone(), port));
+            match Client::open(info) {
+                Ok(client) => match self.connect_with(&client).await {
+                    Ok(conn) => {
+                        tracing::info!(node = self.node, %host, port, "connected to the primary a demoted node named");
+                        return Ok(conn);
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = self.node, %host, port, error = %e, "named primary not usable")
+                    }
+                },
+                Err(e) => tracing::debug!(node = self.node, %host, error = %e, "bad primary address"),
+            }
+        }
+        self.connect_with(&self.client).await
+    }
+
+    /// Remember the master a `ROLE` reply of a replica names.
+    fn learn_master(&self, role: &Value) {
+        if let Some(master) = role_master(role) {
+            *lock(&self.hint) = Some(master);
+        }
+    }
+
+    /// A primary named by a demoted node is waiting to be tried.
+    fn has_hint(&self) -> bool {
+        lock(&self.hint).is_some()
+    }
+
+    async fn connect_with(&self, client: &Client) -> Result<RedisConn, String> {
         let fut = async {
             match self.kind {
-                RedisClientKind::Multiplexed => self
-                    .client
+                RedisClientKind::Multiplexed => client
                     .get_multiplexed_async_connection_with_config(&self.conn_config)
                     .await
                     .map(RedisConn::Multiplexed),
@@ -197,11 +254,11 @@ impl Endpoint {
                         .set_connection_timeout(Some(self.connect_timeout))
                         .set_response_timeout(Some(self.command_timeout))
                         .set_number_of_retries(1);
-                    self.client.get_connection_manager_with_config(cfg).await.map(RedisConn::Manager)
+                    client.get_connection_manager_with_config(cfg).await.map(RedisConn::Manager)
                 }
             }
         };
-        let mut conn = match tokio::time::timeout(self.connect_timeout * 2, fut).await {
+        let mut conn = match tokio::time::timeout(self.connect_timeout, fut).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err("connect timed out".into()),
@@ -222,6 +279,7 @@ impl Endpoint {
         if self.require_master {
             let role: Value = redis::cmd("ROLE").query_async(conn).await.map_err(|e| e.to_string())?;
             if !is_master(&role) {
+                self.learn_master(&role);
                 return Err("node is not a master (ROLE says replica)".into());
             }
         } else {
@@ -229,6 +287,31 @@ impl Endpoint {
         }
         Ok(())
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a task panicked holding it; the value is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The `host:port` a replica's `ROLE` reply names as its master (None for a master, or a
+/// replica of nobody: Redis pods wait as replicas of `127.0.0.1:1`).
+pub fn role_master(role: &Value) -> Option<(String, u16)> {
+    let Value::Array(items) = role else { return None };
+    let text = |v: Option<&Value>| match v {
+        Some(Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    };
+    if text(items.first()).as_deref() != Some("slave") {
+        return None;
+    }
+    let host = text(items.get(1))?;
+    let port = match items.get(2) {
+        Some(Value::Int(p)) => u16::try_from(*p).ok()?,
+        _ => return None,
+    };
+    // Port 1 is the start script's "nobody" (127.0.0.1:1): no primary to name.
+    (!host.is_empty() && port > 1).then_some((host, port))
 }
 
 /// Whether a `ROLE` reply is that of a master.
@@ -239,7 +322,7 @@ pub fn is_master(role: &Value) -> bool {
     }
 }
 
-/// Delay before reconnect attempt `attempt` (1-based): 50 ms doubling to 400 ms, scaled by
+/// Delay before reconnect attempt `attempt` (1-based): 50 ms doubling to 200 ms, scaled by
 /// `jitter` in [0, 1) into the upper half ("equal jitter"), so many pods restarted at
 /// once do not reconnect in lockstep.
 pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
@@ -266,6 +349,12 @@ async fn connector(weak: Weak<Endpoint>) {
                         s.generation += 1;
                         s.conn = Some(conn);
                     });
+                }
+                Err(e) if ep.has_hint() && attempt == 0 => {
+                    // The node behind the URL is a replica and named its primary: try that
+                    // one now rather than after a backoff.
+                    attempt = 1;
+                    tracing::info!(node = ep.node, error = %e, "redis connect failed; trying the primary it named");
                 }
                 Err(e) => {
                     attempt = attempt.saturating_add(1);
@@ -301,11 +390,33 @@ mod tests {
         assert_eq!(backoff_delay(1, 1.0), Duration::from_millis(50));
         assert_eq!(backoff_delay(1, 0.0), Duration::from_millis(25));
         assert_eq!(backoff_delay(2, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff_delay(4, 1.0), Duration::from_millis(400));
-        assert_eq!(backoff_delay(5, 1.0), Duration::from_millis(400));
-        assert_eq!(backoff_delay(30, 1.0), Duration::from_millis(400));
-        assert_eq!(backoff_delay(u32::MAX, 0.0), Duration::from_millis(200));
+        assert_eq!(backoff_delay(3, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff_delay(4, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff_delay(30, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff_delay(u32::MAX, 0.0), Duration::from_millis(100));
         assert!(backoff_delay(3, 0.3) < backoff_delay(3, 0.9));
+    }
+
+    #[test]
+    fn a_replica_names_its_master_unless_it_follows_nobody() {
+        let slave = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(b"slave".to_vec()),
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"connected".to_vec()),
+                Value::Int(10),
+            ])
+        };
+        assert_eq!(
+            role_master(&slave("demo-redis-1.demo-redis-headless", 6379)),
+            Some(("demo-redis-1.demo-redis-headless".to_string(), 6379))
+        );
+        assert_eq!(role_master(&slave("127.0.0.1", 1)), None, "the start script's nobody");
+        assert_eq!(role_master(&slave("", 0)), None);
+        let master =
+            Value::Array(vec![Value::BulkString(b"master".to_vec()), Value::Int(0), Value::Array(vec![])]);
+        assert_eq!(role_master(&master), None);
     }
 
     #[test]
