@@ -154,7 +154,9 @@ async fn password(ctx: &Ctx, pod: &str) -> Result<String, String> {
 /// `redis-cli <args>` in the pod's Redis container, authenticated with its own password.
 async fn redis_cli(ctx: &Ctx, pod: &str, args: &str) -> Result<String, String> {
     let script = format!("REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 6379 {args}");
-    let ap = AttachParams::default().container("redis").stdout(true).stderr(true);
+    // stdout only: an unread stderr stream could fill and stall the exec; redis-cli
+    // prints command errors on stdout anyway.
+    let ap = AttachParams::default().container("redis").stdout(true).stderr(false);
     let mut proc = ctx
         .api::<Pod>()
         .exec(pod, ["sh", "-c", &script], &ap)
