@@ -95,6 +95,8 @@ pub struct Endpoint {
     /// True from an invalidation until the next connect attempt settles: requests that
     /// arrive meanwhile wait for it instead of failing (a failover takes milliseconds).
     reconnecting: AtomicBool,
+    /// Connected (and checked) at least once since start.
+    ever_connected: AtomicBool,
     wake: Notify,
     metrics: Arc<Metrics>,
     /// The connection just dropped for answering as a replica (READONLY, or ROLE on a
@@ -134,6 +136,7 @@ impl Endpoint {
             require_master,
             slot: watch::Sender::new(Slot::default()),
             reconnecting: AtomicBool::new(false),
+            ever_connected: AtomicBool::new(false),
             wake: Notify::new(),
             metrics,
             stale: std::sync::Mutex::new(None),
@@ -149,8 +152,9 @@ impl Endpoint {
         s.conn.clone().map(|conn| Lease { generation: s.generation, conn })
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.slot.borrow().conn.is_some()
+    /// Connected at least once since the service started.
+    pub fn has_connected(&self) -> bool {
+        self.ever_connected.load(Ordering::Relaxed)
     }
 
     /// Drop the connection of `generation` (if still current) and reconnect now.
@@ -345,6 +349,7 @@ async fn connector(weak: Weak<Endpoint>) {
                     }
                     attempt = 0;
                     ep.reconnecting.store(false, Ordering::Relaxed);
+                    ep.ever_connected.store(true, Ordering::Relaxed);
                     ep.slot.send_modify(|s| {
                         s.generation += 1;
                         s.conn = Some(conn);
