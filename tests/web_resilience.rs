@@ -326,3 +326,41 @@ async fn password_protected_redis() {
     assert_eq!(call(&c, "GET", &bad.url("/readyz")).await.0, 503);
     assert_eq!(call(&c, "GET", &bad.url("/api/counter")).await.0, 503);
 }
+
+/// With SYNC_REPLICAS=k, a primary with fewer than k replicas connected is not read
+/// from: it could not acknowledge a write, and it is what a former primary looks like
+/// when it resumes after a freeze (its replicas follow the new primary; its data is stale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_need_the_primary_to_have_its_sync_replicas() {
+    let (primary, mut replicas) = cluster(1, None);
+    primary.wait_online_replicas(1, READY);
+    let url = primary.url();
+    let web = WebServer::start(&["--redis-url", &url, "--sync-replicas", "1"]).await;
+    web.wait_ready(200, READY).await;
+    let c = client();
+    assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 1})));
+    assert_eq!(call(&c, "GET", &web.url("/api/counter")).await, (200, json!({"value": 1})));
+
+    replicas[0].kill9();
+    let deadline = Instant::now() + READY;
+    loop {
+        let (status, body) = call(&c, "GET", &web.url("/api/counter")).await;
+        if status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a primary without its replica still answered reads: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    replicas[0].restart();
+    replicas[0].replicate(&primary);
+    let deadline = Instant::now() + READY;
+    loop {
+        let (status, body) = call(&c, "GET", &web.url("/api/counter")).await;
+        if status == 200 {
+            assert_eq!(body, json!({"value": 1}));
+            break;
+        }
+        assert!(Instant::now() < deadline, "reads never came back: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -326,6 +326,17 @@ pub fn is_master(role: &Value) -> bool {
     }
 }
 
+/// Replicas a master's `ROLE` reply lists (connected to it now); 0 for anything else.
+pub fn listed_replicas(role: &Value) -> usize {
+    match role {
+        Value::Array(items) if is_master(role) => match items.get(2) {
+            Some(Value::Array(replicas)) => replicas.len(),
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
 /// Delay before reconnect attempt `attempt` (1-based): 50 ms doubling to 200 ms, scaled by
 /// `jitter` in [0, 1) into the upper half ("equal jitter"), so many pods restarted at
 /// once do not reconnect in lockstep.
@@ -422,6 +433,25 @@ mod tests {
         let master =
             Value::Array(vec![Value::BulkString(b"master".to_vec()), Value::Int(0), Value::Array(vec![])]);
         assert_eq!(role_master(&master), None);
+    }
+
+    #[test]
+    fn a_master_lists_its_connected_replicas() {
+        let replica = Value::Array(vec![
+            Value::BulkString(b"10.0.0.2".to_vec()),
+            Value::BulkString(b"6379".to_vec()),
+            Value::BulkString(b"10".to_vec()),
+        ]);
+        let master = |n: usize| {
+            Value::Array(vec![
+                Value::BulkString(b"master".to_vec()),
+                Value::Int(10),
+                Value::Array(vec![replica.clone(); n]),
+            ])
+        };
+        assert_eq!(listed_replicas(&master(0)), 0);
+        assert_eq!(listed_replicas(&master(2)), 2);
+        assert_eq!(listed_replicas(&Value::Array(vec![Value::BulkString(b"slave".to_vec())])), 0);
     }
 
     #[test]

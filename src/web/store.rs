@@ -68,6 +68,8 @@ pub struct Store {
     writer: Arc<Endpoint>,
     replica: Option<Arc<Endpoint>>,
     read_from: ReadFrom,
+    /// `SYNC_REPLICAS`: a primary must have this many replicas connected to be read.
+    sync_replicas: u32,
     sync: Option<SyncWriter>,
     cmds: Commands,
     metrics: Arc<Metrics>,
@@ -126,6 +128,7 @@ impl Store {
             writer,
             replica,
             read_from: cfg.read_from,
+            sync_replicas: cfg.sync_replicas,
             sync,
             cmds: Commands { get, role_get, incr, decr, reset },
             metrics,
@@ -170,7 +173,10 @@ impl Store {
     }
 
     /// `ROLE` + `GET` on the primary connection; a node that is no longer master gives
-    /// `ReadOnly` (and its connection is dropped).
+    /// `ReadOnly` (and its connection is dropped). So does a master with fewer than
+    /// `SYNC_REPLICAS` replicas connected: it cannot acknowledge a write, and it is what a
+    /// former primary looks like in the moment it resumes after a freeze, before the
+    /// operator demotes it (its replicas follow the new primary; its data is stale).
     async fn read_primary(&self, mut lease: Lease) -> Result<i64, Error> {
         use redis::aio::ConnectionLike;
         let replies = lease
@@ -184,6 +190,12 @@ impl Store {
             self.metrics.redis_error("primary", "readonly");
             self.primary.invalidate(lease.generation);
             return Err(Error::ReadOnly);
+        }
+        if super::endpoint::listed_replicas(&role) < usize::try_from(self.sync_replicas).unwrap_or(usize::MAX)
+        {
+            // Still the node behind the primary URL; not one to answer from now.
+            self.metrics.redis_error("primary", "too_few_replicas");
+            return Err(Error::Unavailable("primary"));
         }
         parse_counter(value.extract_error().map_err(|e| self.failure(&self.primary, lease.generation, e))?)
     }
