@@ -5,7 +5,7 @@ VENV ?= .venv
 export VENV
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/counterstack
 
-.PHONY: setup test unit validate lint fmt crd render bench bench-web bench-failover e2e e2e-build clean-tools
+.PHONY: setup test unit validate lint fmt crd render bench bench-web bench-failover bench-failover-k8s e2e e2e-build clean-tools
 
 setup: ## install redis, wrk, helm, the Python validators (needs root or sudo)
 	scripts/setup.sh
@@ -27,7 +27,7 @@ e2e-build: ## the real-cluster suite must at least compile
 	cargo test --test e2e --no-run --locked
 
 e2e: ## run the e2e suite against the cluster KUBECONFIG points at (k3s, kind)
-	cargo test --test e2e -- --ignored --test-threads 1
+	cargo test --locked --test e2e -- --ignored --test-threads 1
 
 lint:
 	cargo fmt --check
@@ -44,6 +44,8 @@ crd: ## regenerate the CRD (root copy and the chart's copy)
 render: ## preview what the operator creates for the minimal example
 	cargo run --quiet --release -- render -f manifests/examples/counterapp.yaml
 
+# Needs no cluster; bench-failover-k8s (failover under load on the cluster KUBECONFIG
+# points at, RUNS and SCENARIOS as in bench/failover-k8s.sh) is separate.
 bench: bench-web bench-failover
 
 bench-web:
@@ -51,3 +53,6 @@ bench-web:
 
 bench-failover:
 	bench/failover.sh
+
+bench-failover-k8s: ## failover figures on the cluster KUBECONFIG points at (k3s, kind, ../shared/k8s)
+	bench/failover-k8s.sh

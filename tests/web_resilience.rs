@@ -44,15 +44,31 @@ async fn starts_without_redis_then_becomes_ready_and_survives_a_restart() {
     web.wait_ready(200, READY).await;
     assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 1})));
 
-    // Redis dies: readiness drops, requests get 503 (not 500, not a hang).
+    // Redis dies: requests get 503 (not 500, not a hang); the pod stays ready (a shared
+    // outage must not take every web pod out of the Service).
     redis.kill9();
-    web.wait_ready(503, READY).await;
-    let (status, body) = call(&c, "POST", &web.url("/api/counter/increment")).await;
-    assert_eq!(status, 503, "{body}");
+    let deadline = Instant::now() + READY;
+    loop {
+        let (status, body) = call(&c, "POST", &web.url("/api/counter/increment")).await;
+        if status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} {body} with Redis dead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    web.wait_ready(200, READY).await;
     // ... and comes back with its data (append-only file).
     redis.restart();
-    web.wait_ready(200, READY).await;
-    assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 2})));
+    let deadline = Instant::now() + READY;
+    loop {
+        let (status, body) = call(&c, "POST", &web.url("/api/counter/increment")).await;
+        if status == 200 {
+            assert_eq!(body, json!({"value": 2}));
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} {body} after Redis came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,19 +163,32 @@ async fn a_demoted_primary_names_the_new_one_and_without_a_primary_writes_get_50
     let _: () = b.cmd(&["REPLICAOF", "NO", "ONE"]).unwrap();
     let _: () = a.cmd(&["REPLICAOF", "127.0.0.1", &b.port.to_string()]).unwrap();
     assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 2})));
+    // Reads leave the demoted node too (it would serve stale data): they check ROLE.
+    assert_eq!(call(&c, "GET", &web.url("/api/counter")).await, (200, json!({"value": 2})));
 
     // No primary at all (both wait as replicas, as a restarted pod waits for the
-    // operator): 503 with the node named, and not ready.
+    // operator): 503 with the node named; the pod stays ready and answers it itself.
     let _: () = b.cmd(&["REPLICAOF", "127.0.0.1", "1"]).unwrap();
     let (status, body) = call(&c, "POST", &web.url("/api/counter/increment")).await;
     assert_eq!(status, 503, "{body}");
     assert!(body["error"].as_str().unwrap().starts_with("redis primary"), "{body}");
-    web.wait_ready(503, READY).await;
+    // No read from a node that is no longer the primary, however stale-free it looks.
+    let (status, body) = call(&c, "GET", &web.url("/api/counter")).await;
+    assert_eq!(status, 503, "{body}");
+    web.wait_ready(200, READY).await;
 
     // Promote the node behind the URL: the service notices by itself and writes work again.
     let _: () = a.cmd(&["REPLICAOF", "NO", "ONE"]).unwrap();
-    web.wait_ready(200, READY).await;
-    assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 3})));
+    let deadline = Instant::now() + READY;
+    loop {
+        let (status, body) = call(&c, "POST", &web.url("/api/counter/increment")).await;
+        if status == 200 {
+            assert_eq!(body, json!({"value": 3}));
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} {body} after the promotion");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let metrics = c.get(web.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"redis_errors_total{node="primary",kind="readonly"}"#), "{metrics}");
 }
@@ -296,4 +325,42 @@ async fn password_protected_redis() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(call(&c, "GET", &bad.url("/readyz")).await.0, 503);
     assert_eq!(call(&c, "GET", &bad.url("/api/counter")).await.0, 503);
+}
+
+/// With SYNC_REPLICAS=k, a primary with fewer than k replicas connected is not read
+/// from: it could not acknowledge a write, and it is what a former primary looks like
+/// when it resumes after a freeze (its replicas follow the new primary; its data is stale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_need_the_primary_to_have_its_sync_replicas() {
+    let (primary, mut replicas) = cluster(1, None);
+    primary.wait_online_replicas(1, READY);
+    let url = primary.url();
+    let web = WebServer::start(&["--redis-url", &url, "--sync-replicas", "1"]).await;
+    web.wait_ready(200, READY).await;
+    let c = client();
+    assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 1})));
+    assert_eq!(call(&c, "GET", &web.url("/api/counter")).await, (200, json!({"value": 1})));
+
+    replicas[0].kill9();
+    let deadline = Instant::now() + READY;
+    loop {
+        let (status, body) = call(&c, "GET", &web.url("/api/counter")).await;
+        if status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a primary without its replica still answered reads: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    replicas[0].restart();
+    replicas[0].replicate(&primary);
+    let deadline = Instant::now() + READY;
+    loop {
+        let (status, body) = call(&c, "GET", &web.url("/api/counter")).await;
+        if status == 200 {
+            assert_eq!(body, json!({"value": 1}));
+            break;
+        }
+        assert!(Instant::now() < deadline, "reads never came back: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

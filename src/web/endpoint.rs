@@ -95,6 +95,8 @@ pub struct Endpoint {
     /// True from an invalidation until the next connect attempt settles: requests that
     /// arrive meanwhile wait for it instead of failing (a failover takes milliseconds).
     reconnecting: AtomicBool,
+    /// Connected (and checked) at least once since start.
+    ever_connected: AtomicBool,
     wake: Notify,
     metrics: Arc<Metrics>,
     /// The connection just dropped for answering as a replica (READONLY, or ROLE on a
@@ -134,6 +136,7 @@ impl Endpoint {
             require_master,
             slot: watch::Sender::new(Slot::default()),
             reconnecting: AtomicBool::new(false),
+            ever_connected: AtomicBool::new(false),
             wake: Notify::new(),
             metrics,
             stale: std::sync::Mutex::new(None),
@@ -149,8 +152,9 @@ impl Endpoint {
         s.conn.clone().map(|conn| Lease { generation: s.generation, conn })
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.slot.borrow().conn.is_some()
+    /// Connected at least once since the service started.
+    pub fn has_connected(&self) -> bool {
+        self.ever_connected.load(Ordering::Relaxed)
     }
 
     /// Drop the connection of `generation` (if still current) and reconnect now.
@@ -322,6 +326,17 @@ pub fn is_master(role: &Value) -> bool {
     }
 }
 
+/// Replicas a master's `ROLE` reply lists (connected to it now); 0 for anything else.
+pub fn listed_replicas(role: &Value) -> usize {
+    match role {
+        Value::Array(items) if is_master(role) => match items.get(2) {
+            Some(Value::Array(replicas)) => replicas.len(),
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
 /// Delay before reconnect attempt `attempt` (1-based): 50 ms doubling to 200 ms, scaled by
 /// `jitter` in [0, 1) into the upper half ("equal jitter"), so many pods restarted at
 /// once do not reconnect in lockstep.
@@ -345,6 +360,7 @@ async fn connector(weak: Weak<Endpoint>) {
                     }
                     attempt = 0;
                     ep.reconnecting.store(false, Ordering::Relaxed);
+                    ep.ever_connected.store(true, Ordering::Relaxed);
                     ep.slot.send_modify(|s| {
                         s.generation += 1;
                         s.conn = Some(conn);
@@ -417,6 +433,25 @@ mod tests {
         let master =
             Value::Array(vec![Value::BulkString(b"master".to_vec()), Value::Int(0), Value::Array(vec![])]);
         assert_eq!(role_master(&master), None);
+    }
+
+    #[test]
+    fn a_master_lists_its_connected_replicas() {
+        let replica = Value::Array(vec![
+            Value::BulkString(b"10.0.0.2".to_vec()),
+            Value::BulkString(b"6379".to_vec()),
+            Value::BulkString(b"10".to_vec()),
+        ]);
+        let master = |n: usize| {
+            Value::Array(vec![
+                Value::BulkString(b"master".to_vec()),
+                Value::Int(10),
+                Value::Array(vec![replica.clone(); n]),
+            ])
+        };
+        assert_eq!(listed_replicas(&master(0)), 0);
+        assert_eq!(listed_replicas(&master(2)), 2);
+        assert_eq!(listed_replicas(&Value::Array(vec![Value::BulkString(b"slave".to_vec())])), 0);
     }
 
     #[test]

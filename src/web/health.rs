@@ -1,4 +1,5 @@
-//! `/livez` (the process serves) and `/readyz` (the primary answers and we are not draining).
+//! `/livez` (the process serves) and `/readyz` (the primary was reached since start and
+//! we are not draining).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,7 +24,8 @@ pub async fn livez() -> Response {
     status_body("ok")
 }
 
-/// 503 while draining or until the primary is connected and reports ROLE master.
+/// 503 while draining, or until the primary was first reached (ROLE master). A later
+/// Redis outage keeps the pod ready: the API answers 503 with Retry-After itself.
 pub async fn readyz(State(s): State<Arc<AppState>>) -> Result<Response, Error> {
     if s.draining.load(Ordering::Relaxed) {
         return Err(Error::Draining);

@@ -51,6 +51,10 @@ pub struct Written {
 /// Commands built once: the hot path only packs them.
 struct Commands {
     get: Cmd,
+    /// `ROLE` + `GET` in one round trip: a read from the primary is only answered when
+    /// the node still is the primary (a demoted one serves stale data until the next
+    /// health check would notice).
+    role_get: redis::Pipeline,
     incr: Cmd,
     decr: Cmd,
     reset: Cmd,
@@ -64,6 +68,8 @@ pub struct Store {
     writer: Arc<Endpoint>,
     replica: Option<Arc<Endpoint>>,
     read_from: ReadFrom,
+    /// `SYNC_REPLICAS`: a primary must have this many replicas connected to be read.
+    sync_replicas: u32,
     sync: Option<SyncWriter>,
     cmds: Commands,
     metrics: Arc<Metrics>,
@@ -109,6 +115,8 @@ impl Store {
         };
         let mut get = redis::cmd("GET");
         get.arg(COUNTER_KEY);
+        let mut role_get = redis::pipe();
+        role_get.cmd("ROLE").add_command(get.clone());
         let mut incr = redis::cmd("INCR");
         incr.arg(COUNTER_KEY);
         let mut decr = redis::cmd("DECR");
@@ -120,15 +128,20 @@ impl Store {
             writer,
             replica,
             read_from: cfg.read_from,
+            sync_replicas: cfg.sync_replicas,
             sync,
-            cmds: Commands { get, incr, decr, reset },
+            cmds: Commands { get, role_get, incr, decr, reset },
             metrics,
         })
     }
 
-    /// Whether the primary is connected and reported ROLE master.
+    /// Whether the service has reached the primary (ROLE master) since it started. A
+    /// later Redis outage does not make it unready: every web pod would leave the
+    /// Service together (the outage is shared), clients would get no answer instead of a
+    /// JSON 503, and after the failover the pods would wait for their readiness probes
+    /// before serving again.
     pub fn primary_ready(&self) -> bool {
-        self.primary.is_connected() && self.writer.is_connected()
+        self.primary.has_connected() && self.writer.has_connected()
     }
 
     /// `GET counter:value` (missing reads as 0), from a replica when configured and
@@ -145,12 +158,46 @@ impl Store {
                 }
             }
         }
-        let mut lease =
+        let lease =
             self.primary.lease_or_wait(READONLY_RETRY_WAIT).await.ok_or(Error::Unavailable("primary"))?;
-        match exec(&mut lease.conn, &self.cmds.get).await {
-            Ok(v) => parse_counter(v),
-            Err(e) => Err(self.failure(&self.primary, lease.generation, e)),
+        let generation = lease.generation;
+        match self.read_primary(lease).await {
+            Err(Error::ReadOnly) => {
+                // The node behind the primary URL was demoted: reconnect and read once more.
+                let lease =
+                    self.primary.wait_newer(generation, READONLY_RETRY_WAIT).await.ok_or(Error::ReadOnly)?;
+                self.read_primary(lease).await
+            }
+            other => other,
         }
+    }
+
+    /// `ROLE` + `GET` on the primary connection; a node that is no longer master gives
+    /// `ReadOnly` (and its connection is dropped). So does a master with fewer than
+    /// `SYNC_REPLICAS` replicas connected: it cannot acknowledge a write, and it is what a
+    /// former primary looks like in the moment it resumes after a freeze, before the
+    /// operator demotes it (its replicas follow the new primary; its data is stale).
+    async fn read_primary(&self, mut lease: Lease) -> Result<i64, Error> {
+        use redis::aio::ConnectionLike;
+        let replies = lease
+            .conn
+            .req_packed_commands(&self.cmds.role_get, 0, 2)
+            .await
+            .map_err(|e| self.failure(&self.primary, lease.generation, e))?;
+        let mut replies = replies.into_iter();
+        let (role, value) = (replies.next().unwrap_or(Value::Nil), replies.next().unwrap_or(Value::Nil));
+        if !super::endpoint::is_master(&role) {
+            self.metrics.redis_error("primary", "readonly");
+            self.primary.invalidate(lease.generation);
+            return Err(Error::ReadOnly);
+        }
+        if super::endpoint::listed_replicas(&role) < usize::try_from(self.sync_replicas).unwrap_or(usize::MAX)
+        {
+            // Still the node behind the primary URL; not one to answer from now.
+            self.metrics.redis_error("primary", "too_few_replicas");
+            return Err(Error::Unavailable("primary"));
+        }
+        parse_counter(value.extract_error().map_err(|e| self.failure(&self.primary, lease.generation, e))?)
     }
 
     /// Apply `op` (once per `idempotency_key`). A READONLY answer means the write was not

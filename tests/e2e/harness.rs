@@ -87,6 +87,7 @@ pub fn assert_operator_alive() {
 }
 
 /// One test's context: a client and a fresh namespace.
+#[derive(Clone)]
 pub struct Ctx {
     pub client: Client,
     pub ns: String,
@@ -109,6 +110,17 @@ impl Ctx {
         let pp = PatchParams::apply(MANAGER).force().validation_strict();
         self.api::<CounterApp>().patch(name, &pp, &Patch::Apply(&app)).await.unwrap()
     }
+}
+
+/// A client that never retries by itself. kube's default client retries 429, 503 and 504
+/// (honouring Retry-After), which replays non-idempotent POSTs and hides the errors a
+/// load test must count: the web service answers 503 with Retry-After while Redis is
+/// unavailable.
+pub async fn client_without_retries() -> Client {
+    let mut config =
+        kube::Config::infer().await.expect("no Kubernetes config: point KUBECONFIG at a cluster");
+    config.default_retry = false;
+    Client::try_from(config).expect("a Kubernetes client")
 }
 
 /// Run `body` in a fresh namespace named `e2e-<prefix>-<random>`; the namespace is
@@ -175,7 +187,16 @@ async fn install_crd(client: &Client) {
 
 /// Poll `check` every second until it returns Ok, for at most `limit`. Panics with
 /// `what` and the last reason on timeout, or when the in-process operator died.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    eventually_every(what, limit, Duration::from_secs(1), check).await
+}
+
+/// [`eventually`], polling every `interval` (for waits whose end is measured).
+pub async fn eventually_every<T, F, Fut>(what: &str, limit: Duration, interval: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -188,7 +209,7 @@ where
             Err(why) if start.elapsed() >= limit => {
                 panic!("timed out after {limit:?} waiting for {what}: {why}")
             }
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(_) => tokio::time::sleep(interval).await,
         }
     }
 }
@@ -281,12 +302,20 @@ pub fn ready_status(cr: &CounterApp) -> Option<String> {
 }
 
 /// GET/POST through the API server's service proxy: no traffic to pod or Service IPs
-/// from the test machine is assumed.
+/// from the test machine is assumed. Errors carry the HTTP status and the body (the web
+/// service's `{"error": ...}` is no Kubernetes Status).
 pub async fn proxy(ctx: &Ctx, method: &str, service: &str, port: i32, path: &str) -> Result<String, String> {
     let uri = format!("/api/v1/namespaces/{}/services/{service}:{port}/proxy{path}", ctx.ns);
-    let req =
-        http::Request::builder().method(method).uri(&uri).body(Vec::new()).map_err(|e| e.to_string())?;
-    ctx.client.request_text(req).await.map_err(|e| format!("{method} {uri}: {e}"))
+    let req = http::Request::builder()
+        .method(method)
+        .uri(&uri)
+        .body(kube::client::Body::empty())
+        .map_err(|e| e.to_string())?;
+    let res = ctx.client.send(req).await.map_err(|e| format!("{method} {uri}: {e}"))?;
+    let status = res.status();
+    let body = res.into_body().collect_bytes().await.map_err(|e| format!("{method} {uri}: {e}"))?;
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    if status.is_success() { Ok(text) } else { Err(format!("{method} {path}: HTTP {status}: {text}")) }
 }
 
 /// `{"value": N}` of the counter API.

@@ -9,9 +9,21 @@
 //! reason when no node can run them (no Ready schedulable node, no default
 //! StorageClass, the web image cannot be pulled). Env: E2E_WEB_IMAGE (web image the
 //! CounterApps run), E2E_TIMEOUT_SECS (per wait, default 300), E2E_OPERATOR_ARGS,
-//! E2E_KEEP_NAMESPACES.
+//! E2E_KEEP_NAMESPACES, E2E_LOAD_CLIENTS (writers of the load tests, default 8).
+//!
+//! The load tests (issue 8) write through the web Service while Redis is disturbed
+//! (`scenario.rs`): a Redis rollout, a hung and a killed primary, a deleted and an evicted
+//! primary. Every acknowledged increment is recorded; none may be lost, and writes may
+//! pause at most 1 s where the API announces the change (afterSeconds + 5 s where only
+//! Redis itself shows it). `bench_failover_scenarios` repeats them for
+//! bench/failover-k8s.sh.
 
+mod faults;
 mod harness;
+mod load;
+mod scenario;
+mod stack;
+mod version_gaps;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,16 +31,16 @@ use std::time::Duration;
 
 use counterstack::api::CounterApp;
 use counterstack::build::{labels, names};
-use harness::{
-    Ctx, eventually, proxy, ready_status, small_spec, timeout, wait_ready_or_skip, with_namespace,
-};
+use harness::{Ctx, eventually, ready_status, small_spec, timeout, wait_ready_or_skip, with_namespace};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{CustomResourceExt, ResourceExt};
+use scenario::Scenario;
 use serde_json::json;
+use stack::Stack;
 
 const APP: &str = "demo";
 
@@ -337,12 +349,25 @@ fn invalid_counterapps_are_rejected_by_the_api_server_with_the_crd_messages() {
             .collect();
         files.sort();
         assert!(files.len() >= 6, "expected at least six invalid examples in {}", dir.display());
+        let (version, minor) = version_gaps::server_version(&ctx.client).await;
+        // An API server older than a check accepts what only that check catches.
+        let skip = |file: &str, field: &str, caught_by: &str| {
+            let why = version_gaps::skip_reason(field, caught_by, minor, &version);
+            if let Some(why) = &why {
+                eprintln!("e2e: SKIP {file}: {why}");
+            }
+            why.is_some()
+        };
         for path in &files {
             let (text, mut doc) = yaml_doc(path);
             let file = path.file_name().unwrap().to_string_lossy().to_string();
             let field = header(&text, "field").unwrap_or_else(|| panic!("{file}: no `# field:` header"));
             let caught_by = header(&text, "caught-by").unwrap_or_default();
+            if skip(&file, &field, &caught_by) {
+                continue;
+            }
             doc["metadata"]["namespace"] = json!(ctx.ns);
+            let field = version_gaps::reported_field(&field, false, minor);
             assert_refusal(&file, &*refusal(&ctx, &file, "POST", &doc).await, &field, &caught_by);
         }
 
@@ -358,6 +383,12 @@ fn invalid_counterapps_are_rejected_by_the_api_server_with_the_crd_messages() {
             let name = format!("transition-{i}");
             let (_, mut old_doc) = yaml_doc(old);
             let (text, new_doc) = yaml_doc(&new);
+            let file = new.file_name().unwrap().to_string_lossy().to_string();
+            let field = header(&text, "field").unwrap_or_else(|| panic!("{file}: no `# field:` header"));
+            let caught_by = header(&text, "caught-by").unwrap_or_default();
+            if skip(&file, &field, &caught_by) {
+                continue;
+            }
             old_doc["metadata"]["name"] = json!(name);
             old_doc["metadata"]["namespace"] = json!(ctx.ns);
             let pp = PatchParams::apply(harness::MANAGER).force().validation_strict();
@@ -365,9 +396,6 @@ fn invalid_counterapps_are_rejected_by_the_api_server_with_the_crd_messages() {
                 .patch(&name, &pp, &Patch::Apply(&old_doc))
                 .await
                 .unwrap_or_else(|e| panic!("{}: the valid old object was refused: {e}", old.display()));
-            let file = new.file_name().unwrap().to_string_lossy().to_string();
-            let field = header(&text, "field").unwrap_or_else(|| panic!("{file}: no `# field:` header"));
-            let caught_by = header(&text, "caught-by").unwrap_or_default();
             // The stored object with the new spec, as `kubectl replace` sends it; the
             // operator may write status in between (409): read again and retry.
             let mut err = None;
@@ -383,7 +411,7 @@ fn invalid_counterapps_are_rejected_by_the_api_server_with_the_crd_messages() {
                 }
             }
             let err = err.unwrap_or_else(|| panic!("{file}: conflicts on every attempt"));
-            assert_refusal(&file, &err, &field, &caught_by);
+            assert_refusal(&file, &err, &version_gaps::reported_field(&field, true, minor), &caught_by);
         }
     });
 }
@@ -434,73 +462,92 @@ fn deleting_the_counterapp_collects_children_but_keeps_the_volumes() {
     });
 }
 
+/// Deploy the load-test stack in the test's namespace; None when pods cannot run here.
+async fn load_stack(ctx: &Ctx, step: &str) -> Option<Stack> {
+    Stack::deploy(ctx, APP, stack::spec(), step).await
+}
+
+/// The issue's bounds, asserted on every run: nothing acknowledged is lost, no read goes
+/// below an acknowledged value, and writes pause at most `max_gap`.
+fn assert_figures(f: &scenario::Figures, max_gap: Duration) {
+    assert_eq!(f.lost, 0, "{}: acknowledged increments were lost: {f}", f.scenario.name());
+    assert!(f.backwards.is_empty(), "{}: the counter went backwards for a reader: {f}", f.scenario.name());
+    assert!(f.gap < max_gap, "{}: writes paused {:?} (bound {max_gap:?}): {f}", f.scenario.name(), f.gap);
+}
+
 #[test]
 #[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
-fn the_web_service_answers_and_a_deleted_primary_fails_over() {
-    with_namespace("failover", |ctx| async move {
-        let mut spec = small_spec();
-        spec["redis"]["replicas"] = json!(2);
-        spec["redis"]["failover"] = json!({"afterSeconds": 3});
-        let cr = ctx.apply_app(APP, spec).await;
-        wait_children_owned(&ctx, &cr).await;
-        if !wait_ready_or_skip(&ctx, APP, "the web API and failover").await {
-            return;
-        }
-        let web = names::web(APP);
-        // The API server proxy reaches the Service from inside the cluster.
-        let get = || proxy(&ctx, "GET", &web, 80, "/api/counter");
-        let start = eventually("GET /api/counter through the web Service", timeout(), || async {
-            harness::counter_value(&get().await?)
-        })
-        .await;
-        for i in 1..=5 {
-            let body = proxy(&ctx, "POST", &web, 80, "/api/counter/increment").await.unwrap();
-            assert_eq!(harness::counter_value(&body).unwrap(), start + i, "{body}");
-        }
-        assert_eq!(harness::counter_value(&get().await.unwrap()).unwrap(), start + 5);
+fn a_redis_template_change_rolls_every_pod_under_load() {
+    with_namespace("rollout-load", |ctx| async move {
+        let Some(stack) = load_stack(&ctx, "a Redis rollout under load").await else { return };
+        let f = scenario::run(&stack, Scenario::Rollout).await;
+        assert_figures(&f, Duration::from_secs(1));
+    });
+}
 
-        let api = ctx.api::<CounterApp>();
-        let redis = api.get(APP).await.unwrap().status.unwrap().redis.unwrap();
-        let old_primary = redis.primary.clone().expect("a primary");
-        let old_epoch = redis.epoch;
-        ctx.api::<Pod>().delete(&old_primary, &DeleteParams::default()).await.unwrap();
-        eprintln!("e2e: deleted the primary {old_primary} (epoch {old_epoch})");
-        let new_primary = eventually("a new primary and Ready=True", timeout(), || async {
-            let cr = api.get(APP).await.map_err(|e| e.to_string())?;
-            let r = cr.status.as_ref().and_then(|s| s.redis.clone()).ok_or("no redis status")?;
-            let ready = ready_status(&cr);
-            match r.primary {
-                Some(p) if p != old_primary && r.epoch > old_epoch && ready.as_deref() == Some("True") => {
-                    Ok(p)
-                }
-                p => Err(format!("primary {p:?}, epoch {}, Ready {ready:?}", r.epoch)),
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn a_hung_or_killed_primary_fails_over_under_load() {
+    with_namespace("hung-killed", |ctx| async move {
+        let Some(stack) = load_stack(&ctx, "hung and killed primaries under load").await else { return };
+        // Loose: detection waits failover.afterSeconds; bench/failover-k8s.sh reports p99.
+        let bound = Duration::from_secs(stack.after_seconds + 5);
+        let f = scenario::run(&stack, Scenario::Hung).await;
+        assert_figures(&f, bound);
+        let f = scenario::run(&stack, Scenario::Killed).await;
+        assert_figures(&f, bound);
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn deleting_or_evicting_the_primary_hands_over_under_load() {
+    with_namespace("handover", |ctx| async move {
+        let Some(stack) = load_stack(&ctx, "deleting and evicting the primary under load").await else {
+            return;
+        };
+        // The API says the pod goes before it does: the hand-over needs no failover delay.
+        let f = scenario::run(&stack, Scenario::Delete).await;
+        assert_figures(&f, Duration::from_secs(1));
+        let f = scenario::run(&stack, Scenario::Evict).await;
+        assert_figures(&f, Duration::from_secs(1));
+    });
+}
+
+/// Not a test: the runs behind bench/failover-k8s.sh, which sets BENCH_RUNS (runs of each
+/// scenario) and BENCH_SCENARIOS (default hung,killed,delete,evict,rollout); without
+/// BENCH_RUNS it does nothing, so `--ignored` runs of the suite leave it out. One stack
+/// serves every run; prints p50 and p99 of the longest write gap per run and the writes
+/// lost, against the targets.
+#[test]
+#[ignore = "benchmark: bench/failover-k8s.sh runs it against KUBECONFIG"]
+fn bench_failover_scenarios() {
+    let Ok(runs) = std::env::var("BENCH_RUNS") else {
+        eprintln!("bench_failover_scenarios: a benchmark; run bench/failover-k8s.sh (sets BENCH_RUNS)");
+        return;
+    };
+    let runs: usize = runs.parse().expect("BENCH_RUNS: a number of runs");
+    let scenarios: Vec<Scenario> = match std::env::var("BENCH_SCENARIOS") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| {
+                Scenario::parse(s).unwrap_or_else(|| panic!("unknown scenario {s:?} in BENCH_SCENARIOS"))
+            })
+            .collect(),
+        Err(_) => Scenario::ALL.to_vec(),
+    };
+    with_namespace("bench", |ctx| async move {
+        let Some(stack) = load_stack(&ctx, "the failover benchmark").await else { return };
+        let mut results = Vec::new();
+        for s in &scenarios {
+            let mut figures = Vec::new();
+            for i in 1..=runs {
+                eprintln!("bench: {} run {i}/{runs}", s.name());
+                figures.push(scenario::run(&stack, *s).await);
             }
-        })
-        .await;
-        eprintln!("e2e: failed over to {new_primary}");
-        // No acknowledged increment is lost, and writes work again.
-        let value = eventually("the counter to answer after failover", timeout(), || async {
-            harness::counter_value(&get().await?)
-        })
-        .await;
-        assert_eq!(value, start + 5, "acknowledged increments were lost in the failover");
-        let body = eventually("an increment after failover", timeout(), || async {
-            proxy(&ctx, "POST", &web, 80, "/api/counter/increment").await
-        })
-        .await;
-        assert_eq!(harness::counter_value(&body).unwrap(), start + 6);
-        // The primary Service follows the role label: exactly the new primary carries it.
-        let lp = ListParams::default().labels(&format!("{}={}", labels::ROLE, labels::ROLE_PRIMARY));
-        eventually("exactly the new primary to carry the primary role label", timeout(), || async {
-            let pods = ctx.api::<Pod>().list(&lp).await.map_err(|e| e.to_string())?;
-            let primaries: Vec<_> = pods.items.iter().map(|p| p.name_any()).collect();
-            if primaries == [new_primary.clone()] {
-                Ok(())
-            } else {
-                Err(format!("labelled primary: {primaries:?}"))
-            }
-        })
-        .await;
+            results.push((*s, figures));
+        }
+        println!("{}", scenario::table(&results, stack.after_seconds, load::clients()));
     });
 }
 
