@@ -130,6 +130,23 @@ where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()>,
 {
+    in_namespace(prefix, true, body)
+}
+
+/// [`with_namespace`] without the in-process operator: the test runs its own.
+pub fn with_namespace_no_operator<F, Fut>(prefix: &str, body: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    in_namespace(prefix, false, body)
+}
+
+fn in_namespace<F, Fut>(prefix: &str, operator: bool, body: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
     runtime().block_on(async {
         let client = Client::try_default()
             .await
@@ -142,7 +159,7 @@ where
         obj.metadata.labels = Some([("app.kubernetes.io/part-of".to_string(), MANAGER.to_string())].into());
         nss.create(&PostParams::default(), &obj).await.unwrap();
         eprintln!("e2e: namespace {ns}");
-        let operator = start_operator(&ns);
+        let operator = if operator { start_operator(&ns) } else { None };
 
         let outcome =
             AssertUnwindSafe(body(Ctx { client: client.clone(), ns: ns.clone() })).catch_unwind().await;

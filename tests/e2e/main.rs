@@ -20,6 +20,7 @@
 
 mod faults;
 mod harness;
+mod leader;
 mod load;
 mod scenario;
 mod stack;
@@ -568,4 +569,10 @@ fn the_crd_carries_the_cel_messages_the_suite_expects_back() {
     assert!(messages.len() >= 4, "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("never shrink")), "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("immutable")), "{messages:?}");
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn two_operators_one_leader_and_the_standby_takes_over_when_it_dies() {
+    harness::with_namespace_no_operator("leader", leader::the_standby_takes_over_when_the_leader_dies);
 }
