@@ -36,15 +36,20 @@ trap cleanup EXIT
 
 kubectl apply --server-side -f crds/counterapp.yaml >/dev/null 2>&1 \
   || { [ -x ../shared/k8s/local-k8s ] && ../shared/k8s/local-k8s crd crds/counterapp.yaml >/dev/null; }
+for _ in $(seq 1 100); do   # a previous run's namespace may still be going
+  [ "$(kubectl get namespace "$NS" -o jsonpath='{.status.phase}' 2>/dev/null)" = Terminating ] || break
+  sleep 3
+done
 if kubectl get namespace "$NS" >/dev/null 2>&1; then
   echo "scale: namespace $NS exists; delete it first (kubectl delete namespace $NS)" >&2; exit 1
 fi
 kubectl create namespace "$NS" >/dev/null
 
-RUST_LOG=warn "$BIN" operator --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" >"$WORK/operator.log" 2>&1 &
+OP_LOG="${OP_LOG:-$WORK/operator.log}"
+RUST_LOG=warn "$BIN" operator --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" >"$OP_LOG" 2>&1 &
 OP_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
-curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "scale: operator not ready:" >&2; tail "$WORK/operator.log" >&2; exit 1; }
+curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "scale: operator not ready:" >&2; tail "$OP_LOG" >&2; exit 1; }
 
 # N CounterApps in 8 files, applied by 8 kubectl processes at once.
 for i in $(seq 1 "$N"); do
@@ -54,8 +59,9 @@ done
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 secs() { printf '%d.%01d' $(( $1 / 1000 )) $(( $1 % 1000 / 100 )); }
 start=$(ms)
-for f in "$WORK"/apps-*.yaml; do kubectl apply --server-side -f "$f" >/dev/null & done
-wait
+pids=()
+for f in "$WORK"/apps-*.yaml; do kubectl apply --server-side --request-timeout=120s -f "$f" >/dev/null & pids+=($!); done
+for p in "${pids[@]}"; do wait "$p" || { echo "scale: kubectl apply failed" >&2; exit 1; }; done
 echo "scale: created $N CounterApps in $(secs $(( $(ms) - start ))) s"
 
 converged() {
@@ -79,8 +85,23 @@ while :; do
 done
 echo "scale: converged (every CounterApp has its 10 children and a status for its generation) after $(secs $(( $(ms) - start ))) s"
 
+# At rest means the cluster's own controllers are done too: the StatefulSet controller
+# creates every Redis pod (each one a status change: status.redis.nodes), at its own pace.
+metric() { curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+while [ "$(kubectl get pods -n "$NS" -l app.kubernetes.io/component=redis --no-headers 2>/dev/null | wc -l)" -lt $((N * 2)) ]; do
+  [ $(( $(ms) - start )) -gt 900000 ] && break
+  sleep 3
+done
+last=""
+while :; do
+  now="$(metric counterstack_status_patches_total)"
+  [ "$now" = "$last" ] && break
+  last="$now"
+  [ $(( $(ms) - start )) -gt 900000 ] && break
+  sleep 10
+done
+echo "scale: settled (every Redis pod created, no status written for 10 s) after $(secs $(( $(ms) - start ))) s"
 requests() { curl -sf "http://127.0.0.1:$PORT/metrics" | grep '^counterstack_api_requests_total' || true; }
-sleep 10
 requests >"$WORK/before"
 sleep "$REST_SECONDS"
 requests >"$WORK/after"

@@ -150,7 +150,10 @@ pub async fn run(
     let pods = reflected(watcher(api::<Pod>(&client, ns), redis_pods), w.pods, cache::strip_pod, ctx.clone());
 
     // The health checker's wake-ups: a Redis pod that answers differently (a primary that
-    // stopped answering, a stray master) reconciles its CounterApp at once.
+    // stopped answering, a stray master) reconciles its CounterApp at once. It checks as
+    // long as the controller runs.
+    let monitor = ctx.redis.monitor().clone();
+    let checks = tokio::spawn(async move { monitor.run().await });
     let wakeups = match ctx.redis.monitor().take_wakeups() {
         Some(mut rx) => futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
             .map(|key| ObjectRef::<CounterApp>::new(&key.name).within(&key.namespace))
@@ -221,6 +224,7 @@ pub async fn run(
             }
         })
         .await;
+    checks.abort();
 }
 
 #[cfg(test)]

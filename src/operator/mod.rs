@@ -131,8 +131,6 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         metrics.set_role(metrics::Role::Leader);
         let ctx = Arc::new(ctx);
         tracing::info!(namespace = namespace.as_deref().unwrap_or("<all>"), "operator started");
-        let monitor = ctx.redis.monitor().clone();
-        let checks = tokio::spawn(async move { monitor.run().await });
         let sizes = tokio::spawn(report_cache_sizes(ctx.clone()));
         let (lost_tx, lost_rx) = watch::channel(false);
         let stop = {
@@ -151,7 +149,6 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
             why
         });
         controller::run(ctx, namespace, stop).await;
-        checks.abort();
         sizes.abort();
         metrics.set_role(metrics::Role::Starting);
         tracing::info!("controller stopped");

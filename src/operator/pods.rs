@@ -75,10 +75,13 @@ pub fn views(app: &str, pods: &[Pod], update_revision: Option<&str>) -> Vec<PodV
 
 /// Pure: the label changes to make, as `(pod, role)`. Demotions come first and the new
 /// primary last, so the primary Service never selects two pods at once (it may briefly
-/// select none, which fails writes instead of splitting them).
+/// select none, which fails writes instead of splitting them). A pod without an IP yet
+/// (Pending) is left alone: no Service routes to it, and labelling it would cost a
+/// request per pod of every stack still waiting for a node; it is labelled once it runs.
 pub fn label_changes(pods: &[PodView], desired: &BTreeMap<String, String>) -> Vec<(String, String)> {
     let mut changes: Vec<(String, String)> = pods
         .iter()
+        .filter(|p| p.ip.is_some())
         .filter_map(|p| {
             let role = desired.get(&p.name)?;
             (p.role_label.as_ref() != Some(role)).then(|| (p.name.clone(), role.clone()))
@@ -204,5 +207,7 @@ mod tests {
         );
         let same = BTreeMap::from([("demo-redis-0".to_string(), "primary".to_string())]);
         assert!(label_changes(&pods, &same).is_empty());
+        let pending = views("demo", &[pod("demo-redis-0", None, false, None)], None);
+        assert!(label_changes(&pending, &desired).is_empty(), "a Pending pod is labelled once it runs");
     }
 }
