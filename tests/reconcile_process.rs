@@ -50,7 +50,13 @@ fn operator(kubeconfig: &std::path::Path, metrics_port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_counterstack"))
         // The stub API server here answers every read with an empty list: no Lease API to
         // elect a leader with (tests/e2e covers leader election on a real API server).
-        .args(["operator", "--leader-election", "false", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "operator",
+            "--leader-election",
+            "false",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
         .env("KUBECONFIG", kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("RUST_LOG", "info")

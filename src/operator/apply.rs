@@ -69,43 +69,50 @@ struct ChildKey {
     name: String,
 }
 
-/// Per-child [`Seen`] records, kept across reconciles. Lost on restart, which only
-/// means the first reconcile after a restart takes the live object as the baseline.
+/// Per-child [`Seen`] records, kept across reconciles, by CounterApp (namespace, name)
+/// and then `Kind/name` (ten children share their CounterApp's strings). Lost on
+/// restart, which only means the first reconcile after a restart takes the live object
+/// as the baseline.
 #[derive(Debug, Default)]
 pub struct Memory {
-    seen: Mutex<HashMap<ChildKey, Seen>>,
+    seen: Mutex<HashMap<(String, String), HashMap<String, Seen>>>,
 }
 
 impl Memory {
-    fn get(&self, key: &ChildKey) -> Option<Seen> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), HashMap<String, Seen>>> {
         // A poisoned lock only means a panic elsewhere mid-insert; the map is usable.
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: &ChildKey) -> Option<Seen> {
+        let app = (key.namespace.clone(), key.app.clone());
+        self.lock().get(&app)?.get(&format!("{}/{}", key.kind, key.name)).cloned()
     }
 
     fn record(&self, key: ChildKey, seen: Seen) {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key, seen);
+        let child = format!("{}/{}", key.kind, key.name);
+        self.lock().entry((key.namespace, key.app)).or_default().insert(child, seen);
     }
 
     /// Drop every record of the children of `app` (it is being deleted).
     pub fn forget_app(&self, namespace: &str, app: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| !(k.namespace == namespace && k.app == app));
+        self.lock().remove(&(namespace.to_string(), app.to_string()));
     }
 
     /// Drop the record of one child (its watch saw it deleted): when it is missing from
     /// the cache now, it must be created again, not waited for.
     pub fn forget_object(&self, namespace: &str, kind: &str, name: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| !(k.namespace == namespace && k.kind == kind && k.name == name));
+        let child = format!("{kind}/{name}");
+        for ((ns, _), children) in self.lock().iter_mut() {
+            if ns == namespace {
+                children.remove(&child);
+            }
+        }
     }
 
     /// Children with a record.
     pub fn len(&self) -> usize {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -138,32 +138,44 @@ where
 }
 
 /// Drop what no reconcile reads, before an object enters a cache: managed fields always
-/// (the largest part of most objects); kind-specific parts in the functions below.
+/// (the largest part of most objects), the last-applied annotation; kind-specific parts
+/// in the functions below.
 pub fn strip_meta<K: Resource>(o: &mut K) {
     o.managed_fields_mut().clear();
     o.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
-/// A Deployment keeps metadata, `spec.replicas` and status.
+/// A child keeps what the apply decision and the owner mapping read: its hash
+/// annotation, generation, resourceVersion, uid and owner references; no labels or
+/// other annotations (a thousand stacks hold ten thousand children).
+pub fn strip_child<K: Resource>(o: &mut K) {
+    strip_meta(o);
+    o.labels_mut().clear();
+    o.annotations_mut().retain(|k, _| k == super::apply::HASH_ANNOTATION);
+}
+
+/// A Deployment keeps what [`strip_child`] keeps, `spec.replicas` and status.
 pub fn strip_deployment(d: &mut Deployment) {
-    strip_meta(d);
+    strip_child(d);
     if let Some(spec) = d.spec.as_mut() {
         spec.template = Default::default();
     }
 }
 
-/// A StatefulSet keeps metadata, `spec.replicas` and status (`updateRevision`).
+/// A StatefulSet keeps what [`strip_child`] keeps, `spec.replicas` and status
+/// (`updateRevision`).
 pub fn strip_statefulset(s: &mut StatefulSet) {
-    strip_meta(s);
+    strip_child(s);
     if let Some(spec) = s.spec.as_mut() {
         spec.template = Default::default();
         spec.volume_claim_templates = None;
     }
 }
 
-/// A pod keeps metadata (labels, deletionTimestamp), its IP and its conditions.
+/// A pod keeps metadata (labels, deletionTimestamp, uid), its IP and its conditions.
 pub fn strip_pod(p: &mut Pod) {
     strip_meta(p);
+    p.annotations_mut().clear();
     p.spec = None;
     if let Some(st) = p.status.as_mut() {
         st.container_statuses = None;

@@ -125,26 +125,26 @@ pub async fn run(
     let secrets = reflected(
         watcher(api::<Secret>(&client, ns), owned.clone()),
         w.secrets,
-        cache::strip_meta,
+        cache::strip_child,
         ctx.clone(),
     );
     // Metadata is all a reconcile reads of these.
     let services = reflected(
         watcher(api::<PartialObjectMeta<Service>>(&client, ns), owned.clone()),
         w.services,
-        cache::strip_meta,
+        cache::strip_child,
         ctx.clone(),
     );
     let configmaps = reflected(
         watcher(api::<PartialObjectMeta<ConfigMap>>(&client, ns), owned.clone()),
         w.configmaps,
-        cache::strip_meta,
+        cache::strip_child,
         ctx.clone(),
     );
     let pdbs = reflected(
         watcher(api::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns), owned.clone()),
         w.pdbs,
-        cache::strip_meta,
+        cache::strip_child,
         ctx.clone(),
     );
     let pods = reflected(watcher(api::<Pod>(&client, ns), redis_pods), w.pods, cache::strip_pod, ctx.clone());

@@ -211,42 +211,55 @@ async fn apply_children(
 ) -> Result<(Option<Deployment>, Option<StatefulSet>, bool), Error> {
     let ns = app.namespace().unwrap_or_default();
     let caches = &ctx.caches;
-    let mut applied = false;
-    applied |= ensure(app, ctx, name, c.redis_auth, secret.map(|s| s.metadata)).await?.1;
+    let mut done = Done::default();
+    ensure(app, ctx, name, c.redis_auth, secret.map(|s| s.metadata), &mut done).await?;
     let cm = cache::meta(&caches.configmaps, &ns, &names::redis(name));
-    applied |= ensure(app, ctx, name, c.redis_config, cm).await?.1;
+    ensure(app, ctx, name, c.redis_config, cm, &mut done).await?;
     for svc in [c.redis_headless_service, c.redis_primary_service, c.redis_replicas_service] {
         let live = cache::meta(&caches.services, &ns, &svc.name_any());
-        applied |= ensure(app, ctx, name, svc, live).await?.1;
+        ensure(app, ctx, name, svc, live, &mut done).await?;
     }
     let cached_sts = cache::get(&caches.statefulsets, &ns, &names::redis(name));
-    let (sts, a) =
-        ensure(app, ctx, name, c.redis_statefulset, cached_sts.as_ref().map(|s| s.metadata.clone())).await?;
+    let live = cached_sts.as_ref().map(|s| s.metadata.clone());
+    let sts = ensure(app, ctx, name, c.redis_statefulset, live, &mut done).await?;
     let sts = sts.or_else(|| cached_sts.map(|s| (*s).clone()));
-    applied |= a;
     let live = cache::meta(&caches.pdbs, &ns, &names::redis(name));
-    applied |= ensure(app, ctx, name, c.redis_pdb, live).await?.1;
+    ensure(app, ctx, name, c.redis_pdb, live, &mut done).await?;
     let live = cache::meta(&caches.services, &ns, &names::web(name));
-    applied |= ensure(app, ctx, name, c.web_service, live).await?.1;
+    ensure(app, ctx, name, c.web_service, live, &mut done).await?;
     let cached_web = cache::get(&caches.deployments, &ns, &names::web(name));
-    let (web, a) =
-        ensure(app, ctx, name, c.web_deployment, cached_web.as_ref().map(|d| d.metadata.clone())).await?;
+    let live = cached_web.as_ref().map(|d| d.metadata.clone());
+    let web = ensure(app, ctx, name, c.web_deployment, live, &mut done).await?;
     let web = web.or_else(|| cached_web.map(|d| (*d).clone()));
-    applied |= a;
     let live = cache::meta(&caches.pdbs, &ns, &names::web(name));
-    applied |= ensure(app, ctx, name, c.web_pdb, live).await?.1;
-    Ok((web, sts, applied))
+    ensure(app, ctx, name, c.web_pdb, live, &mut done).await?;
+    // One Event for everything created in this pass (a new stack: ten children), not one
+    // request per child.
+    if !done.created.is_empty() {
+        let note = format!("created {}", done.created.join(", "));
+        ctx.events.normal(app, reason::CREATED, "Apply", note).await;
+    }
+    Ok((web, sts, done.any))
 }
 
-/// Ensure one child given its cached metadata. Emits a Created/Updated Event when it
-/// was applied; returns the apply response, if any, and whether it was applied.
+/// What [`apply_children`] applied.
+#[derive(Default)]
+struct Done {
+    any: bool,
+    /// `Kind name` of every child created.
+    created: Vec<String>,
+}
+
+/// Ensure one child given its cached metadata; returns the apply response, if any. An
+/// update (or a revert of someone's edit) gets its own Event, related to the child.
 async fn ensure<K>(
     app: &CounterApp,
     ctx: &Context,
     name: &str,
     desired: K,
     live: Option<ObjectMeta>,
-) -> Result<(Option<K>, bool), Error>
+    done: &mut Done,
+) -> Result<Option<K>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -254,20 +267,25 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let done = apply::ensure(&ctx.client, &ctx.applied, name, desired, live.as_ref()).await?;
-    let applied = done.decision.applies();
-    if let (true, Some(object)) = (applied, &done.object) {
+    let applied = apply::ensure(&ctx.client, &ctx.applied, name, desired, live.as_ref()).await?;
+    if let (true, Some(object)) = (applied.decision.applies(), &applied.object) {
         let kind = K::kind(&());
         ctx.metrics.applied(&kind);
-        let (r, verb) = match done.decision {
-            Decision::Create => (reason::CREATED, "created"),
-            Decision::Revert => (reason::UPDATED, "reverted out-of-band changes to"),
-            _ => (reason::UPDATED, "updated"),
+        done.any = true;
+        let verb = match applied.decision {
+            Decision::Create => {
+                done.created.push(format!("{kind} {}", object.name_any()));
+                None
+            }
+            Decision::Revert => Some("reverted out-of-band changes to"),
+            _ => Some("updated"),
         };
-        let note = format!("{verb} {kind} {}", object.name_any());
-        ctx.events.about_child(app, r, "Apply", note, object.object_ref(&())).await;
+        if let Some(verb) = verb {
+            let note = format!("{verb} {kind} {}", object.name_any());
+            ctx.events.about_child(app, reason::UPDATED, "Apply", note, object.object_ref(&())).await;
+        }
     }
-    Ok((done.object, applied))
+    Ok(applied.object)
 }
 
 /// The builders rejected the spec: report Stalled (one Event when that is news) and wait
@@ -361,13 +379,18 @@ async fn write_status(
     if epoch(Some(&desired)) != epoch(app.status.as_ref()) {
         crate::failpoint::hit("before-status").map_err(|p| Error::from(crate::redis::Error::Failpoint(p)))?;
     }
-    patch_status(ctx, ns, name, &desired).await?;
-    ctx.statuses.record(app, &desired);
+    let written = patch_status(ctx, ns, name, &desired).await?;
+    ctx.statuses.record(app, &desired, Some(&written));
     ctx.metrics.status_patches.inc();
     Ok(true)
 }
 
-async fn patch_status(ctx: &Context, ns: &str, name: &str, status: &CounterAppStatus) -> Result<(), Error> {
+async fn patch_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &CounterAppStatus,
+) -> Result<CounterApp, Error> {
     let api: Api<CounterApp> = Api::namespaced(ctx.client.clone(), ns);
     let body = serde_json::json!({
         "apiVersion": CounterApp::api_version(&()),
@@ -376,8 +399,7 @@ async fn patch_status(ctx: &Context, ns: &str, name: &str, status: &CounterAppSt
     });
     api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await
-        .map_err(|e| Error::kube(format!("patch status of CounterApp {ns}/{name}"), e))?;
-    Ok(())
+        .map_err(|e| Error::kube(format!("patch status of CounterApp {ns}/{name}"), e))
 }
 
 /// The password in an existing auth Secret. Never replaced: Redis already uses it.

@@ -13,10 +13,25 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::api::{CounterApp, CounterAppStatus};
 
+/// What we wrote: for which object (uid), at which resourceVersion, what status.
+#[derive(Debug)]
+struct Written {
+    uid: String,
+    resource_version: Option<u64>,
+    status: CounterAppStatus,
+}
+
 #[derive(Debug, Default)]
 pub struct StatusCache {
     /// Keyed by reference, tagged with the uid (a re-created CounterApp starts afresh).
-    last: Mutex<HashMap<ObjectRef<CounterApp>, (String, CounterAppStatus)>>,
+    /// An entry goes once the watch cache has caught up with it: a thousand CounterApps
+    /// do not keep a thousand statuses twice.
+    last: Mutex<HashMap<ObjectRef<CounterApp>, Written>>,
+}
+
+/// A resourceVersion as the etcd revision it is (None when it is not a number).
+fn revision(app: &CounterApp) -> Option<u64> {
+    app.metadata.resource_version.as_deref()?.parse().ok()
 }
 
 impl StatusCache {
@@ -24,23 +39,41 @@ impl StatusCache {
     pub fn freshest(&self, app: &CounterApp) -> CounterApp {
         let mut app = app.clone();
         let uid = app.metadata.uid.clone().unwrap_or_default();
+        let key = ObjectRef::from_obj(&app);
         // A poisoned lock only means a panic elsewhere mid-insert; the map is usable.
-        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cached_uid, status)) = last.get(&ObjectRef::from_obj(&app))
-            && *cached_uid == uid
-        {
-            app.status = Some(status.clone());
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(&key) {
+            Some(w) if w.uid != uid => {}
+            // The watch delivered our write (or something newer): nothing to add.
+            Some(w)
+                if w.resource_version.is_some_and(|ours| revision(&app).is_some_and(|seen| seen >= ours)) =>
+            {
+                last.remove(&key);
+            }
+            Some(w) => app.status = Some(w.status.clone()),
+            None => {}
         }
         app
     }
 
-    /// Remember the status just written for `app`.
-    pub fn record(&self, app: &CounterApp, status: &CounterAppStatus) {
+    /// Remember the status just written for `app`; `written` is the CounterApp the
+    /// status patch returned (its resourceVersion tells when the watch caught up).
+    pub fn record(&self, app: &CounterApp, status: &CounterAppStatus, written: Option<&CounterApp>) {
         let uid = app.metadata.uid.clone().unwrap_or_default();
+        let resource_version = written.and_then(revision);
         self.last
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(ObjectRef::from_obj(app), (uid, status.clone()));
+            .insert(ObjectRef::from_obj(app), Written { uid, resource_version, status: status.clone() });
+    }
+
+    /// CounterApps with a status the watch cache has not caught up with.
+    pub fn len(&self) -> usize {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Forget `app` (it is being deleted).
@@ -74,12 +107,29 @@ mod tests {
         let cache = StatusCache::default();
         let stale = app("u1", "demo-redis-0");
         assert_eq!(primary(&cache.freshest(&stale)).as_deref(), Some("demo-redis-0"));
-        let written = app("u1", "demo-redis-1").status.unwrap();
-        cache.record(&stale, &written);
+        let mut stale = stale;
+        stale.metadata.resource_version = Some("10".into());
+        let mut returned = app("u1", "demo-redis-1");
+        returned.metadata.resource_version = Some("12".into());
+        cache.record(&stale, &returned.status.clone().unwrap(), Some(&returned));
         assert_eq!(primary(&cache.freshest(&stale)).as_deref(), Some("demo-redis-1"));
         // A re-created CounterApp (new uid) does not inherit it.
         assert_eq!(primary(&cache.freshest(&app("u2", "demo-redis-0"))).as_deref(), Some("demo-redis-0"));
         cache.forget(&ObjectRef::from_obj(&stale));
         assert_eq!(primary(&cache.freshest(&stale)).as_deref(), Some("demo-redis-0"));
+    }
+
+    #[test]
+    fn the_entry_goes_once_the_watch_cache_has_caught_up() {
+        let cache = StatusCache::default();
+        let mut seen = app("u1", "demo-redis-0");
+        seen.metadata.resource_version = Some("10".into());
+        let mut returned = app("u1", "demo-redis-1");
+        returned.metadata.resource_version = Some("12".into());
+        cache.record(&seen, &returned.status.clone().unwrap(), Some(&returned));
+        assert_eq!(cache.len(), 1);
+        // The watch delivers our write: the cache's object is as new; the entry goes.
+        assert_eq!(primary(&cache.freshest(&returned)).as_deref(), Some("demo-redis-1"));
+        assert!(cache.is_empty());
     }
 }
