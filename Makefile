@@ -5,7 +5,7 @@ VENV ?= .venv
 export VENV
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/counterstack
 
-.PHONY: setup test unit validate lint fmt crd render bench bench-web bench-failover bench-failover-k8s e2e e2e-build clean-tools
+.PHONY: setup test unit validate lint fmt crd render bench bench-web bench-failover bench-failover-k8s bench-scale e2e e2e-build clean-tools
 
 setup: ## install redis, wrk, helm, the Python validators (needs root or sudo)
 	scripts/setup.sh
@@ -56,3 +56,6 @@ bench-failover:
 
 bench-failover-k8s: ## failover figures on the cluster KUBECONFIG points at (k3s, kind, ../shared/k8s)
 	bench/failover-k8s.sh
+
+bench-scale: ## N CounterApps (default 1000) on the cluster KUBECONFIG points at, with no pod running
+	bench/scale.sh
