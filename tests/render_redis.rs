@@ -410,15 +410,32 @@ fn exits_within(child: &mut Child, limit: Duration) -> Option<Duration> {
     None
 }
 
-#[test]
-fn replicas_announce_their_stable_name_and_the_primary_lists_them_by_it() {
+/// Pod 0 promoted, pod 1 its replica (both started by the rendered script, announcing
+/// `announce` when given), once pod 0 lists pod 1.
+struct PrimaryAndReplica {
+    dirs: Vec<PathBuf>,
+    ports: Vec<u16>,
+    pod0: ScriptedRedis,
+    pod1: ScriptedRedis,
+    _tmp: tempfile::TempDir,
+}
+
+fn primary_and_replica(announce: Option<&str>) -> PrimaryAndReplica {
     let r = render(1);
     let tmp = tempfile::tempdir().unwrap();
     let (dirs, ports) = pods(&r.data, tmp.path(), 2);
-    let pod0 = ScriptedRedis::start(&dirs[0], "demo-redis-0", ports[0], Some(&[ports[1]]));
+    let pod0 =
+        ScriptedRedis::start_announcing(&dirs[0], "demo-redis-0", ports[0], Some(&[ports[1]]), announce);
     pod0.promote();
-    let _pod1 = ScriptedRedis::start(&dirs[1], "demo-redis-1", ports[1], Some(&[ports[0]]));
+    let pod1 =
+        ScriptedRedis::start_announcing(&dirs[1], "demo-redis-1", ports[1], Some(&[ports[0]]), announce);
     pod0.wait_until("the replica listed", |p| p.info("slave0").is_some());
+    PrimaryAndReplica { dirs, ports, pod0, pod1, _tmp: tmp }
+}
+
+#[test]
+fn replicas_announce_their_stable_name_and_the_primary_lists_them_by_it() {
+    let PrimaryAndReplica { ports, pod0, pod1: _pod1, _tmp, .. } = primary_and_replica(None);
     let listed = pod0.info("slave0").unwrap();
     assert!(
         listed.starts_with(&format!("ip=demo-redis-1.demo-redis-headless,port={},", ports[1])),
@@ -428,24 +445,7 @@ fn replicas_announce_their_stable_name_and_the_primary_lists_them_by_it() {
 
 #[test]
 fn the_prestop_hook_holds_a_primary_until_it_is_handed_over() {
-    let r = render(1);
-    let tmp = tempfile::tempdir().unwrap();
-    let (dirs, ports) = pods(&r.data, tmp.path(), 2);
-    let pod0 = ScriptedRedis::start_announcing(
-        &dirs[0],
-        "demo-redis-0",
-        ports[0],
-        Some(&[ports[1]]),
-        Some("localhost"),
-    );
-    pod0.promote();
-    let pod1 = ScriptedRedis::start_announcing(
-        &dirs[1],
-        "demo-redis-1",
-        ports[1],
-        Some(&[ports[0]]),
-        Some("localhost"),
-    );
+    let PrimaryAndReplica { dirs, ports, pod0, pod1, _tmp } = primary_and_replica(Some("localhost"));
     pod1.wait_until("linked", |p| p.info("master_link_status").as_deref() == Some("up"));
     pod0.wait_until("the replica online", |p| p.info("slave0").is_some_and(|l| l.contains("state=online")));
 
@@ -476,13 +476,7 @@ fn the_prestop_hook_holds_a_primary_until_it_is_handed_over() {
 
 #[test]
 fn the_prestop_hook_gives_up_after_prestop_wait() {
-    let r = render(1);
-    let tmp = tempfile::tempdir().unwrap();
-    let (dirs, ports) = pods(&r.data, tmp.path(), 2);
-    let pod0 = ScriptedRedis::start(&dirs[0], "demo-redis-0", ports[0], Some(&[ports[1]]));
-    pod0.promote();
-    let _pod1 = ScriptedRedis::start(&dirs[1], "demo-redis-1", ports[1], Some(&[ports[0]]));
-    pod0.wait_until("the replica listed", |p| p.info("slave0").is_some());
+    let PrimaryAndReplica { dirs, pod0: _pod0, pod1: _pod1, _tmp, .. } = primary_and_replica(None);
     // Whole seconds of `date +%s`: a 2 s budget waits between 1 and 2 s.
     let mut hook = prestop(&dirs[0], 2);
     let took = exits_within(&mut hook, Duration::from_secs(5)).expect("preStop never gave up");

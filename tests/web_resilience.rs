@@ -15,6 +15,19 @@ use serde_json::json;
 
 const READY: Duration = Duration::from_secs(15);
 
+/// Send `method url` until it answers `want` (at most READY); the last body.
+async fn until_status(c: &reqwest::Client, method: &str, url: &str, want: u16) -> serde_json::Value {
+    let deadline = Instant::now() + READY;
+    loop {
+        let (status, body) = call(c, method, url).await;
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{method} {url}: still {status} {body}, waiting for {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_without_redis_then_becomes_ready_and_survives_a_restart() {
     let port = free_port();
@@ -47,28 +60,12 @@ async fn starts_without_redis_then_becomes_ready_and_survives_a_restart() {
     // Redis dies: requests get 503 (not 500, not a hang); the pod stays ready (a shared
     // outage must not take every web pod out of the Service).
     redis.kill9();
-    let deadline = Instant::now() + READY;
-    loop {
-        let (status, body) = call(&c, "POST", &web.url("/api/counter/increment")).await;
-        if status == 503 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {status} {body} with Redis dead");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_status(&c, "POST", &web.url("/api/counter/increment"), 503).await;
     web.wait_ready(200, READY).await;
     // ... and comes back with its data (append-only file).
     redis.restart();
-    let deadline = Instant::now() + READY;
-    loop {
-        let (status, body) = call(&c, "POST", &web.url("/api/counter/increment")).await;
-        if status == 200 {
-            assert_eq!(body, json!({"value": 2}));
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {status} {body} after Redis came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let body = until_status(&c, "POST", &web.url("/api/counter/increment"), 200).await;
+    assert_eq!(body, json!({"value": 2}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,16 +176,8 @@ async fn a_demoted_primary_names_the_new_one_and_without_a_primary_writes_get_50
 
     // Promote the node behind the URL: the service notices by itself and writes work again.
     let _: () = a.cmd(&["REPLICAOF", "NO", "ONE"]).unwrap();
-    let deadline = Instant::now() + READY;
-    loop {
-        let (status, body) = call(&c, "POST", &web.url("/api/counter/increment")).await;
-        if status == 200 {
-            assert_eq!(body, json!({"value": 3}));
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {status} {body} after the promotion");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let body = until_status(&c, "POST", &web.url("/api/counter/increment"), 200).await;
+    assert_eq!(body, json!({"value": 3}));
     let metrics = c.get(web.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"redis_errors_total{node="primary",kind="readonly"}"#), "{metrics}");
 }
@@ -339,40 +328,18 @@ async fn reads_need_the_primary_to_have_its_sync_replicas() {
     web.wait_ready(200, READY).await;
     let c = client();
     // The first WAIT may find the fresh replica not yet acknowledging: retry until it does.
-    let deadline = Instant::now() + READY;
-    loop {
-        let (status, body) = call(&c, "POST", &web.url("/api/counter/increment")).await;
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no acknowledged write: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_status(&c, "POST", &web.url("/api/counter/increment"), 200).await;
     let (status, body) = call(&c, "GET", &web.url("/api/counter")).await;
     assert_eq!(status, 200, "{body}");
     let value = body["value"].as_i64().unwrap();
     assert!(value >= 1, "{body}");
 
+    // A primary without its replica stops answering reads...
     replicas[0].kill9();
-    let deadline = Instant::now() + READY;
-    loop {
-        let (status, body) = call(&c, "GET", &web.url("/api/counter")).await;
-        if status == 503 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "a primary without its replica still answered reads: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_status(&c, "GET", &web.url("/api/counter"), 503).await;
+    // ... until it has one again.
     replicas[0].restart();
     replicas[0].replicate(&primary);
-    let deadline = Instant::now() + READY;
-    loop {
-        let (status, body) = call(&c, "GET", &web.url("/api/counter")).await;
-        if status == 200 {
-            assert_eq!(body, json!({"value": value}));
-            break;
-        }
-        assert!(Instant::now() < deadline, "reads never came back: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let body = until_status(&c, "GET", &web.url("/api/counter"), 200).await;
+    assert_eq!(body, json!({"value": value}));
 }
