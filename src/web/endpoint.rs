@@ -19,6 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use super::config::RedisClientKind;
 use super::metrics::Metrics;
+use crate::redis::monitor::Seen;
 
 /// How often a connected node is health-checked (ROLE for the primary, PING otherwise).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -301,21 +302,12 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The `host:port` a replica's `ROLE` reply names as its master (None for a master, or a
 /// replica of nobody: Redis pods wait as replicas of `127.0.0.1:1`).
 pub fn role_master(role: &Value) -> Option<(String, u16)> {
-    let Value::Array(items) = role else { return None };
-    let text = |v: Option<&Value>| match v {
-        Some(Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+    // The operator's health checks read ROLE replies the same way.
+    match crate::redis::monitor::parse_role(role)? {
+        // Port 1 is the start script's "nobody" (127.0.0.1:1): no primary to name.
+        Seen::Replica { master: Some(m), .. } if !m.host.is_empty() && m.port > 1 => Some((m.host, m.port)),
         _ => None,
-    };
-    if text(items.first()).as_deref() != Some("slave") {
-        return None;
     }
-    let host = text(items.get(1))?;
-    let port = match items.get(2) {
-        Some(Value::Int(p)) => u16::try_from(*p).ok()?,
-        _ => return None,
-    };
-    // Port 1 is the start script's "nobody" (127.0.0.1:1): no primary to name.
-    (!host.is_empty() && port > 1).then_some((host, port))
 }
 
 /// Whether a `ROLE` reply is that of a master.
