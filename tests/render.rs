@@ -14,6 +14,7 @@ fn inputs() -> Inputs {
         default_web_image: "ghcr.io/counterstack/counterstack:test".to_string(),
         redis_password: PASSWORD.to_string(),
         primary: None,
+        operator_namespace: Some("counterstack-system".to_string()),
     }
 }
 
@@ -56,6 +57,7 @@ fn minimal_renders_exactly_the_required_objects() {
         BTreeMap::from([
             ("ConfigMap", 1),
             ("Deployment", 1),
+            ("NetworkPolicy", 1),
             ("PodDisruptionBudget", 2),
             ("Secret", 1),
             ("Service", 4),
@@ -93,6 +95,7 @@ fn minimal_renders_exactly_the_required_objects() {
             "demo-redis",
             "demo-web",
             "demo-web",
+            "demo-redis",
             "demo-redis"
         ]
     );
@@ -206,7 +209,8 @@ fn full_example_sets_every_field_on_the_children() {
     let get = |kind: &str| objs.iter().find(|o| o["kind"] == kind).unwrap();
     let deploy = get("Deployment");
     let pod = &deploy["spec"]["template"]["spec"];
-    assert_eq!(deploy["spec"]["replicas"], 6);
+    // With autoscaling the HPA owns replicas: the operator leaves the field out.
+    assert!(deploy["spec"].get("replicas").is_none(), "{deploy}");
     assert_eq!(pod["containers"][0]["image"], "registry.example.com:5000/counterstack:0.1.0");
     assert_eq!(pod["containers"][0]["ports"][0]["containerPort"], 9090);
     assert_eq!(pod["containers"][0]["resources"]["limits"]["memory"], "128Mi");
@@ -223,6 +227,136 @@ fn full_example_sets_every_field_on_the_children() {
     assert_eq!(web_svc["spec"]["ports"][0]["targetPort"], 9090);
     let conf = get("ConfigMap")["data"]["redis.conf"].as_str().unwrap();
     assert!(conf.contains("min-replicas-to-write 2\n"), "{conf}");
+
+    // Day-two knobs.
+    let hpa = get("HorizontalPodAutoscaler");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "shop-counter-web");
+    assert_eq!(hpa["spec"]["minReplicas"], 4);
+    assert_eq!(hpa["spec"]["maxReplicas"], 12);
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70);
+    assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+    assert_eq!(pod["priorityClassName"], "counters-high");
+    let web_meta = &deploy["spec"]["template"]["metadata"];
+    assert_eq!(web_meta["annotations"]["prometheus.io/scrape"], "true");
+    assert_eq!(web_meta["labels"]["team"], "shop");
+    assert_eq!(web_meta["labels"]["app.kubernetes.io/component"], "web");
+    // Web pods keep the default spread (nodes, per ReplicaSet).
+    assert_eq!(pod["topologySpreadConstraints"][0]["topologyKey"], "kubernetes.io/hostname");
+    let redis_pod = &sts["spec"]["template"]["spec"];
+    assert_eq!(
+        redis_pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
+        "node-role.example.com/storage"
+    );
+    // The user's spread replaces the default, and gets the Redis pod selector.
+    let spread = redis_pod["topologySpreadConstraints"].as_array().unwrap();
+    assert_eq!(spread.len(), 1);
+    assert_eq!(spread[0]["whenUnsatisfiable"], "DoNotSchedule");
+    assert_eq!(spread[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"], "redis");
+    // The exporter sidecar, its port on the headless Service, and the policy opening it.
+    let exporter = &redis_pod["containers"][1];
+    assert_eq!(exporter["name"], "redis-exporter");
+    assert_eq!(exporter["image"], "registry.example.com:5000/redis_exporter:v1.67.0");
+    assert_eq!(exporter["ports"][0]["containerPort"], 9121);
+    assert!(exporter.get("readinessProbe").is_none(), "the exporter must never make Redis unready");
+    let headless = objs
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "shop-counter-redis-headless")
+        .unwrap();
+    assert_eq!(headless["spec"]["ports"][1]["name"], "metrics");
+    let np = get("NetworkPolicy");
+    let rules = np["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "Redis port from the stack and the operator, metrics port from anywhere");
+    assert_eq!(rules[1]["ports"][0]["port"], "metrics");
+}
+
+/// Redis pods spread over nodes and zones by default (both preferred), so one node or
+/// zone lost never takes the primary and all replicas where the cluster has room.
+#[test]
+fn redis_pods_spread_over_nodes_and_zones_by_default() {
+    let objs = objects(&render_yaml(&example("counterapp.yaml")));
+    let sts = objs.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
+    let spread = sts["spec"]["template"]["spec"]["topologySpreadConstraints"].as_array().unwrap();
+    let keys: Vec<&str> = spread.iter().map(|c| c["topologyKey"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]);
+    assert!(spread.iter().all(|c| c["whenUnsatisfiable"] == "ScheduleAnyway"));
+    // No sidecar, no metrics port without spec.redis.metrics.
+    assert_eq!(sts["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
+}
+
+/// The NetworkPolicy admits the stack's web and Redis pods and the operator's namespace
+/// on the Redis port; turning it off removes it from the children.
+#[test]
+fn network_policy_admits_only_the_stack_and_the_operator() {
+    let objs = objects(&render_yaml(&example("counterapp.yaml")));
+    let np = objs.iter().find(|o| o["kind"] == "NetworkPolicy").unwrap();
+    assert_eq!(np["metadata"]["name"], "demo-redis");
+    assert_eq!(np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "redis");
+    assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    let rule = &np["spec"]["ingress"][0];
+    assert_eq!(rule["ports"][0]["port"], 6379);
+    let from = rule["from"].as_array().unwrap();
+    assert_eq!(from.len(), 3);
+    assert_eq!(from[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "web");
+    assert_eq!(from[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "redis");
+    assert_eq!(
+        from[2]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "counterstack-system"
+    );
+    let mut off = example("counterapp.yaml");
+    off.spec.network_policy.enabled = false;
+    assert!(build::all(&off, &inputs()).unwrap().redis_network_policy.is_none());
+}
+
+/// `counterstack.io/restartedAt` on the CounterApp reaches both pod templates (a new value
+/// restarts the pods); other CR annotations still do not.
+#[test]
+fn restarted_at_annotation_changes_both_pod_templates() {
+    let template_annotations = |cr: &CounterApp| {
+        let c = build::all(cr, &inputs()).unwrap();
+        let a = |m: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
+            m.unwrap().annotations.unwrap()
+        };
+        (
+            a(c.web_deployment.spec.unwrap().template.metadata),
+            a(c.redis_statefulset.spec.unwrap().template.metadata),
+        )
+    };
+    let cr = example("counterapp.yaml");
+    let (web, redis) = template_annotations(&cr);
+    assert!(
+        !web.contains_key("counterstack.io/restartedAt")
+            && !redis.contains_key("counterstack.io/restartedAt")
+    );
+    let mut restarted = cr.clone();
+    restarted.metadata.annotations = Some(BTreeMap::from([
+        ("counterstack.io/restartedAt".to_string(), "2026-11-29T23:00:00Z".to_string()),
+        ("note".to_string(), "not copied".to_string()),
+    ]));
+    let (web, redis) = template_annotations(&restarted);
+    assert_eq!(web["counterstack.io/restartedAt"], "2026-11-29T23:00:00Z");
+    assert_eq!(redis["counterstack.io/restartedAt"], "2026-11-29T23:00:00Z");
+    assert!(!web.contains_key("note") && !redis.contains_key("note"));
+}
+
+/// User pod labels never replace ours (Services and the operator select on them), and a
+/// label value the API server would refuse is caught offline, naming the field.
+#[test]
+fn pod_labels_cannot_override_ours_and_bad_values_are_refused() {
+    let mut cr = example("counterapp.yaml");
+    cr.spec.redis.pod.pod_labels = BTreeMap::from([
+        ("app.kubernetes.io/component".to_string(), "web".to_string()),
+        ("team".to_string(), "a".to_string()),
+    ]);
+    let c = build::all(&cr, &inputs()).unwrap();
+    let labels = c.redis_statefulset.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["app.kubernetes.io/component"], "redis");
+    assert_eq!(labels["team"], "a");
+    cr.spec.redis.pod.pod_labels = BTreeMap::from([("team".to_string(), "shop floor".to_string())]);
+    let err = build::all(&cr, &inputs()).unwrap_err().to_string();
+    assert!(err.contains("spec.redis.podLabels.team"), "{err}");
 }
 
 #[test]

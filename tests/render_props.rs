@@ -63,13 +63,26 @@ prop_compose! {
         after in 1..=300i32,
         paused in any::<bool>(),
         web_image in prop::option::of("[a-z]{1,10}(\\.[a-z]{2,5}(:[0-9]{2,5})?)?/[a-z]{1,10}:[a-z0-9.]{1,8}"),
+        network_policy in any::<bool>(),
+        scaling in prop::option::of((1..=50i32, 0..=50i32, 1..=100i32)),
+        exporter in any::<bool>(),
+        pod_labels in prop::collection::btree_map("[a-z]{1,10}(/[a-z]{1,10})?", "[a-z0-9]{0,10}", 0..3),
     ) -> CounterAppSpec {
         let mut s = CounterAppSpec {
             web: Default::default(),
             redis: Default::default(),
             image_pull_secrets: pull.into_iter().map(|name| LocalObjectReference { name }).collect(),
+            network_policy: counterstack::api::NetworkPolicySpec { enabled: network_policy },
             paused,
         };
+        s.web.autoscaling = scaling.map(|(min, extra, cpu)| counterstack::api::AutoscalingSpec {
+            min_replicas: min,
+            max_replicas: min + extra,
+            target_cpu_utilization_percentage: cpu,
+        });
+        s.redis.metrics.enabled = exporter;
+        s.web.pod.pod_labels = pod_labels.clone();
+        s.redis.pod.pod_labels = pod_labels;
         s.web.image = web_image;
         s.web.replicas = web_replicas;
         s.web.port = web_port;
@@ -115,6 +128,7 @@ proptest! {
             default_web_image: "ghcr.io/counterstack/counterstack:test".to_string(),
             redis_password: "p".repeat(32),
             primary: primary.clone(),
+            operator_namespace: Some("counterstack-system".to_string()),
         };
         let c = build::all(&cr, &inputs).unwrap();
 
@@ -188,8 +202,20 @@ proptest! {
         }
 
         // The output stream parses back and the CR passes the CRD's own rules.
+        // Optional children: an autoscaler of the web Deployment, a policy on Redis pods.
+        if let Some(hpa) = &c.web_hpa {
+            prop_assert_eq!(&hpa.spec.as_ref().unwrap().scale_target_ref.name, c.web_deployment.metadata.name.as_ref().unwrap());
+            prop_assert!(deploy.replicas.is_none(), "the HPA owns replicas");
+        } else {
+            prop_assert_eq!(deploy.replicas, Some(cr.spec.web.replicas));
+        }
+        if let Some(np) = &c.redis_network_policy {
+            prop_assert!(matches(np.spec.as_ref().unwrap().pod_selector.as_ref().unwrap(), &redis_pod_labels));
+            prop_assert!(!matches(np.spec.as_ref().unwrap().pod_selector.as_ref().unwrap(), &web_pod_labels));
+        }
+        let optional = usize::from(c.web_hpa.is_some()) + usize::from(c.redis_network_policy.is_some());
         let yaml = render::to_yaml(&c).unwrap();
-        prop_assert_eq!(yaml.lines().filter(|l| *l == "---").count(), 10);
+        prop_assert_eq!(yaml.lines().filter(|l| *l == "---").count(), 10 + optional);
         validate_cel(&cr, None).unwrap();
     }
 

@@ -177,6 +177,7 @@ fn render(replicas: i32) -> Rendered {
         default_web_image: "unused".to_string(),
         redis_password: PASSWORD.to_string(),
         primary: None,
+        operator_namespace: Some("counterstack-system".to_string()),
     };
     let children = build::all(&cr, &inputs).unwrap();
     let data = children.redis_config.data.unwrap();

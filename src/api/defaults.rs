@@ -7,6 +7,13 @@
 pub const DEFAULT_WEB_IMAGE: &str = concat!("ghcr.io/counterstack/counterstack:", env!("CARGO_PKG_VERSION"));
 /// The official Redis image at a pinned 7.x tag.
 pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4.2";
+/// The redis_exporter image of `spec.redis.metrics`, at a pinned tag.
+pub const DEFAULT_EXPORTER_IMAGE: &str = "oliver006/redis_exporter:v1.67.0";
+/// Port the exporter sidecar serves metrics on.
+pub const EXPORTER_PORT: i32 = 9121;
+/// Annotation on a CounterApp that restarts its pods when its value changes
+/// (`kubectl annotate capp NAME counterstack.io/restartedAt=$(date -Is) --overwrite`).
+pub const RESTARTED_AT_ANNOTATION: &str = "counterstack.io/restartedAt";
 /// Port every Redis pod listens on.
 pub const REDIS_PORT: i32 = 6379;
 /// Longest `metadata.name` a CounterApp may have: `NAME-redis-headless` and the
@@ -37,4 +44,13 @@ pub(crate) fn yes() -> bool {
 }
 pub(crate) fn failover_after_seconds() -> i32 {
     5
+}
+pub(crate) fn exporter_image() -> String {
+    DEFAULT_EXPORTER_IMAGE.to_string()
+}
+pub(crate) fn autoscaling_min_replicas() -> i32 {
+    2
+}
+pub(crate) fn autoscaling_cpu_percent() -> i32 {
+    80
 }

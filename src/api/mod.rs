@@ -2,10 +2,12 @@
 //! and the CEL rules the API server enforces. Nothing else lives here.
 
 mod defaults;
+mod pod_options;
 mod spec;
 mod status;
 
 pub use defaults::*;
+pub use pod_options::PodOptions;
 pub use spec::*;
 pub use status::*;
 

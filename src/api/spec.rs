@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::defaults;
+use super::pod_options::PodOptions;
 use super::status::CounterAppStatus;
 
 /// A counter stack: a stateless counter web service (a Deployment behind a Service) in
@@ -59,15 +60,43 @@ pub struct CounterAppSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
 
+    /// Who may connect to Redis.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+
     /// Stop changing the stack's objects. The operator still reports status (with a
     /// `Paused` reason) but applies nothing and performs no failover while true.
     #[serde(default)]
     pub paused: bool,
 }
 
+/// The NetworkPolicy `NAME-redis`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create a NetworkPolicy that lets into the Redis pods only this CounterApp's web
+    /// pods, its other Redis pods and pods of the operator's namespace; the web port
+    /// stays open to all. Enforced only by CNIs that implement NetworkPolicy (k3s'
+    /// default flannel setup does, through its embedded policy controller; plain
+    /// flannel does not).
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
 /// The counter web service.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.autoscaling) || !has(oldSelf.autoscaling) || self.replicas == oldSelf.replicas")
+        .message("is managed by the HorizontalPodAutoscaler while spec.web.autoscaling is set (kubectl scale is refused); change autoscaling.minReplicas/maxReplicas, or remove spec.web.autoscaling first")
+        .field_path(".replicas"),
+)]
 pub struct WebSpec {
     /// Container image of the web service (it runs `counterstack web`). Empty means the
     /// operator's `--default-web-image`.
@@ -105,6 +134,42 @@ pub struct WebSpec {
     /// The Service in front of the web pods.
     #[serde(default)]
     pub service: WebServiceSpec,
+
+    /// Scale the web pods with a HorizontalPodAutoscaler (autoscaling/v2) on CPU. While
+    /// set, the operator no longer writes the Deployment's `replicas` (the HPA does) and
+    /// `spec.web.replicas` cannot be changed (`kubectl scale capp` is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// Scheduling and metadata of the web pods.
+    #[serde(flatten)]
+    pub pod: PodOptions,
+}
+
+/// HorizontalPodAutoscaler of the web Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas")
+        .message("minReplicas must not exceed maxReplicas")
+        .field_path(".minReplicas"),
+)]
+pub struct AutoscalingSpec {
+    /// Fewest web pods (1 to 100).
+    #[serde(default = "defaults::autoscaling_min_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+
+    /// Most web pods (1 to 100).
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+
+    /// Average CPU use, in percent of the web container's CPU request, that the
+    /// autoscaler aims for (1 to 100). Needs `spec.web.resources.requests.cpu` and a
+    /// metrics server in the cluster.
+    #[serde(default = "defaults::autoscaling_cpu_percent", rename = "targetCPUUtilizationPercentage")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
 }
 
 impl Default for WebSpec {
@@ -117,6 +182,8 @@ impl Default for WebSpec {
             read_from: ReadFrom::default(),
             sync_replicas: None,
             service: WebServiceSpec::default(),
+            autoscaling: None,
+            pod: PodOptions::default(),
         }
     }
 }
@@ -190,6 +257,40 @@ pub struct RedisSpec {
     /// Automatic failover when the primary is lost.
     #[serde(default)]
     pub failover: FailoverSpec,
+
+    /// Redis metrics: a redis_exporter sidecar in every Redis pod.
+    #[serde(default)]
+    pub metrics: RedisMetricsSpec,
+
+    /// Scheduling and metadata of the Redis pods.
+    #[serde(flatten)]
+    pub pod: PodOptions,
+}
+
+/// A Prometheus exporter next to every Redis server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisMetricsSpec {
+    /// Run a `redis-exporter` sidecar in every Redis pod. It serves Prometheus metrics
+    /// on container port `metrics` (9121), also exposed by the `NAME-redis-headless`
+    /// Service; the chart's PodMonitor/ServiceMonitor scrape it.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Exporter image (oliver006/redis_exporter or a compatible one).
+    #[serde(default = "defaults::exporter_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// CPU and memory requests and limits of the exporter container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for RedisMetricsSpec {
+    fn default() -> Self {
+        Self { enabled: false, image: defaults::exporter_image(), resources: None }
+    }
 }
 
 impl Default for RedisSpec {
@@ -200,6 +301,8 @@ impl Default for RedisSpec {
             storage: StorageSpec::default(),
             resources: None,
             failover: FailoverSpec::default(),
+            metrics: RedisMetricsSpec::default(),
+            pod: PodOptions::default(),
         }
     }
 }

@@ -4,7 +4,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy,
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::labels::{self, Component};
@@ -91,7 +91,7 @@ pub fn web(cr: &CounterApp, inputs: &Inputs) -> Deployment {
         ..Container::default()
     };
 
-    let pod = PodSpec {
+    let mut pod = PodSpec {
         containers: vec![container],
         image_pull_secrets: meta::image_pull_secrets(cr),
         security_context: Some(meta::pod_security_context(WEB_UID, None)),
@@ -99,20 +99,20 @@ pub fn web(cr: &CounterApp, inputs: &Inputs) -> Deployment {
         enable_service_links: Some(false),
         // Longer than the web service's drain on SIGTERM.
         termination_grace_period_seconds: Some(30),
-        // Spread over nodes, per ReplicaSet (pod-template-hash), so a rollout or a
-        // drained node that comes back gets pods again.
-        topology_spread_constraints: Some(meta::spread_over_nodes(
-            &selector,
-            Some(vec!["pod-template-hash".to_string()]),
-        )),
         volumes: Some(vec![tmp_volume]),
         ..PodSpec::default()
     };
+    // Spread over nodes, per ReplicaSet (pod-template-hash), so a rollout or a drained
+    // node that comes back gets pods again.
+    let spread = meta::spread_over_nodes(&selector, Some(vec!["pod-template-hash".to_string()]));
+    meta::apply_pod_options(&mut pod, &cr.spec.web.pod, &selector, spread);
 
     Deployment {
         metadata: meta::object_meta(cr, names::web(app), Component::Web),
         spec: Some(DeploymentSpec {
-            replicas: Some(cr.spec.web.replicas),
+            // With autoscaling the HPA owns `replicas`: leaving it out of the apply keeps
+            // the operator from fighting it (see operator/apply.rs for the hand-off).
+            replicas: cr.spec.web.autoscaling.is_none().then_some(cr.spec.web.replicas),
             selector: LabelSelector { match_labels: Some(selector), match_expressions: None },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".to_string()),
@@ -122,11 +122,7 @@ pub fn web(cr: &CounterApp, inputs: &Inputs) -> Deployment {
                 }),
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels::labels(app, Component::Web)),
-                    annotations: Some(meta::hash_annotations(hash)),
-                    ..ObjectMeta::default()
-                }),
+                metadata: Some(meta::pod_template_meta(cr, Component::Web, &cr.spec.web.pod, hash)),
                 spec: Some(pod),
             },
             ..DeploymentSpec::default()

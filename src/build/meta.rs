@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, LocalObjectReference, PodSecurityContext, SeccompProfile, SecurityContext,
+    Capabilities, LocalObjectReference, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
     TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -13,7 +13,7 @@ use kube::Resource;
 use sha2::{Digest, Sha256};
 
 use super::labels::{self, Component};
-use crate::api::CounterApp;
+use crate::api::{CounterApp, PodOptions, RESTARTED_AT_ANNOTATION};
 
 /// Pod-template annotation whose value changes whenever something the pods read at
 /// start-up changes, so that such a change rolls the pods.
@@ -114,6 +114,69 @@ pub fn config_hash<'a>(parts: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> 
 /// Pod-template annotations carrying the config hash.
 pub fn hash_annotations(hash: String) -> BTreeMap<String, String> {
     BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)])
+}
+
+/// Pod-template metadata of a component: the user's `podLabels`/`podAnnotations` first,
+/// then ours on top (ours win: Services and the operator select pods by our labels),
+/// the config hash and the CounterApp's `counterstack.io/restartedAt` (a new value
+/// changes the template, which restarts the pods).
+pub fn pod_template_meta(
+    cr: &CounterApp,
+    component: Component,
+    opts: &PodOptions,
+    hash: String,
+) -> ObjectMeta {
+    let mut labels = opts.pod_labels.clone();
+    labels.extend(labels::labels(app_name(cr), component));
+    let mut annotations = opts.pod_annotations.clone();
+    annotations.extend(hash_annotations(hash));
+    if let Some(at) = cr.metadata.annotations.as_ref().and_then(|a| a.get(RESTARTED_AT_ANNOTATION)) {
+        annotations.insert(RESTARTED_AT_ANNOTATION.to_string(), at.clone());
+    } else {
+        annotations.remove(RESTARTED_AT_ANNOTATION);
+    }
+    ObjectMeta { labels: Some(labels), annotations: Some(annotations), ..ObjectMeta::default() }
+}
+
+/// Put a component's scheduling options into its pod spec. `default_spread` applies
+/// unless the user set `topologySpreadConstraints`; the user's constraints without a
+/// label selector get the component's pod selector (else they would match no pod).
+pub fn apply_pod_options(
+    pod: &mut PodSpec,
+    opts: &PodOptions,
+    selector: &BTreeMap<String, String>,
+    default_spread: Vec<TopologySpreadConstraint>,
+) {
+    pod.node_selector = (!opts.node_selector.is_empty()).then(|| opts.node_selector.clone());
+    pod.tolerations = (!opts.tolerations.is_empty()).then(|| opts.tolerations.clone());
+    pod.affinity = opts.affinity.clone();
+    pod.priority_class_name = opts.priority_class_name.clone().filter(|p| !p.is_empty());
+    let spread = match &opts.topology_spread_constraints {
+        None => default_spread,
+        Some(user) => user
+            .iter()
+            .cloned()
+            .map(|mut c| {
+                if c.label_selector.is_none() {
+                    c.label_selector =
+                        Some(LabelSelector { match_labels: Some(selector.clone()), match_expressions: None });
+                }
+                c
+            })
+            .collect(),
+    };
+    pod.topology_spread_constraints = (!spread.is_empty()).then_some(spread);
+}
+
+/// Spread Redis pods over nodes and over zones, both preferred: one node or zone lost
+/// then never takes the primary and every replica, where the cluster has room.
+pub fn spread_over_nodes_and_zones(selector: &BTreeMap<String, String>) -> Vec<TopologySpreadConstraint> {
+    let mut spread = spread_over_nodes(selector, None);
+    spread.push(TopologySpreadConstraint {
+        topology_key: "topology.kubernetes.io/zone".to_string(),
+        ..spread[0].clone()
+    });
+    spread
 }
 
 /// Spread a component's pods over nodes (best effort: ScheduleAnyway, so a one-node

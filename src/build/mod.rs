@@ -4,16 +4,20 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::api::CounterApp;
 
 pub mod configmap;
 pub mod deployment;
+pub mod hpa;
 pub mod labels;
 pub mod meta;
 pub mod names;
+pub mod networkpolicy;
 pub mod pdb;
 pub mod render;
 pub mod secret;
@@ -69,6 +73,9 @@ pub struct Inputs {
     /// template; Redis pods find the primary by asking their peers), so builders ignore
     /// it; `configmap::primary_pod` checks it for callers.
     pub primary: Option<String>,
+    /// Namespace the operator runs in (its `POD_NAMESPACE`): the Redis NetworkPolicy
+    /// admits it. `None` (an operator outside the cluster) admits no extra namespace.
+    pub operator_namespace: Option<String>,
 }
 
 /// Every child object of one CounterApp, typed.
@@ -84,6 +91,10 @@ pub struct Children {
     pub redis_config: ConfigMap,
     pub redis_auth: Secret,
     pub redis_pdb: PodDisruptionBudget,
+    /// With `spec.web.autoscaling` only.
+    pub web_hpa: Option<HorizontalPodAutoscaler>,
+    /// With `spec.networkPolicy.enabled` only.
+    pub redis_network_policy: Option<NetworkPolicy>,
 }
 
 /// Build every child of `cr`. Runs `validate` first, so every builder may rely on a
@@ -105,6 +116,8 @@ pub fn all(cr: &CounterApp, inputs: &Inputs) -> Result<Children, Error> {
         redis_config: configmap::redis(cr),
         redis_auth: secret::redis_auth(cr, inputs),
         redis_pdb: pdb::redis(cr),
+        web_hpa: hpa::web(cr),
+        redis_network_policy: networkpolicy::redis(cr, inputs),
     })
 }
 
@@ -121,6 +134,9 @@ pub struct RenderArgs {
     /// as the operator generates on first reconcile). Set it for reproducible output.
     #[arg(long, env = "COUNTERSTACK_REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
+    /// Namespace the operator runs in, which the Redis NetworkPolicy admits.
+    #[arg(long, default_value = "counterstack-system")]
+    pub operator_namespace: String,
 }
 
 /// Entry point of `counterstack render`.

@@ -36,7 +36,12 @@ pub fn command(args: &RenderArgs) -> Result<String, Error> {
     };
     // A CounterApp piped from `kubectl get -o yaml` carries its current primary.
     let primary = cr.status.as_ref().and_then(|s| s.redis.as_ref()).and_then(|r| r.primary.clone());
-    let inputs = Inputs { default_web_image: args.default_web_image.clone(), redis_password, primary };
+    let inputs = Inputs {
+        default_web_image: args.default_web_image.clone(),
+        redis_password,
+        primary,
+        operator_namespace: Some(args.operator_namespace.clone()),
+    };
     to_yaml(&all(&cr, &inputs)?)
 }
 
@@ -175,5 +180,11 @@ pub fn to_yaml(c: &Children) -> Result<String, Error> {
     doc(&mut out, "Deployment", &c.web_deployment)?;
     doc(&mut out, "PodDisruptionBudget", &c.web_pdb)?;
     doc(&mut out, "PodDisruptionBudget", &c.redis_pdb)?;
+    if let Some(hpa) = &c.web_hpa {
+        doc(&mut out, "HorizontalPodAutoscaler", hpa)?;
+    }
+    if let Some(np) = &c.redis_network_policy {
+        doc(&mut out, "NetworkPolicy", np)?;
+    }
     Ok(out)
 }

@@ -8,8 +8,9 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::labels::{self, Component};
+use super::statefulset::EXPORTER_PORT_NAME;
 use super::{meta, names};
-use crate::api::{CounterApp, REDIS_PORT, ServiceType};
+use crate::api::{CounterApp, EXPORTER_PORT, REDIS_PORT, ServiceType};
 
 /// Name of the web container port and of the web Service port.
 pub const WEB_PORT_NAME: &str = "http";
@@ -51,6 +52,15 @@ pub fn redis_headless(cr: &CounterApp) -> Service {
     if let Some(spec) = svc.spec.as_mut() {
         spec.cluster_ip = Some("None".to_string());
         spec.publish_not_ready_addresses = Some(true);
+        if cr.spec.redis.metrics.enabled {
+            spec.ports.get_or_insert_with(Vec::new).push(ServicePort {
+                name: Some(EXPORTER_PORT_NAME.to_string()),
+                protocol: Some("TCP".to_string()),
+                port: EXPORTER_PORT,
+                target_port: Some(IntOrString::String(EXPORTER_PORT_NAME.to_string())),
+                ..ServicePort::default()
+            });
+        }
     }
     svc
 }

@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, Lifecycle,
-    LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Probe, SecretKeySelector, TCPSocketAction, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSpec, PodTemplateSpec, Probe, SecretKeySelector, TCPSocketAction, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::labels::{self, Component};
 use super::service::REDIS_PORT_NAME;
 use super::{Inputs, configmap, meta, names};
-use crate::api::{CounterApp, REDIS_PORT};
+use crate::api::{CounterApp, EXPORTER_PORT, REDIS_PORT};
 
 /// UID/GID of the `redis` user in the official image.
 pub const REDIS_UID: i64 = 999;
@@ -154,15 +154,18 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
         ..Container::default()
     };
 
-    let pod = PodSpec {
-        containers: vec![container],
+    let mut containers = vec![container];
+    if spec.metrics.enabled {
+        containers.push(exporter(cr));
+    }
+    let mut pod = PodSpec {
+        containers,
         image_pull_secrets: meta::image_pull_secrets(cr),
         security_context: Some(meta::pod_security_context(REDIS_UID, Some(REDIS_UID))),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         // The preStop wait plus Redis' own shutdown (AOF fsync).
         termination_grace_period_seconds: Some(configmap::PRESTOP_WAIT_SECS + 10),
-        topology_spread_constraints: Some(meta::spread_over_nodes(&selector, None)),
         volumes: Some(vec![
             Volume {
                 name: CONFIG_VOLUME.to_string(),
@@ -177,6 +180,8 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
         ]),
         ..PodSpec::default()
     };
+
+    meta::apply_pod_options(&mut pod, &spec.pod, &selector, meta::spread_over_nodes_and_zones(&selector));
 
     let mut storage_request = BTreeMap::new();
     storage_request.insert("storage".to_string(), Quantity(spec.storage.size.clone()));
@@ -216,17 +221,61 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
                 when_scaled: Some("Retain".to_string()),
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels::labels(app, Component::Redis)),
-                    annotations: Some(meta::hash_annotations(hash)),
-                    ..ObjectMeta::default()
-                }),
+                metadata: Some(meta::pod_template_meta(cr, Component::Redis, &spec.pod, hash)),
                 spec: Some(pod),
             },
             volume_claim_templates: Some(vec![claim]),
             ..StatefulSetSpec::default()
         }),
         status: None,
+    }
+}
+
+/// UID the redis_exporter image runs as.
+pub const EXPORTER_UID: i64 = 59000;
+/// Name of the exporter sidecar and of its port.
+pub const EXPORTER_CONTAINER: &str = "redis-exporter";
+pub const EXPORTER_PORT_NAME: &str = "metrics";
+
+/// The redis_exporter sidecar of `spec.redis.metrics`: scrapes its own pod's Redis over
+/// loopback and serves `/metrics` on port `metrics`.
+fn exporter(cr: &CounterApp) -> Container {
+    let m = &cr.spec.redis.metrics;
+    let app = meta::app_name(cr);
+    let plain =
+        |name: &str, value: String| EnvVar { name: name.to_string(), value: Some(value), value_from: None };
+    Container {
+        name: EXPORTER_CONTAINER.to_string(),
+        image: Some(m.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        env: Some(vec![
+            plain("REDIS_ADDR", format!("redis://127.0.0.1:{REDIS_PORT}")),
+            password_env(app),
+            plain("REDIS_EXPORTER_WEB_LISTEN_ADDRESS", format!(":{EXPORTER_PORT}")),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some(EXPORTER_PORT_NAME.to_string()),
+            container_port: EXPORTER_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        resources: m.resources.clone(),
+        // No readiness probe: the exporter's health must never make a Redis pod unready
+        // (the replication manager reads pod readiness).
+        liveness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/health".to_string()),
+                port: IntOrString::String(EXPORTER_PORT_NAME.to_string()),
+                scheme: Some("HTTP".to_string()),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(10),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        security_context: Some(meta::container_security_context(EXPORTER_UID)),
+        ..Container::default()
     }
 }
 

@@ -50,6 +50,58 @@ impl Checks {
     }
 }
 
+/// Pod labels and the priority class: what the API server would refuse in the pod
+/// template (the CounterApp itself would be accepted, and the StatefulSet apply fail).
+fn check_pod_options(c: &mut Checks, at: &str, opts: &crate::api::PodOptions) {
+    for (k, v) in &opts.pod_labels {
+        if !is_label_key(k) {
+            c.fail(
+                format!("{at}.podLabels"),
+                format!("key {k:?} is not a valid label key (an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.')"),
+            );
+        }
+        if !is_label_value(v) {
+            c.fail(
+                format!("{at}.podLabels.{k}"),
+                format!("must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, got {v:?}"),
+            );
+        }
+    }
+    for k in opts.pod_annotations.keys() {
+        if !is_label_key(k) {
+            c.fail(format!("{at}.podAnnotations"), format!("key {k:?} is not a valid annotation key"));
+        }
+    }
+    if let Some(p) = opts.priority_class_name.as_deref().filter(|p| !p.is_empty())
+        && !is_dns1123_subdomain(p)
+    {
+        c.fail(format!("{at}.priorityClassName"), format!("must be a DNS subdomain, got {p:?}"));
+    }
+}
+
+/// A label or annotation key: `[prefix/]name`, prefix a DNS subdomain, name at most 63
+/// characters of `[A-Za-z0-9_.-]` starting and ending alphanumeric.
+pub fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+/// A label value: empty, or at most 63 characters of `[A-Za-z0-9_.-]` starting and
+/// ending alphanumeric.
+pub fn is_label_value(v: &str) -> bool {
+    if v.is_empty() {
+        return true;
+    }
+    let alnum = |c: char| c.is_ascii_alphanumeric();
+    v.len() <= 63
+        && v.chars().all(|c| alnum(c) || matches!(c, '-' | '_' | '.'))
+        && v.starts_with(alnum)
+        && v.ends_with(alnum)
+}
+
 /// Check everything about `cr` that needs no API server. Returns all failures at once.
 pub fn validate(cr: &CounterApp) -> Result<(), Error> {
     let mut c = Checks::default();
@@ -125,6 +177,29 @@ pub fn validate(cr: &CounterApp) -> Result<(), Error> {
     }
     check_resources(&mut c, "spec.redis.resources", spec.redis.resources.as_ref());
     c.range("spec.redis.failover.afterSeconds", spec.redis.failover.after_seconds, 1, 300);
+
+    if let Some(a) = &spec.web.autoscaling {
+        c.range("spec.web.autoscaling.minReplicas", a.min_replicas, 1, 100);
+        c.range("spec.web.autoscaling.maxReplicas", a.max_replicas, 1, 100);
+        c.range(
+            "spec.web.autoscaling.targetCPUUtilizationPercentage",
+            a.target_cpu_utilization_percentage,
+            1,
+            100,
+        );
+        if a.min_replicas > a.max_replicas {
+            c.fail(
+                "spec.web.autoscaling.minReplicas",
+                format!("must not exceed maxReplicas ({}), got {}", a.max_replicas, a.min_replicas),
+            );
+        }
+    }
+    check_pod_options(&mut c, "spec.web", &spec.web.pod);
+    if spec.redis.metrics.enabled {
+        check_image(&mut c, "spec.redis.metrics.image", &spec.redis.metrics.image, false);
+    }
+    check_resources(&mut c, "spec.redis.metrics.resources", spec.redis.metrics.resources.as_ref());
+    check_pod_options(&mut c, "spec.redis", &spec.redis.pod);
 
     for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
         if !is_dns1123_subdomain(&secret.name) {

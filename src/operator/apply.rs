@@ -246,6 +246,82 @@ where
     Ok(Applied { object: Some(object), decision })
 }
 
+/// What [`ensure`] would decide for `desired`, without sending anything.
+pub fn pending<K>(
+    memory: &Memory,
+    app: &str,
+    desired: &K,
+    live: Option<&ObjectMeta>,
+) -> Result<Decision, Error>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    let kind = K::kind(&()).to_string();
+    let name = desired.name_any();
+    let hash = hash_of(desired, &format!("{kind} {name}"))?;
+    let key =
+        ChildKey { namespace: desired.namespace().unwrap_or_default(), app: app.to_string(), kind, name };
+    Ok(decide(&hash, live, memory.get(&key).as_ref()))
+}
+
+/// Field manager that keeps a Deployment's `replicas` when the operator stops writing
+/// it (autoscaling turned on). Server-side apply removes a field its only manager stops
+/// sending, and a Deployment without `replicas` defaults to 1: this second manager
+/// holds the current count until the HorizontalPodAutoscaler takes it over.
+pub const REPLICAS_HANDOFF_MANAGER: &str = "counterstack-replicas-handoff";
+
+/// Apply only `spec.replicas = replicas` of a Deployment, as [`REPLICAS_HANDOFF_MANAGER`].
+pub async fn hand_off_replicas(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    replicas: i32,
+) -> Result<(), Error> {
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), namespace);
+    let body = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": { "replicas": replicas },
+    });
+    tracing::info!(%name, replicas, "handing the web replica count over to the autoscaler");
+    api.patch(name, &PatchParams::apply(REPLICAS_HANDOFF_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(|e| Error::kube(format!("apply Deployment {namespace}/{name} replicas"), e))?;
+    Ok(())
+}
+
+/// Delete a child the spec no longer asks for (an autoscaler or NetworkPolicy turned
+/// off), only when this CounterApp controls it. Never used for data (PVCs, Secrets).
+/// Returns whether a delete was sent.
+pub async fn remove<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    owner_uid: &str,
+    live: &ObjectMeta,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let ours =
+        live.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid == owner_uid);
+    if !ours {
+        return Ok(false);
+    }
+    let kind = K::kind(&());
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    tracing::info!(%kind, %name, "deleting: the spec no longer asks for it");
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(Error::kube(format!("delete {kind} {namespace}/{name}"), e)),
+    }
+}
+
 /// Refuse to take over an object that another owner controls (a name clash), rather
 /// than silently stealing it.
 fn check_controller(

@@ -2,7 +2,8 @@
 //! pods, filled by the controller's own watches (one per kind, label-selected, stripped
 //! of what no reconcile reads). A steady reconcile sends the API server nothing.
 //!
-//! Kinds whose body no reconcile needs (Services, ConfigMaps, PodDisruptionBudgets) are
+//! Kinds whose body no reconcile needs (Services, ConfigMaps, PodDisruptionBudgets,
+//! HorizontalPodAutoscalers, NetworkPolicies) are
 //! watched metadata-only: the apply decision needs only the hash annotation, the change
 //! marker and the owner references. Deployments and StatefulSets keep their status (and
 //! the replica count), Secrets their data (the Redis password), pods their status.
@@ -11,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
@@ -26,6 +29,8 @@ pub struct Caches {
     pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
     pub secrets: Store<Secret>,
     pub pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    pub hpas: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub pods: Store<Pod>,
 }
 
@@ -37,6 +42,8 @@ pub struct Writers {
     pub configmaps: Writer<PartialObjectMeta<ConfigMap>>,
     pub secrets: Writer<Secret>,
     pub pdbs: Writer<PartialObjectMeta<PodDisruptionBudget>>,
+    pub hpas: Writer<PartialObjectMeta<HorizontalPodAutoscaler>>,
+    pub network_policies: Writer<PartialObjectMeta<NetworkPolicy>>,
     pub pods: Writer<Pod>,
 }
 
@@ -48,9 +55,21 @@ pub fn new() -> (Caches, Writers) {
     let (configmaps, cw) = reflector::store();
     let (secrets, sew) = reflector::store();
     let (pdbs, pw) = reflector::store();
+    let (hpas, hw) = reflector::store();
+    let (network_policies, nw) = reflector::store();
     let (pods, pow) = reflector::store();
     (
-        Caches { deployments, statefulsets, services, configmaps, secrets, pdbs, pods },
+        Caches {
+            deployments,
+            statefulsets,
+            services,
+            configmaps,
+            secrets,
+            pdbs,
+            hpas,
+            network_policies,
+            pods,
+        },
         Writers {
             deployments: dw,
             statefulsets: sw,
@@ -58,6 +77,8 @@ pub fn new() -> (Caches, Writers) {
             configmaps: cw,
             secrets: sew,
             pdbs: pw,
+            hpas: hw,
+            network_policies: nw,
             pods: pow,
         },
     )
@@ -95,6 +116,8 @@ impl Caches {
                 self.configmaps.wait_until_ready(),
                 self.secrets.wait_until_ready(),
                 self.pdbs.wait_until_ready(),
+                self.hpas.wait_until_ready(),
+                self.network_policies.wait_until_ready(),
                 self.pods.wait_until_ready(),
             );
         };
@@ -102,7 +125,7 @@ impl Caches {
     }
 
     /// Objects held per kind (the `counterstack_cache_objects` gauge).
-    pub fn sizes(&self) -> [(&'static str, usize); 7] {
+    pub fn sizes(&self) -> [(&'static str, usize); 9] {
         [
             ("Deployment", self.deployments.len()),
             ("StatefulSet", self.statefulsets.len()),
@@ -110,6 +133,8 @@ impl Caches {
             ("ConfigMap", self.configmaps.len()),
             ("Secret", self.secrets.len()),
             ("PodDisruptionBudget", self.pdbs.len()),
+            ("HorizontalPodAutoscaler", self.hpas.len()),
+            ("NetworkPolicy", self.network_policies.len()),
             ("Pod", self.pods.len()),
         ]
     }

@@ -77,6 +77,9 @@ pub struct Context {
     pub max_concurrent_reconciles: u16,
     /// Whether this instance may act (leader election); checked before every change.
     pub leadership: leader::Leadership,
+    /// Namespace the operator runs in (`--operator-namespace`): Redis NetworkPolicies
+    /// admit it.
+    pub operator_namespace: Option<String>,
 }
 
 impl Context {
@@ -105,6 +108,7 @@ impl Context {
             cache_writers: cache::WriterSlot::new(writers),
             max_concurrent_reconciles: DEFAULT_CONCURRENCY,
             leadership: leader::Leadership::always(),
+            operator_namespace: None,
             events: Events::new(client.clone(), std::env::var("POD_NAME").ok()),
             client,
             metrics: Arc::new(metrics),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
@@ -147,6 +149,18 @@ pub async fn run(
         cache::strip_child,
         ctx.clone(),
     );
+    let hpas = reflected(
+        watcher(api::<PartialObjectMeta<HorizontalPodAutoscaler>>(&client, ns), owned.clone()),
+        w.hpas,
+        cache::strip_child,
+        ctx.clone(),
+    );
+    let network_policies = reflected(
+        watcher(api::<PartialObjectMeta<NetworkPolicy>>(&client, ns), owned.clone()),
+        w.network_policies,
+        cache::strip_child,
+        ctx.clone(),
+    );
     let pods = reflected(watcher(api::<Pod>(&client, ns), redis_pods), w.pods, cache::strip_pod, ctx.clone());
 
     // The health checker's wake-ups: a Redis pod that answers differently (a primary that
@@ -196,6 +210,8 @@ pub async fn run(
         .watches_stream(services, { let q = queued.clone(); move |o| q(owner_app(&o)) })
         .watches_stream(configmaps, { let q = queued.clone(); move |o| q(owner_app(&o)) })
         .watches_stream(pdbs, { let q = queued.clone(); move |o| q(owner_app(&o)) })
+        .watches_stream(hpas, { let q = queued.clone(); move |o| q(owner_app(&o)) })
+        .watches_stream(network_policies, { let q = queued.clone(); move |o| q(owner_app(&o)) })
         .watches_stream(pods, move |pod| queued(pod_to_app(&pod)))
         .reconcile_on(wakeups)
         .graceful_shutdown_on(shutdown)

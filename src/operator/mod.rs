@@ -61,6 +61,12 @@ pub struct OperatorArgs {
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(6..=300))]
     pub lease_duration_seconds: u64,
 
+    /// Namespace the operator runs in; the Redis NetworkPolicy of every CounterApp admits
+    /// it (the operator checks Redis itself). Empty: none (an operator outside the
+    /// cluster; then disable `spec.networkPolicy` where the CNI enforces it).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub operator_namespace: Option<String>,
+
     /// Reconciles running at once, at most.
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = context::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_reconciles: u16,
@@ -94,6 +100,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
 
     let mut ctx = Context::with_metrics(client.clone(), args.default_web_image, metrics);
     ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
+    ctx.operator_namespace = args.operator_namespace.clone().filter(|n| !n.is_empty());
     let metrics = ctx.metrics.clone();
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -7,8 +7,10 @@
 //!   does not exist yet the API server also authorizes the request as `create` on that
 //!   name (apiserver `handlers/patch.go`, `createAuthorizerAttributes`), so owned kinds
 //!   need both `create` and `patch`. Every owned kind is watched (`get list watch`).
-//! - Children are never deleted by the operator: owner references let the garbage
-//!   collector remove them with their CounterApp, and PVCs are kept on purpose.
+//! - Children are not deleted by the operator: owner references let the garbage
+//!   collector remove them with their CounterApp, and PVCs are kept on purpose. The
+//!   exceptions are the optional children (HorizontalPodAutoscaler, NetworkPolicy),
+//!   deleted when the spec stops asking for them (`delete` on those two only).
 //! - Owner references set `blockOwnerDeletion: true`, which needs `update` on
 //!   `counterapps/finalizers` where the OwnerReferencesPermissionEnforcement admission
 //!   plugin is on (OpenShift).
@@ -37,6 +39,8 @@ pub struct Rule {
 const WATCH: &[&str] = &["get", "list", "watch"];
 /// Owned children: watched, and written with server-side apply (create + patch).
 const OWNED: &[&str] = &["get", "list", "watch", "create", "patch"];
+/// Optional children: also deleted when the spec no longer asks for them.
+const OPTIONAL: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
 
 /// Everything the operator is allowed to do, and nothing more.
 pub const RULES: &[Rule] = &[
@@ -49,6 +53,8 @@ pub const RULES: &[Rule] = &[
     Rule { group: "", resource: "configmaps", verbs: OWNED },
     Rule { group: "", resource: "secrets", verbs: OWNED },
     Rule { group: "policy", resource: "poddisruptionbudgets", verbs: OWNED },
+    Rule { group: "autoscaling", resource: "horizontalpodautoscalers", verbs: OPTIONAL },
+    Rule { group: "networking.k8s.io", resource: "networkpolicies", verbs: OPTIONAL },
     Rule { group: "", resource: "pods", verbs: &["get", "list", "watch", "patch", "delete"] },
     Rule { group: "events.k8s.io", resource: "events", verbs: &["create", "patch"] },
     Rule {
@@ -105,8 +111,10 @@ mod tests {
 
     use k8s_openapi::Resource;
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
     use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
     use k8s_openapi::api::events::v1::Event;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
     use super::*;
@@ -148,13 +156,16 @@ mod tests {
         assert!(has::<ConfigMap>(&owned));
         assert!(has::<Secret>(&owned));
         assert!(has::<PodDisruptionBudget>(&owned));
+        assert!(has::<HorizontalPodAutoscaler>(&OPTIONAL));
+        assert!(has::<NetworkPolicy>(&OPTIONAL));
         assert!(has::<Pod>(&["get", "list", "watch", "patch", "delete"]));
         assert!(has::<Event>(&["create", "patch"]));
     }
 
     #[test]
-    fn children_are_never_deleted_and_pvcs_are_not_touched() {
-        for r in RULES.iter().filter(|r| r.resource != "pods") {
+    fn only_pods_and_optional_children_are_deleted_and_pvcs_are_not_touched() {
+        let deletable = ["pods", "horizontalpodautoscalers", "networkpolicies"];
+        for r in RULES.iter().filter(|r| !deletable.contains(&r.resource)) {
             assert!(!r.verbs.contains(&"delete"), "{r:?}");
         }
         assert!(verbs_of("", "persistentvolumeclaims").is_empty());

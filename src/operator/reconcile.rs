@@ -107,6 +107,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
             None => build::render::random_password(),
         },
         primary: current_primary(app),
+        operator_namespace: ctx.operator_namespace.clone(),
     };
 
     // 2. build (pure)
@@ -132,7 +133,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         generation: app.metadata.generation,
         paused: false,
         applied,
-        web: Workload::from_deployment(web.as_ref(), app.spec.web.replicas),
+        web: Workload::from_deployment(web.as_ref(), desired_web_replicas(app, web.as_ref())),
         redis: Workload::from_statefulset(sts.as_ref(), app.spec.redis_pods()),
         primary_ready: primary_ready(&pod_views, outcome.status.primary.as_deref()),
         redis_health: Some(outcome.health),
@@ -180,13 +181,25 @@ async fn report_without_applying(
         paused,
         redis_health: None,
         applied: false,
-        web: Workload::from_deployment(web.as_deref(), app.spec.web.replicas),
+        web: Workload::from_deployment(web.as_deref(), desired_web_replicas(app, web.as_deref())),
         redis: Workload::from_statefulset(sts.as_deref(), app.spec.redis_pods()),
         primary_ready: primary_ready(&pod_views, current_primary(app).as_deref()),
         redis_status,
         invalid_spec,
     };
     write_status(app, ctx, ns, name, &obs).await
+}
+
+/// Web pods wanted: the spec's count, or with autoscaling the autoscaler's choice (the
+/// Deployment's `replicas`), at least `minReplicas`.
+fn desired_web_replicas(app: &CounterApp, web: Option<&Deployment>) -> i32 {
+    match &app.spec.web.autoscaling {
+        None => app.spec.web.replicas,
+        Some(a) => web
+            .and_then(|d| d.spec.as_ref()?.replicas)
+            .unwrap_or(a.min_replicas)
+            .clamp(a.min_replicas, a.max_replicas),
+    }
 }
 
 /// The StatefulSet's `status.updateRevision`: pods at another revision are outdated.
@@ -229,10 +242,22 @@ async fn apply_children(
     ensure(app, ctx, name, c.web_service, live, &mut done).await?;
     let cached_web = cache::get(&caches.deployments, &ns, &names::web(name));
     let live = cached_web.as_ref().map(|d| d.metadata.clone());
+    if let (Some(scaling), Some(cached)) = (&app.spec.web.autoscaling, &cached_web)
+        && apply::pending(&ctx.applied, name, &c.web_deployment, live.as_ref())?.applies()
+    {
+        // The Deployment is about to be applied without `replicas`: keep its count.
+        let current = cached.spec.as_ref().and_then(|s| s.replicas).unwrap_or(scaling.min_replicas);
+        let replicas = current.clamp(scaling.min_replicas, scaling.max_replicas);
+        apply::hand_off_replicas(&ctx.client, &ns, &names::web(name), replicas).await?;
+    }
     let web = ensure(app, ctx, name, c.web_deployment, live, &mut done).await?;
     let web = web.or_else(|| cached_web.map(|d| (*d).clone()));
     let live = cache::meta(&caches.pdbs, &ns, &names::web(name));
     ensure(app, ctx, name, c.web_pdb, live, &mut done).await?;
+    let live = cache::meta(&caches.hpas, &ns, &names::web(name));
+    ensure_optional(app, ctx, name, c.web_hpa, &names::web(name), live, &mut done).await?;
+    let live = cache::meta(&caches.network_policies, &ns, &names::redis(name));
+    ensure_optional(app, ctx, name, c.redis_network_policy, &names::redis(name), live, &mut done).await?;
     // One Event for everything created in this pass (a new stack: ten children), not one
     // request per child.
     if !done.created.is_empty() {
@@ -286,6 +311,42 @@ where
         }
     }
     Ok(applied.object)
+}
+
+/// A child that exists only when the spec asks for it: applied like the others when
+/// built, deleted (if this CounterApp controls it) when not.
+async fn ensure_optional<K>(
+    app: &CounterApp,
+    ctx: &Context,
+    name: &str,
+    desired: Option<K>,
+    child_name: &str,
+    live: Option<ObjectMeta>,
+    done: &mut Done,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match (desired, live) {
+        (Some(d), live) => {
+            ensure(app, ctx, name, d, live, done).await?;
+        }
+        (None, Some(live)) => {
+            let ns = app.namespace().unwrap_or_default();
+            let uid = app.metadata.uid.as_deref().unwrap_or_default();
+            if apply::remove::<K>(&ctx.client, &ns, child_name, uid, &live).await? {
+                done.any = true;
+                let note = format!("deleted {} {child_name}: the spec no longer asks for it", K::kind(&()));
+                ctx.events.normal(app, reason::UPDATED, "Apply", note).await;
+            }
+        }
+        (None, None) => {}
+    }
+    Ok(())
 }
 
 /// The builders rejected the spec: report Stalled (one Event when that is news) and wait

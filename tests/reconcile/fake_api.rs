@@ -73,6 +73,18 @@ impl State {
         self.rv.to_string()
     }
 
+    /// Remove the object at `path` and tell the open watches about it.
+    fn remove(&mut self, path: &str) -> Option<Value> {
+        let obj = self.objects.remove(path)?;
+        let mut line = serde_json::to_vec(&json!({ "type": "DELETED", "object": obj })).expect("json");
+        line.push(b'\n');
+        self.watches.retain(|w| {
+            let under = path.strip_prefix(&w.prefix).is_some_and(|rest| !rest.contains('/'));
+            !under || !matches(&w.selector, &obj) || w.tx.send(line.clone()).is_ok()
+        });
+        Some(obj)
+    }
+
     /// Store `obj` at `path` and tell the open watches about it.
     fn store(&mut self, path: &str, obj: Value) {
         let type_ = if self.objects.contains_key(path) { "MODIFIED" } else { "ADDED" };
@@ -252,6 +264,10 @@ impl FakeApi {
                 st.store(&format!("{path}/{name}"), body.clone());
                 respond(StatusCode::CREATED, &body)
             }
+            Method::DELETE => match st.remove(&path) {
+                Some(obj) => respond(StatusCode::OK, &obj),
+                None => status(404, "NotFound", &format!("{path} not found")),
+            },
             _ => status(405, "MethodNotAllowed", "not supported by the fake"),
         }
     }
