@@ -505,3 +505,75 @@ fn metric_name_extraction() {
     );
     assert!(metric_names("histogram_quantile(0.99, sum by (le) (rate(foo_bucket[5m])))").is_empty());
 }
+
+// --- the scrape targets ------------------------------------------------------------------
+
+/// Whether `labels` match a Prometheus Operator / Kubernetes label selector.
+fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let eq = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+    let exprs = selector["matchExpressions"].as_array().into_iter().flatten().all(|e| {
+        let key = e["key"].as_str().unwrap_or_default();
+        let values: Vec<&str> =
+            e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        match e["operator"].as_str() {
+            Some("In") => labels.get(key).is_some_and(|v| values.contains(&v.as_str())),
+            other => panic!("operator {other:?} not handled here"),
+        }
+    });
+    eq && exprs
+}
+
+#[test]
+fn stack_monitors_select_the_stack_pods_and_not_the_operator() {
+    use counterstack::build::labels::{Component, labels};
+
+    for toggle in ["metrics.stacks.podMonitor.enabled=true", "metrics.stacks.serviceMonitor.enabled=true"] {
+        let objs = {
+            let out = Command::new(helm())
+                .args(["template", "counterstack", "charts/counterstack", "--set", toggle])
+                .current_dir(repo())
+                .output()
+                .expect("run helm");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_yaml_ng::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+                .map(|d| Value::deserialize(d).expect("YAML"))
+                .filter(|v| !v.is_null())
+                .collect::<Vec<_>>()
+        };
+        let monitor: Vec<_> = objs
+            .iter()
+            .filter(|o| matches!(o["kind"].as_str(), Some("PodMonitor" | "ServiceMonitor")))
+            .collect();
+        assert_eq!(monitor.len(), 1, "{toggle}: exactly one monitor");
+        let spec = &monitor[0]["spec"];
+        for c in [Component::Web, Component::Redis] {
+            assert!(selects(&spec["selector"], &labels("demo", c)), "{toggle}: {c:?} pods not selected");
+        }
+        let operator = objs.iter().find(|o| o["kind"] == "Deployment").expect("the operator Deployment");
+        let op_labels: BTreeMap<String, String> =
+            serde_json::from_value(operator["spec"]["template"]["metadata"]["labels"].clone())
+                .expect("labels");
+        assert!(!selects(&spec["selector"], &op_labels), "{toggle}: the operator pods are selected too");
+        let endpoints =
+            spec["podMetricsEndpoints"].as_array().or(spec["endpoints"].as_array()).expect("endpoints");
+        let ports: BTreeSet<&str> = endpoints.iter().filter_map(|e| e["port"].as_str()).collect();
+        assert_eq!(
+            ports,
+            BTreeSet::from([counterstack::build::service::WEB_PORT_NAME, "metrics"]),
+            "{toggle}"
+        );
+        for e in endpoints {
+            let targets: BTreeSet<&str> = e["relabelings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["targetLabel"].as_str())
+                .collect();
+            assert!(targets.contains("app"), "{toggle}: endpoint {} gets no `app` label", e["port"]);
+        }
+    }
+}
