@@ -8,7 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time
 use k8s_openapi::jiff::Timestamp;
 
 use counterstack::api::{CounterAppStatus, RedisNodeStatus, RedisStatus};
-use counterstack::operator::status::{Observation, Workload, compute, needs_patch, reason};
+use counterstack::operator::status::{
+    Observation, Workload, compute, needs_patch, primary_available, reason,
+};
 use counterstack::redis::Health;
 
 fn t(secs: i64) -> Time {
@@ -346,4 +348,22 @@ fn moving_replication_offsets_alone_do_not_force_a_patch() {
     let changed = compute(Some(&before), &Observation { redis_status: Some(rs), ..healthy() }, &t(60));
     assert!(needs_patch(Some(&before), &changed));
     assert_eq!(changed.redis.unwrap().nodes[0].offset, 5000);
+}
+
+#[test]
+fn primary_available_needs_a_named_ready_writable_primary() {
+    let avail = |o: &Observation| primary_available(o, o.redis_status.as_ref());
+    assert!(avail(&healthy()));
+    // Web pods do not matter: this is the Redis half of Available.
+    assert!(avail(&Observation { web: Workload::default(), ..healthy() }));
+    assert!(!avail(&Observation { primary_ready: false, ..healthy() }));
+    assert!(!avail(&Observation { redis_status: Some(RedisStatus::default()), ..healthy() }));
+    assert!(!avail(&Observation { redis_status: None, ..healthy() }));
+    let lost = Health {
+        available: false,
+        degraded: true,
+        reason: "PrimaryUnavailable".into(),
+        message: "demo-redis-0 does not answer".into(),
+    };
+    assert!(!avail(&Observation { redis_health: Some(lost), ..healthy() }));
 }

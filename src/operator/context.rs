@@ -84,11 +84,13 @@ pub struct Context {
 
 impl Context {
     /// Drop everything kept about a CounterApp that is gone (or going): apply memory,
-    /// last status, replication memory, health checks and metric series.
+    /// last status, replication memory, health checks and metric series (the operator's
+    /// per-CounterApp gauges and the replication manager's).
     pub fn forget(&self, app: &ObjectRef<CounterApp>) {
         let ns = app.namespace.clone().unwrap_or_default();
         self.applied.forget_app(&ns, &app.name);
         self.statuses.forget(app);
+        self.metrics.forget_app(&ns, &app.name);
         self.redis.forget(&redis::AppKey::new(ns, app.name.clone()));
     }
 

@@ -21,7 +21,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::Error;
-use crate::api::CounterApp;
+use crate::api::condition::{AVAILABLE, DEGRADED, READY, RECONCILING, STALLED};
+use crate::api::{CounterApp, CounterAppStatus};
+use crate::build::labels::ROLE_REPLICA;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -44,6 +46,39 @@ pub struct VerbLabels {
     /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`.
     pub verb: String,
 }
+
+/// Labels of per-CounterApp series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub namespace: String,
+    pub app: String,
+}
+
+/// Labels of `counterstack_app_condition`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub namespace: String,
+    pub app: String,
+    /// The condition type: one of [`CONDITION_TYPES`].
+    pub r#type: String,
+}
+
+/// Labels of `counterstack_redis_replicas`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub namespace: String,
+    pub app: String,
+    /// `desired` (`spec.redis.replicas`) or `linked` (replicas whose link to the
+    /// primary is up).
+    pub state: String,
+}
+
+/// The condition types `counterstack_app_condition` reports (1 while True, else 0;
+/// `Reconciling` and `Stalled` are 0 while absent from the status).
+pub const CONDITION_TYPES: [&str; 5] = [AVAILABLE, DEGRADED, READY, RECONCILING, STALLED];
+
+/// `state` values of `counterstack_redis_replicas`.
+const REPLICA_STATES: [&str; 2] = ["desired", "linked"];
 
 /// What this operator instance is, for `/readyz` and `counterstack_leader`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +117,12 @@ pub struct Metrics {
     pub cache_objects: Family<KindLabels, Gauge>,
     /// 1 while this instance holds the lease and reconciles.
     pub leader: Gauge,
+    /// Per CounterApp and condition type: 1 while the condition is True, else 0.
+    pub app_condition: Family<ConditionLabels, Gauge>,
+    /// Per CounterApp: 1 while a Redis primary that takes writes exists and is ready.
+    pub primary_available: Family<AppLabels, Gauge>,
+    /// Per CounterApp: Redis replicas desired and linked to the primary.
+    pub redis_replicas: Family<ReplicaLabels, Gauge>,
     /// [`Role`], for `/readyz`.
     role: AtomicU8,
 }
@@ -104,6 +145,9 @@ impl Default for Metrics {
         let api_requests = Family::<VerbLabels, Counter>::default();
         let cache_objects = Family::<KindLabels, Gauge>::default();
         let leader = Gauge::default();
+        let app_condition = Family::<ConditionLabels, Gauge>::default();
+        let primary_available = Family::<AppLabels, Gauge>::default();
+        let redis_replicas = Family::<ReplicaLabels, Gauge>::default();
         registry.register("counterstack_reconcile_results", "Finished reconciles by result", results.clone());
         registry.register("counterstack_reconciles_in_flight", "Reconciles running now", in_flight.clone());
         registry.register(
@@ -148,6 +192,21 @@ impl Default for Metrics {
             "Redis pod role-label patches",
             role_label_patches.clone(),
         );
+        registry.register(
+            "counterstack_app_condition",
+            "1 while the CounterApp's status condition of this type is True, else 0 (as last computed by the leader)",
+            app_condition.clone(),
+        );
+        registry.register(
+            "counterstack_redis_primary_available",
+            "1 while the CounterApp has a Redis primary that is ready and takes writes, else 0",
+            primary_available.clone(),
+        );
+        registry.register(
+            "counterstack_redis_replicas",
+            "Redis replicas of the CounterApp: desired (spec.redis.replicas) and linked (replication link to the primary up)",
+            redis_replicas.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -163,6 +222,9 @@ impl Default for Metrics {
             api_requests,
             cache_objects,
             leader,
+            app_condition,
+            primary_available,
+            redis_replicas,
             role: AtomicU8::new(Role::Starting as u8),
         }
     }
@@ -212,9 +274,56 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Only the leader reports per-CounterApp series: an instance that is not (or no
+    /// longer) the leader drops them, so a standby never alerts on stale values.
     pub fn set_role(&self, role: Role) {
         self.role.store(role as u8, Ordering::Relaxed);
         self.leader.set(i64::from(role == Role::Leader));
+        if role != Role::Leader {
+            self.app_condition.clear();
+            self.primary_available.clear();
+            self.redis_replicas.clear();
+        }
+    }
+
+    /// Record the per-CounterApp series from a freshly computed `status`:
+    /// `counterstack_app_condition`, `counterstack_redis_primary_available` and
+    /// `counterstack_redis_replicas` (`linked` counts the replicas in `status.redis.nodes`
+    /// whose link is up).
+    pub fn record_app(
+        &self,
+        namespace: &str,
+        app: &str,
+        status: &CounterAppStatus,
+        primary_available: bool,
+        desired_replicas: i32,
+    ) {
+        for t in CONDITION_TYPES {
+            let on = status.conditions.iter().any(|c| c.type_ == t && c.status == "True");
+            self.app_condition.get_or_create(&condition_labels(namespace, app, t)).set(i64::from(on));
+        }
+        let app_labels = AppLabels { namespace: namespace.to_string(), app: app.to_string() };
+        self.primary_available.get_or_create(&app_labels).set(i64::from(primary_available));
+        let linked = status
+            .redis
+            .as_ref()
+            .map_or(0, |r| r.nodes.iter().filter(|n| n.role == ROLE_REPLICA && n.link_up).count());
+        let linked = i64::try_from(linked).unwrap_or(i64::MAX);
+        self.redis_replicas
+            .get_or_create(&replica_labels(namespace, app, "desired"))
+            .set(i64::from(desired_replicas));
+        self.redis_replicas.get_or_create(&replica_labels(namespace, app, "linked")).set(linked);
+    }
+
+    /// Drop the per-CounterApp series of a deleted CounterApp.
+    pub fn forget_app(&self, namespace: &str, app: &str) {
+        for t in CONDITION_TYPES {
+            self.app_condition.remove(&condition_labels(namespace, app, t));
+        }
+        self.primary_available.remove(&AppLabels { namespace: namespace.to_string(), app: app.to_string() });
+        for state in REPLICA_STATES {
+            self.redis_replicas.remove(&replica_labels(namespace, app, state));
+        }
     }
 
     pub fn role(&self) -> Role {
@@ -235,6 +344,14 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
+}
+
+fn condition_labels(namespace: &str, app: &str, t: &str) -> ConditionLabels {
+    ConditionLabels { namespace: namespace.to_string(), app: app.to_string(), r#type: t.to_string() }
+}
+
+fn replica_labels(namespace: &str, app: &str, state: &str) -> ReplicaLabels {
+    ReplicaLabels { namespace: namespace.to_string(), app: app.to_string(), state: state.to_string() }
 }
 
 /// Records a reconcile's duration when dropped (on success, error or cancellation).
@@ -424,5 +541,92 @@ mod tests {
         );
         assert!(text.contains("counterstack_child_applies_total{kind=\"Deployment\"} 1"), "{text}");
         assert!(text.contains("counterstack_reconcile_duration_seconds_count 1"), "{text}");
+    }
+
+    fn status_with(conditions: &[(&str, &str)], replicas_linked: &[bool]) -> CounterAppStatus {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+        use crate::api::{RedisNodeStatus, RedisStatus};
+        let mut nodes = vec![RedisNodeStatus {
+            pod: "demo-redis-0".into(),
+            role: "primary".into(),
+            ..Default::default()
+        }];
+        for (i, up) in replicas_linked.iter().enumerate() {
+            nodes.push(RedisNodeStatus {
+                pod: format!("demo-redis-{}", i + 1),
+                role: ROLE_REPLICA.into(),
+                link_up: *up,
+                ..Default::default()
+            });
+        }
+        CounterAppStatus {
+            conditions: conditions
+                .iter()
+                .map(|(t, st)| Condition {
+                    type_: (*t).into(),
+                    status: (*st).into(),
+                    last_transition_time: crate::operator::status::now(),
+                    message: String::new(),
+                    observed_generation: None,
+                    reason: "Test".into(),
+                })
+                .collect(),
+            redis: Some(RedisStatus { primary: Some("demo-redis-0".into()), nodes, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn per_app_series_follow_the_status_and_go_away_with_the_app() {
+        let m = Metrics::default();
+        m.set_role(Role::Leader);
+        let st =
+            status_with(&[("Ready", "False"), ("Available", "True"), ("Degraded", "True")], &[true, false]);
+        m.record_app("ns", "demo", &st, true, 2);
+        m.record_app("ns", "other", &status_with(&[("Ready", "True")], &[]), false, 0);
+        let text = m.encode().unwrap();
+        for line in [
+            r#"counterstack_app_condition{namespace="ns",app="demo",type="Ready"} 0"#,
+            r#"counterstack_app_condition{namespace="ns",app="demo",type="Available"} 1"#,
+            r#"counterstack_app_condition{namespace="ns",app="demo",type="Degraded"} 1"#,
+            r#"counterstack_app_condition{namespace="ns",app="demo",type="Stalled"} 0"#,
+            r#"counterstack_app_condition{namespace="ns",app="demo",type="Reconciling"} 0"#,
+            r#"counterstack_app_condition{namespace="ns",app="other",type="Ready"} 1"#,
+            r#"counterstack_redis_primary_available{namespace="ns",app="demo"} 1"#,
+            r#"counterstack_redis_primary_available{namespace="ns",app="other"} 0"#,
+            r#"counterstack_redis_replicas{namespace="ns",app="demo",state="desired"} 2"#,
+            r#"counterstack_redis_replicas{namespace="ns",app="demo",state="linked"} 1"#,
+            r#"counterstack_redis_replicas{namespace="ns",app="other",state="linked"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+
+        // The status changes: the gauges follow (no stale 1s).
+        let healed =
+            status_with(&[("Ready", "True"), ("Available", "True"), ("Degraded", "False")], &[true, true]);
+        m.record_app("ns", "demo", &healed, true, 2);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains(r#"counterstack_app_condition{namespace="ns",app="demo",type="Degraded"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"counterstack_redis_replicas{namespace="ns",app="demo",state="linked"} 2"#),
+            "{text}"
+        );
+
+        m.forget_app("ns", "demo");
+        let text = m.encode().unwrap();
+        assert!(!text.contains(r#"app="demo""#), "series of a forgotten app remain:\n{text}");
+        assert!(
+            text.contains(r#"counterstack_redis_primary_available{namespace="ns",app="other"} 0"#),
+            "{text}"
+        );
+
+        // An instance that stops leading reports no per-app series at all.
+        m.set_role(Role::Standby);
+        let text = m.encode().unwrap();
+        assert!(!text.contains(r#"app="other""#), "a standby keeps per-app series:\n{text}");
     }
 }

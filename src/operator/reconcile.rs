@@ -433,6 +433,8 @@ async fn write_status(
     obs: &Observation,
 ) -> Result<bool, Error> {
     let desired = status::compute(app.status.as_ref(), obs, &status::now());
+    let primary_available = status::primary_available(obs, desired.redis.as_ref());
+    ctx.metrics.record_app(ns, name, &desired, primary_available, obs.redis.desired.saturating_sub(1));
     if !status::needs_patch(app.status.as_ref(), &desired) {
         return Ok(false);
     }

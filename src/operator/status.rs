@@ -226,6 +226,15 @@ fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condit
     }
 }
 
+/// The Redis half of `Available`: a primary is named, its pod is ready, and the
+/// replication manager's last pass (when there was one) found it writable. Reported as
+/// `counterstack_redis_primary_available`.
+pub fn primary_available(obs: &Observation, redis: Option<&RedisStatus>) -> bool {
+    redis.is_some_and(|r| r.primary.is_some())
+        && obs.primary_ready
+        && obs.redis_health.as_ref().is_none_or(|h| h.available)
+}
+
 fn available<'a>(obs: &'a Observation, redis: Option<&RedisStatus>) -> (bool, &'a str, String) {
     if obs.web.available < 1 {
         return (false, reason::WEB_UNAVAILABLE, "no web pod is available".to_string());
