@@ -2,6 +2,7 @@
 //! and the CEL rules the API server enforces. Nothing else lives here.
 
 mod defaults;
+pub mod redis_config;
 mod spec;
 mod status;
 
