@@ -319,6 +319,21 @@ mod tests {
         assert!(rule.starts_with("self.all(k, k in ['active-defrag-cycle-max', "), "{rule}");
     }
 
+    /// The field's doc comment (`kubectl explain`) is written by hand: it must name every
+    /// allowed key.
+    #[test]
+    fn kubectl_explain_names_every_allowed_key() {
+        let crd = serde_json::to_value(crate::crd::open_api_schema().unwrap()).unwrap();
+        let description =
+            crd["properties"]["spec"]["properties"]["redis"]["properties"]["config"]["description"]
+                .as_str()
+                .unwrap()
+                .replace('\n', " ");
+        for s in SETTINGS {
+            assert!(description.contains(s.name), "the doc comment of RedisSpec::config misses {}", s.name);
+        }
+    }
+
     #[test]
     fn restart_lines_hold_only_settings_that_need_a_restart() {
         let mut config = BTreeMap::from([("maxmemory-policy".to_string(), "allkeys-lru".to_string())]);
