@@ -34,7 +34,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 total=0
-for example in manifests/examples/counterapp.yaml manifests/examples/counterapp-full.yaml; do
+for example in manifests/examples/counterapp.yaml manifests/examples/counterapp-full.yaml manifests/examples/counterapp-redis-config.yaml; do
   stem="$(basename "$example" .yaml)"
   "$bin" render -f "$example" --redis-password validate-render-password > "$work/$stem.yaml"
   # One file per object: split on the `---` document separators.

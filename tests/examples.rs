@@ -103,3 +103,47 @@ fn storage_may_grow() {
     new.spec.redis.storage.size = "1536Mi".to_string();
     validate_cel(&new, Some(&old)).unwrap();
 }
+
+/// The CRD's CEL rules on `spec.redis.config` and the offline check (`render`, the
+/// operator) are generated from one allowlist; they must accept and refuse alike.
+#[test]
+fn redis_config_cel_rules_and_offline_check_agree() {
+    use counterstack::api::redis_config;
+    let cases = [
+        ("maxmemory", "256mb"),
+        ("maxmemory", "1GB"),
+        ("maxmemory", "lots"),
+        ("maxmemory-policy", "allkeys-lru"),
+        ("maxmemory-policy", "bogus"),
+        ("appendfsync", "always"),
+        ("appendfsync", "sometimes"),
+        ("slowlog-log-slower-than", "-1"),
+        ("slowlog-log-slower-than", "1.5"),
+        ("activedefrag", "yes"),
+        ("activedefrag", "true"),
+        ("notify-keyspace-events", "Ex"),
+        ("notify-keyspace-events", "Q"),
+        ("io-threads", "4"),
+        ("requirepass", "hunter2"),
+        ("replicaof", "evil 6379"),
+        ("dir", "/tmp"),
+    ];
+    for (key, value) in cases {
+        let mut cr = render::parse(
+            "apiVersion: counterstack.io/v1alpha1\nkind: CounterApp\nmetadata: {name: demo}\nspec: {}",
+        )
+        .unwrap();
+        cr.spec.redis.config.insert(key.to_string(), value.to_string());
+        let offline = counterstack::build::validate(&cr);
+        let cel = validate_cel(&cr, None);
+        assert_eq!(offline.is_ok(), cel.is_ok(), "{key}={value}: offline {offline:?}, CEL {cel:?}");
+        assert_eq!(offline.is_ok(), redis_config::check(key, value).is_ok(), "{key}={value}");
+        if let Err(e) = cel {
+            let e = e.to_string();
+            assert!(e.contains("spec.redis.config"), "{key}={value}: {e}");
+            if redis_config::setting(key).is_none() {
+                assert!(e.contains(&redis_config::allowed_list()), "the message lists the allowed keys: {e}");
+            }
+        }
+    }
+}

@@ -420,3 +420,39 @@ fn zero_redis_replicas_means_no_sync_and_no_min_replicas() {
     let sync = env.iter().find(|e| e.name == "SYNC_REPLICAS").unwrap();
     assert_eq!(sync.value.as_deref(), Some("0"));
 }
+
+#[test]
+fn snapshot_redis_config() {
+    insta::assert_snapshot!("redis_config", render_yaml(&example("counterapp-redis-config.yaml")));
+}
+
+/// `spec.redis.config` reaches redis.conf (after the operator's own lines, so a user's
+/// setting wins); only the settings that need a restart change the Redis pod template.
+#[test]
+fn redis_config_rolls_the_pods_only_for_settings_that_need_a_restart() {
+    let redis_hash = |cr: &CounterApp| {
+        let c = build::all(cr, &inputs()).unwrap();
+        let t = c.redis_statefulset.spec.unwrap().template.metadata.unwrap();
+        (t.annotations.unwrap()["counterstack.io/config-hash"].clone(), c.redis_config.data.unwrap())
+    };
+    let cr = example("counterapp.yaml");
+    let (base, base_data) = redis_hash(&cr);
+    assert!(!base_data["redis.conf"].contains("spec.redis.config"), "nothing added without settings");
+
+    let mut live = cr.clone();
+    live.spec.redis.config.insert("maxmemory-policy".into(), "allkeys-lru".into());
+    live.spec.redis.config.insert("maxmemory".into(), "256mb".into());
+    let (h, data) = redis_hash(&live);
+    assert_eq!(h, base, "a live setting changes no pod template");
+    let conf = &data["redis.conf"];
+    assert!(conf.starts_with(&base_data["redis.conf"]), "{conf}");
+    assert!(conf.ends_with("maxmemory \"256mb\"\nmaxmemory-policy \"allkeys-lru\"\n"), "{conf}");
+
+    let mut restart = live.clone();
+    restart.spec.redis.config.insert("io-threads".into(), "2".into());
+    let (h2, _) = redis_hash(&restart);
+    assert_ne!(h2, base, "io-threads is read only at start: the pods must restart");
+    let mut restart_other = restart.clone();
+    restart_other.spec.redis.config.insert("maxmemory-policy".into(), "noeviction".into());
+    assert_eq!(redis_hash(&restart_other).0, h2, "a live change next to it still rolls nothing");
+}

@@ -3,6 +3,7 @@
 
 mod defaults;
 mod pod_options;
+pub mod redis_config;
 mod spec;
 mod status;
 

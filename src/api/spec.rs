@@ -1,13 +1,15 @@
 //! `CounterApp.spec`. Every doc comment becomes `kubectl explain` text.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::defaults;
 use super::pod_options::PodOptions;
 use super::status::CounterAppStatus;
+use super::{defaults, redis_config};
 
 /// A counter stack: a stateless counter web service (a Deployment behind a Service) in
 /// front of Redis with one primary and `redis.replicas` replicas on persistent volumes.
@@ -258,6 +260,34 @@ pub struct RedisSpec {
     #[serde(default)]
     pub failover: FailoverSpec,
 
+    /// Redis settings, by directive name (`maxmemory: 256mb`, `maxmemory-policy:
+    /// allkeys-lru`). Only these are allowed: active-defrag-cycle-max,
+    /// active-defrag-cycle-min, active-defrag-ignore-bytes, active-defrag-max-scan-fields,
+    /// active-defrag-threshold-lower, active-defrag-threshold-upper, active-expire-effort,
+    /// activedefrag, appendfsync, dynamic-hz, hash-max-listpack-entries,
+    /// hash-max-listpack-value, hz, io-threads, io-threads-do-reads,
+    /// latency-monitor-threshold, latency-tracking, lazyfree-lazy-eviction,
+    /// lazyfree-lazy-expire, lazyfree-lazy-server-del, lazyfree-lazy-user-del,
+    /// lazyfree-lazy-user-flush, lfu-decay-time, lfu-log-factor, list-compress-depth,
+    /// list-max-listpack-size, loglevel, maxclients, maxmemory, maxmemory-policy,
+    /// maxmemory-samples, notify-keyspace-events, set-max-intset-entries,
+    /// slowlog-log-slower-than, slowlog-max-len, stream-node-max-bytes,
+    /// stream-node-max-entries, tcp-keepalive, timeout, zset-max-listpack-entries,
+    /// zset-max-listpack-value. Replication, persistence, paths, ports and security
+    /// settings are the operator's and are refused. A change is applied to the running
+    /// pods with CONFIG SET, without a restart, except io-threads and io-threads-do-reads,
+    /// which Redis reads only at start: changing those restarts the Redis pods one at a
+    /// time (replicas first, the primary handed over). Removing a key keeps the running
+    /// value until the pod next restarts (then the Redis default applies). A value Redis
+    /// refuses is reported as a ConfigRejected Warning Event and the Degraded condition.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "redis_config::schema")]
+    #[x_kube(
+        validation = Rule::new(redis_config::cel_rule()).message(redis_config::cel_message().as_str()),
+        validation = Rule::new(redis_config::cel_value_rule()).message(redis_config::cel_value_message().as_str()),
+    )]
+    pub config: BTreeMap<String, String>,
+
     /// Redis metrics: a redis_exporter sidecar in every Redis pod.
     #[serde(default)]
     pub metrics: RedisMetricsSpec,
@@ -301,6 +331,7 @@ impl Default for RedisSpec {
             storage: StorageSpec::default(),
             resources: None,
             failover: FailoverSpec::default(),
+            config: BTreeMap::new(),
             metrics: RedisMetricsSpec::default(),
             pod: PodOptions::default(),
         }

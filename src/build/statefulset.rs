@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::labels::{self, Component};
 use super::service::REDIS_PORT_NAME;
 use super::{Inputs, configmap, meta, names};
-use crate::api::{CounterApp, EXPORTER_PORT, REDIS_PORT};
+use crate::api::{CounterApp, EXPORTER_PORT, REDIS_PORT, redis_config};
 
 /// UID/GID of the `redis` user in the official image.
 pub const REDIS_UID: i64 = 999;
@@ -68,14 +68,23 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
     ];
 
     // Everything a Redis process reads at start except the pod count (scaling must not
-    // make every pod outdated); nothing names the primary (nor may: a failover would
-    // restart every pod). A change gives the template a new revision, which the
-    // replication manager rolls replicas-first (updateStrategy OnDelete).
-    let hash = meta::config_hash([
-        ("redis.conf", configmap::redis_conf(cr).as_bytes()),
+    // make every pod outdated) and the user settings the replication manager applies
+    // with CONFIG SET (a live setting must not restart anything); nothing names the
+    // primary (nor may: a failover would restart every pod). A change gives the template
+    // a new revision, which the replication manager rolls replicas-first (updateStrategy
+    // OnDelete).
+    let base = configmap::redis_conf_base(cr);
+    let restart = redis_config::restart_lines(&cr.spec.redis.config);
+    let mut parts = vec![
+        ("redis.conf", base.as_bytes()),
         ("start.sh", configmap::START_SCRIPT.as_bytes()),
         ("password", inputs.redis_password.as_bytes()),
-    ]);
+    ];
+    // Only when present, so that a CounterApp without such settings keeps its hash.
+    if !restart.is_empty() {
+        parts.push(("restart-settings", restart.as_bytes()));
+    }
+    let hash = meta::config_hash(parts);
 
     let container = Container {
         name: CONTAINER.to_string(),

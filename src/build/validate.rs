@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::core::cel::CompiledSchema;
 
 use super::Error;
-use crate::api::{CounterApp, MAX_NAME_LEN};
+use crate::api::{CounterApp, MAX_NAME_LEN, redis_config};
 
 /// One failed check: the field (a path such as `spec.web.replicas`) and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,6 +177,24 @@ pub fn validate(cr: &CounterApp) -> Result<(), Error> {
     }
     check_resources(&mut c, "spec.redis.resources", spec.redis.resources.as_ref());
     c.range("spec.redis.failover.afterSeconds", spec.redis.failover.after_seconds, 1, 300);
+    if spec.redis.config.len() > redis_config::SETTINGS.len() {
+        c.fail(
+            "spec.redis.config",
+            format!(
+                "must have at most {} entries, got {}",
+                redis_config::SETTINGS.len(),
+                spec.redis.config.len()
+            ),
+        );
+    }
+    for (key, value) in &spec.redis.config {
+        if redis_config::setting(key).is_none() {
+            // The same words as the CRD's CEL rule, so both paths read alike.
+            c.fail("spec.redis.config", format!("{} (got {key:?})", redis_config::cel_message()));
+        } else if let Err(message) = redis_config::check(key, value) {
+            c.fail(format!("spec.redis.config.{key}"), message);
+        }
+    }
 
     if let Some(a) = &spec.web.autoscaling {
         c.range("spec.web.autoscaling.minReplicas", a.min_replicas, 1, 100);

@@ -8,6 +8,7 @@
 
 pub mod actuate;
 pub mod decide;
+pub mod live_config;
 pub mod metrics;
 pub mod monitor;
 pub mod node;
@@ -128,6 +129,8 @@ pub struct Manager {
     memory: Mutex<HashMap<AppKey, Memory>>,
     metrics: Metrics,
     monitor: Arc<Monitor>,
+    /// `spec.redis.config` settings applied with CONFIG SET, per pod process.
+    live_config: live_config::LiveConfig,
 }
 
 fn event(warning: bool, reason: &str, note: impl Into<String>) -> ReplicationEvent {
@@ -199,6 +202,7 @@ impl Manager {
     pub fn forget(&self, key: &AppKey) {
         let mem = self.memory.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         self.monitor.forget(key);
+        self.live_config.forget(key);
         for kind in [metrics::KIND_AUTOMATIC, metrics::KIND_PLANNED] {
             let l = metrics::FailoverLabels::new(key, kind);
             self.metrics.failovers.remove(&l);
@@ -301,6 +305,11 @@ impl Manager {
             }
         };
         events.extend(applied_events(&plan, &applied));
+        let live = match plan.phase {
+            Phase::Paused => live_config::Report::default(),
+            _ => self.live_config.apply(&key, &app.spec.redis.config, &observed, &addrs.dial, nodes).await,
+        };
+        events.extend(live.events);
 
         let changed = plan.changes_primary(&prev);
         let mut last_failover_time =
@@ -320,7 +329,8 @@ impl Manager {
         }
         let report =
             Report { pods, observed: &observed, plan: &plan, changed, replicas_wanted: spec.replicas };
-        let outcome = self.outcome(&key, &mut mem, &report, last_failover_time, events);
+        let mut outcome = self.outcome(&key, &mut mem, &report, last_failover_time, events);
+        outcome.health = live_config::with_rejections(outcome.health, &live.rejected);
         self.remember(&key, mem);
         Ok(outcome)
     }

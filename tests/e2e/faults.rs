@@ -141,7 +141,7 @@ impl Faults {
 }
 
 /// The Redis password of the CounterApp that owns Redis pod `pod` (`NAME-redis-K`).
-async fn password(ctx: &Ctx, pod: &str) -> Result<String, String> {
+pub(crate) async fn password(ctx: &Ctx, pod: &str) -> Result<String, String> {
     let app = pod.rsplitn(3, '-').nth(2).ok_or(format!("{pod} is not a Redis pod name"))?;
     let name = counterstack::build::names::redis_auth(app);
     let secret = ctx.api::<Secret>().get(&name).await.map_err(|e| format!("Secret {name}: {e}"))?;
@@ -152,7 +152,7 @@ async fn password(ctx: &Ctx, pod: &str) -> Result<String, String> {
 }
 
 /// `redis-cli <args>` in the pod's Redis container, authenticated with its own password.
-async fn redis_cli(ctx: &Ctx, pod: &str, args: &str) -> Result<String, String> {
+pub(crate) async fn redis_cli(ctx: &Ctx, pod: &str, args: &str) -> Result<String, String> {
     let script = format!("REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 6379 {args}");
     // stdout only: an unread stderr stream could fill and stall the exec; redis-cli
     // prints command errors on stdout anyway.

@@ -22,6 +22,7 @@ mod faults;
 mod harness;
 mod leader;
 mod load;
+mod redis_config;
 mod scenario;
 mod stack;
 mod version_gaps;
