@@ -24,7 +24,7 @@ pub enum Error {
     #[error("switchover {request} failed: {message}")]
     SwitchoverFailed { request: String, message: String },
     #[error(
-        "no answer to switchover {request} after {}s (is the operator running? {last})",
+        "no answer to switchover {request} after {}s ({last}): is the operator running, and does the installed CRD have status.redis.switchover (an older CRD prunes the answer)?",
         .after.as_secs()
     )]
     Timeout { request: String, after: Duration, last: String },

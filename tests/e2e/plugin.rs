@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use counterstack::api::{CounterApp, SwitchoverPhase};
 use counterstack::build::names;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
 
 use crate::harness::{Ctx, eventually, timeout};
 use crate::load;
@@ -63,6 +65,22 @@ pub async fn kubectl_counterstack(ctx: &Ctx, args: &[&str]) -> Run {
     run
 }
 
+/// The CRD in the cluster must keep `status.redis.switchover`: the suite installs this
+/// build's CRD once per run, but on a shared cluster another checkout's run may install an
+/// older one meanwhile, whose schema prunes the operator's answer (the plugin then times
+/// out). Fail with that reason rather than with a timeout.
+async fn assert_crd_has_switchover_status(ctx: &Ctx) {
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    let crd = crds.get("counterapps.counterstack.io").await.unwrap();
+    let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+    let redis = &schema["openAPIV3Schema"]["properties"]["status"]["properties"]["redis"]["properties"];
+    assert!(
+        redis.get("switchover").is_some(),
+        "the cluster's CounterApp CRD has no status.redis.switchover (another run installed an older CRD); \
+         re-run, or install crds/counterapp.yaml of this checkout"
+    );
+}
+
 /// "writes paused N ms" in the plugin's output.
 fn paused_ms(text: &str) -> Option<u64> {
     let rest = &text[text.find("writes paused ")? + "writes paused ".len()..];
@@ -77,6 +95,7 @@ pub async fn switchover_under_load(stack: &Stack) {
     let min_writes = 3 * load::clients();
     stack.wait_writes(&load, Instant::now(), min_writes).await;
 
+    assert_crd_has_switchover_status(&stack.ctx).await;
     let from = Instant::now();
     let run = kubectl_counterstack(&stack.ctx, &["switchover", &stack.app, "--timeout", "60s"]).await;
     let after = stack.wait_healthy("a healthy stack after the switchover").await;
@@ -154,6 +173,7 @@ pub async fn status_pause_resume(ctx: &Ctx, app: &str, redis_pods: usize) {
     let run = kubectl_counterstack(ctx, &["status", app]).await;
     assert!(run.ok && run.stdout.contains("Paused") && run.stdout.contains("paused: true"), "{}", run.stdout);
 
+    assert_crd_has_switchover_status(ctx).await;
     let refused = kubectl_counterstack(ctx, &["switchover", app, "--timeout", "30s"]).await;
     assert!(!refused.ok, "a switchover while paused must fail: {}", refused.stdout);
     assert!(refused.stderr.contains("paused"), "{}", refused.stderr);
