@@ -5,7 +5,7 @@ VENV ?= .venv
 export VENV
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/counterstack
 
-.PHONY: setup test unit validate lint fmt crd render bench bench-web bench-failover bench-failover-k8s bench-scale e2e e2e-build clean-tools
+.PHONY: setup test unit validate lint fmt crd render plugin bench bench-web bench-failover bench-failover-k8s bench-scale e2e e2e-build clean-tools
 
 setup: ## install redis, wrk, helm, the Python validators (needs root or sudo)
 	scripts/setup.sh
@@ -40,6 +40,14 @@ crd: ## regenerate the CRD (root copy and the chart's copy)
 	cargo run --quiet -- crd > crds/counterapp.yaml
 	cp crds/counterapp.yaml charts/counterstack/crds/counterapp.yaml
 	cp crds/counterapp.yaml manifests/base/crds/counterapp.yaml
+
+# The binary is also the kubectl plugin: kubectl finds `kubectl-counterstack` on PATH.
+PLUGIN_DIR ?= $(HOME)/.local/bin
+plugin: ## build and symlink kubectl-counterstack into PLUGIN_DIR (default ~/.local/bin)
+	cargo build --release --locked
+	mkdir -p $(PLUGIN_DIR)
+	ln -sf $(abspath $(or $(CARGO_TARGET_DIR),target)/release/counterstack) $(PLUGIN_DIR)/kubectl-counterstack
+	@echo "installed $(PLUGIN_DIR)/kubectl-counterstack; try: kubectl counterstack --help"
 
 render: ## preview what the operator creates for the minimal example
 	cargo run --quiet --release -- render -f manifests/examples/counterapp.yaml

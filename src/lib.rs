@@ -1,11 +1,13 @@
 //! counterstack: a Kubernetes operator for the counter stack and the counter web service
-//! it runs. One crate, one binary (`counterstack operator | web | render | crd | version`).
+//! it runs. One crate, one binary (`counterstack operator | web | render | crd | version | kubectl`), which also runs
+//! as the kubectl plugin `kubectl counterstack` ([`plugin`]).
 
 pub mod api;
 pub mod build;
 pub mod crd;
 pub mod failpoint;
 pub mod operator;
+pub mod plugin;
 pub mod redis;
 pub mod telemetry;
 pub mod web;

@@ -1,10 +1,11 @@
-//! `counterstack` command line: operator | web | render | crd | version.
+//! `counterstack` command line: operator | web | render | crd | version | kubectl. Invoked
+//! as `kubectl-counterstack` (argv[0]) it is the kubectl plugin ([`counterstack::plugin`]).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use counterstack::telemetry::{self, LogFormat};
-use counterstack::{build, crd, operator, web};
+use counterstack::{build, crd, operator, plugin, web};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,11 +34,17 @@ enum Command {
     Crd,
     /// Print the version.
     Version,
+    /// The kubectl plugin (`kubectl counterstack ...`): status, switchover, pause, resume.
+    Kubectl(plugin::Args),
 }
 
 fn main() -> ExitCode {
+    if plugin::invoked_as_plugin(std::env::args_os().next().as_deref()) {
+        return plugin::main(plugin::PluginCli::parse().args);
+    }
     let cli = Cli::parse();
     match cli.command {
+        Command::Kubectl(args) => plugin::main(args),
         Command::Crd => match crd::yaml() {
             Ok(y) => {
                 print!("{y}");

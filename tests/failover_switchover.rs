@@ -90,3 +90,85 @@ async fn rolling_restart(stack: Stack) {
     assert!(shrinks.is_empty(), "a dataset shrank: {shrinks:?}");
     assert!(report.acks.iter().any(|a| a.at > finished - Duration::from_millis(400)), "writes resumed");
 }
+
+/// Set the switchover annotations on the driver's CounterApp (what `kubectl counterstack
+/// switchover` does with a merge patch).
+fn request_switchover(stack: &Stack, token: &str, to: &str) {
+    let mut st = stack.state.lock().unwrap();
+    let annotations = st.app.as_mut().unwrap().metadata.annotations.get_or_insert_default();
+    annotations.insert(counterstack::api::SWITCHOVER_ANNOTATION.into(), token.into());
+    annotations.insert(counterstack::api::SWITCHOVER_TO_ANNOTATION.into(), to.into());
+}
+
+/// Wait until status.redis.switchover answers `token` with a final phase.
+async fn wait_answer(stack: &Stack, token: &str) -> counterstack::api::SwitchoverStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = stack
+            .status()
+            .switchover
+            .filter(|s| s.request == token && s.phase != counterstack::api::SwitchoverPhase::InProgress)
+        {
+            return s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "no answer to {token}: {:#?}", stack.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_requested_switchover_hands_over_once_under_load_and_a_bad_target_is_refused() {
+    use counterstack::api::SwitchoverPhase;
+    let announce = ["--replica-announce-ip", "localhost"];
+    let stack = Stack::start_full(spec(2, 1, 2), &announce, Some("localhost"));
+    let first = stack.wait_healthy(2, Duration::from_secs(10)).await;
+    let load = Load::start(stack.primary_port.clone(), 4, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = Instant::now();
+    request_switchover(&stack, "t1", "demo-redis-2");
+    let answer = wait_answer(&stack, "t1").await;
+    assert_eq!(
+        (answer.phase, answer.to.as_str()),
+        (SwitchoverPhase::Succeeded, "demo-redis-2"),
+        "{answer:?}"
+    );
+    let pause = answer.pause_seconds.expect("pauseSeconds");
+    assert!(answer.completed_time.is_some());
+    let new = stack.wait_healthy(2, Duration::from_secs(10)).await;
+    assert_eq!(new, "demo-redis-2");
+    assert_ne!(new, first);
+    let epoch = stack.status().epoch;
+
+    // Acted on once: more passes with the same token change nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!((stack.primary().as_deref(), stack.status().epoch), (Some("demo-redis-2"), epoch));
+
+    // A target that is no pod of this app: Failed with the reason, a Warning Event, no change.
+    request_switchover(&stack, "t2", "demo-redis-9");
+    let refused = wait_answer(&stack, "t2").await;
+    assert_eq!(refused.phase, SwitchoverPhase::Failed);
+    assert!(refused.message.contains("not a Redis pod"), "{}", refused.message);
+    assert_eq!(stack.status().epoch, epoch);
+    let finished = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let report = load.stop().await;
+    let final_value: i64 = stack.servers.lock().unwrap()[stack.ordinal_of(&new)].cmd(&["GET", KEY]).unwrap();
+    let state = stack.stop().await;
+    let switched = state.events.iter().filter(|e| e.reason == "SwitchedOver").collect::<Vec<_>>();
+    println!(
+        "requested switchover: pause {:.1} ms (status), longest write gap {:?}, {} acks; events {:?}",
+        pause * 1000.0,
+        report.longest_gap(started, finished),
+        report.acks.len(),
+        state.events.iter().map(|e| &e.reason).collect::<Vec<_>>()
+    );
+    assert_eq!(switched.len(), 1, "one hand-over: {:?}", state.events);
+    assert!(switched[0].note.contains("switchover t1"), "the Event names the request: {}", switched[0].note);
+    assert!(
+        state.events.iter().any(|e| e.warning && e.reason == "SwitchoverFailed" && e.note.contains("t2"))
+    );
+    assert_eq!(report.lost(final_value), 0);
+    assert!(report.backwards.is_empty(), "{:?}", report.backwards);
+}

@@ -14,5 +14,13 @@ pub use status::*;
 
 /// API group of every counterstack resource.
 pub const GROUP: &str = "counterstack.io";
+/// Annotation on a CounterApp requesting a planned hand-over of the Redis primary: any
+/// non-empty token (`kubectl counterstack switchover` writes an RFC 3339 timestamp). The
+/// operator acts on each token once and answers in `status.redis.switchover`; it never
+/// removes the annotation (GitOps-safe).
+pub const SWITCHOVER_ANNOTATION: &str = "counterstack.io/switchover";
+/// Optional annotation naming the Redis pod to hand the primary over to; empty or absent:
+/// the most advanced replica in sync with the primary.
+pub const SWITCHOVER_TO_ANNOTATION: &str = "counterstack.io/switchover-to";
 /// Field manager used for every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "counterstack-operator";

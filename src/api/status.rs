@@ -82,6 +82,62 @@ pub struct RedisStatus {
     /// Per-pod replication state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<RedisNodeStatus>,
+    /// The last switchover requested through the `counterstack.io/switchover` annotation
+    /// (`kubectl counterstack switchover`) and what became of it. A request is done when
+    /// `request` equals the annotation's token and `phase` is not `InProgress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<SwitchoverStatus>,
+}
+
+/// Result of a requested switchover (a planned hand-over of the Redis primary).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchoverStatus {
+    /// The request token: the value of the `counterstack.io/switchover` annotation this
+    /// result answers. The operator acts on each token once.
+    pub request: String,
+    /// The Redis pod that became (or was to become) the primary; empty when the request
+    /// was refused before a target was chosen.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub to: String,
+    /// `InProgress` (accepted, waiting for replication to settle), `Succeeded`, or
+    /// `Failed` (refused or not completed; `message` says why).
+    pub phase: SwitchoverPhase,
+    /// What happened, for humans.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// How long writes were paused on the old primary, in seconds: from `FAILOVER TO`
+    /// until the target was a master and the old primary its replica (the same figure as
+    /// the SwitchedOver Event and `counterstack_redis_failover_duration_seconds{kind="planned"}`).
+    /// Set when `phase` is `Succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_seconds: Option<f64>,
+    /// When the request succeeded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_time: Option<Time>,
+}
+
+/// Phase of a requested switchover.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SwitchoverPhase {
+    /// Accepted; the hand-over waits until replication is settled.
+    #[default]
+    InProgress,
+    /// The primary was handed over to `to`.
+    Succeeded,
+    /// Refused or not completed; `message` says why. A new token is needed to try again.
+    Failed,
+}
+
+impl SwitchoverPhase {
+    /// The name as it appears in the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchoverPhase::InProgress => "InProgress",
+            SwitchoverPhase::Succeeded => "Succeeded",
+            SwitchoverPhase::Failed => "Failed",
+        }
+    }
 }
 
 /// Replication state of one Redis pod.

@@ -156,8 +156,14 @@ async fn auth_secret(ctx: &Context, ns: &str, name: &str) -> Result<Option<Secre
 }
 
 /// `spec.paused`: apply nothing, run no replication pass; only report what is observed.
+/// A switchover requested meanwhile is answered Failed (with a Warning Event), not kept
+/// waiting until someone resumes.
 async fn observe_paused(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
-    report_without_applying(app, ctx, ns, name, true, None, None).await?;
+    let (redis_status, refusal) = ctx.redis.refuse_switchover_while_paused(app).unzip();
+    report_without_applying(app, ctx, ns, name, true, redis_status, None).await?;
+    if let Some(ev) = refusal {
+        ctx.events.warning(app, &ev.reason, "Switchover", ev.note).await;
+    }
     Ok(Action::await_change())
 }
 

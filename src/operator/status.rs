@@ -9,7 +9,8 @@
 //! Paused (`spec.paused`): nothing is applied and no failover runs. `Ready` keeps the
 //! status it had (False if it had none) with reason `Paused`; `Reconciling` and
 //! `Stalled` are absent; `Available`/`Degraded` and the web summary still follow what is
-//! observed; `status.redis` is left as it was.
+//! observed; `status.redis` is left as it was, unless the reconcile passes one (a
+//! switchover requested while paused is answered there).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -116,7 +117,8 @@ pub struct Observation {
     pub applied: bool,
     pub web: Workload,
     pub redis: Workload,
-    /// New `status.redis` (from the replication manager; ignored while paused).
+    /// New `status.redis` (from the replication manager; while paused, `None` keeps the
+    /// current one).
     pub redis_status: Option<RedisStatus>,
     /// The pod named as primary exists, is ready and is not terminating.
     pub primary_ready: bool,
@@ -135,7 +137,11 @@ pub fn now() -> Time {
 /// Compute the new status. Pure: `now` is only used for conditions that flip.
 pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time) -> CounterAppStatus {
     let prev_conditions: &[Condition] = current.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
-    let redis = if obs.paused { current.and_then(|s| s.redis.clone()) } else { obs.redis_status.clone() };
+    let redis = if obs.paused {
+        obs.redis_status.clone().or_else(|| current.and_then(|s| s.redis.clone()))
+    } else {
+        obs.redis_status.clone()
+    };
 
     let available = available(obs, redis.as_ref());
     let degraded = degraded(obs, redis.as_ref());

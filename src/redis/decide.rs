@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::node::Endpoint;
 use super::observe::{NodeInfo, NodeObservation, Role};
-use crate::api::CounterAppSpec;
+use crate::api::{CounterAppSpec, SwitchoverPhase, SwitchoverStatus};
 
 /// A replica whose offset trails the primary by at most this many bytes counts as back
 /// in sync during planned restarts.
@@ -73,6 +73,46 @@ pub struct Input<'a> {
     pub prev: Prev,
     /// How long `prev.primary` has been continuously unavailable (`None`: available).
     pub primary_unavailable_for: Option<Duration>,
+    /// A switchover requested through the CounterApp's annotations and not answered yet
+    /// ([`pending_request`]).
+    pub switchover: Option<SwitchoverRequest>,
+}
+
+/// A requested switchover (`counterstack.io/switchover` and `counterstack.io/switchover-to`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchoverRequest {
+    /// The request token, as the annotation has it.
+    pub token: String,
+    /// The pod to hand over to; `None`: the most advanced replica in sync.
+    pub to: Option<String>,
+}
+
+/// What a pass does with a pending switchover request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SwitchoverVerdict {
+    /// Hand the primary over to `to` now (the plan's `Handover` action).
+    Start { to: String },
+    /// Accepted, but replication is not settled yet: the message says what it waits for.
+    Wait(String),
+    /// Refused; the message says why. The token is answered (Failed) and not retried.
+    Refuse(String),
+}
+
+/// The request the annotations make (`token`, `to`), unless a recorded result already
+/// answers that token. A result still `InProgress` does not: the request stays pending.
+pub fn pending_request(
+    token: Option<&str>,
+    to: Option<&str>,
+    recorded: &[&SwitchoverStatus],
+) -> Option<SwitchoverRequest> {
+    let token = token.filter(|t| !t.trim().is_empty())?;
+    if recorded.iter().any(|r| r.request == token && r.phase != SwitchoverPhase::InProgress) {
+        return None;
+    }
+    Some(SwitchoverRequest {
+        token: token.to_string(),
+        to: to.map(str::trim).filter(|t| !t.is_empty()).map(str::to_string),
+    })
 }
 
 /// One step to apply, in order.
@@ -90,6 +130,9 @@ pub enum Action {
     /// by the address it announced or connected from, not by the name others dial.
     Handover { from: String, to: String, target: Endpoint, timeout: Duration },
 }
+
+/// Why a requested switchover is refused while `spec.paused` is true.
+pub const PAUSED_REFUSAL: &str = "spec.paused is true: the operator changes no roles while paused";
 
 /// Where replication stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -140,6 +183,8 @@ pub struct Plan {
     /// Why, for logs, Events and condition messages.
     pub message: String,
     pub requeue_after: Option<Duration>,
+    /// The answer to `Input::switchover`, when there was a request.
+    pub switchover: Option<SwitchoverVerdict>,
 }
 
 impl Plan {
@@ -153,6 +198,7 @@ impl Plan {
             delete_pods: vec![],
             message: message.into(),
             requeue_after,
+            switchover: None,
         }
     }
 
@@ -210,8 +256,91 @@ fn primary_state(p: &NodeObservation, holds_data: bool) -> PrimaryState {
     }
 }
 
-/// Decide the topology.
+/// Decide the topology, and answer a requested switchover.
 pub fn decide(input: &Input) -> Plan {
+    let plan = topology(input);
+    match &input.switchover {
+        Some(req) => requested(input, plan, req),
+        None => plan,
+    }
+}
+
+/// Answer a requested switchover given the plan the topology needs anyway. Only a
+/// steady stack with a healthy primary hands over; everything else is refused with the
+/// reason (the token is then answered, never retried in a loop).
+fn requested(input: &Input, mut plan: Plan, req: &SwitchoverRequest) -> Plan {
+    let refuse = |mut plan: Plan, why: String| {
+        plan.switchover = Some(SwitchoverVerdict::Refuse(why));
+        plan
+    };
+    if input.spec.paused {
+        return refuse(plan, PAUSED_REFUSAL.into());
+    }
+    match plan.phase {
+        Phase::Steady => {}
+        Phase::Bootstrapping => return refuse(plan, "Redis has no primary yet".into()),
+        Phase::RollingReplicas => {
+            let why = format!("a planned rolling restart is in progress ({})", plan.message);
+            return refuse(plan, why);
+        }
+        Phase::Switchover => {
+            let why = format!("a hand-over is already in progress ({})", plan.message);
+            return refuse(plan, why);
+        }
+        other => {
+            let why = format!("a failover is in progress ({}: {})", other.reason(), plan.message);
+            return refuse(plan, why);
+        }
+    }
+    let Some(p) = plan.primary.as_deref().and_then(|p| input.nodes.iter().find(|n| n.pod == p)) else {
+        return refuse(plan, "Redis has no primary".into());
+    };
+    let others: Vec<&str> = input.nodes.iter().filter(|n| n.pod != p.pod).map(|n| n.pod.as_str()).collect();
+    if others.is_empty() || input.spec.replicas == 0 {
+        return refuse(plan, "Redis has no replicas to hand the primary over to".into());
+    }
+    if let Some(to) = req.to.as_deref() {
+        if to == p.pod {
+            let why = format!("{to} is already the primary");
+            return refuse(plan, why);
+        }
+        if !others.contains(&to) {
+            let why =
+                format!("{to} is not a Redis pod of this CounterApp (its replicas: {})", others.join(", "));
+            return refuse(plan, why);
+        }
+    }
+    if plan.actions.iter().any(|a| matches!(a, Action::Follow { .. })) {
+        let why = format!("waiting until every replica follows {} before handing over", p.pod);
+        plan.message = format!("switchover {}: {why}", req.token);
+        plan.switchover = Some(SwitchoverVerdict::Wait(why));
+        plan.requeue_after = Some(Duration::from_secs(1));
+        return plan;
+    }
+    let why = format!("as requested (switchover {})", req.token);
+    match handover(input, p, req.to.as_deref(), &why) {
+        Some(mut h) => {
+            // Keep this pass's min-replicas-to-write fixes in front of the hand-over.
+            plan.actions.append(&mut h.actions);
+            let to = h.primary.clone().unwrap_or_default();
+            Plan { actions: plan.actions, switchover: Some(SwitchoverVerdict::Start { to }), ..h }
+        }
+        None => {
+            let why = match req.to.as_deref() {
+                Some(to) => format!(
+                    "{to} is not a replica linked to primary {}: it must be ready, follow it with its link up, \
+                     not be loading or syncing, and be listed online by the primary",
+                    p.pod
+                ),
+                None => format!("no replica is linked to primary {} and listed online by it", p.pod),
+            };
+            refuse(plan, why)
+        }
+    }
+}
+
+/// Decide the topology (what replication needs, regardless of any request).
+fn topology(input: &Input) -> Plan {
     let prev = &input.prev;
     if input.spec.paused {
         return Plan::keep(prev, Phase::Paused, "spec.paused is true: replication is not changed", None);
@@ -226,7 +355,7 @@ pub fn decide(input: &Input) -> Plan {
         return adopt(input, p, x);
     }
     if p.terminating
-        && let Some(plan) = handover(input, p, "because its pod is terminating")
+        && let Some(plan) = handover(input, p, None, "because its pod is terminating")
     {
         return plan;
     }
@@ -281,12 +410,14 @@ fn adopt(input: &Input, p: &NodeObservation, x: &NodeObservation) -> Plan {
 /// `FAILOVER TO` the most advanced replica that `p` lists as online and that follows it
 /// with a live link. Redis pauses writes on `p` until the target has its whole stream,
 /// then swaps roles: nothing acknowledged is lost, whatever `k`. `None` without a target.
-fn handover(input: &Input, p: &NodeObservation, why: &str) -> Option<Plan> {
+/// `only`: that replica or none.
+fn handover(input: &Input, p: &NodeObservation, only: Option<&str>, why: &str) -> Option<Plan> {
     let pi = p.info.as_ref().filter(|i| i.role == Role::Master && !i.loading)?;
     let (to, listed) = input
         .nodes
         .iter()
         .filter(|n| n.pod != p.pod && n.pod_ready && !n.terminating)
+        .filter(|n| only.is_none_or(|o| n.pod == o))
         .filter_map(|n| {
             let i = n.info.as_ref()?;
             let linked = i.follows(&p.endpoint) && i.link_up && !i.loading && !i.sync_in_progress;
@@ -314,6 +445,7 @@ fn handover(input: &Input, p: &NodeObservation, why: &str) -> Option<Plan> {
         delete_pods: vec![],
         message: format!("handing the primary over from {} to {} {why}", p.pod, to.pod),
         requeue_after: Some(Duration::from_secs(1)),
+        switchover: None,
     })
 }
 
@@ -401,6 +533,7 @@ fn bootstrap(input: &Input) -> Plan {
         delete_pods: vec![],
         message: format!("{} is the primary", chosen.pod),
         requeue_after: Some(Duration::from_secs(1)),
+        switchover: None,
     }
 }
 
@@ -432,6 +565,7 @@ fn steady(input: &Input, p: &NodeObservation) -> Plan {
         delete_pods: vec![],
         message: format!("{} is the primary", p.pod),
         requeue_after: None,
+        switchover: None,
     };
     let replicas: Vec<&NodeObservation> = input.nodes.iter().filter(|n| n.pod != p.pod).collect();
     let p_offset = p_info.map_or(0, |i| i.offset);
@@ -481,7 +615,7 @@ fn steady(input: &Input, p: &NodeObservation) -> Plan {
         plan.message = format!("restarting {} (no replica to hand over to)", p.pod);
         return plan;
     }
-    match handover(input, p, "before restarting it") {
+    match handover(input, p, None, "before restarting it") {
         Some(mut h) => {
             // Keep min-replicas-to-write fixes of this pass in front of the hand-over.
             plan.actions.append(&mut h.actions);
@@ -647,6 +781,7 @@ fn failover(input: &Input, state: PrimaryState) -> Plan {
             cand_info.offset
         ),
         requeue_after: Some(Duration::from_secs(1)),
+        switchover: None,
     }
 }
 

@@ -170,6 +170,7 @@ fn run(c: &Case) {
         nodes: &nodes,
         spec: c.spec,
         prev: c.prev.clone(),
+        switchover: None,
         primary_unavailable_for: c.down_for.map(Duration::from_secs),
     });
     assert_eq!(plan.phase, c.phase, "{}: phase ({})", c.name, plan.message);
@@ -714,6 +715,7 @@ fn epoch_only_grows_and_never_two_masters_after_a_plan() {
                 nodes: &nodes,
                 spec: spec(2, 1),
                 prev: p.clone(),
+                switchover: None,
                 primary_unavailable_for: down.map(Duration::from_secs),
             });
             assert!(plan.epoch >= p.epoch);
@@ -741,6 +743,7 @@ fn plan_for(nodes: Vec<NodeObservation>, prev: Prev, down_for: Option<u64>) -> P
         nodes: &listed(nodes),
         spec: spec(2, 1),
         prev,
+        switchover: None,
         primary_unavailable_for: down_for.map(Duration::from_secs),
     })
 }
@@ -770,6 +773,7 @@ fn a_terminating_primary_without_a_listed_replica_waits_like_any_unavailable_pri
         nodes: &nodes,
         spec: spec(2, 1),
         prev: prev(Some(0), true),
+        switchover: None,
         primary_unavailable_for: Some(Duration::from_secs(1)),
     });
     assert_eq!(plan.phase, Phase::PrimaryUnavailable, "{}", plan.message);
@@ -786,6 +790,7 @@ fn the_hand_over_names_the_replica_as_the_primary_lists_it() {
         nodes: &nodes,
         spec: spec(1, 1),
         prev: prev(Some(0), true),
+        switchover: None,
         primary_unavailable_for: None,
     });
     assert_eq!(plan.actions, vec![handover(0, 1, Endpoint::new(ip(1), 6379))], "{}", plan.message);
@@ -925,4 +930,129 @@ fn a_promoted_master_missing_writes_a_replica_has_is_not_adopted() {
     nodes[1].info.as_mut().unwrap().replid2 = "r-other".into();
     let plan = plan_for(nodes, prev(Some(0), true), Some(100));
     assert_ne!(plan.primary, Some(pod(1)), "{}", plan.message);
+}
+
+// Requested switchovers (`counterstack.io/switchover`, `kubectl counterstack switchover`).
+
+fn request(to: Option<u32>) -> SwitchoverRequest {
+    SwitchoverRequest { token: "2026-01-01T00:00:00Z".into(), to: to.map(pod) }
+}
+
+fn requested_plan(nodes: Vec<NodeObservation>, spec: Spec, to: Option<u32>) -> Plan {
+    decide(&Input {
+        nodes: &listed(nodes),
+        spec,
+        prev: prev(Some(0), true),
+        switchover: Some(request(to)),
+        primary_unavailable_for: None,
+    })
+}
+
+fn refusal(plan: &Plan) -> String {
+    match &plan.switchover {
+        Some(SwitchoverVerdict::Refuse(why)) => why.clone(),
+        other => panic!("expected a refusal, got {other:?} ({})", plan.message),
+    }
+}
+
+#[test]
+fn a_requested_switchover_picks_the_most_advanced_replica() {
+    let plan =
+        requested_plan(vec![master(0, 1000, 10), replica(1, 0, 1000), replica(2, 0, 990)], spec(2, 1), None);
+    assert_eq!(plan.switchover, Some(SwitchoverVerdict::Start { to: pod(1) }), "{}", plan.message);
+    assert_eq!(plan.phase, Phase::Switchover);
+    assert_eq!((plan.primary, plan.epoch), (Some(pod(1)), 4));
+    assert_eq!(plan.actions, vec![handover(0, 1, ep(1)), follow(2, 1, false)]);
+    assert!(plan.message.contains("2026-01-01T00:00:00Z"), "the message names the request: {}", plan.message);
+}
+
+#[test]
+fn a_requested_switchover_honours_the_target() {
+    let plan = requested_plan(
+        vec![master(0, 1000, 10), replica(1, 0, 1000), replica(2, 0, 990)],
+        spec(2, 1),
+        Some(2),
+    );
+    assert_eq!(plan.switchover, Some(SwitchoverVerdict::Start { to: pod(2) }), "{}", plan.message);
+    assert_eq!(plan.actions, vec![handover(0, 2, ep(2)), follow(1, 2, false)]);
+}
+
+#[test]
+fn a_requested_switchover_to_a_pod_that_is_no_linked_replica_is_refused() {
+    let healthy = || vec![master(0, 1000, 10), replica(1, 0, 1000), replica(2, 0, 990)];
+    let not_ours = requested_plan(healthy(), spec(2, 1), Some(7));
+    assert!(refusal(&not_ours).contains("demo-redis-7 is not a Redis pod of this CounterApp"));
+    assert!(not_ours.actions.is_empty());
+    let the_primary = requested_plan(healthy(), spec(2, 1), Some(0));
+    assert!(refusal(&the_primary).contains("already the primary"));
+    // Replica 2's link is down: the primary does not list it, it may not take over.
+    let down = requested_plan(
+        vec![master(0, 1000, 10), replica(1, 0, 1000), replica_down(2, 0, 990, Some(3))],
+        spec(2, 1),
+        Some(2),
+    );
+    assert!(refusal(&down).contains("demo-redis-2 is not a replica linked to primary demo-redis-0"));
+    assert!(!down.actions.iter().any(|a| matches!(a, Action::Handover { .. })));
+    assert_eq!(down.primary, Some(pod(0)));
+}
+
+#[test]
+fn a_requested_switchover_without_replicas_is_refused() {
+    let plan = requested_plan(vec![master(0, 1000, 10)], spec(0, 0), None);
+    assert!(refusal(&plan).contains("no replicas"), "{}", refusal(&plan));
+}
+
+#[test]
+fn a_requested_switchover_is_refused_while_paused() {
+    let paused = Spec { paused: true, ..spec(2, 1) };
+    let plan =
+        requested_plan(vec![master(0, 1000, 10), replica(1, 0, 1000), replica(2, 0, 990)], paused, None);
+    assert!(refusal(&plan).contains("paused"));
+    assert!(plan.actions.is_empty());
+}
+
+#[test]
+fn a_requested_switchover_is_refused_during_a_failover() {
+    let nodes = vec![unreachable(0), replica_down(1, 0, 1000, Some(1)), replica_down(2, 0, 990, Some(1))];
+    let plan = decide(&Input {
+        nodes: &listed(nodes),
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        switchover: Some(request(None)),
+        primary_unavailable_for: Some(Duration::from_secs(1)),
+    });
+    assert!(refusal(&plan).contains("a failover is in progress (PrimaryUnavailable"), "{}", refusal(&plan));
+}
+
+#[test]
+fn a_requested_switchover_waits_while_a_replica_is_repointed() {
+    // Replica 2 follows nobody yet (it just restarted): hand over once it follows.
+    let plan = requested_plan(
+        vec![master(0, 1000, 10), replica(1, 0, 1000), replica_down(2, 9, 0, None)],
+        spec(2, 1),
+        None,
+    );
+    assert!(matches!(plan.switchover, Some(SwitchoverVerdict::Wait(_))), "{:?}", plan.switchover);
+    assert_eq!(plan.actions, vec![follow(2, 0, false)]);
+    assert_eq!(plan.primary, Some(pod(0)));
+}
+
+#[test]
+fn a_switchover_token_is_acted_on_once() {
+    let done = |phase| SwitchoverStatus { request: "t1".into(), phase, ..SwitchoverStatus::default() };
+    let (succeeded, failed, waiting) =
+        (done(SwitchoverPhase::Succeeded), done(SwitchoverPhase::Failed), done(SwitchoverPhase::InProgress));
+    assert_eq!(pending_request(Some("t1"), None, &[&succeeded]), None);
+    assert_eq!(pending_request(Some("t1"), Some("x"), &[&waiting, &failed]), None);
+    assert_eq!(
+        pending_request(Some("t1"), Some(" "), &[&waiting]),
+        Some(SwitchoverRequest { token: "t1".into(), to: None }),
+        "an InProgress result does not answer its token"
+    );
+    assert_eq!(
+        pending_request(Some("t2"), Some("demo-redis-2"), &[&succeeded]),
+        Some(SwitchoverRequest { token: "t2".into(), to: Some("demo-redis-2".into()) })
+    );
+    assert_eq!(pending_request(Some(""), None, &[]), None);
+    assert_eq!(pending_request(None, Some("demo-redis-2"), &[]), None);
 }

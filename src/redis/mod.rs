@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tracing::{info, warn};
 
-use crate::api::{CounterApp, RedisStatus};
-pub use decide::{Action, Phase, Plan};
+use crate::api::{
+    CounterApp, RedisStatus, SWITCHOVER_ANNOTATION, SWITCHOVER_TO_ANNOTATION, SwitchoverPhase,
+    SwitchoverStatus,
+};
+pub use decide::{Action, Phase, Plan, SwitchoverRequest, SwitchoverVerdict};
 pub use metrics::Metrics;
 pub use monitor::{AppKey, Monitor};
 use node::{Addressing, ClusterAddressing, RedisClient, RedisNodes};
@@ -120,6 +123,8 @@ struct Memory {
     last_phase: Option<Phase>,
     /// Pods with a replication-lag series, to remove the series when the pod goes.
     lag_series: Vec<String>,
+    /// The last answer to a requested switchover (newer than the status until written).
+    switchover: Option<SwitchoverStatus>,
 }
 
 /// Keeps per-CounterApp replication state across reconciles, and the [`Monitor`] that
@@ -135,6 +140,73 @@ pub struct Manager {
 
 fn event(warning: bool, reason: &str, note: impl Into<String>) -> ReplicationEvent {
     ReplicationEvent { warning, reason: reason.to_string(), note: note.into() }
+}
+
+/// Event reason of a requested switchover that was refused or did not complete (Warning).
+pub const SWITCHOVER_FAILED: &str = "SwitchoverFailed";
+
+/// The switchover token and target the CounterApp's annotations carry.
+fn switchover_annotations(app: &CounterApp) -> (Option<&str>, Option<&str>) {
+    let a = app.metadata.annotations.as_ref();
+    let get = |k: &str| a.and_then(|a| a.get(k)).map(String::as_str);
+    (get(SWITCHOVER_ANNOTATION), get(SWITCHOVER_TO_ANNOTATION))
+}
+
+/// The recorded answer that matters for `token`: ours when it answers that token (the
+/// status write may not have landed yet), else the status's, else ours.
+fn recorded_switchover(mem: &Memory, app: &CounterApp, token: Option<&str>) -> Option<SwitchoverStatus> {
+    let status = app.status.as_ref().and_then(|s| s.redis.as_ref()?.switchover.clone());
+    match &mem.switchover {
+        Some(m) if token == Some(m.request.as_str()) => Some(m.clone()),
+        _ => status.or_else(|| mem.switchover.clone()),
+    }
+}
+
+/// A pending request for this app, given what this manager and the status recorded.
+fn pending_switchover(mem: &Memory, app: &CounterApp) -> Option<SwitchoverRequest> {
+    let (token, to) = switchover_annotations(app);
+    let status = app.status.as_ref().and_then(|s| s.redis.as_ref()?.switchover.as_ref());
+    let recorded: Vec<&SwitchoverStatus> = mem.switchover.iter().chain(status).collect();
+    decide::pending_request(token, to, &recorded)
+}
+
+/// Now, at the second precision the API stores (an identical value reads back equal).
+fn now_time() -> Time {
+    let t = jiff::Timestamp::now();
+    Time(jiff::Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
+/// The answer to `req`: `InProgress` has no completion time.
+fn answer(
+    req: &SwitchoverRequest,
+    phase: SwitchoverPhase,
+    to: Option<&str>,
+    message: String,
+    pause: Option<Duration>,
+) -> SwitchoverStatus {
+    SwitchoverStatus {
+        request: req.token.clone(),
+        to: to.or(req.to.as_deref()).unwrap_or_default().to_string(),
+        phase,
+        message,
+        pause_seconds: pause.map(|d| d.as_secs_f64()),
+        completed_time: (phase != SwitchoverPhase::InProgress).then(now_time),
+    }
+}
+
+/// Record the answer to a switchover request; a Warning Event when it failed.
+fn record_switchover(mem: &mut Memory, status: SwitchoverStatus, events: &mut Vec<ReplicationEvent>) {
+    if mem.switchover.as_ref().is_some_and(|m| m.request == status.request && m.phase == status.phase) {
+        return;
+    }
+    if status.phase == SwitchoverPhase::Failed {
+        events.push(event(
+            true,
+            SWITCHOVER_FAILED,
+            format!("switchover {}: {}", status.request, status.message),
+        ));
+    }
+    mem.switchover = Some(status);
 }
 
 /// The key of a CounterApp.
@@ -228,6 +300,25 @@ impl Manager {
         self.memory.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), mem);
     }
 
+    /// `spec.paused`: no replication pass runs, but a pending switchover request is
+    /// answered (Failed: the operator changes no roles while paused) rather than left
+    /// waiting. Returns `status.redis` with that answer and its Warning Event, or `None`
+    /// when no request is pending.
+    pub fn refuse_switchover_while_paused(
+        &self,
+        app: &CounterApp,
+    ) -> Option<(RedisStatus, ReplicationEvent)> {
+        let mut mem = self.memory_of(app);
+        let req = pending_switchover(&mem, app)?;
+        let mut events = vec![];
+        let why = decide::PAUSED_REFUSAL.to_string();
+        record_switchover(&mut mem, answer(&req, SwitchoverPhase::Failed, None, why, None), &mut events);
+        let mut status = app.status.as_ref().and_then(|s| s.redis.clone()).unwrap_or_default();
+        status.switchover = mem.switchover.clone();
+        self.remember(&app_key(app), mem);
+        Some((status, events.pop()?))
+    }
+
     /// One pass against the pods of a cluster: dial pod IPs, follow stable DNS names.
     pub async fn reconcile(
         &self,
@@ -253,6 +344,7 @@ impl Manager {
         let spec = decide::Spec::from_app(&app.spec);
         let mut mem = self.memory_of(app);
         let mut events = vec![];
+        let request = pending_switchover(&mem, app);
         let (observed, prev, down_since, mut plan) = loop {
             let observed = observe_all(pods, nodes, addressing).await;
             let now = Instant::now();
@@ -263,6 +355,7 @@ impl Manager {
                 spec,
                 prev: prev.clone(),
                 primary_unavailable_for: down_since.map(|since| now.saturating_duration_since(since)),
+                switchover: request.clone(),
             });
             // Within a second of the failover deadline: wait for it here, observing again,
             // rather than in a requeue whose reconcile would first redo its API reads.
@@ -300,6 +393,12 @@ impl Manager {
             Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "replication actions failed; deciding again next pass");
+                // A requested hand-over that failed is answered, not retried: the next
+                // pass writes this Failed result (the request needs a new token).
+                if let (Some(req), Some(SwitchoverVerdict::Start { to })) = (&request, &plan.switchover) {
+                    let failed = answer(req, SwitchoverPhase::Failed, Some(to), e.to_string(), None);
+                    record_switchover(&mut mem, failed, &mut vec![]);
+                }
                 self.remember(&key, mem);
                 return Err(e);
             }
@@ -310,6 +409,26 @@ impl Manager {
             _ => self.live_config.apply(&key, &app.spec.redis.config, &observed, &addrs.dial, nodes).await,
         };
         events.extend(live.events);
+        if let (Some(req), Some(verdict)) = (&request, &plan.switchover) {
+            let result = match verdict {
+                SwitchoverVerdict::Start { to } => {
+                    let pause = applied.handed_over.as_ref().map(|h| h.2);
+                    let msg = format!(
+                        "{} handed the primary over to {to}; writes paused {} ms",
+                        prev.primary.as_deref().unwrap_or("-"),
+                        pause.unwrap_or_default().as_millis()
+                    );
+                    answer(req, SwitchoverPhase::Succeeded, Some(to), msg, pause)
+                }
+                SwitchoverVerdict::Wait(why) => {
+                    answer(req, SwitchoverPhase::InProgress, None, why.clone(), None)
+                }
+                SwitchoverVerdict::Refuse(why) => {
+                    answer(req, SwitchoverPhase::Failed, None, why.clone(), None)
+                }
+            };
+            record_switchover(&mut mem, result, &mut events);
+        }
 
         let changed = plan.changes_primary(&prev);
         let mut last_failover_time =
@@ -331,6 +450,7 @@ impl Manager {
             Report { pods, observed: &observed, plan: &plan, changed, replicas_wanted: spec.replicas };
         let mut outcome = self.outcome(&key, &mut mem, &report, last_failover_time, events);
         outcome.health = live_config::with_rejections(outcome.health, &live.rejected);
+        outcome.status.switchover = recorded_switchover(&mem, app, switchover_annotations(app).0);
         self.remember(&key, mem);
         Ok(outcome)
     }
@@ -439,6 +559,7 @@ impl Manager {
                 last_failover_time,
                 holds_data: plan.holds_data,
                 nodes: nodes_status,
+                switchover: None,
             },
             role_labels: if plan.phase == Phase::Paused {
                 pods.iter().filter_map(|p| Some((p.name.clone(), p.role_label.clone()?))).collect()

@@ -202,6 +202,7 @@ mod tests {
             delete_pods: vec![],
             message: String::new(),
             requeue_after: None,
+            switchover: None,
         };
         let h = health(&plan, &nodes, true, 2);
         assert!(h.available && h.degraded, "one of two replicas linked");

@@ -23,6 +23,7 @@ mod harness;
 mod leader;
 mod load;
 mod redis_config;
+mod plugin;
 mod scenario;
 mod stack;
 mod version_gaps;
@@ -513,6 +514,29 @@ fn deleting_or_evicting_the_primary_hands_over_under_load() {
         assert_figures(&f, Duration::from_secs(1));
         let f = scenario::run(&stack, Scenario::Evict).await;
         assert_figures(&f, Duration::from_secs(1));
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn kubectl_counterstack_switchover_under_load() {
+    with_namespace("kubectl-switch", |ctx| async move {
+        let Some(stack) = load_stack(&ctx, "kubectl counterstack switchover under load").await else {
+            return;
+        };
+        plugin::switchover_under_load(&stack).await;
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn kubectl_counterstack_status_pause_resume() {
+    with_namespace("kubectl-status", |ctx| async move {
+        ctx.apply_app(APP, small_spec()).await;
+        if !wait_ready_or_skip(&ctx, APP, "kubectl counterstack status, pause and resume").await {
+            return;
+        }
+        plugin::status_pause_resume(&ctx, APP, 2).await;
     });
 }
 

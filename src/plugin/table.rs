@@ -1,0 +1,246 @@
+//! PURE: the `kubectl counterstack status` table, from a CounterApp and the readiness of
+//! its Redis pods.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::api::{CounterApp, SwitchoverStatus};
+
+/// Readiness of each Redis pod by name, as the API reports it (`None`: not known, e.g.
+/// pods could not be listed).
+pub type Readiness = Option<BTreeMap<String, bool>>;
+
+/// Render the status of `app`: a summary, one row per Redis pod (every pod in status and
+/// every pod that exists), the last switchover, and the conditions.
+pub fn render(app: &CounterApp, ready: &Readiness) -> String {
+    let mut out = String::new();
+    let status = app.status.clone().unwrap_or_default();
+    let redis = status.redis.clone().unwrap_or_default();
+    let dash = |s: Option<String>| s.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "CounterApp {}/{}  paused: {}  web: {}",
+        app.namespace().unwrap_or_default(),
+        app.name_any(),
+        app.spec.paused,
+        dash(status.web.as_ref().map(|w| w.ready.clone())),
+    );
+    let _ = writeln!(
+        out,
+        "Primary: {}  Epoch: {}  Last failover: {}",
+        dash(redis.primary.clone()),
+        redis.epoch,
+        dash(redis.last_failover_time.as_ref().map(time))
+    );
+    let _ = writeln!(out, "Last switchover: {}", redis.switchover.as_ref().map_or("-".into(), switchover));
+    out.push('\n');
+
+    let mut rows = vec![row(["POD", "ROLE", "OFFSET", "LAG", "LINK", "READY"])];
+    let mut seen = vec![];
+    for n in &redis.nodes {
+        let primary = redis.primary.as_deref() == Some(n.pod.as_str());
+        rows.push(row([
+            &n.pod,
+            &n.role,
+            &n.offset.to_string(),
+            &n.lag_bytes.to_string(),
+            if primary || n.role != "replica" {
+                "-"
+            } else if n.link_up {
+                "up"
+            } else {
+                "down"
+            },
+            &readiness(ready, &n.pod),
+        ]));
+        seen.push(n.pod.as_str());
+    }
+    for pod in ready.iter().flat_map(|r| r.keys()).filter(|p| !seen.contains(&p.as_str())) {
+        rows.push(row([pod, "-", "-", "-", "-", &readiness(ready, pod)]));
+    }
+    table(&mut out, &rows);
+    out.push('\n');
+
+    let mut rows = vec![row(["CONDITION", "STATUS", "REASON", "MESSAGE"])];
+    for c in &status.conditions {
+        rows.push(row([&c.type_, &c.status, &c.reason, &c.message]));
+    }
+    if status.conditions.is_empty() {
+        rows.push(row(["-", "-", "-", "no conditions yet (is the operator running?)"]));
+    }
+    table(&mut out, &rows);
+    out
+}
+
+fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+fn readiness(ready: &Readiness, pod: &str) -> String {
+    match ready {
+        None => "?".into(),
+        Some(r) => match r.get(pod) {
+            Some(true) => "yes".into(),
+            Some(false) => "no".into(),
+            None => "gone".into(),
+        },
+    }
+}
+
+fn time(t: &Time) -> String {
+    t.0.to_string()
+}
+
+/// One line about a switchover result.
+pub fn switchover(s: &SwitchoverStatus) -> String {
+    let mut line = format!("{} {}", s.request, s.phase.as_str());
+    if !s.to.is_empty() {
+        let _ = write!(line, " to {}", s.to);
+    }
+    if let Some(p) = s.pause_seconds {
+        let _ = write!(line, ", writes paused {:.0} ms", p * 1000.0);
+    }
+    if let Some(t) = &s.completed_time {
+        let _ = write!(line, " at {}", time(t));
+    }
+    if !s.message.is_empty() {
+        let _ = write!(line, ": {}", s.message);
+    }
+    line
+}
+
+/// Left-aligned columns, two spaces apart; the last column is not padded.
+fn table(out: &mut String, rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    use super::*;
+    use crate::api::{
+        CounterAppSpec, CounterAppStatus, RedisNodeStatus, RedisStatus, SwitchoverPhase, WebStatus,
+    };
+
+    fn t(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    fn node(i: u32, role: &str, offset: i64, lag: i64, link: bool) -> RedisNodeStatus {
+        RedisNodeStatus {
+            pod: format!("demo-redis-{i}"),
+            role: role.into(),
+            offset,
+            lag_bytes: lag,
+            link_up: link,
+        }
+    }
+
+    fn app() -> CounterApp {
+        let mut app = CounterApp::new("demo", CounterAppSpec::default());
+        app.metadata.namespace = Some("shop".into());
+        app.status = Some(CounterAppStatus {
+            observed_generation: Some(2),
+            conditions: vec![
+                Condition {
+                    type_: "Available".into(),
+                    status: "True".into(),
+                    reason: "WebAndPrimaryAvailable".into(),
+                    message: "4 web pod(s) available; Redis primary demo-redis-1 is ready".into(),
+                    observed_generation: Some(2),
+                    last_transition_time: t("2026-01-01T00:00:00Z"),
+                },
+                Condition {
+                    type_: "Ready".into(),
+                    status: "False".into(),
+                    reason: "ReplicationLinkDown".into(),
+                    message: "replication link down on demo-redis-2".into(),
+                    observed_generation: Some(2),
+                    last_transition_time: t("2026-01-01T00:00:00Z"),
+                },
+            ],
+            web: Some(WebStatus { ready: "4/4".into(), ..Default::default() }),
+            redis: Some(RedisStatus {
+                primary: Some("demo-redis-1".into()),
+                epoch: 3,
+                ready_replicas: 3,
+                last_failover_time: Some(t("2026-01-01T10:00:00Z")),
+                holds_data: true,
+                nodes: vec![
+                    node(0, "replica", 1000, 24, true),
+                    node(1, "primary", 1024, 0, false),
+                    node(2, "replica", 900, 124, false),
+                ],
+                switchover: Some(SwitchoverStatus {
+                    request: "2026-01-01T09:59:59Z".into(),
+                    to: "demo-redis-1".into(),
+                    phase: SwitchoverPhase::Succeeded,
+                    message: "demo-redis-0 handed the primary over to demo-redis-1; writes paused 12 ms"
+                        .into(),
+                    pause_seconds: Some(0.012),
+                    completed_time: Some(t("2026-01-01T10:00:00Z")),
+                }),
+            }),
+        });
+        app
+    }
+
+    #[test]
+    fn the_status_table_shows_every_pod_the_switchover_and_the_conditions() {
+        let ready: Readiness = Some(
+            [
+                ("demo-redis-0", true),
+                ("demo-redis-1", true),
+                ("demo-redis-2", false),
+                ("demo-redis-3", false),
+            ]
+            .into_iter()
+            .map(|(p, r)| (p.to_string(), r))
+            .collect(),
+        );
+        let expected = "\
+CounterApp shop/demo  paused: false  web: 4/4
+Primary: demo-redis-1  Epoch: 3  Last failover: 2026-01-01T10:00:00Z
+Last switchover: 2026-01-01T09:59:59Z Succeeded to demo-redis-1, writes paused 12 ms at 2026-01-01T10:00:00Z: demo-redis-0 handed the primary over to demo-redis-1; writes paused 12 ms
+
+POD           ROLE     OFFSET  LAG  LINK  READY
+demo-redis-0  replica  1000    24   up    yes
+demo-redis-1  primary  1024    0    -     yes
+demo-redis-2  replica  900     124  down  no
+demo-redis-3  -        -       -    -     no
+
+CONDITION  STATUS  REASON                  MESSAGE
+Available  True    WebAndPrimaryAvailable  4 web pod(s) available; Redis primary demo-redis-1 is ready
+Ready      False   ReplicationLinkDown     replication link down on demo-redis-2
+";
+        assert_eq!(render(&app(), &ready), expected);
+    }
+
+    #[test]
+    fn a_fresh_counterapp_renders_dashes_and_unknown_readiness() {
+        let app = CounterApp::new("demo", CounterAppSpec::default());
+        let out = render(&app, &None);
+        assert!(out.contains("Primary: -  Epoch: 0  Last failover: -"), "{out}");
+        assert!(out.contains("Last switchover: -"), "{out}");
+        assert!(out.contains("no conditions yet"), "{out}");
+    }
+}
