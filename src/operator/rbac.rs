@@ -156,8 +156,8 @@ mod tests {
         assert!(has::<ConfigMap>(&owned));
         assert!(has::<Secret>(&owned));
         assert!(has::<PodDisruptionBudget>(&owned));
-        assert!(has::<HorizontalPodAutoscaler>(&OPTIONAL));
-        assert!(has::<NetworkPolicy>(&OPTIONAL));
+        assert!(has::<HorizontalPodAutoscaler>(OPTIONAL));
+        assert!(has::<NetworkPolicy>(OPTIONAL));
         assert!(has::<Pod>(&["get", "list", "watch", "patch", "delete"]));
         assert!(has::<Event>(&["create", "patch"]));
     }

@@ -18,12 +18,13 @@
 //! Redis itself shows it). `bench_failover_scenarios` repeats them for
 //! bench/failover-k8s.sh.
 
+mod day_two;
 mod faults;
 mod harness;
 mod leader;
 mod load;
-mod redis_config;
 mod plugin;
+mod redis_config;
 mod scenario;
 mod stack;
 mod version_gaps;
@@ -514,6 +515,27 @@ fn deleting_or_evicting_the_primary_hands_over_under_load() {
         assert_figures(&f, Duration::from_secs(1));
         let f = scenario::run(&stack, Scenario::Evict).await;
         assert_figures(&f, Duration::from_secs(1));
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn autoscaling_creates_an_hpa_and_the_operator_stops_writing_replicas() {
+    with_namespace("autoscaling", |ctx| async move {
+        ctx.apply_app(APP, small_spec()).await;
+        if !wait_ready_or_skip(&ctx, APP, "web autoscaling").await {
+            return;
+        }
+        day_two::autoscaling_takes_over_replicas(&ctx, APP).await;
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn restart_annotation_restarts_every_pod_under_load() {
+    with_namespace("restart", |ctx| async move {
+        let Some(stack) = load_stack(&ctx, "a restart on request under load").await else { return };
+        day_two::restart_on_request_under_load(&stack).await;
     });
 }
 

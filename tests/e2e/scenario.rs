@@ -25,6 +25,8 @@ pub enum Scenario {
     Evict,
     /// A change of the Redis pod template (spec.redis.resources).
     Rollout,
+    /// `kubectl annotate capp NAME counterstack.io/restartedAt=...`: every pod restarts.
+    Restart,
 }
 
 impl Scenario {
@@ -38,6 +40,7 @@ impl Scenario {
             Scenario::Delete => "delete",
             Scenario::Evict => "evict",
             Scenario::Rollout => "rollout",
+            Scenario::Restart => "restart",
         }
     }
 
@@ -115,6 +118,10 @@ pub async fn run(stack: &Stack, scenario: Scenario) -> Figures {
         Scenario::Delete | Scenario::Evict => Some(removed(stack, &before, scenario).await),
         Scenario::Rollout => {
             rollout(stack).await;
+            None
+        }
+        Scenario::Restart => {
+            restart(stack).await;
             None
         }
     };
@@ -196,6 +203,27 @@ async fn rollout(stack: &Stack) {
         .await
         .unwrap();
     eprintln!("e2e: Redis cpu request -> {cpu} (StatefulSet at {revision})");
+    let sts = names::redis(&stack.app);
+    eventually("a new StatefulSet revision", timeout(), || async {
+        let now = stack.update_revision().await?;
+        if now != revision { Ok(()) } else { Err(format!("{sts} still at {now}")) }
+    })
+    .await;
+}
+
+/// Ask for a restart the way a user does after a node came back: a new value of the
+/// CounterApp's `counterstack.io/restartedAt` annotation.
+async fn restart(stack: &Stack) {
+    let revision = stack.update_revision().await.expect("the StatefulSet's update revision");
+    let at = format!("{:?}", std::time::SystemTime::now());
+    let patch = serde_json::json!({"metadata": {"annotations": {counterstack::api::RESTARTED_AT_ANNOTATION: at}}});
+    stack
+        .ctx
+        .api::<CounterApp>()
+        .patch(&stack.app, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eprintln!("e2e: restartedAt -> {at} (StatefulSet at {revision})");
     let sts = names::redis(&stack.app);
     eventually("a new StatefulSet revision", timeout(), || async {
         let now = stack.update_revision().await?;
