@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Render both example CounterApps with the counterstack binary, split the output into
-# one file per object, and validate every object against the Kubernetes 1.30 schemas
-# with `kubernetes-validate --strict` (PyPI). Fails on any invalid object.
+# one file per object, and validate every object against the Kubernetes 1.30 and 1.37
+# schemas (K8S_VERSIONS) with `kubernetes-validate --strict` (PyPI). Fails on any
+# invalid object.
 #
 # Usage: scripts/validate-render.sh [path/to/counterstack]   (default target/debug/counterstack)
 # Needs kubernetes-validate (PyPI): from $VENV/bin (default .venv, as scripts/setup.sh
@@ -11,7 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${1:-$root/target/debug/counterstack}"
 [[ "$bin" == /* ]] || bin="$PWD/$bin"
-k8s_version="${K8S_VERSION:-1.30.0}"
+k8s_versions="${K8S_VERSIONS:-1.30.0 1.37.0}"
 cd "$root"
 
 if [[ ! -x "$bin" ]]; then
@@ -44,13 +45,19 @@ for example in manifests/examples/counterapp.yaml manifests/examples/counterapp-
   ' "$work/$stem.yaml"
   rm "$work/$stem.yaml"
   count="$(ls "$work"/"$stem"-*.yaml | wc -l)"
-  if [[ "$count" -ne 10 ]]; then
-    echo "error: $example rendered $count objects, expected 10" >&2
+  # Ten children, plus the optional ones each example turns on: the Redis
+  # NetworkPolicy (on by default) and, in the full example, the web autoscaler.
+  expected=11
+  [[ "$stem" == counterapp-full ]] && expected=12
+  if [[ "$count" -ne "$expected" ]]; then
+    echo "error: $example rendered $count objects, expected $expected" >&2
     exit 1
   fi
   total=$((total + count))
 done
 
 # kubernetes-validate exits non-zero when any file fails; --strict rejects unknown fields.
-"$kv" --strict --kubernetes-version "$k8s_version" "$work"/*.yaml
-echo "validate-render: $total objects valid against Kubernetes $k8s_version (strict)"
+for v in $k8s_versions; do
+  "$kv" --strict --kubernetes-version "$v" "$work"/*.yaml
+  echo "validate-render: $total objects valid against Kubernetes $v (strict)"
+done

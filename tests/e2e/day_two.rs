@@ -52,7 +52,11 @@ pub async fn autoscaling_takes_over_replicas(ctx: &Ctx, app: &str) {
 
     // What the autoscaler does: scale the Deployment.
     ctx.api::<Deployment>()
-        .patch_scale(&names::web(app), &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}})))
+        .patch_scale(
+            &names::web(app),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
         .await
         .unwrap();
     // A change that re-applies the Deployment (a new pod annotation).
@@ -101,7 +105,8 @@ pub async fn restart_on_request_under_load(stack: &Stack) {
     let old: Vec<String> = before.values().cloned().collect();
     eventually("every pod of the stack replaced", timeout(), || async {
         let now = pod_uids(&stack.ctx, &stack.app).await;
-        let d = stack.ctx.api::<Deployment>().get(&names::web(&stack.app)).await.map_err(|e| e.to_string())?;
+        let d =
+            stack.ctx.api::<Deployment>().get(&names::web(&stack.app)).await.map_err(|e| e.to_string())?;
         let st = d.status.unwrap_or_default();
         let want = d.spec.and_then(|s| s.replicas).unwrap_or(0);
         let web_done = st.updated_replicas == Some(want) && st.replicas == Some(want);

@@ -216,7 +216,8 @@ async fn rollout(stack: &Stack) {
 async fn restart(stack: &Stack) {
     let revision = stack.update_revision().await.expect("the StatefulSet's update revision");
     let at = format!("{:?}", std::time::SystemTime::now());
-    let patch = serde_json::json!({"metadata": {"annotations": {counterstack::api::RESTARTED_AT_ANNOTATION: at}}});
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {counterstack::api::RESTARTED_AT_ANNOTATION: at}}});
     stack
         .ctx
         .api::<CounterApp>()
