@@ -108,18 +108,7 @@ impl Faults {
     pub async fn role(&self, ctx: &Ctx, pod: &str) -> Result<String, String> {
         match self {
             Faults::Local => {
-                // Pod IPs are reachable from this machine (bridge mkbr0).
-                let p = ctx.api::<Pod>().get(pod).await.map_err(|e| e.to_string())?;
-                let ip = p.status.and_then(|s| s.pod_ip).ok_or(format!("{pod} has no IP"))?;
-                let url = format!("redis://:{}@{ip}:6379", password(ctx, pod).await?);
-                let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-                let cfg = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_response_timeout(Some(Duration::from_secs(1)));
-                let mut c = client
-                    .get_multiplexed_async_connection_with_config(&cfg)
-                    .await
-                    .map_err(|e| format!("{pod} ({ip}): {e}"))?;
+                let mut c = connect_local(ctx, pod).await?;
                 let role: redis::Value = redis::cmd("ROLE")
                     .query_async(&mut c)
                     .await
@@ -270,6 +259,19 @@ pub async fn evict(ctx: &Ctx, pod: &str, limit: Duration) {
             Err(e) => panic!("evict {pod}: {e}"),
         }
     }
+}
+
+/// A connection to the pod's Redis over its IP: on the local control plane pod IPs are
+/// reachable from this machine (bridge mkbr0). 1 s connect and response timeouts.
+pub(crate) async fn connect_local(ctx: &Ctx, pod: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+    let p = ctx.api::<Pod>().get(pod).await.map_err(|e| e.to_string())?;
+    let ip = p.status.and_then(|s| s.pod_ip).ok_or(format!("{pod} has no IP"))?;
+    let url = format!("redis://:{}@{ip}:6379", password(ctx, pod).await?);
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)));
+    client.get_multiplexed_async_connection_with_config(&cfg).await.map_err(|e| format!("{pod} ({ip}): {e}"))
 }
 
 #[cfg(test)]

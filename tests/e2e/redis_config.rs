@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::api::ListParams;
 use serde_json::json;
 
-use crate::faults::{Faults, password, redis_cli};
+use crate::faults::{Faults, connect_local, redis_cli};
 use crate::harness::{Ctx, eventually_every, timeout, with_namespace};
 use crate::stack::{self, Stack};
 
@@ -22,17 +22,7 @@ const APP: &str = "demo";
 async fn config_get(ctx: &Ctx, faults: Faults, pod: &str, key: &str) -> Result<String, String> {
     match faults {
         Faults::Local => {
-            let p = ctx.api::<Pod>().get(pod).await.map_err(|e| e.to_string())?;
-            let ip = p.status.and_then(|s| s.pod_ip).ok_or(format!("{pod} has no IP"))?;
-            let url = format!("redis://:{}@{ip}:6379", password(ctx, pod).await?);
-            let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-            let cfg = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(Duration::from_secs(1)));
-            let mut c = client
-                .get_multiplexed_async_connection_with_config(&cfg)
-                .await
-                .map_err(|e| format!("{pod} ({ip}): {e}"))?;
+            let mut c = connect_local(ctx, pod).await?;
             let reply: Vec<String> = redis::cmd("CONFIG")
                 .arg("GET")
                 .arg(key)

@@ -196,13 +196,19 @@ async fn rollout(stack: &Stack) {
         cr.spec.redis.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("cpu"));
     let cpu = if current.is_some_and(|q| q.0 == "20m") { "30m" } else { "20m" };
     let patch = serde_json::json!({"spec": {"redis": {"resources": {"requests": {"cpu": cpu}}}}});
+    patch_until_new_revision(stack, &revision, &patch).await;
+    eprintln!("e2e: Redis cpu request -> {cpu} (StatefulSet was at {revision})");
+}
+
+/// Merge-patch the CounterApp, then wait until the StatefulSet has a revision other
+/// than `revision` (the pod template changed).
+async fn patch_until_new_revision(stack: &Stack, revision: &str, patch: &serde_json::Value) {
     stack
         .ctx
         .api::<CounterApp>()
-        .patch(&stack.app, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&stack.app, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .unwrap();
-    eprintln!("e2e: Redis cpu request -> {cpu} (StatefulSet at {revision})");
     let sts = names::redis(&stack.app);
     eventually("a new StatefulSet revision", timeout(), || async {
         let now = stack.update_revision().await?;
@@ -217,20 +223,9 @@ async fn restart(stack: &Stack) {
     let revision = stack.update_revision().await.expect("the StatefulSet's update revision");
     let at = format!("{:?}", std::time::SystemTime::now());
     let patch =
-        serde_json::json!({"metadata": {"annotations": {counterstack::api::RESTARTED_AT_ANNOTATION: at}}});
-    stack
-        .ctx
-        .api::<CounterApp>()
-        .patch(&stack.app, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    eprintln!("e2e: restartedAt -> {at} (StatefulSet at {revision})");
-    let sts = names::redis(&stack.app);
-    eventually("a new StatefulSet revision", timeout(), || async {
-        let now = stack.update_revision().await?;
-        if now != revision { Ok(()) } else { Err(format!("{sts} still at {now}")) }
-    })
-    .await;
+        serde_json::json!({"metadata": {"annotations": {counterstack::api::RESTARTED_AT_ANNOTATION: &at}}});
+    patch_until_new_revision(stack, &revision, &patch).await;
+    eprintln!("e2e: restartedAt -> {at} (StatefulSet was at {revision})");
 }
 
 /// Nearest-rank percentile (`p` in 0..=100) of `values`; None when empty.
