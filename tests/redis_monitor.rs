@@ -33,7 +33,7 @@ async fn a_frozen_primary_wakes_its_app_and_starts_the_clock_within_a_second() {
         Target {
             pods: vec![pod("demo-redis-0", primary.port), pod("demo-redis-1", replica.port)],
             primary: Some("demo-redis-0".into()),
-            password: PASSWORD.into(),
+            auth: counterstack::redis::node::NodeAuth::password(PASSWORD),
         },
     );
     let task = tokio::spawn({

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use counterstack::api::CounterApp;
-use counterstack::build::{self, Inputs, render};
+use counterstack::build::{self, Inputs, Passwords, render};
 use serde_json::Value;
 
 const PASSWORD: &str = "0123456789abcdefghijABCDEFGHIJxy";
@@ -12,7 +12,8 @@ const PASSWORD: &str = "0123456789abcdefghijABCDEFGHIJxy";
 fn inputs() -> Inputs {
     Inputs {
         default_web_image: "ghcr.io/counterstack/counterstack:test".to_string(),
-        redis_password: PASSWORD.to_string(),
+        passwords: Passwords::same(PASSWORD),
+        tls: None,
         primary: None,
         operator_namespace: Some("counterstack-system".to_string()),
     }
@@ -116,16 +117,23 @@ fn web_env_points_at_the_redis_services() {
     assert_eq!(env["REDIS_REPLICA_URL"]["value"], "redis://demo-redis-replicas:6379");
     assert_eq!(env["READ_FROM"]["value"], "primary");
     assert_eq!(env["SYNC_REPLICAS"]["value"], "1");
-    assert_eq!(env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"], "demo-redis-auth");
-    assert!(env["REDIS_PASSWORD"].get("value").is_none(), "the password must not be inlined");
+    assert_eq!(env["REDIS_USERNAME"]["value"], "web");
+    assert_eq!(env["REDIS_PASSWORD_FILE"]["value"], "/etc/counterstack/redis-auth/password");
+    assert!(env.get("REDIS_PASSWORD").is_none(), "no password in the environment");
+    assert!(env.get("REDIS_TLS_CA_FILE").is_none(), "no TLS unless spec.redis.tls");
 }
 
 #[test]
-fn secret_uses_data_not_string_data() {
+fn one_secret_per_redis_user_with_data_not_string_data() {
     let children = build::all(&example("counterapp.yaml"), &inputs()).unwrap();
-    let secret = children.redis_auth;
-    assert!(secret.string_data.is_none());
-    assert_eq!(secret.data.unwrap()["password"].0, PASSWORD.as_bytes());
+    let names: Vec<_> = children.redis_user_secrets.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+    assert_eq!(names, ["demo-redis-auth-web", "demo-redis-auth-replication", "demo-redis-auth-operator"]);
+    for secret in children.redis_user_secrets {
+        assert!(secret.string_data.is_none());
+        let data = secret.data.unwrap();
+        assert_eq!(data["password"].0, PASSWORD.as_bytes());
+        assert_eq!(data["previous"].0, PASSWORD.as_bytes(), "no rotation running: previous = password");
+    }
 }
 
 /// A CR read from the API server (with a uid) gives every child a controller owner
@@ -363,7 +371,7 @@ fn pod_labels_cannot_override_ours_and_bad_values_are_refused() {
 fn config_hash_changes_with_what_the_pods_depend_on() {
     let hash = |cr: &CounterApp, password: &str| {
         let mut i = inputs();
-        i.redis_password = password.to_string();
+        i.passwords = Passwords::same(password);
         let c = build::all(cr, &i).unwrap();
         let ann = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
             t.as_ref().unwrap().annotations.as_ref().unwrap()["counterstack.io/config-hash"].clone()

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use counterstack::api::{CounterApp, CounterAppSpec, MAX_NAME_LEN, ReadFrom, ServiceType};
-use counterstack::build::{self, Inputs, is_dns1035_label, is_dns1123_label, labels, render, validate_cel};
+use counterstack::build::{self, Inputs, Passwords, is_dns1035_label, is_dns1123_label, labels, render, validate_cel};
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -126,7 +126,8 @@ proptest! {
         let primary = with_primary.then(|| build::names::redis_pod(&name, primary_pick.index(pods) as u32));
         let inputs = Inputs {
             default_web_image: "ghcr.io/counterstack/counterstack:test".to_string(),
-            redis_password: "p".repeat(32),
+            passwords: Passwords::same(&"p".repeat(32)),
+            tls: None,
             primary: primary.clone(),
             operator_namespace: Some("counterstack-system".to_string()),
         };
@@ -135,7 +136,7 @@ proptest! {
         // Names: every object a DNS label (<= 63), Services DNS-1035 labels.
         let object_names = [
             &c.web_deployment.metadata.name, &c.web_pdb.metadata.name, &c.redis_statefulset.metadata.name,
-            &c.redis_config.metadata.name, &c.redis_auth.metadata.name, &c.redis_pdb.metadata.name,
+            &c.redis_config.metadata.name, &c.redis_user_secrets[0].metadata.name, &c.redis_user_secrets[1].metadata.name, &c.redis_user_secrets[2].metadata.name, &c.redis_pdb.metadata.name,
         ];
         for n in object_names {
             let n = n.as_deref().unwrap();

@@ -175,7 +175,8 @@ fn render(replicas: i32) -> Rendered {
     let cr = CounterApp::new("demo", spec);
     let inputs = Inputs {
         default_web_image: "unused".to_string(),
-        redis_password: PASSWORD.to_string(),
+        passwords: build::Passwords::same(PASSWORD),
+        tls: None,
         primary: None,
         operator_namespace: Some("counterstack-system".to_string()),
     };

@@ -47,6 +47,7 @@ fn healthy() -> Observation {
         primary_ready: true,
         redis_health: None,
         invalid_spec: None,
+        waiting: None,
     }
 }
 
@@ -366,4 +367,14 @@ fn primary_available_needs_a_named_ready_writable_primary() {
         message: "demo-redis-0 does not answer".into(),
     };
     assert!(!avail(&Observation { redis_health: Some(lost), ..healthy() }));
+}
+
+#[test]
+fn a_running_password_rotation_is_reconciling_and_says_so() {
+    let mut obs = healthy();
+    obs.waiting = Some("rotating the Redis password of web: waiting for every client to use the new one".into());
+    let st = compute(None, &obs, &t(0));
+    let rec = st.conditions.iter().find(|c| c.type_ == "Reconciling").expect("Reconciling while rotating");
+    assert_eq!(rec.status, "True");
+    assert!(rec.message.contains("rotating the Redis password of web"), "{}", rec.message);
 }

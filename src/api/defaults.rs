@@ -14,6 +14,10 @@ pub const EXPORTER_PORT: i32 = 9121;
 /// Annotation on a CounterApp that restarts its pods when its value changes
 /// (`kubectl annotate capp NAME counterstack.io/restartedAt=$(date -Is) --overwrite`).
 pub const RESTARTED_AT_ANNOTATION: &str = "counterstack.io/restartedAt";
+/// Annotation on a CounterApp that rotates Redis passwords: a comma-separated list of
+/// `redis-web`, `redis-replication`, `redis-operator` or `redis-all`. The operator
+/// generates the new passwords, rotates them without downtime and removes the annotation.
+pub const ROTATE_ANNOTATION: &str = "counterstack.io/rotate";
 /// Port every Redis pod listens on.
 pub const REDIS_PORT: i32 = 6379;
 /// Longest `metadata.name` a CounterApp may have: `NAME-redis-headless` and the
@@ -53,4 +57,14 @@ pub(crate) fn autoscaling_min_replicas() -> i32 {
 }
 pub(crate) fn autoscaling_cpu_percent() -> i32 {
     80
+}
+
+/// Kind of a cert-manager issuer when `spec.redis.tls.issuerRef.kind` is not set.
+pub(crate) fn issuer_kind() -> String {
+    "Issuer".to_string()
+}
+
+/// API group of a cert-manager issuer when `spec.redis.tls.issuerRef.group` is not set.
+pub(crate) fn issuer_group() -> String {
+    "cert-manager.io".to_string()
 }

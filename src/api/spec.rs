@@ -292,9 +292,57 @@ pub struct RedisSpec {
     #[serde(default)]
     pub metrics: RedisMetricsSpec,
 
+    /// TLS for every Redis connection (clients, replication, the operator's checks).
+    /// Off when absent. Changing it restarts the Redis pods (one by one, the primary
+    /// handed over last) and the web pods. docs/security.md describes the wiring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsSpec>,
+
     /// Scheduling and metadata of the Redis pods.
     #[serde(flatten)]
     pub pod: PodOptions,
+}
+
+/// Where Redis' certificate comes from: an existing Secret, or cert-manager.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.secretName) != has(self.issuerRef)")
+        .message("set exactly one of secretName (an existing Secret) or issuerRef (cert-manager issues one)"),
+)]
+pub struct RedisTlsSpec {
+    /// An existing Secret in the CounterApp's namespace with `tls.crt`, `tls.key` and
+    /// `ca.crt` (the type cert-manager writes). The certificate must name
+    /// `*.NAME-redis-headless` and `NAME-redis-primary` (docs/security.md lists every
+    /// name). A renewed certificate restarts the Redis pods one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+
+    /// A cert-manager Issuer or ClusterIssuer: the operator creates the Certificate
+    /// `NAME-redis-tls` (Secret `NAME-redis-tls`) with every name Redis is reached by.
+    /// cert-manager must be installed in the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// A cert-manager issuer.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the Issuer (in the CounterApp's namespace) or ClusterIssuer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// `Issuer` (default) or `ClusterIssuer`.
+    #[serde(default = "defaults::issuer_kind")]
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+
+    /// API group of the issuer (default `cert-manager.io`; external issuers have their own).
+    #[serde(default = "defaults::issuer_group")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: String,
 }
 
 /// A Prometheus exporter next to every Redis server.
@@ -333,6 +381,7 @@ impl Default for RedisSpec {
             failover: FailoverSpec::default(),
             config: BTreeMap::new(),
             metrics: RedisMetricsSpec::default(),
+            tls: None,
             pod: PodOptions::default(),
         }
     }

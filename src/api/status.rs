@@ -87,6 +87,11 @@ pub struct RedisStatus {
     /// `request` equals the annotation's token and `phase` is not `InProgress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover: Option<SwitchoverStatus>,
+    /// Redis users whose password rotation is running (`web`, `replication`,
+    /// `operator`): Redis accepts the old and the new password until every client uses
+    /// the new one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotating_passwords: Vec<String>,
 }
 
 /// Result of a requested switchover (a planned hand-over of the Redis primary).

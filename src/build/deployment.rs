@@ -2,13 +2,15 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec, Probe,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::labels::{self, Component};
 use super::service::WEB_PORT_NAME;
+use super::acl::{self, RedisUser};
 use super::{Inputs, meta, names, statefulset};
 use crate::api::{CounterApp, ReadFrom};
 
@@ -16,9 +18,18 @@ use crate::api::{CounterApp, ReadFrom};
 pub const WEB_UID: i64 = 65532;
 const CONTAINER: &str = "web";
 
-/// Environment of the web container (the variables of the web-service issue).
+/// Where the web user's Secret is mounted (`password`).
+pub const AUTH_PATH: &str = "/etc/counterstack/redis-auth";
+/// Where the CA of `spec.redis.tls` is mounted (`ca.crt`).
+pub const TLS_PATH: &str = "/etc/counterstack/redis-tls";
+const AUTH_VOLUME: &str = "redis-auth";
+
+/// Environment of the web container (the variables of the web-service issue). The
+/// password is a file the web service reads at every new connection, so a rotated
+/// Secret reaches it without a restart where the kubelet refreshes the volume.
 pub fn env(cr: &CounterApp) -> Vec<EnvVar> {
     let app = meta::app_name(cr);
+    let tls = cr.spec.redis.tls.is_some();
     let plain =
         |name: &str, value: String| EnvVar { name: name.to_string(), value: Some(value), value_from: None };
     let read_from = match cr.spec.web.read_from {
@@ -27,12 +38,16 @@ pub fn env(cr: &CounterApp) -> Vec<EnvVar> {
     };
     vec![
         plain("LISTEN_ADDR", format!("0.0.0.0:{}", cr.spec.web.port)),
-        plain("REDIS_URL", names::redis_url(&names::redis_primary(app))),
-        plain("REDIS_REPLICA_URL", names::redis_url(&names::redis_replicas(app))),
-        statefulset::password_env(app),
+        plain("REDIS_URL", names::redis_url(&names::redis_primary(app), tls)),
+        plain("REDIS_REPLICA_URL", names::redis_url(&names::redis_replicas(app), tls)),
+        plain("REDIS_USERNAME", RedisUser::Web.name().to_string()),
+        plain("REDIS_PASSWORD_FILE", format!("{AUTH_PATH}/{}", names::PASSWORD_KEY)),
         plain("READ_FROM", read_from.to_string()),
         plain("SYNC_REPLICAS", cr.spec.sync_replicas().to_string()),
     ]
+    .into_iter()
+    .chain(tls.then(|| plain("REDIS_TLS_CA_FILE", format!("{TLS_PATH}/ca.crt"))))
+    .collect()
 }
 
 fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
@@ -56,17 +71,19 @@ pub fn web(cr: &CounterApp, inputs: &Inputs) -> Deployment {
     let env = env(cr);
     let (tmp_volume, tmp_mount) = meta::tmp_volume();
 
-    // Pods read their whole configuration from env at start; the password is read
-    // through a secretKeyRef, so its value is part of the hash too (a new password
-    // must restart the pods). Serializing a Vec<EnvVar> cannot fail; the fallback
-    // only keeps this function total.
+    // Pods read their configuration from env at start. The web password's hash is part
+    // of the hash too: a rotation rolls the web pods onto the new password (after Redis
+    // accepts it, and before Redis forgets the old one), so it never depends on how soon
+    // a kubelet refreshes the mounted file. So is the CA's: a new CA rolls them too.
+    // Serializing a Vec<EnvVar> cannot fail; the fallback only keeps this total.
     let env_json = serde_json::to_vec(&env).unwrap_or_default();
-    let secret = names::redis_auth(app);
-    let hash = meta::config_hash([
-        ("env", env_json.as_slice()),
-        ("secret", secret.as_bytes()),
-        ("password", inputs.redis_password.as_bytes()),
-    ]);
+    let password = acl::password_hash(&inputs.passwords.web.password);
+    let mut parts = vec![("env", env_json.as_slice()), ("password-sha256", password.as_bytes())];
+    if let Some(tls) = &inputs.tls {
+        parts.push(("ca-sha256", tls.ca_sha256.as_bytes()));
+    }
+    let hash = meta::config_hash(parts);
+    let tls_volume = statefulset::tls_volume(cr, Some("ca.crt"));
 
     let container = Container {
         name: CONTAINER.to_string(),
@@ -87,19 +104,59 @@ pub fn web(cr: &CounterApp, inputs: &Inputs) -> Deployment {
         // Liveness never depends on Redis, or a Redis outage would restart every pod.
         liveness_probe: Some(http_probe("/livez", 10, 3)),
         security_context: Some(meta::container_security_context(WEB_UID)),
-        volume_mounts: Some(vec![tmp_mount]),
+        volume_mounts: Some(
+            [
+                tmp_mount,
+                VolumeMount {
+                    name: AUTH_VOLUME.to_string(),
+                    mount_path: AUTH_PATH.to_string(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+            ]
+            .into_iter()
+            .chain(tls_volume.as_ref().map(|v| VolumeMount {
+                name: v.name.clone(),
+                mount_path: TLS_PATH.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }))
+            .collect(),
+        ),
         ..Container::default()
     };
 
     let mut pod = PodSpec {
         containers: vec![container],
         image_pull_secrets: meta::image_pull_secrets(cr),
-        security_context: Some(meta::pod_security_context(WEB_UID, None)),
+        // fsGroup: the mounted Secrets are readable by the pod's group only.
+        security_context: Some(meta::pod_security_context(WEB_UID, Some(WEB_UID))),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         // Longer than the web service's drain on SIGTERM.
         termination_grace_period_seconds: Some(30),
-        volumes: Some(vec![tmp_volume]),
+        volumes: Some(
+            [
+                tmp_volume,
+                Volume {
+                    name: AUTH_VOLUME.to_string(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(names::redis_user_secret(app, RedisUser::Web.name())),
+                        default_mode: Some(0o440),
+                        optional: Some(false),
+                        items: Some(vec![KeyToPath {
+                            key: names::PASSWORD_KEY.to_string(),
+                            path: names::PASSWORD_KEY.to_string(),
+                            mode: None,
+                        }]),
+                    }),
+                    ..Volume::default()
+                },
+            ]
+            .into_iter()
+            .chain(tls_volume)
+            .collect(),
+        ),
         ..PodSpec::default()
     };
     // Spread over nodes, per ReplicaSet (pod-template-hash), so a rollout or a drained

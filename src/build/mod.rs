@@ -9,8 +9,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
+use kube::api::DynamicObject;
+
 use crate::api::CounterApp;
 
+pub mod acl;
+pub mod certificate;
 pub mod configmap;
 pub mod deployment;
 pub mod hpa;
@@ -59,15 +63,18 @@ impl Error {
     }
 }
 
-/// What the builders need besides the CR. Everything non-deterministic (the password)
-/// is decided outside and passed in.
+/// What the builders need besides the CR. Everything non-deterministic (passwords) or
+/// read from other objects (the TLS Secret) is decided outside and passed in.
 #[derive(Clone, Debug)]
 pub struct Inputs {
     /// Image for `spec.web.image` when the CR sets none (`--default-web-image`).
     pub default_web_image: String,
-    /// The Redis password: read back from the existing auth Secret, or generated once
-    /// by the caller when there is none.
-    pub redis_password: String,
+    /// The Redis users' passwords: read back from their Secrets, or generated once by
+    /// the caller when a Secret does not exist yet.
+    pub passwords: Passwords,
+    /// What the TLS Secret holds now (with `spec.redis.tls`): its content decides when
+    /// pods restart for a renewed certificate.
+    pub tls: Option<TlsInputs>,
     /// Pod name of the current primary (`status.redis.primary`), if any. Reserved: no
     /// child depends on it (a failover must change no object, least of all the pod
     /// template; Redis pods find the primary by asking their peers), so builders ignore
@@ -76,6 +83,80 @@ pub struct Inputs {
     /// Namespace the operator runs in (its `POD_NAMESPACE`): the Redis NetworkPolicy
     /// admits it. `None` (an operator outside the cluster) admits no extra namespace.
     pub operator_namespace: Option<String>,
+}
+
+/// One Redis user's passwords.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserPassword {
+    /// What clients use.
+    pub password: String,
+    /// What a running rotation moves away from; equal to `password` otherwise.
+    pub previous: String,
+}
+
+impl UserPassword {
+    /// A password with no rotation running.
+    pub fn settled(password: impl Into<String>) -> Self {
+        let password = password.into();
+        Self { previous: password.clone(), password }
+    }
+
+    /// A rotation is running: Redis must still accept `previous`.
+    pub fn rotating(&self) -> bool {
+        self.password != self.previous
+    }
+}
+
+impl std::fmt::Debug for UserPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a password.
+        f.debug_struct("UserPassword").field("rotating", &self.rotating()).finish_non_exhaustive()
+    }
+}
+
+/// Every Redis user's passwords.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Passwords {
+    pub web: UserPassword,
+    pub replication: UserPassword,
+    pub operator: UserPassword,
+}
+
+impl Passwords {
+    /// The same settled password for every user (tests and examples).
+    pub fn same(password: &str) -> Self {
+        Self {
+            web: UserPassword::settled(password),
+            replication: UserPassword::settled(password),
+            operator: UserPassword::settled(password),
+        }
+    }
+
+    pub fn get(&self, user: acl::RedisUser) -> &UserPassword {
+        match user {
+            acl::RedisUser::Web => &self.web,
+            acl::RedisUser::Replication => &self.replication,
+            acl::RedisUser::Operator => &self.operator,
+        }
+    }
+
+    pub fn get_mut(&mut self, user: acl::RedisUser) -> &mut UserPassword {
+        match user {
+            acl::RedisUser::Web => &mut self.web,
+            acl::RedisUser::Replication => &mut self.replication,
+            acl::RedisUser::Operator => &mut self.operator,
+        }
+    }
+}
+
+/// The TLS Secret's content, as far as pod templates depend on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInputs {
+    /// SHA-256 of `ca.crt`: the web pods restart when the CA changes.
+    pub ca_sha256: String,
+    /// SHA-256 of `tls.crt` and `ca.crt`: the Redis pods restart (one by one, the
+    /// primary handed over) when the certificate is renewed.
+    pub cert_sha256: String,
 }
 
 /// Every child object of one CounterApp, typed.
@@ -89,12 +170,15 @@ pub struct Children {
     pub redis_primary_service: Service,
     pub redis_replicas_service: Service,
     pub redis_config: ConfigMap,
-    pub redis_auth: Secret,
+    /// One Secret per Redis user, in `acl::RedisUser::ALL` order.
+    pub redis_user_secrets: Vec<Secret>,
     pub redis_pdb: PodDisruptionBudget,
     /// With `spec.web.autoscaling` only.
     pub web_hpa: Option<HorizontalPodAutoscaler>,
     /// With `spec.networkPolicy.enabled` only.
     pub redis_network_policy: Option<NetworkPolicy>,
+    /// With `spec.redis.tls.issuerRef` only: a cert-manager Certificate.
+    pub redis_certificate: Option<DynamicObject>,
 }
 
 /// Build every child of `cr`. Runs `validate` first, so every builder may rely on a
@@ -114,10 +198,11 @@ pub fn all(cr: &CounterApp, inputs: &Inputs) -> Result<Children, Error> {
         redis_primary_service: service::redis_primary(cr),
         redis_replicas_service: service::redis_replicas(cr),
         redis_config: configmap::redis(cr),
-        redis_auth: secret::redis_auth(cr, inputs),
+        redis_user_secrets: acl::RedisUser::ALL.iter().map(|u| secret::redis_user(cr, inputs, *u)).collect(),
         redis_pdb: pdb::redis(cr),
         web_hpa: hpa::web(cr),
         redis_network_policy: networkpolicy::redis(cr, inputs),
+        redis_certificate: certificate::redis(cr),
     })
 }
 
@@ -130,8 +215,9 @@ pub struct RenderArgs {
     /// Web image used when the CR sets none (the operator's --default-web-image).
     #[arg(long, default_value = crate::api::DEFAULT_WEB_IMAGE)]
     pub default_web_image: String,
-    /// Redis password to put in the auth Secret (default: a random 32-character one,
-    /// as the operator generates on first reconcile). Set it for reproducible output.
+    /// Password to put in every Redis user's Secret (default: a random 32-character one
+    /// per user, as the operator generates on first reconcile). Set it for reproducible
+    /// output.
     #[arg(long, env = "COUNTERSTACK_REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
     /// Namespace the operator runs in, which the Redis NetworkPolicy admits.

@@ -17,8 +17,13 @@ pub fn redis_primary(app: &str) -> String {
 pub fn redis_replicas(app: &str) -> String {
     format!("{app}-redis-replicas")
 }
-pub fn redis_auth(app: &str) -> String {
-    format!("{app}-redis-auth")
+/// Secret holding the password of one Redis ACL user (`web`, `replication`, `operator`).
+pub fn redis_user_secret(app: &str, user: &str) -> String {
+    format!("{app}-redis-auth-{user}")
+}
+/// cert-manager Certificate, and its Secret, of `spec.redis.tls.issuerRef`.
+pub fn redis_tls(app: &str) -> String {
+    format!("{app}-redis-tls")
 }
 /// Name of Redis pod `ordinal` (the StatefulSet's naming scheme).
 pub fn redis_pod(app: &str, ordinal: u32) -> String {
@@ -32,9 +37,13 @@ pub fn redis_pod_host(app: &str, ordinal: u32) -> String {
 pub fn redis_ordinal(app: &str, pod: &str) -> Option<u32> {
     pod.strip_prefix(&redis(app))?.strip_prefix('-')?.parse().ok()
 }
-/// `redis://` URL of a Service in the same namespace.
-pub fn redis_url(service: &str) -> String {
-    format!("redis://{service}:{REDIS_PORT}")
+/// `redis://` (or with TLS `rediss://`) URL of a Service in the same namespace.
+pub fn redis_url(service: &str, tls: bool) -> String {
+    let scheme = if tls { "rediss" } else { "redis" };
+    format!("{scheme}://{service}:{REDIS_PORT}")
 }
-/// Key in the auth Secret that holds the Redis password.
+/// Key in a user's Secret that holds the password clients use.
 pub const PASSWORD_KEY: &str = "password";
+/// Key in a user's Secret that holds the password being rotated away from. Redis
+/// accepts both while they differ; equal to `password` when no rotation is running.
+pub const PREVIOUS_KEY: &str = "previous";

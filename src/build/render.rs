@@ -9,7 +9,8 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::Value;
 
-use super::{Children, Error, Inputs, RenderArgs, all, validate, validate_cel};
+use super::acl::RedisUser;
+use super::{Children, Error, Inputs, Passwords, RenderArgs, UserPassword, all, validate, validate_cel};
 use crate::api::CounterApp;
 
 /// Length of a generated Redis password.
@@ -28,24 +29,30 @@ pub fn command(args: &RenderArgs) -> Result<String, Error> {
         std::fs::read_to_string(&args.file).map_err(|e| Error::Read { path: source.clone(), source: e })?
     };
     let cr = parse(&text)?;
-    // Render is not the operator: a fresh password per run, like the operator's first
+    // Render is not the operator: fresh passwords per run, like the operator's first
     // reconcile. `--redis-password` makes the output reproducible.
-    let redis_password = match &args.redis_password {
-        Some(p) => p.clone(),
-        None => random_password(),
+    let password = |_| UserPassword::settled(args.redis_password.clone().unwrap_or_else(random_password));
+    let passwords = Passwords {
+        web: password(RedisUser::Web),
+        replication: password(RedisUser::Replication),
+        operator: password(RedisUser::Operator),
     };
     // A CounterApp piped from `kubectl get -o yaml` carries its current primary.
     let primary = cr.status.as_ref().and_then(|s| s.redis.as_ref()).and_then(|r| r.primary.clone());
     let inputs = Inputs {
         default_web_image: args.default_web_image.clone(),
-        redis_password,
+        passwords,
+        // Render reads no cluster: the TLS Secret's content only moves pod template
+        // hashes, which render leaves as without it.
+        tls: None,
         primary,
         operator_namespace: Some(args.operator_namespace.clone()),
     };
     to_yaml(&all(&cr, &inputs)?)
 }
 
-/// A random alphanumeric password of `PASSWORD_LEN` characters.
+/// A random alphanumeric password of `PASSWORD_LEN` characters (always passes
+/// `acl::password_problem`).
 pub fn random_password() -> String {
     rand::rng().sample_iter(Alphanumeric).take(PASSWORD_LEN).map(char::from).collect()
 }
@@ -170,7 +177,9 @@ pub fn to_yaml(c: &Children) -> Result<String, Error> {
         Ok(())
     }
     let mut out = String::new();
-    doc(&mut out, "Secret", &c.redis_auth)?;
+    for secret in &c.redis_user_secrets {
+        doc(&mut out, "Secret", secret)?;
+    }
     doc(&mut out, "ConfigMap", &c.redis_config)?;
     doc(&mut out, "Service", &c.redis_headless_service)?;
     doc(&mut out, "Service", &c.redis_primary_service)?;
@@ -185,6 +194,9 @@ pub fn to_yaml(c: &Children) -> Result<String, Error> {
     }
     if let Some(np) = &c.redis_network_policy {
         doc(&mut out, "NetworkPolicy", np)?;
+    }
+    if let Some(cert) = &c.redis_certificate {
+        doc(&mut out, "Certificate", cert)?;
     }
     Ok(out)
 }

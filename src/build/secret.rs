@@ -1,27 +1,31 @@
-//! Secret `NAME-redis-auth`: the Redis password.
+//! Secrets `NAME-redis-auth-USER`: one per Redis ACL user (`web`, `replication`,
+//! `operator`), each with the password clients use (`password`) and the one a running
+//! rotation moves away from (`previous`, equal to `password` otherwise).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
+use super::acl::RedisUser;
 use super::labels::Component;
 use super::{Inputs, meta, names};
 use crate::api::CounterApp;
 
-/// The auth Secret. Built with `data`, never `stringData`: a Secret applied with
-/// `stringData` is rewritten on every server-side apply. The password comes from
-/// `inputs` (read back from the existing Secret or generated once by the caller), so
-/// building never rotates it.
-pub fn redis_auth(cr: &CounterApp, inputs: &Inputs) -> Secret {
-    let name = names::redis_auth(meta::app_name(cr));
+/// One user's Secret. Built with `data`, never `stringData`: a Secret applied with
+/// `stringData` is rewritten on every server-side apply. The passwords come from
+/// `inputs` (read back from the existing Secret, generated once by the caller, or moved
+/// on by a rotation), so building never rotates anything by itself.
+pub fn redis_user(cr: &CounterApp, inputs: &Inputs, user: RedisUser) -> Secret {
+    let name = names::redis_user_secret(meta::app_name(cr), user.name());
+    let pw = inputs.passwords.get(user);
     Secret {
         metadata: meta::object_meta(cr, name, Component::Redis),
         type_: Some("Opaque".to_string()),
-        data: Some(BTreeMap::from([(
-            names::PASSWORD_KEY.to_string(),
-            ByteString(inputs.redis_password.as_bytes().to_vec()),
-        )])),
+        data: Some(BTreeMap::from([
+            (names::PASSWORD_KEY.to_string(), ByteString(pw.password.as_bytes().to_vec())),
+            (names::PREVIOUS_KEY.to_string(), ByteString(pw.previous.as_bytes().to_vec())),
+        ])),
         ..Secret::default()
     }
 }

@@ -13,8 +13,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
     Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSpec, PodTemplateSpec, Probe, SecretKeySelector, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    KeyToPath, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SecretProjection, SecretVolumeSource,
+    TCPSocketAction, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::labels::{self, Component};
 use super::service::REDIS_PORT_NAME;
-use super::{Inputs, configmap, meta, names};
+use super::{Inputs, acl, configmap, meta, names};
 use crate::api::{CounterApp, EXPORTER_PORT, REDIS_PORT, redis_config};
 
 /// UID/GID of the `redis` user in the official image.
@@ -32,9 +32,14 @@ pub const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
 const CONTAINER: &str = "redis";
 
-/// `redis-cli PING` must answer PONG (fails while the node loads its dataset).
-/// `REDISCLI_AUTH` keeps the password off the command line.
-const PING: &str = r#"REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG"#;
+const AUTH_VOLUME: &str = "auth";
+const RUN_VOLUME: &str = "run";
+const TLS_VOLUME: &str = "tls";
+
+/// `redis-cli PING` must answer PONG (fails while the node loads its dataset), as the
+/// pod-local `monitor` user; `monitor.env` (written by the start script) holds its
+/// password as `REDISCLI_AUTH`, off the command line, and redis-cli's TLS flags.
+const PING: &str = r#". /run/redis/monitor.env && redis-cli $CLI_TLS --user monitor -h 127.0.0.1 -p 6379 ping | grep -q PONG"#;
 
 pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
     let app = meta::app_name(cr);
@@ -59,7 +64,6 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
             value: Some(names::redis_headless(app)),
             ..EnvVar::default()
         },
-        password_env(app),
         EnvVar {
             name: "PRESTOP_WAIT".to_string(),
             value: Some(configmap::PRESTOP_WAIT_SECS.to_string()),
@@ -73,18 +77,27 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
     // primary (nor may: a failover would restart every pod). A change gives the template
     // a new revision, which the replication manager rolls replicas-first (updateStrategy
     // OnDelete).
+    //
+    // Passwords are not part of it: a rotation changes them live (ACL SETUSER, CONFIG
+    // SET masterauth), and a restarting pod reads the current ones from its Secrets. A
+    // renewed TLS certificate is (Redis reads it at start): the pods restart one by one.
     let base = configmap::redis_conf_base(cr);
     let restart = redis_config::restart_lines(&cr.spec.redis.config);
+    let rules = acl::rules_file();
     let mut parts = vec![
         ("redis.conf", base.as_bytes()),
         ("start.sh", configmap::START_SCRIPT.as_bytes()),
-        ("password", inputs.redis_password.as_bytes()),
+        ("acl-rules", rules.as_bytes()),
     ];
     // Only when present, so that a CounterApp without such settings keeps its hash.
     if !restart.is_empty() {
         parts.push(("restart-settings", restart.as_bytes()));
     }
+    if let Some(tls) = &inputs.tls {
+        parts.push(("tls", tls.cert_sha256.as_bytes()));
+    }
     let hash = meta::config_hash(parts);
+    let tls = cr.spec.redis.tls.is_some();
 
     let container = Container {
         name: CONTAINER.to_string(),
@@ -146,8 +159,8 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
             ..Lifecycle::default()
         }),
         security_context: Some(meta::container_security_context(REDIS_UID)),
-        volume_mounts: Some(vec![
-            VolumeMount {
+        volume_mounts: Some(
+            [VolumeMount {
                 name: DATA_VOLUME.to_string(),
                 mount_path: configmap::DATA_PATH.to_string(),
                 ..VolumeMount::default()
@@ -158,8 +171,17 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
                 read_only: Some(true),
                 ..VolumeMount::default()
             },
+            read_only_mount(AUTH_VOLUME, configmap::AUTH_PATH),
+            VolumeMount {
+                name: RUN_VOLUME.to_string(),
+                mount_path: configmap::RUN_PATH.to_string(),
+                ..VolumeMount::default()
+            },
             tmp_mount,
-        ]),
+        ]
+        .into_iter()
+        .chain(tls.then(|| read_only_mount(TLS_VOLUME, configmap::TLS_PATH)))
+        .collect()),
         ..Container::default()
     };
 
@@ -175,7 +197,7 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
         enable_service_links: Some(false),
         // The preStop wait plus Redis' own shutdown (AOF fsync).
         termination_grace_period_seconds: Some(configmap::PRESTOP_WAIT_SECS + 10),
-        volumes: Some(vec![
+        volumes: Some([
             Volume {
                 name: CONFIG_VOLUME.to_string(),
                 config_map: Some(ConfigMapVolumeSource {
@@ -185,8 +207,13 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
                 }),
                 ..Volume::default()
             },
+            auth_volume(app),
+            Volume { name: RUN_VOLUME.to_string(), empty_dir: Some(Default::default()), ..Volume::default() },
             tmp_volume,
-        ]),
+        ]
+        .into_iter()
+        .chain(tls.then(|| tls_volume(cr, None)).flatten())
+        .collect()),
         ..PodSpec::default()
     };
 
@@ -250,18 +277,28 @@ pub const EXPORTER_PORT_NAME: &str = "metrics";
 /// loopback and serves `/metrics` on port `metrics`.
 fn exporter(cr: &CounterApp) -> Container {
     let m = &cr.spec.redis.metrics;
-    let app = meta::app_name(cr);
     let plain =
         |name: &str, value: String| EnvVar { name: name.to_string(), value: Some(value), value_from: None };
+    let tls = cr.spec.redis.tls.is_some();
+    let scheme = if tls { "rediss" } else { "redis" };
+    let mut env = vec![
+        plain("REDIS_ADDR", format!("{scheme}://127.0.0.1:{REDIS_PORT}")),
+        // The pod-local monitor user; the start script writes its password file.
+        plain("REDIS_USER", acl::MONITOR_USER.to_string()),
+        plain("REDIS_PASSWORD_FILE", format!("{}/exporter.json", configmap::RUN_PATH)),
+        plain("REDIS_EXPORTER_WEB_LISTEN_ADDRESS", format!(":{EXPORTER_PORT}")),
+    ];
+    if tls {
+        // Loopback inside the pod: the certificate names the pod's DNS names, not
+        // 127.0.0.1, so only the chain is checked (against the CA).
+        env.push(plain("REDIS_EXPORTER_TLS_CA_CERT_FILE", format!("{}/ca.crt", configmap::TLS_PATH)));
+        env.push(plain("REDIS_EXPORTER_SKIP_TLS_VERIFICATION", "true".to_string()));
+    }
     Container {
         name: EXPORTER_CONTAINER.to_string(),
         image: Some(m.image.clone()),
         image_pull_policy: Some("IfNotPresent".to_string()),
-        env: Some(vec![
-            plain("REDIS_ADDR", format!("redis://127.0.0.1:{REDIS_PORT}")),
-            password_env(app),
-            plain("REDIS_EXPORTER_WEB_LISTEN_ADDRESS", format!(":{EXPORTER_PORT}")),
-        ]),
+        env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some(EXPORTER_PORT_NAME.to_string()),
             container_port: EXPORTER_PORT,
@@ -284,22 +321,69 @@ fn exporter(cr: &CounterApp) -> Container {
             ..Probe::default()
         }),
         security_context: Some(meta::container_security_context(EXPORTER_UID)),
+        volume_mounts: Some(
+            [read_only_mount(RUN_VOLUME, configmap::RUN_PATH)]
+                .into_iter()
+                .chain(tls.then(|| read_only_mount(TLS_VOLUME, configmap::TLS_PATH)))
+                .collect(),
+        ),
         ..Container::default()
     }
 }
 
-/// `REDIS_PASSWORD` from the auth Secret.
-pub fn password_env(app: &str) -> EnvVar {
-    EnvVar {
-        name: "REDIS_PASSWORD".to_string(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: names::redis_auth(app),
-                key: names::PASSWORD_KEY.to_string(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
+fn read_only_mount(volume: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_string(),
+        mount_path: path.to_string(),
+        read_only: Some(true),
+        ..VolumeMount::default()
     }
+}
+
+/// Every user's Secret in one volume: `USER/password` and `USER/previous`, readable by
+/// the pod's group only (fsGroup), as the start script reads them.
+fn auth_volume(app: &str) -> Volume {
+    let sources = acl::RedisUser::ALL
+        .iter()
+        .map(|u| VolumeProjection {
+            secret: Some(SecretProjection {
+                name: names::redis_user_secret(app, u.name()),
+                optional: Some(false),
+                items: Some(
+                    [names::PASSWORD_KEY, names::PREVIOUS_KEY]
+                        .iter()
+                        .map(|k| KeyToPath { key: k.to_string(), path: format!("{u}/{k}"), mode: None })
+                        .collect(),
+                ),
+            }),
+            ..VolumeProjection::default()
+        })
+        .collect();
+    Volume {
+        name: AUTH_VOLUME.to_string(),
+        projected: Some(ProjectedVolumeSource { sources: Some(sources), default_mode: Some(0o440) }),
+        ..Volume::default()
+    }
+}
+
+/// The TLS Secret as volume `tls`: every key for Redis pods, only `ca.crt` for the web
+/// pods (`only`), which need no private key. None without `spec.redis.tls`.
+pub fn tls_volume(cr: &CounterApp, only: Option<&str>) -> Option<Volume> {
+    Some(Volume {
+        name: TLS_VOLUME.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(tls_secret_name(cr)?),
+            default_mode: Some(0o440),
+            optional: Some(false),
+            items: only.map(|k| vec![KeyToPath { key: k.to_string(), path: k.to_string(), mode: None }]),
+        }),
+        ..Volume::default()
+    })
+}
+
+/// The Secret holding Redis' certificate: `spec.redis.tls.secretName`, or the one
+/// cert-manager writes for `issuerRef`. None without `spec.redis.tls`.
+pub fn tls_secret_name(cr: &CounterApp) -> Option<String> {
+    let tls = cr.spec.redis.tls.as_ref()?;
+    Some(tls.secret_name.clone().unwrap_or_else(|| names::redis_tls(meta::app_name(cr))))
 }

@@ -20,6 +20,10 @@ pub mod reason {
     pub const ROLE_CHANGED: &str = "RoleChanged";
     /// The spec is refused by the builders (Warning; once per new refusal).
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A Redis user's password rotation started (annotation `counterstack.io/rotate`).
+    pub const PASSWORD_ROTATION_STARTED: &str = "PasswordRotationStarted";
+    /// A Redis user's rotation ended: every client uses the new password.
+    pub const PASSWORD_ROTATED: &str = "PasswordRotated";
 }
 
 /// Longest note the Events API accepts (1 kB).

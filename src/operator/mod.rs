@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod cache;
 pub mod context;
 pub mod controller;
+pub mod credentials;
 mod error;
 pub mod events;
 pub mod leader;

@@ -16,6 +16,11 @@
 //!   plugin is on (OpenShift).
 //! - Redis pods get their role label patched (`patch`) and are deleted for planned
 //!   restarts by the replication manager (`delete`).
+//! - A `counterstack.io/rotate` request is removed from the CounterApp once its rotation
+//!   started (`patch` on `counterapps`, a merge patch of that one annotation).
+//! - `spec.redis.tls.issuerRef`: the operator reads (`get`) and applies (`create`,
+//!   `patch`) the cert-manager Certificate `NAME-redis-tls`. It is read by name when a
+//!   CounterApp asks for it, not watched (cert-manager's Secret is, with our labels).
 //! - Events go through kube's `Recorder`: `create`, and `patch` for event series.
 //! - Leader election: kube-lease-manager reads, creates and renews (server-side apply, a
 //!   PATCH) the `coordination.k8s.io` Lease; the leadership guard watches it
@@ -36,7 +41,6 @@ pub struct Rule {
     pub verbs: &'static [&'static str],
 }
 
-const WATCH: &[&str] = &["get", "list", "watch"];
 /// Owned children: watched, and written with server-side apply (create + patch).
 const OWNED: &[&str] = &["get", "list", "watch", "create", "patch"];
 /// Optional children: also deleted when the spec no longer asks for them.
@@ -44,7 +48,7 @@ const OPTIONAL: &[&str] = &["get", "list", "watch", "create", "patch", "delete"]
 
 /// Everything the operator is allowed to do, and nothing more.
 pub const RULES: &[Rule] = &[
-    Rule { group: "counterstack.io", resource: "counterapps", verbs: WATCH },
+    Rule { group: "counterstack.io", resource: "counterapps", verbs: &["get", "list", "watch", "patch"] },
     Rule { group: "counterstack.io", resource: "counterapps/status", verbs: &["patch"] },
     Rule { group: "counterstack.io", resource: "counterapps/finalizers", verbs: &["update"] },
     Rule { group: "apps", resource: "deployments", verbs: OWNED },
@@ -55,6 +59,7 @@ pub const RULES: &[Rule] = &[
     Rule { group: "policy", resource: "poddisruptionbudgets", verbs: OWNED },
     Rule { group: "autoscaling", resource: "horizontalpodautoscalers", verbs: OPTIONAL },
     Rule { group: "networking.k8s.io", resource: "networkpolicies", verbs: OPTIONAL },
+    Rule { group: "cert-manager.io", resource: "certificates", verbs: &["get", "create", "patch"] },
     Rule { group: "", resource: "pods", verbs: &["get", "list", "watch", "patch", "delete"] },
     Rule { group: "events.k8s.io", resource: "events", verbs: &["create", "patch"] },
     Rule {
@@ -178,6 +183,13 @@ mod tests {
         }
         assert_eq!(verbs_of(crate::api::GROUP, "counterapps/finalizers"), BTreeSet::from(["update"]));
         assert_eq!(verbs_of(crate::api::GROUP, "counterapps/status"), BTreeSet::from(["patch"]));
+        // `patch` only removes a handled `counterstack.io/rotate` annotation.
+        assert_eq!(verbs_of(crate::api::GROUP, "counterapps"), BTreeSet::from(["get", "list", "watch", "patch"]));
+    }
+
+    #[test]
+    fn certificates_are_read_by_name_and_applied_never_listed_or_deleted() {
+        assert_eq!(verbs_of("cert-manager.io", "certificates"), BTreeSet::from(["get", "create", "patch"]));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! One reconcile of a CounterApp, a straight line: read -> build -> apply -> redis ->
 //! status. Steady state is silent: an unchanged, ready stack is only read.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -16,14 +17,17 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use super::apply::{self, Decision};
+use super::credentials::{self, StackSecrets, TlsMaterial};
 use super::cache;
 use super::context::AppAddressing;
 use super::events::reason;
 use super::status::{self, Observation, Workload};
 use super::{Context, Error, pods};
-use crate::api::{CounterApp, CounterAppStatus, FIELD_MANAGER, RedisStatus};
-use crate::build::{self, Children, Inputs, names};
-use crate::redis::node::RedisClient;
+use crate::api::{CounterApp, CounterAppStatus, FIELD_MANAGER, ROTATE_ANNOTATION, RedisStatus};
+use crate::build::acl::RedisUser;
+use crate::build::{self, Children, Inputs, Passwords, UserPassword, certificate, names};
+use crate::redis::acl_sync;
+use crate::redis::node::{Addressing, NodeAuth, RedisClient};
 use crate::redis::{Outcome, PodView};
 
 /// Requeue an idle stack this often (a safety net: watches and the Redis health checks
@@ -97,15 +101,18 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         return stall_on_invalid_spec(app, ctx, &ns, &name, e).await;
     }
 
-    // 1. read: the password (created once, then read back) and the current primary
-    let secret = auth_secret(ctx, &ns, &name).await?;
+    // 1. read: every Redis user's passwords (created once, then read back, moved on by a
+    //    rotation), the TLS Secret, the current primary
+    let secrets = credentials::read(app, ctx, &ns, &name).await?;
+    let tls = match credentials::read_tls(app, ctx, &ns).await? {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(waiting)) => return wait_for_tls(app, ctx, &ns, &name, waiting).await,
+    };
     let inputs = Inputs {
         default_web_image: ctx.default_web_image.clone(),
-        redis_password: match &secret {
-            Some(s) => read_password(s)?,
-            // Only when the auth Secret does not exist yet; read back ever after.
-            None => build::render::random_password(),
-        },
+        passwords: secrets.passwords.clone(),
+        tls: tls.as_ref().map(|t| t.inputs.clone()),
         primary: current_primary(app),
         operator_namespace: ctx.operator_namespace.clone(),
     };
@@ -116,8 +123,12 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         Err(e) => return stall_on_invalid_spec(app, ctx, &ns, &name, e).await,
     };
 
-    // 3. apply what differs
-    let (web, sts, applied) = apply_children(app, ctx, &name, children, secret).await?;
+    // 3. apply what differs (the Secrets first: a new password is stored before any
+    //    node or client is asked to use it)
+    let (web, sts, applied) = apply_children(app, ctx, &name, children, &secrets.live).await?;
+    if let Some(request) = &secrets.rotate_request {
+        answer_rotate_request(app, ctx, &ns, &name, request, &secrets).await?;
+    }
 
     // 4. redis: pods from the cache, roles decided by the replication manager. A leader
     //    that lost its lease meanwhile must not touch Redis.
@@ -125,7 +136,11 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let pod_views = pods::views_cached(&ctx.caches.pods, &ns, &name, update_revision(sts.as_ref()));
-    let outcome = replication(app, ctx, &ns, &name, &pod_views, &inputs).await?;
+    let addressing = AppAddressing { app: &name, mode: &ctx.redis_addressing };
+    let auth = operator_auth(&inputs.passwords, tls.as_ref()).with_names(&pod_views, &addressing);
+    let mut outcome = replication(app, ctx, &ns, &name, &pod_views, &auth).await?;
+    let rotating = sync_passwords(app, ctx, &name, &pod_views, &auth, &inputs, web.as_ref()).await?;
+    outcome.status.rotating_passwords = rotating.iter().map(|u| u.name().to_string()).collect();
 
     // 5. status
     let obs = Observation {
@@ -139,20 +154,14 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         redis_health: Some(outcome.health),
         redis_status: Some(outcome.status),
         invalid_spec: None,
+        waiting: (!rotating.is_empty()).then(|| {
+            let users: Vec<&str> = rotating.iter().map(|u| u.name()).collect();
+            format!("rotating the Redis password of {}: waiting for every client to use the new one", users.join(", "))
+        }),
     };
     write_status(app, ctx, &ns, &name, &obs).await?;
 
     Ok(Action::requeue(outcome.requeue_after.map_or(RESYNC, |d| d.min(RESYNC))))
-}
-
-/// The auth Secret: from the cache, or, when the cache has none, read live — a missing
-/// Secret means a new password, and a cache that merely lags must never cause that.
-async fn auth_secret(ctx: &Context, ns: &str, name: &str) -> Result<Option<Secret>, Error> {
-    let secret_name = names::redis_auth(name);
-    match cache::get(&ctx.caches.secrets, ns, &secret_name) {
-        Some(s) => Ok(Some((*s).clone())),
-        None => apply::get::<Secret>(&ctx.client, ns, &secret_name).await,
-    }
 }
 
 /// `spec.paused`: apply nothing, run no replication pass; only report what is observed.
@@ -160,7 +169,7 @@ async fn auth_secret(ctx: &Context, ns: &str, name: &str) -> Result<Option<Secre
 /// waiting until someone resumes.
 async fn observe_paused(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
     let (redis_status, refusal) = ctx.redis.refuse_switchover_while_paused(app).unzip();
-    report_without_applying(app, ctx, ns, name, true, redis_status, None).await?;
+    report_without_applying(app, ctx, ns, name, true, redis_status, None, None).await?;
     if let Some(ev) = refusal {
         ctx.events.warning(app, &ev.reason, "Switchover", ev.note).await;
     }
@@ -177,6 +186,7 @@ async fn report_without_applying(
     paused: bool,
     redis_status: Option<RedisStatus>,
     invalid_spec: Option<String>,
+    waiting: Option<String>,
 ) -> Result<bool, Error> {
     let web = cache::get(&ctx.caches.deployments, ns, &names::web(name));
     let sts = cache::get(&ctx.caches.statefulsets, ns, &names::redis(name));
@@ -192,6 +202,7 @@ async fn report_without_applying(
         primary_ready: primary_ready(&pod_views, current_primary(app).as_deref()),
         redis_status,
         invalid_spec,
+        waiting,
     };
     write_status(app, ctx, ns, name, &obs).await
 }
@@ -226,12 +237,19 @@ async fn apply_children(
     ctx: &Context,
     name: &str,
     c: Children,
-    secret: Option<Secret>,
+    secrets: &BTreeMap<RedisUser, Option<ObjectMeta>>,
 ) -> Result<(Option<Deployment>, Option<StatefulSet>, bool), Error> {
     let ns = app.namespace().unwrap_or_default();
     let caches = &ctx.caches;
     let mut done = Done::default();
-    ensure(app, ctx, name, c.redis_auth, secret.map(|s| s.metadata), &mut done).await?;
+    for (user, secret) in RedisUser::ALL.iter().zip(c.redis_user_secrets) {
+        ensure(app, ctx, name, secret, secrets.get(user).cloned().flatten(), &mut done).await?;
+    }
+    if let Some(cert) = c.redis_certificate {
+        if apply::ensure_dynamic(&ctx.client, &ns, &cert, &certificate::api_resource()).await? {
+            done.any = true;
+        }
+    }
     let cm = cache::meta(&caches.configmaps, &ns, &names::redis(name));
     ensure(app, ctx, name, c.redis_config, cm, &mut done).await?;
     for svc in [c.redis_headless_service, c.redis_primary_service, c.redis_replicas_service] {
@@ -366,7 +384,7 @@ async fn stall_on_invalid_spec(
 ) -> Result<Action, Error> {
     let redis_status = app.status.as_ref().and_then(|st| st.redis.clone());
     let changed =
-        report_without_applying(app, ctx, ns, name, false, redis_status, Some(e.to_string())).await?;
+        report_without_applying(app, ctx, ns, name, false, redis_status, Some(e.to_string()), None).await?;
     if changed {
         ctx.events.warning(app, reason::INVALID_SPEC, "Validate", e.to_string()).await;
     }
@@ -383,14 +401,14 @@ async fn replication(
     ns: &str,
     name: &str,
     pod_views: &[PodView],
-    inputs: &Inputs,
+    auth: &NodeAuth,
 ) -> Result<Outcome, Error> {
     let addressing = AppAddressing { app: name, mode: &ctx.redis_addressing };
-    let client = RedisClient::new(&inputs.redis_password);
+    let client = RedisClient::with_auth(auth.clone());
     let outcome = ctx.redis.reconcile_with(app, pod_views, &client, &addressing).await?;
     // From now on the health checker watches these pods (fresh addresses, new primary).
     let primary = outcome.status.primary.as_deref();
-    ctx.redis.watch(app, pod_views, &addressing, &inputs.redis_password, primary);
+    ctx.redis.watch(app, pod_views, &addressing, auth, primary);
     let changes = pods::label_changes(pod_views, &outcome.role_labels);
     if !changes.is_empty() {
         crate::failpoint::hit("before-labels").map_err(|p| Error::from(crate::redis::Error::Failpoint(p)))?;
@@ -471,15 +489,104 @@ async fn patch_status(
         .map_err(|e| Error::kube(format!("patch status of CounterApp {ns}/{name}"), e))
 }
 
-/// The password in an existing auth Secret. Never replaced: Redis already uses it.
-fn read_password(secret: &Secret) -> Result<String, Error> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(names::PASSWORD_KEY))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| Error::BadSecret { name: secret.name_any() })
+/// How the operator logs in to Redis: its ACL user, the current password first (then
+/// the one a rotation moves away from, until every node accepts the new one), the CA.
+fn operator_auth(passwords: &Passwords, tls: Option<&TlsMaterial>) -> NodeAuth {
+    let op = &passwords.operator;
+    let mut list = vec![op.password.clone()];
+    if op.rotating() {
+        list.push(op.previous.clone());
+    }
+    NodeAuth {
+        username: Some(RedisUser::Operator.name().to_string()),
+        passwords: list,
+        tls: tls.map(|t| t.ca.clone()),
+        names: Default::default(),
+    }
+}
+
+/// Bring every running Redis node's ACL passwords in line with the Secrets, then settle
+/// each rotation whose clients all moved: its Secret's `previous` becomes `password`, and
+/// the next pass removes the old password from the nodes. Returns the users still
+/// rotating.
+async fn sync_passwords(
+    app: &CounterApp,
+    ctx: &Context,
+    name: &str,
+    pod_views: &[PodView],
+    auth: &NodeAuth,
+    inputs: &Inputs,
+    web: Option<&Deployment>,
+) -> Result<Vec<RedisUser>, Error> {
+    let addressing = AppAddressing { app: name, mode: &ctx.redis_addressing };
+    let running: Vec<_> = pod_views.iter().filter(|p| p.ready && !p.terminating).collect();
+    let nodes: Vec<_> = running.iter().filter_map(|p| addressing.dial(p)).collect();
+    let desired = acl_sync::Desired::from_passwords(&inputs.passwords);
+    let report = acl_sync::sync(&RedisClient::with_auth(auth.clone()), &nodes, &desired).await;
+    for (node, why) in &report.failed {
+        tracing::warn!(%node, error = %why, "could not bring the Redis ACL passwords in line");
+    }
+    let rotating: Vec<RedisUser> =
+        RedisUser::ALL.into_iter().filter(|u| inputs.passwords.get(*u).rotating()).collect();
+    if rotating.is_empty() {
+        return Ok(rotating);
+    }
+    // Every pod of the spec runs, and every one accepts the new passwords.
+    let every_node = running.len() == usize::try_from(app.spec.redis_pods()).unwrap_or(usize::MAX)
+        && report.failed.is_empty()
+        && report.in_line.len() == nodes.len();
+    let mut still = vec![];
+    for user in rotating {
+        if !(every_node && credentials::rotation_done(user, web)) {
+            still.push(user);
+            continue;
+        }
+        let mut settled = inputs.clone();
+        *settled.passwords.get_mut(user) = UserPassword::settled(inputs.passwords.get(user).password.clone());
+        let secret = build::secret::redis_user(app, &settled, user);
+        let mut done = Done::default();
+        ensure(app, ctx, name, secret, None, &mut done).await?;
+        let note = format!("rotated the password of Redis user {user}: every client uses the new one; Redis forgets the old one");
+        ctx.events.normal(app, reason::PASSWORD_ROTATED, "Rotate", note).await;
+    }
+    Ok(still)
+}
+
+/// The annotation's rotations started (their new passwords are stored): say so, and
+/// remove the annotation so the same request can be made again.
+async fn answer_rotate_request(
+    app: &CounterApp,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    request: &str,
+    secrets: &StackSecrets,
+) -> Result<(), Error> {
+    for user in &secrets.started {
+        let note = format!("rotating the password of Redis user {user} ({ROTATE_ANNOTATION}={request})");
+        ctx.events.normal(app, reason::PASSWORD_ROTATION_STARTED, "Rotate", note).await;
+    }
+    if !secrets.unknown_targets.is_empty() {
+        let note = format!(
+            "{ROTATE_ANNOTATION}: {} names no Redis user; use redis-web, redis-replication, redis-operator or redis-all",
+            secrets.unknown_targets.join(", ")
+        );
+        ctx.events.warning(app, reason::INVALID_SPEC, "Rotate", note).await;
+    }
+    credentials::clear_rotate_request(ctx, ns, name).await
+}
+
+/// `spec.redis.tls` names a Secret that is not there (yet): apply the Certificate (if
+/// cert-manager issues it) and the user Secrets, report Reconciling with why, and look
+/// again shortly (cert-manager's Secret also wakes the CounterApp: it carries our labels).
+async fn wait_for_tls(app: &CounterApp, ctx: &Context, ns: &str, name: &str, waiting: String) -> Result<Action, Error> {
+    if let Some(cert) = build::certificate::redis(app) {
+        apply::ensure_dynamic(&ctx.client, ns, &cert, &certificate::api_resource()).await?;
+    }
+    let redis_status = app.status.as_ref().and_then(|st| st.redis.clone());
+    report_without_applying(app, ctx, ns, name, false, redis_status, None, Some(waiting.clone())).await?;
+    tracing::info!(%waiting, "waiting for TLS material");
+    Ok(Action::requeue(Duration::from_secs(10)))
 }
 
 /// The pod named `primary` exists, is ready and is not terminating.

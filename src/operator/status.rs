@@ -126,6 +126,9 @@ pub struct Observation {
     pub redis_health: Option<Health>,
     /// Set when the spec cannot be turned into objects (the message says why).
     pub invalid_spec: Option<String>,
+    /// Something the stack waits for besides its pods (the TLS Secret, a password
+    /// rotation): reported as Reconciling with this message.
+    pub waiting: Option<String>,
 }
 
 /// The current time, truncated to the second precision the API stores.
@@ -315,7 +318,9 @@ fn stalled(obs: &Observation) -> Option<(&'static str, String)> {
 }
 
 fn reconciling(obs: &Observation) -> Option<(&'static str, String)> {
-    let msg = if obs.applied {
+    let msg = if let Some(w) = &obs.waiting {
+        w.clone()
+    } else if obs.applied {
         "applied changes to the stack's objects".to_string()
     } else if !obs.redis.rolled_out() {
         format!("Redis StatefulSet rolling out ({}/{} pods updated)", obs.redis.updated, obs.redis.desired)

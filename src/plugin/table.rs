@@ -36,6 +36,9 @@ pub fn render(app: &CounterApp, ready: &Readiness) -> String {
         dash(redis.last_failover_time.as_ref().map(time))
     );
     let _ = writeln!(out, "Last switchover: {}", redis.switchover.as_ref().map_or("-".into(), switchover));
+    if !redis.rotating_passwords.is_empty() {
+        let _ = writeln!(out, "Rotating passwords of: {}", redis.rotating_passwords.join(", "));
+    }
     out.push('\n');
 
     let mut rows = vec![row(["POD", "ROLE", "OFFSET", "LAG", "LINK", "READY"])];
@@ -199,6 +202,7 @@ mod tests {
                     pause_seconds: Some(0.012),
                     completed_time: Some(t("2026-01-01T10:00:00Z")),
                 }),
+                rotating_passwords: vec![],
             }),
         });
         app

@@ -6,6 +6,7 @@
 //! report status, labels, Events and metrics ([`report`], [`metrics`]). The safety
 //! argument is in docs/replication.md.
 
+pub mod acl_sync;
 pub mod actuate;
 pub mod decide;
 pub mod live_config;
@@ -29,7 +30,7 @@ use crate::api::{
 pub use decide::{Action, Phase, Plan, SwitchoverRequest, SwitchoverVerdict};
 pub use metrics::Metrics;
 pub use monitor::{AppKey, Monitor};
-use node::{Addressing, ClusterAddressing, RedisClient, RedisNodes};
+use node::{Addressing, ClusterAddressing, NodeAuth, RedisClient, RedisNodes};
 use observe::{NodeObservation, parse_info};
 pub use report::Health;
 
@@ -249,7 +250,7 @@ impl Manager {
         app: &CounterApp,
         pods: &[PodView],
         addressing: &A,
-        password: &str,
+        auth: &NodeAuth,
         primary: Option<&str>,
     ) {
         let target = monitor::Target {
@@ -265,7 +266,7 @@ impl Manager {
                 })
                 .collect(),
             primary: primary.map(str::to_string),
-            password: password.to_string(),
+            auth: auth.clone(),
         };
         self.monitor.watch(&app_key(app), target);
     }
@@ -560,6 +561,8 @@ impl Manager {
                 holds_data: plan.holds_data,
                 nodes: nodes_status,
                 switchover: None,
+                // The operator's reconcile fills it in after the password sync.
+                rotating_passwords: vec![],
             },
             role_labels: if plan.phase == Phase::Paused {
                 pods.iter().filter_map(|p| Some((p.name.clone(), p.role_label.clone()?))).collect()
@@ -734,7 +737,7 @@ mod tests {
                 .failovers
                 .get_or_create(&metrics::FailoverLabels::new(&key, metrics::KIND_AUTOMATIC))
                 .inc();
-            m.watch(a, &[], &ClusterAddressing { app: key.name.clone() }, "pw", None);
+            m.watch(a, &[], &ClusterAddressing { app: key.name.clone() }, &NodeAuth::password("pw"), None);
         }
         assert_eq!(m.monitor().len(), 2);
         m.forget(&app_key(&gone));

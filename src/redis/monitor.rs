@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
+use redis::Value;
 use tokio::sync::mpsc;
 
-use super::node::Endpoint;
+use super::node::{self, Endpoint, NodeAuth};
 
 /// How often every pod is checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -69,7 +69,7 @@ pub struct Target {
     pub pods: Vec<TargetPod>,
     /// The primary as decided by the last pass.
     pub primary: Option<String>,
-    pub password: String,
+    pub auth: NodeAuth,
 }
 
 impl std::fmt::Debug for Target {
@@ -313,13 +313,13 @@ impl Monitor {
             round = round.wrapping_add(1);
             let at = Instant::now();
             let targets = self.targets();
-            let mut jobs: Vec<(AppKey, TargetPod, String, Option<Conn>)> = Vec::new();
+            let mut jobs: Vec<(AppKey, TargetPod, NodeAuth, Option<Conn>)> = Vec::new();
             for (key, t) in &targets {
                 for p in t.pods.iter().filter(|p| all || t.primary.as_ref() == Some(&p.name)) {
                     let conn = conns
                         .remove(&(key.clone(), p.name.clone()))
-                        .filter(|c| c.dial == p.dial && c.password == t.password);
-                    jobs.push((key.clone(), p.clone(), t.password.clone(), conn));
+                        .filter(|c| c.dial == p.dial && c.auth == t.auth);
+                    jobs.push((key.clone(), p.clone(), t.auth.clone(), conn));
                 }
             }
             // Whatever was not taken belongs to pods no longer registered (only known in
@@ -328,8 +328,8 @@ impl Monitor {
                 conns.clear();
             }
             let results: Vec<(AppKey, String, Seen, Option<Conn>)> = futures::stream::iter(jobs)
-                .map(|(key, pod, password, conn)| async move {
-                    let (seen, conn) = check(conn, &pod.dial, &password).await;
+                .map(|(key, pod, auth, conn)| async move {
+                    let (seen, conn) = check(conn, &pod.dial, &auth).await;
                     (key, pod.name, seen, conn)
                 })
                 .buffer_unordered(MAX_IN_FLIGHT)
@@ -352,20 +352,20 @@ impl Monitor {
 /// A kept connection and what it was opened for.
 struct Conn {
     dial: Endpoint,
-    password: String,
+    auth: NodeAuth,
     conn: MultiplexedConnection,
 }
 
 /// One check: reuse `conn` or connect, then `PING` + `ROLE` in one round trip, all within
 /// [`CHECK_TIMEOUT`]. The connection comes back only when the check succeeded.
-async fn check(conn: Option<Conn>, dial: &Endpoint, password: &str) -> (Seen, Option<Conn>) {
+async fn check(conn: Option<Conn>, dial: &Endpoint, auth: &NodeAuth) -> (Seen, Option<Conn>) {
     let attempt = async {
         let mut c = match conn {
             Some(c) => c,
             None => Conn {
                 dial: dial.clone(),
-                password: password.to_string(),
-                conn: connect(dial, password).await?,
+                auth: auth.clone(),
+                conn: node::connect(dial, auth, CHECK_TIMEOUT, CHECK_TIMEOUT).await?,
             },
         };
         let mut pipe = redis::pipe();
@@ -389,19 +389,6 @@ async fn check(conn: Option<Conn>, dial: &Endpoint, password: &str) -> (Seen, Op
         }
         Err(_) => (Seen::Down, None),
     }
-}
-
-async fn connect(at: &Endpoint, password: &str) -> redis::RedisResult<MultiplexedConnection> {
-    let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
-    if !password.is_empty() {
-        settings = settings.set_password(password);
-    }
-    let info =
-        ConnectionAddr::Tcp(at.host.clone(), at.port).into_connection_info()?.set_redis_settings(settings);
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CHECK_TIMEOUT))
-        .set_response_timeout(Some(CHECK_TIMEOUT));
-    redis::Client::open(info)?.get_multiplexed_async_connection_with_config(&config).await
 }
 
 #[cfg(test)]
@@ -474,7 +461,7 @@ mod tests {
         };
         m.watch(
             &key,
-            Target { pods: vec![pod("p0"), pod("p1")], primary: Some("p0".into()), password: String::new() },
+            Target { pods: vec![pod("p0"), pod("p1")], primary: Some("p0".into()), auth: NodeAuth::default() },
         );
         let replica = Seen::Replica { master: Some(Endpoint::new("p0.h", 6379)), linked: true };
         let t0 = Instant::now();

@@ -11,11 +11,13 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
+use redis::RedisResult;
 
 use super::PodView;
+use super::acl_sync::{NodeAcl, NodePlan};
 use crate::api::REDIS_PORT;
 use crate::build::names;
+use crate::dial::{self, Credentials, TlsCa};
 
 /// A host and port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -128,33 +130,100 @@ pub trait RedisNodes: Send + Sync {
     fn request_ack(&self, at: &Endpoint) -> impl Future<Output = RedisResult<()>> + Send;
 }
 
-/// [`RedisNodes`] over redis-rs.
-#[derive(Clone)]
-pub struct RedisClient {
-    password: Option<String>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+/// How the operator authenticates to Redis and verifies it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NodeAuth {
+    /// ACL user (`operator`); `None`: the `default` user (tests of an open server).
+    pub username: Option<String>,
+    /// Passwords to try in order: the current one, then the one a rotation moves away
+    /// from (until every node accepts the new one). Empty: no AUTH.
+    pub passwords: Vec<String>,
+    /// With `spec.redis.tls`: the CA the servers' certificates must chain to.
+    pub tls: Option<TlsCa>,
+    /// The name each pod's certificate carries, by the address the operator dials
+    /// (pod IP -> `NAME-redis-K.NAME-redis-headless`): TLS verifies the name while the
+    /// socket goes to the fresh IP.
+    pub names: BTreeMap<String, String>,
 }
 
-impl fmt::Debug for RedisClient {
+impl fmt::Debug for NodeAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print the password.
-        f.debug_struct("RedisClient")
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
+        // Never print a password.
+        f.debug_struct("NodeAuth")
+            .field("username", &self.username)
+            .field("passwords", &self.passwords.len())
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl RedisClient {
-    /// `password` empty means no AUTH. Timeouts are short: a frozen node must not stall
-    /// the whole pass.
-    pub fn new(password: &str) -> Self {
+impl NodeAuth {
+    /// The `default` user with `password` (empty: no AUTH), no TLS.
+    pub fn password(password: &str) -> Self {
         Self {
-            password: (!password.is_empty()).then(|| password.to_string()),
-            connect_timeout: Duration::from_millis(500),
-            response_timeout: Duration::from_millis(500),
+            passwords: if password.is_empty() { vec![] } else { vec![password.to_string()] },
+            ..Self::default()
         }
+    }
+
+    /// Verify each pod by the name other nodes follow it by.
+    pub fn with_names<A: Addressing + ?Sized>(mut self, pods: &[PodView], addressing: &A) -> Self {
+        self.names = pods
+            .iter()
+            .filter_map(|p| Some((addressing.dial(p)?.host, addressing.replication_endpoint(p).host)))
+            .collect();
+        self
+    }
+}
+
+/// Connect to `at` as `auth` says: over TLS verifying the pod's name when it has a CA,
+/// trying each password until one is accepted (a wrong one costs one round trip).
+pub async fn connect(
+    at: &Endpoint,
+    auth: &NodeAuth,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> RedisResult<redis::aio::MultiplexedConnection> {
+    let verify = auth.names.get(&at.host).map(String::as_str);
+    let mut passwords: Vec<Option<&str>> = auth.passwords.iter().map(|p| Some(p.as_str())).collect();
+    if passwords.is_empty() {
+        passwords.push(None);
+    }
+    let mut last = None;
+    for pw in passwords {
+        let creds = Credentials::new(auth.username.as_deref(), pw);
+        match dial::connect(&at.host, at.port, verify, &creds, auth.tls.as_ref(), connect_timeout, response_timeout)
+            .await
+        {
+            Err(e) if is_auth_error(&e) => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "no password"))))
+}
+
+/// WRONGPASS or any other refusal of AUTH.
+pub fn is_auth_error(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed || e.to_string().contains("WRONGPASS")
+}
+
+/// [`RedisNodes`] over redis-rs.
+#[derive(Clone, Debug)]
+pub struct RedisClient {
+    auth: NodeAuth,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl RedisClient {
+    /// The `default` user with `password` (empty: no AUTH). Timeouts are short: a frozen
+    /// node must not stall the whole pass.
+    pub fn new(password: &str) -> Self {
+        Self::with_auth(NodeAuth::password(password))
+    }
+
+    pub fn with_auth(auth: NodeAuth) -> Self {
+        Self { auth, connect_timeout: Duration::from_millis(500), response_timeout: Duration::from_millis(500) }
     }
 
     pub fn with_timeouts(mut self, connect: Duration, response: Duration) -> Self {
@@ -164,18 +233,61 @@ impl RedisClient {
     }
 
     async fn connect(&self, at: &Endpoint) -> RedisResult<redis::aio::MultiplexedConnection> {
-        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(pw) = &self.password {
-            settings = settings.set_password(pw);
-        }
-        let info = ConnectionAddr::Tcp(at.host.clone(), at.port)
-            .into_connection_info()?
-            .set_redis_settings(settings);
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.response_timeout));
-        redis::Client::open(info)?.get_multiplexed_async_connection_with_config(&config).await
+        connect(at, &self.auth, self.connect_timeout, self.response_timeout).await
     }
+
+    /// `ACL GETUSER` of each user (the password hashes) and `CONFIG GET masterauth`,
+    /// in one round trip.
+    pub async fn acl_state(&self, at: &Endpoint, users: &[&str]) -> RedisResult<NodeAcl> {
+        let mut c = self.connect(at).await?;
+        let mut pipe = redis::pipe();
+        for u in users {
+            pipe.cmd("ACL").arg("GETUSER").arg(*u);
+        }
+        pipe.cmd("CONFIG").arg("GET").arg("masterauth");
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+        let config = replies.pop().unwrap_or(redis::Value::Nil);
+        let config: BTreeMap<String, String> = redis::from_redis_value(config).unwrap_or_default();
+        let hashes = users.iter().zip(replies).map(|(u, v)| (u.to_string(), acl_passwords(&v))).collect();
+        Ok(NodeAcl { hashes, masterauth: config.get("masterauth").cloned() })
+    }
+
+    /// Apply a [`NodePlan`] (ACL SETUSER per user, then `masterauth`), in one round trip.
+    pub async fn acl_apply(&self, at: &Endpoint, plan: &NodePlan, masterauth: &str) -> RedisResult<()> {
+        let mut c = self.connect(at).await?;
+        let mut pipe = redis::pipe();
+        for (user, rules) in &plan.rules {
+            pipe.cmd("ACL").arg("SETUSER").arg(*user).arg(rules).ignore();
+        }
+        if plan.set_masterauth {
+            pipe.cmd("CONFIG").arg("SET").arg("masterauth").arg(masterauth).ignore();
+        }
+        pipe.query_async::<()>(&mut c).await
+    }
+}
+
+/// The `passwords` field of an `ACL GETUSER` reply (a flat field/value array in RESP2,
+/// a map in RESP3); empty for an unknown user (nil).
+fn acl_passwords(v: &redis::Value) -> std::collections::BTreeSet<String> {
+    use redis::Value;
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let pairs: Vec<(&Value, &Value)> = match v {
+        Value::Array(items) => items.chunks(2).filter_map(|c| Some((c.first()?, c.get(1)?))).collect(),
+        Value::Map(m) => m.iter().map(|(k, v)| (k, v)).collect(),
+        _ => vec![],
+    };
+    pairs
+        .into_iter()
+        .find(|(k, _)| text(k).as_deref() == Some("passwords"))
+        .map(|(_, v)| match v {
+            Value::Array(hs) | Value::Set(hs) => hs.iter().filter_map(text).collect(),
+            _ => Default::default(),
+        })
+        .unwrap_or_default()
 }
 
 impl RedisNodes for RedisClient {

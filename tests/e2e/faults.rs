@@ -129,10 +129,14 @@ impl Faults {
     }
 }
 
-/// The Redis password of the CounterApp that owns Redis pod `pod` (`NAME-redis-K`).
+/// The CounterApp that owns Redis pod `pod` (`NAME-redis-K`).
+fn app_of(pod: &str) -> Result<&str, String> {
+    pod.rsplitn(3, '-').nth(2).ok_or(format!("{pod} is not a Redis pod name"))
+}
+
+/// The operator user's Redis password of the CounterApp that owns Redis pod `pod`.
 pub(crate) async fn password(ctx: &Ctx, pod: &str) -> Result<String, String> {
-    let app = pod.rsplitn(3, '-').nth(2).ok_or(format!("{pod} is not a Redis pod name"))?;
-    let name = counterstack::build::names::redis_auth(app);
+    let name = counterstack::build::names::redis_user_secret(app_of(pod)?, "operator");
     let secret = ctx.api::<Secret>().get(&name).await.map_err(|e| format!("Secret {name}: {e}"))?;
     let data = secret.data.unwrap_or_default();
     let bytes =
@@ -140,9 +144,19 @@ pub(crate) async fn password(ctx: &Ctx, pod: &str) -> Result<String, String> {
     String::from_utf8(bytes.0.clone()).map_err(|e| e.to_string())
 }
 
-/// `redis-cli <args>` in the pod's Redis container, authenticated with its own password.
+/// `redis-cli <args>` in the pod's Redis container. Faults need commands no stack user
+/// has (CLIENT PAUSE, SHUTDOWN): as the operator user the test first gives itself a
+/// temporary admin user `e2e-faults` on that node (test only; the node forgets it when
+/// it restarts).
 pub(crate) async fn redis_cli(ctx: &Ctx, pod: &str, args: &str) -> Result<String, String> {
-    let script = format!("REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 6379 {args}");
+    let op = password(ctx, pod).await?;
+    let admin: String = (0..24).map(|_| char::from(b'a' + rand_byte() % 26)).collect();
+    let script = format!(
+        ". /run/redis/monitor.env; \
+         REDISCLI_AUTH='{op}' redis-cli $CLI_TLS --user operator -h 127.0.0.1 -p 6379 \
+           ACL SETUSER e2e-faults on '>{admin}' '~*' '&*' +@all >/dev/null && \
+         REDISCLI_AUTH='{admin}' redis-cli $CLI_TLS --user e2e-faults -h 127.0.0.1 -p 6379 {args}"
+    );
     // stdout only: an unread stderr stream could fill and stall the exec; redis-cli
     // prints command errors on stdout anyway.
     let ap = AttachParams::default().container("redis").stdout(true).stderr(false);
@@ -266,12 +280,33 @@ pub async fn evict(ctx: &Ctx, pod: &str, limit: Duration) {
 pub(crate) async fn connect_local(ctx: &Ctx, pod: &str) -> Result<redis::aio::MultiplexedConnection, String> {
     let p = ctx.api::<Pod>().get(pod).await.map_err(|e| e.to_string())?;
     let ip = p.status.and_then(|s| s.pod_ip).ok_or(format!("{pod} has no IP"))?;
-    let url = format!("redis://:{}@{ip}:6379", password(ctx, pod).await?);
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(1)));
-    client.get_multiplexed_async_connection_with_config(&cfg).await.map_err(|e| format!("{pod} ({ip}): {e}"))
+    let app = app_of(pod)?;
+    let creds = counterstack::dial::Credentials::new(Some("operator"), Some(&password(ctx, pod).await?));
+    let tls = tls_ca(ctx, app).await?;
+    // With TLS the certificate names the pod's stable name, not its IP.
+    let name = format!("{pod}.{}", counterstack::build::names::redis_headless(app));
+    let second = Duration::from_secs(1);
+    counterstack::dial::connect(&ip, 6379, Some(&name), &creds, tls.as_ref(), second, second)
+        .await
+        .map_err(|e| format!("{pod} ({ip}): {e}"))
+}
+
+/// The CA of the CounterApp's `spec.redis.tls` (from its TLS Secret), None without TLS.
+pub(crate) async fn tls_ca(ctx: &Ctx, app: &str) -> Result<Option<counterstack::dial::TlsCa>, String> {
+    let cr = ctx.api::<counterstack::api::CounterApp>().get(app).await.map_err(|e| e.to_string())?;
+    let Some(secret) = counterstack::build::statefulset::tls_secret_name(&cr) else { return Ok(None) };
+    let s = ctx.api::<Secret>().get(&secret).await.map_err(|e| format!("Secret {secret}: {e}"))?;
+    let ca = s.data.unwrap_or_default().get("ca.crt").map(|b| b.0.clone()).ok_or(format!("{secret}: no ca.crt"))?;
+    Ok(Some(counterstack::dial::TlsCa::from_pem(ca)))
+}
+
+/// A byte from the clock's nanoseconds (enough for a throwaway test password).
+fn rand_byte() -> u8 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let x = (t as u64) ^ N.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
 }
 
 #[cfg(test)]

@@ -59,7 +59,9 @@ fn children(app: &str) -> Vec<(&'static str, String)> {
         ("Service", names::redis_primary(app)),
         ("Service", names::redis_replicas(app)),
         ("ConfigMap", names::redis(app)),
-        ("Secret", names::redis_auth(app)),
+        ("Secret", names::redis_user_secret(app, "web")),
+        ("Secret", names::redis_user_secret(app, "replication")),
+        ("Secret", names::redis_user_secret(app, "operator")),
         ("PodDisruptionBudget", names::redis(app)),
     ]
 }
