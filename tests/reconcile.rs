@@ -25,7 +25,11 @@ use counterstack::redis::node::LoopbackAddressing;
 
 const NS: &str = "ns";
 const CR: &str = "/apis/counterstack.io/v1alpha1/namespaces/ns/counterapps/demo";
-const SECRET: &str = "/api/v1/namespaces/ns/secrets/demo-redis-auth";
+/// The web user's Secret (the operator's and the replication user's are its twins).
+const SECRET: &str = "/api/v1/namespaces/ns/secrets/demo-redis-auth-web";
+const SECRET_REPLICATION: &str = "/api/v1/namespaces/ns/secrets/demo-redis-auth-replication";
+const SECRET_OPERATOR: &str = "/api/v1/namespaces/ns/secrets/demo-redis-auth-operator";
+const SECRETS: [&str; 3] = [SECRET, SECRET_REPLICATION, SECRET_OPERATOR];
 const CONFIGMAP: &str = "/api/v1/namespaces/ns/configmaps/demo-redis";
 const SVC_HEADLESS: &str = "/api/v1/namespaces/ns/services/demo-redis-headless";
 const SVC_PRIMARY: &str = "/api/v1/namespaces/ns/services/demo-redis-primary";
@@ -40,8 +44,10 @@ const PODS: &str = "/api/v1/namespaces/ns/pods";
 
 /// Children in the order the operator applies them (Redis first, then web, then the
 /// optional ones: the NetworkPolicy is on by default).
-const CHILDREN: [&str; 11] = [
+const CHILDREN: [&str; 13] = [
     SECRET,
+    SECRET_REPLICATION,
+    SECRET_OPERATOR,
     CONFIGMAP,
     SVC_HEADLESS,
     SVC_PRIMARY,
@@ -76,23 +82,43 @@ const PASSWORD: &str = "s3cret-for-tests";
 /// pods (the replication manager dials them on loopback) and the auth Secret holding
 /// their password.
 fn setup_redis(spec: Value) -> (Arc<Context>, FakeApi, Vec<RedisServer>) {
-    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(Some(PASSWORD), &[])).collect();
+    // The operator logs in as its ACL user `operator`; `web` and `replication` exist as
+    // the start script's ACL file makes them (same password: every Secret holds it).
+    let pw = format!(">{PASSWORD}");
+    let mut args: Vec<&str> = vec![];
+    for user in ["operator", "web", "replication"] {
+        args.extend(["--user", user, "on", &pw, "~*", "&*", "+@all"]);
+    }
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(Some(PASSWORD), &args)).collect();
     let (client, fake) = FakeApi::start();
     fake.insert(CR, cr_json(spec));
-    let secret = Secret {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some("demo-redis-auth".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        data: Some([("password".to_string(), ByteString(PASSWORD.as_bytes().to_vec()))].into()),
-        ..Default::default()
-    };
-    fake.insert(SECRET, serde_json::to_value(&secret).unwrap());
+    for path in SECRETS {
+        fake.insert(path, user_secret(path, PASSWORD));
+    }
     let mut ctx = Context::new(client, "registry.example/counterstack:test");
     let ports = servers.iter().enumerate().map(|(i, s)| (i as u32, s.port)).collect();
     ctx.redis_addressing = RedisAddressing::Loopback(LoopbackAddressing { ports, host: None });
     (Arc::new(ctx), fake, servers)
+}
+
+/// A Redis user's Secret at `path` holding `password` (no rotation running).
+fn user_secret(path: &str, password: &str) -> Value {
+    let secret = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(path.rsplit('/').next().unwrap().into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                ("password".to_string(), ByteString(password.as_bytes().to_vec())),
+                ("previous".to_string(), ByteString(password.as_bytes().to_vec())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    serde_json::to_value(&secret).unwrap()
 }
 
 /// Fill the operator's watch caches with what the fake API server holds now, as the
@@ -257,7 +283,7 @@ async fn first_reconcile_applies_every_child_with_ssa_then_patches_status() {
     // cache does not hold (a missing Secret means a new password, which a lagging cache
     // must never cause). No pod list: pods come from their cache too.
     let reads: Vec<String> = reqs.iter().filter(|r| r.method == Method::GET).map(Recorded::line).collect();
-    assert_eq!(reads, [format!("GET {SECRET}")]);
+    assert_eq!(reads, SECRETS.map(|s| format!("GET {s}")));
     assert!(!reqs.iter().any(|r| r.path == PODS), "pods are read from the cache");
 
     // Every child is controlled by the CR and carries the applied hash.
@@ -269,12 +295,19 @@ async fn first_reconcile_applies_every_child_with_ssa_then_patches_status() {
         assert!(hash.is_some_and(|h| h.len() == 32), "{}", w.line());
     }
 
-    // The generated password: 32 alphanumerics, in `data` (never stringData).
-    let secret: Secret = serde_json::from_value(writes[0].body.clone().unwrap()).unwrap();
-    assert!(secret.string_data.is_none());
-    let pw = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
-    assert_eq!(pw.len(), 32);
-    assert!(pw.chars().all(|c| c.is_ascii_alphanumeric()), "{pw}");
+    // The generated passwords: 32 alphanumerics, one per user, in `data` (never
+    // stringData), no rotation running (previous = password).
+    let mut seen = std::collections::BTreeSet::new();
+    for w in &writes[..3] {
+        let secret: Secret = serde_json::from_value(w.body.clone().unwrap()).unwrap();
+        assert!(secret.string_data.is_none());
+        let data = secret.data.unwrap();
+        let pw = String::from_utf8(data["password"].0.clone()).unwrap();
+        assert_eq!(pw.len(), 32);
+        assert!(pw.chars().all(|c| c.is_ascii_alphanumeric()), "{pw}");
+        assert_eq!(data["previous"].0, data["password"].0);
+        assert!(seen.insert(pw), "every user gets its own password");
+    }
 
     // One Created Event naming every child (one request, not ten).
     let evs = events(&reqs);
@@ -283,7 +316,8 @@ async fn first_reconcile_applies_every_child_with_ssa_then_patches_status() {
     assert_eq!(evs[0]["regarding"]["name"], "demo");
     let note = evs[0]["note"].as_str().unwrap();
     for child in [
-        "Secret demo-redis-auth",
+        "Secret demo-redis-auth-web",
+        "Secret demo-redis-auth-operator",
         "StatefulSet demo-redis",
         "Deployment demo-web",
         "PodDisruptionBudget demo-web",
@@ -433,24 +467,17 @@ async fn redis_pods_get_role_labels_and_status_records_the_primary() {
 #[tokio::test]
 async fn existing_password_is_read_back_never_regenerated() {
     let (ctx, fake) = setup(json!({}));
-    let secret = Secret {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some("demo-redis-auth".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        data: Some([("password".to_string(), ByteString(b"kept-password".to_vec()))].into()),
-        ..Default::default()
-    };
-    fake.insert(SECRET, serde_json::to_value(&secret).unwrap());
+    fake.insert(SECRET, user_secret(SECRET, "kept-password-0123456789"));
     reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
     let reqs = fake.requests();
     let apply = reqs.iter().find(|r| r.method == Method::PATCH && r.path == SECRET).expect("secret adopted");
     let applied: Secret = serde_json::from_value(apply.body.clone().unwrap()).unwrap();
-    assert_eq!(applied.data.unwrap()["password"].0, b"kept-password");
+    assert_eq!(applied.data.unwrap()["password"].0, b"kept-password-0123456789");
     // The web Deployment and the StatefulSet reference the Secret, never the value.
     let deploy = reqs.iter().find(|r| r.method == Method::PATCH && r.path == DEPLOY).unwrap();
     assert!(!deploy.body.as_ref().unwrap().to_string().contains("kept-password"));
+    let sts = reqs.iter().find(|r| r.method == Method::PATCH && r.path == STS).unwrap();
+    assert!(!sts.body.as_ref().unwrap().to_string().contains("kept-password"));
 }
 
 #[tokio::test]
@@ -458,7 +485,7 @@ async fn secret_without_password_is_an_error_not_a_new_password() {
     let (ctx, fake) = setup(json!({}));
     fake.insert(
         SECRET,
-        json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "demo-redis-auth", "namespace": NS } }),
+        json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "demo-redis-auth-web", "namespace": NS } }),
     );
     let err = reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect_err("bad secret");
     assert!(matches!(err, Error::BadSecret { .. }), "{err}");
@@ -768,4 +795,107 @@ async fn autoscaling_takes_replicas_over_and_turning_it_off_deletes_the_hpa() {
     assert_eq!(lines, [format!("PATCH {DEPLOY}"), format!("DELETE {HPA}")]);
     assert!(fake.get(HPA).is_none());
     assert_eq!(fake.get(DEPLOY).unwrap()["spec"]["replicas"], 4, "spec.web.replicas again");
+}
+
+/// `AUTH user password` against a real server: Ok(()) or the server's refusal.
+fn auth(port: u16, user: &str, password: &str) -> redis::RedisResult<()> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?.get_connection()?;
+    redis::cmd("AUTH").arg(user).arg(password).query(&mut c)
+}
+
+fn secret_password(fake: &FakeApi, path: &str, key: &str) -> String {
+    let s: Secret = serde_json::from_value(fake.get(path).unwrap()).unwrap();
+    String::from_utf8(s.data.unwrap()[key].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn rotate_annotation_adds_the_new_password_rolls_the_web_then_forgets_the_old() {
+    let (ctx, fake, redis) = setup_redis(json!({}));
+    ready_stack(&ctx, &fake).await;
+    for s in &redis {
+        auth(s.port, "web", PASSWORD).expect("the web user knows the Secret's password");
+    }
+    fake.mutate(CR, |cr| cr["metadata"]["annotations"] = json!({ "counterstack.io/rotate": "redis-web" }));
+    fake.clear_requests();
+    reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
+
+    // The new password is stored first, next to the old one.
+    let reqs = fake.requests();
+    let new = secret_password(&fake, SECRET, "password");
+    assert_ne!(new, PASSWORD);
+    assert_eq!(secret_password(&fake, SECRET, "previous"), PASSWORD);
+    let lines: Vec<String> = writes(&reqs).iter().map(Recorded::line).collect();
+    assert_eq!(lines.first(), Some(&format!("PATCH {SECRET}")), "{lines:#?}");
+    // The web pods roll onto it; the Redis pods do not restart (the change is live).
+    assert!(lines.contains(&format!("PATCH {DEPLOY}")), "{lines:#?}");
+    assert!(!lines.contains(&format!("PATCH {STS}")), "{lines:#?}");
+    assert!(!lines.contains(&format!("PATCH {SECRET_OPERATOR}")), "only the user named is rotated");
+    // The request is answered and removed, so it can be made again.
+    let patch = reqs.iter().find(|r| r.path == CR && r.method == Method::PATCH).expect("annotation removed");
+    assert_eq!(patch.content_type.as_deref(), Some("application/merge-patch+json"));
+    assert!(fake.get(CR).unwrap()["metadata"]["annotations"].get("counterstack.io/rotate").is_none());
+    let reasons: Vec<String> =
+        events(&reqs).iter().map(|e| e["reason"].as_str().unwrap().to_string()).collect();
+    assert!(reasons.contains(&"PasswordRotationStarted".to_string()), "{reasons:?}");
+    // Every node accepts both passwords while the web pods roll.
+    for s in &redis {
+        auth(s.port, "web", PASSWORD).expect("old password still accepted during the roll");
+        auth(s.port, "web", &new).expect("new password accepted before any web pod uses it");
+    }
+    let cr = load_cr(&fake);
+    let st = cr.status.as_ref().unwrap();
+    assert_eq!(st.redis.as_ref().unwrap().rotating_passwords, ["web"]);
+    let reconciling = st.conditions.iter().find(|c| c.type_ == "Reconciling").expect("Reconciling");
+    assert!(reconciling.message.contains("rotating the Redis password of web"), "{}", reconciling.message);
+
+    // Another pass before the web pods rolled changes nothing on Redis.
+    reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
+    assert_eq!(secret_password(&fake, SECRET, "previous"), PASSWORD, "not settled before the roll");
+
+    // The web Deployment rolls out; the rotation settles and Redis forgets the old one.
+    fake.mutate(DEPLOY, |d| {
+        let g = d["metadata"]["generation"].clone();
+        d["status"] = json!({
+            "observedGeneration": g, "replicas": 4, "readyReplicas": 4,
+            "availableReplicas": 4, "updatedReplicas": 4,
+        });
+    });
+    settle(&ctx, &fake).await;
+    assert_eq!(secret_password(&fake, SECRET, "previous"), new);
+    for s in &redis {
+        let err = auth(s.port, "web", PASSWORD).expect_err("the old password is gone");
+        assert!(err.to_string().contains("WRONGPASS"), "{err}");
+        auth(s.port, "web", &new).expect("the new password works");
+    }
+    let cr = load_cr(&fake);
+    assert!(cr.status.as_ref().unwrap().redis.as_ref().unwrap().rotating_passwords.is_empty());
+    assert_eq!(condition(&cr, "Ready").map(|c| c.0), Some("True".into()));
+}
+
+#[tokio::test]
+async fn the_operator_rotates_its_own_password_without_losing_redis() {
+    let (ctx, fake, redis) = setup_redis(json!({}));
+    ready_stack(&ctx, &fake).await;
+    // A new value written by a user (GitOps, a secrets manager): `password` changes,
+    // `previous` still holds the one Redis knows.
+    let new = "operator-new-password-0123456789";
+    fake.mutate(SECRET_OPERATOR, |s| s["data"]["password"] = base64(new));
+    settle(&ctx, &fake).await;
+    assert_eq!(secret_password(&fake, SECRET_OPERATOR, "previous"), new, "settled");
+    for s in &redis {
+        auth(s.port, "operator", new).expect("new operator password");
+        assert!(auth(s.port, "operator", PASSWORD).is_err(), "old operator password removed");
+    }
+    // The operator still reaches every node: the stack stays Ready with its primary.
+    let cr = load_cr(&fake);
+    assert_eq!(condition(&cr, "Ready").map(|c| c.0), Some("True".into()));
+    assert_eq!(
+        cr.status.as_ref().and_then(|s| s.redis.as_ref()).and_then(|r| r.primary.as_deref()),
+        Some("demo-redis-0")
+    );
+}
+
+/// `s` as a Secret's `data` value (base64).
+fn base64(s: &str) -> Value {
+    serde_json::to_value(ByteString(s.as_bytes().to_vec())).unwrap()
 }

@@ -60,7 +60,7 @@ fn minimal_renders_exactly_the_required_objects() {
             ("Deployment", 1),
             ("NetworkPolicy", 1),
             ("PodDisruptionBudget", 2),
-            ("Secret", 1),
+            ("Secret", 3),
             ("Service", 4),
             ("StatefulSet", 1),
         ])
@@ -87,7 +87,9 @@ fn minimal_renders_exactly_the_required_objects() {
     assert_eq!(
         names,
         [
-            "demo-redis-auth",
+            "demo-redis-auth-web",
+            "demo-redis-auth-replication",
+            "demo-redis-auth-operator",
             "demo-redis",
             "demo-redis-headless",
             "demo-redis-primary",
@@ -119,14 +121,15 @@ fn web_env_points_at_the_redis_services() {
     assert_eq!(env["SYNC_REPLICAS"]["value"], "1");
     assert_eq!(env["REDIS_USERNAME"]["value"], "web");
     assert_eq!(env["REDIS_PASSWORD_FILE"]["value"], "/etc/counterstack/redis-auth/password");
-    assert!(env.get("REDIS_PASSWORD").is_none(), "no password in the environment");
-    assert!(env.get("REDIS_TLS_CA_FILE").is_none(), "no TLS unless spec.redis.tls");
+    assert!(!env.contains_key("REDIS_PASSWORD"), "no password in the environment");
+    assert!(!env.contains_key("REDIS_TLS_CA_FILE"), "no TLS unless spec.redis.tls");
 }
 
 #[test]
 fn one_secret_per_redis_user_with_data_not_string_data() {
     let children = build::all(&example("counterapp.yaml"), &inputs()).unwrap();
-    let names: Vec<_> = children.redis_user_secrets.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+    let names: Vec<_> =
+        children.redis_user_secrets.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
     assert_eq!(names, ["demo-redis-auth-web", "demo-redis-auth-replication", "demo-redis-auth-operator"]);
     for secret in children.redis_user_secrets {
         assert!(secret.string_data.is_none());
@@ -202,8 +205,14 @@ fn every_pod_meets_the_restricted_pod_security_standard() {
             for v in pod["volumes"].as_array().unwrap() {
                 let kind: Vec<&String> = v.as_object().unwrap().keys().filter(|k| *k != "name").collect();
                 assert!(
-                    kind.iter().all(|k| ["emptyDir", "configMap", "secret", "persistentVolumeClaim"]
-                        .contains(&k.as_str())),
+                    kind.iter().all(|k| [
+                        "emptyDir",
+                        "configMap",
+                        "secret",
+                        "projected",
+                        "persistentVolumeClaim"
+                    ]
+                    .contains(&k.as_str())),
                     "{what}: volume {kind:?}"
                 );
             }
@@ -384,9 +393,9 @@ fn config_hash_changes_with_what_the_pods_depend_on() {
     let cr = example("counterapp.yaml");
     let base = hash(&cr, PASSWORD);
     assert_eq!(base, hash(&cr, PASSWORD), "the hash is deterministic");
-    let other_pw = hash(&cr, "another-password");
-    assert_ne!(base.0, other_pw.0);
-    assert_ne!(base.1, other_pw.1);
+    let other_pw = hash(&cr, "another-password-0123456789");
+    assert_ne!(base.0, other_pw.0, "a new web password rolls the web pods");
+    assert_eq!(base.1, other_pw.1, "passwords change live: no Redis pod restarts for a rotation");
     let mut sync0 = cr.clone();
     sync0.spec.web.sync_replicas = Some(0);
     let h = hash(&sync0, PASSWORD);
@@ -463,4 +472,115 @@ fn redis_config_rolls_the_pods_only_for_settings_that_need_a_restart() {
     let mut restart_other = restart.clone();
     restart_other.spec.redis.config.insert("maxmemory-policy".into(), "noeviction".into());
     assert_eq!(redis_hash(&restart_other).0, h2, "a live change next to it still rolls nothing");
+}
+
+#[test]
+fn tls_from_cert_manager_wires_redis_the_web_and_a_certificate() {
+    let mut cr = example("counterapp-tls.yaml");
+    cr.metadata.namespace = Some("shop".into());
+    let c = build::all(&cr, &inputs()).unwrap();
+    let cert = c.redis_certificate.expect("a Certificate for issuerRef");
+    let spec = &cert.data["spec"];
+    assert_eq!(spec["secretName"], "demo-redis-tls");
+    assert_eq!(
+        spec["issuerRef"],
+        serde_json::json!({"name": "counterstack-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+    );
+    let names: Vec<&str> = spec["dnsNames"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for n in [
+        "*.demo-redis-headless",
+        "*.demo-redis-headless.shop.svc",
+        "demo-redis-primary",
+        "demo-redis-primary.shop.svc.cluster.local",
+        "demo-redis-replicas",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    assert_eq!(spec["secretTemplate"]["labels"]["app.kubernetes.io/managed-by"], "counterstack-operator");
+
+    let conf = &c.redis_config.data.as_ref().unwrap()["redis.conf"];
+    for line in [
+        "port 0\n",
+        "tls-port 6379\n",
+        "tls-auth-clients no\n",
+        "tls-replication yes\n",
+        "tls-ca-cert-file /etc/redis-tls/ca.crt\n",
+    ] {
+        assert!(conf.contains(line), "redis.conf lacks {line:?}:\n{conf}");
+    }
+    let pod = c.redis_statefulset.spec.unwrap().template.spec.unwrap();
+    let tls = pod.volumes.unwrap().into_iter().find(|v| v.name == "tls").expect("tls volume");
+    assert_eq!(tls.secret.unwrap().secret_name.as_deref(), Some("demo-redis-tls"));
+
+    let web = c.web_deployment.spec.unwrap().template.spec.unwrap();
+    let env: BTreeMap<String, String> =
+        web.containers[0].env.clone().unwrap().into_iter().filter_map(|e| Some((e.name, e.value?))).collect();
+    assert_eq!(env["REDIS_URL"], "rediss://demo-redis-primary:6379");
+    assert_eq!(env["REDIS_TLS_CA_FILE"], "/etc/counterstack/redis-tls/ca.crt");
+    // The web pods get the CA only, never the private key.
+    let web_tls = web.volumes.unwrap().into_iter().find(|v| v.name == "tls").unwrap().secret.unwrap();
+    let items: Vec<String> = web_tls.items.unwrap().into_iter().map(|i| i.key).collect();
+    assert_eq!(items, ["ca.crt"]);
+}
+
+#[test]
+fn a_renewed_certificate_restarts_redis_and_a_new_ca_restarts_the_web() {
+    let cr = example("counterapp-tls.yaml");
+    let hashes = |ca: &str, cert: &str| {
+        let mut i = inputs();
+        i.tls = Some(build::TlsInputs { ca_sha256: ca.into(), cert_sha256: cert.into() });
+        let c = build::all(&cr, &i).unwrap();
+        let ann = |m: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
+            m.unwrap().annotations.unwrap()["counterstack.io/config-hash"].clone()
+        };
+        (
+            ann(c.web_deployment.spec.unwrap().template.metadata),
+            ann(c.redis_statefulset.spec.unwrap().template.metadata),
+        )
+    };
+    let base = hashes("ca1", "cert1");
+    let renewed = hashes("ca1", "cert2");
+    assert_eq!(base.0, renewed.0, "a renewed leaf certificate leaves the web pods alone");
+    assert_ne!(base.1, renewed.1, "a renewed certificate restarts the Redis pods (one by one)");
+    let new_ca = hashes("ca2", "cert3");
+    assert_ne!(base.0, new_ca.0, "a new CA restarts the web pods");
+}
+
+#[test]
+fn no_pod_gets_a_service_account_token_or_a_writable_root() {
+    for file in
+        ["counterapp.yaml", "counterapp-full.yaml", "counterapp-tls.yaml", "counterapp-redis-config.yaml"]
+    {
+        let mut cr = example(file);
+        cr.spec.redis.metrics.enabled = true;
+        let c = build::all(&cr, &inputs()).unwrap();
+        let templates = [
+            ("web", c.web_deployment.spec.unwrap().template.spec.unwrap()),
+            ("redis", c.redis_statefulset.spec.unwrap().template.spec.unwrap()),
+        ];
+        for (what, pod) in templates {
+            assert_eq!(
+                pod.automount_service_account_token,
+                Some(false),
+                "{file} {what}: no API access needed"
+            );
+            for ctr in pod.containers.iter().chain(pod.init_containers.iter().flatten()) {
+                let sc = ctr.security_context.as_ref().unwrap();
+                assert_eq!(sc.read_only_root_filesystem, Some(true), "{file} {what}/{}", ctr.name);
+                assert!(
+                    ctr.env
+                        .iter()
+                        .flatten()
+                        .all(|e| e.value_from.as_ref().is_none_or(|v| v.secret_key_ref.is_none())),
+                    "{file} {what}/{}: a secret in the environment",
+                    ctr.name
+                );
+                assert!(
+                    ctr.args.iter().chain(ctr.command.iter()).flatten().all(|a| !a.contains(PASSWORD)),
+                    "{file} {what}/{}: a password in the command line",
+                    ctr.name
+                );
+            }
+        }
+    }
 }

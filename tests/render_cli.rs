@@ -28,8 +28,8 @@ fn good_file_renders_every_object() {
     let out = render().args(["-f", &example("counterapp.yaml")]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    // Ten children plus the Redis NetworkPolicy (on by default).
-    assert_eq!(stdout.lines().filter(|l| *l == "---").count(), 11);
+    // Twelve children (one Secret per Redis user) plus the Redis NetworkPolicy (on by default).
+    assert_eq!(stdout.lines().filter(|l| *l == "---").count(), 13);
     for kind in ["Deployment", "StatefulSet", "Service", "ConfigMap", "Secret", "PodDisruptionBudget"] {
         assert!(stdout.contains(&format!("kind: {kind}\n")), "{kind} missing");
     }
@@ -132,10 +132,14 @@ status:
     primary: demo-redis-2
     epoch: 2
 "#;
-    let out = render().args(["-f", "-", "--redis-password", "x"]).write_stdin(live).output().unwrap();
+    let out = render()
+        .args(["-f", "-", "--redis-password", "xxxxxxxxxxxxxxxxxxxx"])
+        .write_stdin(live)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.matches("uid: 2f1c8a52-6a55-4c3e-9d0c-0b1e2f3a4b5c").count(), 11);
+    assert_eq!(stdout.matches("uid: 2f1c8a52-6a55-4c3e-9d0c-0b1e2f3a4b5c").count(), 13);
     assert!(!stdout.contains("demo-redis-2"), "no child names the primary: {stdout}");
     assert!(!stdout.contains("argocd"), "the CR's labels must not reach the children");
     assert!(!stdout.contains("last-applied"), "the CR's annotations must not reach the children");

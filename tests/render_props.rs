@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use counterstack::api::{CounterApp, CounterAppSpec, MAX_NAME_LEN, ReadFrom, ServiceType};
-use counterstack::build::{self, Inputs, Passwords, is_dns1035_label, is_dns1123_label, labels, render, validate_cel};
+use counterstack::build::{
+    self, Inputs, Passwords, is_dns1035_label, is_dns1123_label, labels, render, validate_cel,
+};
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -214,9 +216,11 @@ proptest! {
             prop_assert!(matches(np.spec.as_ref().unwrap().pod_selector.as_ref().unwrap(), &redis_pod_labels));
             prop_assert!(!matches(np.spec.as_ref().unwrap().pod_selector.as_ref().unwrap(), &web_pod_labels));
         }
-        let optional = usize::from(c.web_hpa.is_some()) + usize::from(c.redis_network_policy.is_some());
+        let optional = usize::from(c.web_hpa.is_some())
+            + usize::from(c.redis_network_policy.is_some())
+            + usize::from(c.redis_certificate.is_some());
         let yaml = render::to_yaml(&c).unwrap();
-        prop_assert_eq!(yaml.lines().filter(|l| *l == "---").count(), 10 + optional);
+        prop_assert_eq!(yaml.lines().filter(|l| *l == "---").count(), 12 + optional);
         validate_cel(&cr, None).unwrap();
     }
 

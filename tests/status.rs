@@ -372,7 +372,8 @@ fn primary_available_needs_a_named_ready_writable_primary() {
 #[test]
 fn a_running_password_rotation_is_reconciling_and_says_so() {
     let mut obs = healthy();
-    obs.waiting = Some("rotating the Redis password of web: waiting for every client to use the new one".into());
+    obs.waiting =
+        Some("rotating the Redis password of web: waiting for every client to use the new one".into());
     let st = compute(None, &obs, &t(0));
     let rec = st.conditions.iter().find(|c| c.type_ == "Reconciling").expect("Reconciling while rotating");
     assert_eq!(rec.status, "True");

@@ -135,7 +135,10 @@ mod tests {
     #[test]
     fn hash_is_what_redis_lists() {
         // `ACL SETUSER u >foobar` then `ACL GETUSER u` lists this hash.
-        assert_eq!(password_hash("foobar"), "c3ab8ff13720e8ad9047dd39466b3c8974e592c2fa383d4a3960714caef0c4f2");
+        assert_eq!(
+            password_hash("foobar"),
+            "c3ab8ff13720e8ad9047dd39466b3c8974e592c2fa383d4a3960714caef0c4f2"
+        );
     }
 
     #[test]

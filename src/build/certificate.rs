@@ -11,7 +11,10 @@ use crate::api::CounterApp;
 
 /// cert-manager's Certificate kind.
 pub fn api_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate"), "certificates")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate"),
+        "certificates",
+    )
 }
 
 /// Every name Redis is reached by: each pod by its stable name (short, namespaced and
@@ -19,11 +22,9 @@ pub fn api_resource() -> ApiResource {
 /// the primary and replicas Services (the web service dials them).
 pub fn dns_names(app: &str, namespace: Option<&str>) -> Vec<String> {
     let mut out = Vec::new();
-    for host in [
-        format!("*.{}", names::redis_headless(app)),
-        names::redis_primary(app),
-        names::redis_replicas(app),
-    ] {
+    for host in
+        [format!("*.{}", names::redis_headless(app)), names::redis_primary(app), names::redis_replicas(app)]
+    {
         out.push(host.clone());
         if let Some(ns) = namespace {
             out.push(format!("{host}.{ns}.svc"));

@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::acl::{self, RedisUser};
 use super::labels::{self, Component};
 use super::service::WEB_PORT_NAME;
-use super::acl::{self, RedisUser};
 use super::{Inputs, meta, names, statefulset};
 use crate::api::{CounterApp, ReadFrom};
 

@@ -29,6 +29,9 @@ pub fn command(args: &RenderArgs) -> Result<String, Error> {
         std::fs::read_to_string(&args.file).map_err(|e| Error::Read { path: source.clone(), source: e })?
     };
     let cr = parse(&text)?;
+    if let Some(problem) = args.redis_password.as_deref().and_then(super::acl::password_problem) {
+        return Err(Error::invalid("--redis-password", problem));
+    }
     // Render is not the operator: fresh passwords per run, like the operator's first
     // reconcile. `--redis-password` makes the output reproducible.
     let password = |_| UserPassword::settled(args.redis_password.clone().unwrap_or_else(random_password));

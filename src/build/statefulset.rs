@@ -12,9 +12,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
-    Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    KeyToPath, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SecretProjection, SecretVolumeSource,
-    TCPSocketAction, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
+    KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SecretProjection,
+    SecretVolumeSource, TCPSocketAction, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -160,28 +160,30 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
         }),
         security_context: Some(meta::container_security_context(REDIS_UID)),
         volume_mounts: Some(
-            [VolumeMount {
-                name: DATA_VOLUME.to_string(),
-                mount_path: configmap::DATA_PATH.to_string(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: CONFIG_VOLUME.to_string(),
-                mount_path: configmap::MOUNT_PATH.to_string(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            read_only_mount(AUTH_VOLUME, configmap::AUTH_PATH),
-            VolumeMount {
-                name: RUN_VOLUME.to_string(),
-                mount_path: configmap::RUN_PATH.to_string(),
-                ..VolumeMount::default()
-            },
-            tmp_mount,
-        ]
-        .into_iter()
-        .chain(tls.then(|| read_only_mount(TLS_VOLUME, configmap::TLS_PATH)))
-        .collect()),
+            [
+                VolumeMount {
+                    name: DATA_VOLUME.to_string(),
+                    mount_path: configmap::DATA_PATH.to_string(),
+                    ..VolumeMount::default()
+                },
+                VolumeMount {
+                    name: CONFIG_VOLUME.to_string(),
+                    mount_path: configmap::MOUNT_PATH.to_string(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+                read_only_mount(AUTH_VOLUME, configmap::AUTH_PATH),
+                VolumeMount {
+                    name: RUN_VOLUME.to_string(),
+                    mount_path: configmap::RUN_PATH.to_string(),
+                    ..VolumeMount::default()
+                },
+                tmp_mount,
+            ]
+            .into_iter()
+            .chain(tls.then(|| read_only_mount(TLS_VOLUME, configmap::TLS_PATH)))
+            .collect(),
+        ),
         ..Container::default()
     };
 
@@ -197,23 +199,29 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
         enable_service_links: Some(false),
         // The preStop wait plus Redis' own shutdown (AOF fsync).
         termination_grace_period_seconds: Some(configmap::PRESTOP_WAIT_SECS + 10),
-        volumes: Some([
-            Volume {
-                name: CONFIG_VOLUME.to_string(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: names::redis(app),
-                    default_mode: Some(0o444),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            auth_volume(app),
-            Volume { name: RUN_VOLUME.to_string(), empty_dir: Some(Default::default()), ..Volume::default() },
-            tmp_volume,
-        ]
-        .into_iter()
-        .chain(tls.then(|| tls_volume(cr, None)).flatten())
-        .collect()),
+        volumes: Some(
+            [
+                Volume {
+                    name: CONFIG_VOLUME.to_string(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: names::redis(app),
+                        default_mode: Some(0o444),
+                        ..ConfigMapVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+                auth_volume(app),
+                Volume {
+                    name: RUN_VOLUME.to_string(),
+                    empty_dir: Some(Default::default()),
+                    ..Volume::default()
+                },
+                tmp_volume,
+            ]
+            .into_iter()
+            .chain(tls.then(|| tls_volume(cr, None)).flatten())
+            .collect(),
+        ),
         ..PodSpec::default()
     };
 

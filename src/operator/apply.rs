@@ -341,6 +341,42 @@ fn check_controller(
     }
 }
 
+/// Make an object of a kind the operator does not watch (cert-manager's Certificate)
+/// exist as built: one GET, and a server-side apply only when its `spec` or our labels
+/// differ (steady state stays silent). Returns whether it applied. A missing kind (no
+/// cert-manager in the cluster) is an error that says so.
+pub async fn ensure_dynamic(
+    client: &Client,
+    namespace: &str,
+    desired: &kube::api::DynamicObject,
+    resource: &kube::api::ApiResource,
+) -> Result<bool, Error> {
+    let name = desired.name_any();
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+    let what = format!("{} {namespace}/{name}", resource.kind);
+    let live = api.get_opt(&name).await.map_err(|e| Error::kube(format!("get {what}"), e))?;
+    if let Some(live) = &live {
+        let same_spec = live.data.get("spec") == desired.data.get("spec");
+        let labels = desired.labels().iter().all(|(k, v)| live.labels().get(k) == Some(v));
+        if same_spec && labels {
+            return Ok(false);
+        }
+    }
+    tracing::info!(kind = %resource.kind, %name, "applying");
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await.map_err(
+        |e| {
+            // The kind itself is unknown: its CRD (cert-manager) is not installed.
+            let hint = if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                format!("apply {what} (is cert-manager installed? its CRDs are missing)")
+            } else {
+                format!("apply {what}")
+            };
+            Error::kube(hint, e)
+        },
+    )?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -441,40 +477,4 @@ mod tests {
             Err(Error::NotOwned { .. })
         ));
     }
-}
-
-/// Make an object of a kind the operator does not watch (cert-manager's Certificate)
-/// exist as built: one GET, and a server-side apply only when its `spec` or our labels
-/// differ (steady state stays silent). Returns whether it applied. A missing kind (no
-/// cert-manager in the cluster) is an error that says so.
-pub async fn ensure_dynamic(
-    client: &Client,
-    namespace: &str,
-    desired: &kube::api::DynamicObject,
-    resource: &kube::api::ApiResource,
-) -> Result<bool, Error> {
-    let name = desired.name_any();
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
-    let what = format!("{} {namespace}/{name}", resource.kind);
-    let live = api.get_opt(&name).await.map_err(|e| Error::kube(format!("get {what}"), e))?;
-    if let Some(live) = &live {
-        let same_spec = live.data.get("spec") == desired.data.get("spec");
-        let labels = desired.labels().iter().all(|(k, v)| live.labels().get(k) == Some(v));
-        if same_spec && labels {
-            return Ok(false);
-        }
-    }
-    tracing::info!(kind = %resource.kind, %name, "applying");
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired))
-        .await
-        .map_err(|e| {
-            // The kind itself is unknown: its CRD (cert-manager) is not installed.
-            let hint = if matches!(&e, kube::Error::Api(s) if s.code == 404) {
-                format!("apply {what} (is cert-manager installed? its CRDs are missing)")
-            } else {
-                format!("apply {what}")
-            };
-            Error::kube(hint, e)
-        })?;
-    Ok(true)
 }

@@ -62,7 +62,9 @@ pub async fn read(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Resu
         replication: found
             .remove(&RedisUser::Replication)
             .unwrap_or_else(|| UserPassword::settled(random_password())),
-        operator: found.remove(&RedisUser::Operator).unwrap_or_else(|| UserPassword::settled(random_password())),
+        operator: found
+            .remove(&RedisUser::Operator)
+            .unwrap_or_else(|| UserPassword::settled(random_password())),
     };
     let rotate_request = app.annotations().get(ROTATE_ANNOTATION).cloned();
     let (targets, unknown_targets) = rotate_targets(rotate_request.as_deref().unwrap_or_default());
@@ -204,7 +206,9 @@ mod tests {
     fn secret(data: &[(&str, &str)]) -> Secret {
         Secret {
             metadata: ObjectMeta { name: Some("demo-redis-auth-web".into()), ..Default::default() },
-            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()),
+            data: Some(
+                data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect(),
+            ),
             ..Default::default()
         }
     }
@@ -224,7 +228,10 @@ mod tests {
     fn a_secret_reads_as_settled_or_rotating() {
         let p = "A".repeat(32);
         let q = "B".repeat(32);
-        assert_eq!(read_user_password(&secret(&[("password", &p)])).unwrap(), UserPassword::settled(p.clone()));
+        assert_eq!(
+            read_user_password(&secret(&[("password", &p)])).unwrap(),
+            UserPassword::settled(p.clone())
+        );
         let with_newline = format!("{p}\n");
         assert_eq!(read_user_password(&secret(&[("password", &with_newline)])).unwrap().password, p);
         let r = read_user_password(&secret(&[("password", &q), ("previous", &p)])).unwrap();

@@ -34,9 +34,7 @@ pub enum Error {
 
     /// The auth Secret exists but holds no usable password. It is never regenerated
     /// (Redis already uses whatever it held), so a human has to repair it.
-    #[error(
-        "Secret {name}: its `password` {problem}; set a valid one (the operator then rotates to it)"
-    )]
+    #[error("Secret {name}: its `password` {problem}; set a valid one (the operator then rotates to it)")]
     BadSecret { name: String, problem: String },
 
     /// A child of the same name exists and is controlled by another object.

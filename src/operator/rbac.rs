@@ -184,7 +184,10 @@ mod tests {
         assert_eq!(verbs_of(crate::api::GROUP, "counterapps/finalizers"), BTreeSet::from(["update"]));
         assert_eq!(verbs_of(crate::api::GROUP, "counterapps/status"), BTreeSet::from(["patch"]));
         // `patch` only removes a handled `counterstack.io/rotate` annotation.
-        assert_eq!(verbs_of(crate::api::GROUP, "counterapps"), BTreeSet::from(["get", "list", "watch", "patch"]));
+        assert_eq!(
+            verbs_of(crate::api::GROUP, "counterapps"),
+            BTreeSet::from(["get", "list", "watch", "patch"])
+        );
     }
 
     #[test]

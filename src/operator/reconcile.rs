@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use super::apply::{self, Decision};
-use super::credentials::{self, StackSecrets, TlsMaterial};
 use super::cache;
 use super::context::AppAddressing;
+use super::credentials::{self, StackSecrets, TlsMaterial};
 use super::events::reason;
 use super::status::{self, Observation, Workload};
 use super::{Context, Error, pods};
@@ -156,7 +156,10 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         invalid_spec: None,
         waiting: (!rotating.is_empty()).then(|| {
             let users: Vec<&str> = rotating.iter().map(|u| u.name()).collect();
-            format!("rotating the Redis password of {}: waiting for every client to use the new one", users.join(", "))
+            format!(
+                "rotating the Redis password of {}: waiting for every client to use the new one",
+                users.join(", ")
+            )
         }),
     };
     write_status(app, ctx, &ns, &name, &obs).await?;
@@ -169,11 +172,20 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
 /// waiting until someone resumes.
 async fn observe_paused(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
     let (redis_status, refusal) = ctx.redis.refuse_switchover_while_paused(app).unzip();
-    report_without_applying(app, ctx, ns, name, true, redis_status, None, None).await?;
+    report_without_applying(app, ctx, ns, name, true, redis_status, Unapplied::Paused).await?;
     if let Some(ev) = refusal {
         ctx.events.warning(app, &ev.reason, "Switchover", ev.note).await;
     }
     Ok(Action::await_change())
+}
+
+/// Why a reconcile applies nothing.
+enum Unapplied {
+    Paused,
+    /// The builders refuse the spec (Stalled).
+    InvalidSpec(String),
+    /// Something the stack needs is not there yet (Reconciling).
+    Waiting(String),
 }
 
 /// Status from what the cluster has, for the paths that apply nothing (paused, or a spec
@@ -185,9 +197,13 @@ async fn report_without_applying(
     name: &str,
     paused: bool,
     redis_status: Option<RedisStatus>,
-    invalid_spec: Option<String>,
-    waiting: Option<String>,
+    why: Unapplied,
 ) -> Result<bool, Error> {
+    let (invalid_spec, waiting) = match why {
+        Unapplied::Paused => (None, None),
+        Unapplied::InvalidSpec(m) => (Some(m), None),
+        Unapplied::Waiting(m) => (None, Some(m)),
+    };
     let web = cache::get(&ctx.caches.deployments, ns, &names::web(name));
     let sts = cache::get(&ctx.caches.statefulsets, ns, &names::redis(name));
     let pod_views = pods::views_cached(&ctx.caches.pods, ns, name, update_revision(sts.as_deref()));
@@ -245,10 +261,10 @@ async fn apply_children(
     for (user, secret) in RedisUser::ALL.iter().zip(c.redis_user_secrets) {
         ensure(app, ctx, name, secret, secrets.get(user).cloned().flatten(), &mut done).await?;
     }
-    if let Some(cert) = c.redis_certificate {
-        if apply::ensure_dynamic(&ctx.client, &ns, &cert, &certificate::api_resource()).await? {
-            done.any = true;
-        }
+    if let Some(cert) = c.redis_certificate
+        && apply::ensure_dynamic(&ctx.client, &ns, &cert, &certificate::api_resource()).await?
+    {
+        done.any = true;
     }
     let cm = cache::meta(&caches.configmaps, &ns, &names::redis(name));
     ensure(app, ctx, name, c.redis_config, cm, &mut done).await?;
@@ -383,8 +399,16 @@ async fn stall_on_invalid_spec(
     e: build::Error,
 ) -> Result<Action, Error> {
     let redis_status = app.status.as_ref().and_then(|st| st.redis.clone());
-    let changed =
-        report_without_applying(app, ctx, ns, name, false, redis_status, Some(e.to_string()), None).await?;
+    let changed = report_without_applying(
+        app,
+        ctx,
+        ns,
+        name,
+        false,
+        redis_status,
+        Unapplied::InvalidSpec(e.to_string()),
+    )
+    .await?;
     if changed {
         ctx.events.warning(app, reason::INVALID_SPEC, "Validate", e.to_string()).await;
     }
@@ -546,7 +570,9 @@ async fn sync_passwords(
         let secret = build::secret::redis_user(app, &settled, user);
         let mut done = Done::default();
         ensure(app, ctx, name, secret, None, &mut done).await?;
-        let note = format!("rotated the password of Redis user {user}: every client uses the new one; Redis forgets the old one");
+        let note = format!(
+            "rotated the password of Redis user {user}: every client uses the new one; Redis forgets the old one"
+        );
         ctx.events.normal(app, reason::PASSWORD_ROTATED, "Rotate", note).await;
     }
     Ok(still)
@@ -579,12 +605,19 @@ async fn answer_rotate_request(
 /// `spec.redis.tls` names a Secret that is not there (yet): apply the Certificate (if
 /// cert-manager issues it) and the user Secrets, report Reconciling with why, and look
 /// again shortly (cert-manager's Secret also wakes the CounterApp: it carries our labels).
-async fn wait_for_tls(app: &CounterApp, ctx: &Context, ns: &str, name: &str, waiting: String) -> Result<Action, Error> {
+async fn wait_for_tls(
+    app: &CounterApp,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    waiting: String,
+) -> Result<Action, Error> {
     if let Some(cert) = build::certificate::redis(app) {
         apply::ensure_dynamic(&ctx.client, ns, &cert, &certificate::api_resource()).await?;
     }
     let redis_status = app.status.as_ref().and_then(|st| st.redis.clone());
-    report_without_applying(app, ctx, ns, name, false, redis_status, None, Some(waiting.clone())).await?;
+    report_without_applying(app, ctx, ns, name, false, redis_status, Unapplied::Waiting(waiting.clone()))
+        .await?;
     tracing::info!(%waiting, "waiting for TLS material");
     Ok(Action::requeue(Duration::from_secs(10)))
 }

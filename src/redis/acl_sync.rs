@@ -168,8 +168,10 @@ mod tests {
     #[test]
     fn settling_removes_the_old_password() {
         let (old, new) = ("o".repeat(20), "n".repeat(20));
-        let rotating =
-            Desired::from_passwords(&passwords(UserPassword { password: new.clone(), previous: old.clone() }));
+        let rotating = Desired::from_passwords(&passwords(UserPassword {
+            password: new.clone(),
+            previous: old.clone(),
+        }));
         let settled = Desired::from_passwords(&passwords(UserPassword::settled(new)));
         let p = plan(&settled, &node_with(&rotating));
         assert_eq!(p.rules["web"], vec![format!("!{}", password_hash(&old))]);

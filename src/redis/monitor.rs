@@ -16,8 +16,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use redis::aio::MultiplexedConnection;
 use redis::Value;
+use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
 use super::node::{self, Endpoint, NodeAuth};
@@ -461,7 +461,11 @@ mod tests {
         };
         m.watch(
             &key,
-            Target { pods: vec![pod("p0"), pod("p1")], primary: Some("p0".into()), auth: NodeAuth::default() },
+            Target {
+                pods: vec![pod("p0"), pod("p1")],
+                primary: Some("p0".into()),
+                auth: NodeAuth::default(),
+            },
         );
         let replica = Seen::Replica { master: Some(Endpoint::new("p0.h", 6379)), linked: true };
         let t0 = Instant::now();

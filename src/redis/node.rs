@@ -192,14 +192,23 @@ pub async fn connect(
     let mut last = None;
     for pw in passwords {
         let creds = Credentials::new(auth.username.as_deref(), pw);
-        match dial::connect(&at.host, at.port, verify, &creds, auth.tls.as_ref(), connect_timeout, response_timeout)
-            .await
+        match dial::connect(
+            &at.host,
+            at.port,
+            verify,
+            &creds,
+            auth.tls.as_ref(),
+            connect_timeout,
+            response_timeout,
+        )
+        .await
         {
             Err(e) if is_auth_error(&e) => last = Some(e),
             other => return other,
         }
     }
-    Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "no password"))))
+    Err(last
+        .unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "no password"))))
 }
 
 /// WRONGPASS or any other refusal of AUTH.
@@ -223,7 +232,11 @@ impl RedisClient {
     }
 
     pub fn with_auth(auth: NodeAuth) -> Self {
-        Self { auth, connect_timeout: Duration::from_millis(500), response_timeout: Duration::from_millis(500) }
+        Self {
+            auth,
+            connect_timeout: Duration::from_millis(500),
+            response_timeout: Duration::from_millis(500),
+        }
     }
 
     pub fn with_timeouts(mut self, connect: Duration, response: Duration) -> Self {

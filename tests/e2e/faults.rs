@@ -296,7 +296,12 @@ pub(crate) async fn tls_ca(ctx: &Ctx, app: &str) -> Result<Option<counterstack::
     let cr = ctx.api::<counterstack::api::CounterApp>().get(app).await.map_err(|e| e.to_string())?;
     let Some(secret) = counterstack::build::statefulset::tls_secret_name(&cr) else { return Ok(None) };
     let s = ctx.api::<Secret>().get(&secret).await.map_err(|e| format!("Secret {secret}: {e}"))?;
-    let ca = s.data.unwrap_or_default().get("ca.crt").map(|b| b.0.clone()).ok_or(format!("{secret}: no ca.crt"))?;
+    let ca = s
+        .data
+        .unwrap_or_default()
+        .get("ca.crt")
+        .map(|b| b.0.clone())
+        .ok_or(format!("{secret}: no ca.crt"))?;
     Ok(Some(counterstack::dial::TlsCa::from_pem(ca)))
 }
 
@@ -304,7 +309,8 @@ pub(crate) async fn tls_ca(ctx: &Ctx, app: &str) -> Result<Option<counterstack::
 fn rand_byte() -> u8 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let x = (t as u64) ^ N.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
     (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
 }
