@@ -5,6 +5,7 @@
 pub mod api;
 pub mod build;
 pub mod crd;
+pub mod dial;
 pub mod failpoint;
 pub mod operator;
 pub mod plugin;
