@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-pub use config::{Config, CorsOrigins, ReadFrom, RedisClientKind, WebArgs};
+pub use config::{Config, CorsOrigins, ReadFrom, RedisClientKind, RedisSecrets, WebArgs};
 pub use error::Error;
 pub use store::{COUNTER_KEY, Op};
 
