@@ -3,10 +3,16 @@
 # `counterstack web` on free loopback ports, and prints throughput, latency and peak RSS
 # next to redis-benchmark's INCR figures from the same run.
 #
+# Redis runs as deployed: ACL users (`default` off; the web connects as `web` with only
+# the counter commands, its password from a file), then once more TLS-only (port 0,
+# tls-port, certificates made here with openssl; the web verifies the CA and the host
+# name). redis-benchmark authenticates as `admin` (its -t incr keys, counter:rand, are
+# outside the web user's key patterns) and uses TLS in that run.
+#
 #   bench/web.sh                 # 10 s per wrk run
 #   DURATION=5 bench/web.sh      # shorter
 #
-# Needs: cargo, redis-server, redis-benchmark, wrk, python3 (free ports), curl.
+# Needs: cargo, redis-server, redis-benchmark, wrk, python3 (free ports), curl, openssl.
 # Targets (2-core machine): increment req/s >= 0.5 x redis-benchmark INCR at 64
 # connections; p99 <= 5 ms; peak RSS <= 32 MiB.
 set -euo pipefail
@@ -29,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in redis-server redis-benchmark wrk python3 curl; do
+for tool in redis-server redis-benchmark wrk python3 curl openssl; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
 done
 
@@ -38,13 +44,61 @@ echo "== building release binary"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-start_redis() { # port [extra args...]
+# The web user's ACL as the operator configures it; the bench's own admin and
+# replication users. Passwords live in files, as in a Secret volume.
+WEB_ACL='on resetchannels resetkeys ~counter:value ~counter:idempotency:* -@all +get +set +incr +decr +eval +wait +ping +role'
+ADMIN_PW="admin-$RANDOM$RANDOM"; REPL_PW="repl-$RANDOM$RANDOM"; WEB_PW="web-$RANDOM$RANDOM"
+printf '%s\n' "$WEB_PW" >"$WORK/web-password"
+
+# TLS material: a CA and a server certificate for 127.0.0.1 / localhost.
+make_certs() {
+  local d="$WORK/tls"; mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$d/ca.key" -out "$d/ca.crt" -subj /CN=bench-ca 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$d/server.key" -out "$d/server.csr" -subj /CN=bench-redis 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+    -out "$d/server.crt" -days 2 -extfile "$d/server.ext" 2>/dev/null
+}
+
+TLS=""  # set to 1 for the TLS run: servers listen TLS-only, clients use --tls
+tls_args() { [ -n "$TLS" ] && echo --tls --cacert "$WORK/tls/ca.crt"; true; }
+# shellcheck disable=SC2046
+rcli() { redis-cli --no-auth-warning --user admin --pass "$ADMIN_PW" $(tls_args) "$@"; }
+
+start_redis() { # port [extra config lines...]
   local port=$1; shift
-  mkdir -p "$WORK/redis-$port"
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$WORK/redis-$port" --logfile "$WORK/redis-$port/log" "$@" &
+  local dir="$WORK/redis-$port"
+  mkdir -p "$dir"
+  {
+    echo "bind 127.0.0.1"
+    echo "save \"\""
+    echo "appendonly no"
+    echo "dir $dir"
+    echo "logfile $dir/log"
+    echo "user default off"
+    echo "user admin on >$ADMIN_PW ~* &* +@all"
+    echo "user replication on >$REPL_PW -@all +psync +replconf +ping"
+    echo "user web $WEB_ACL >$WEB_PW"
+    echo "masteruser replication"
+    echo "masterauth $REPL_PW"
+    if [ -n "$TLS" ]; then
+      echo "port 0"
+      echo "tls-port $port"
+      echo "tls-cert-file $WORK/tls/server.crt"
+      echo "tls-key-file $WORK/tls/server.key"
+      echo "tls-ca-cert-file $WORK/tls/ca.crt"
+      echo "tls-auth-clients no"
+      echo "tls-replication yes"
+    else
+      echo "port $port"
+    fi
+    for line in "$@"; do echo "$line"; done
+  } >"$dir/redis.conf"
+  redis-server "$dir/redis.conf" &
   PIDS+=($!)
-  for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && return; sleep 0.05; done
+  for _ in $(seq 100); do rcli -p "$port" ping >/dev/null 2>&1 && return; sleep 0.05; done
   echo "redis on $port did not start" >&2; exit 1
 }
 
@@ -53,7 +107,10 @@ start_web() { # port redis_port [VAR=value...]
   local port=$1 rport=$2; shift 2
   # WEB_ENV: extra settings for every run, e.g. WEB_ENV="WORKER_THREADS=2 REDIS_CLIENT=manager".
   # shellcheck disable=SC2086
-  env -i PATH="$PATH" LISTEN_ADDR="127.0.0.1:$port" REDIS_URL="redis://127.0.0.1:$rport" ${WEB_ENV:-} "$@" \
+  local tls_env=()
+  [ -n "$TLS" ] && tls_env=(REDIS_TLS_CA_FILE="$WORK/tls/ca.crt")
+  env -i PATH="$PATH" LISTEN_ADDR="127.0.0.1:$port" REDIS_URL="redis://127.0.0.1:$rport" \
+    REDIS_USERNAME=web REDIS_PASSWORD_FILE="$WORK/web-password" "${tls_env[@]}" ${WEB_ENV:-} "$@" \
     "$BIN" web >"$WORK/web-$port.log" 2>&1 &
   WEB_PID=$!
   PIDS+=("$WEB_PID")
@@ -74,7 +131,7 @@ peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 # wrk latency figures in ms (wrk prints us/ms/s units).
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}'; }
 
-run_wrk() { # label url script -> prints a line, sets RPS
+run_wrk() { # label url script -> prints a line, sets RPS and P99
   local label=$1 url=$2 script=$3 out
   out="$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$url")"
   RPS="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
@@ -82,16 +139,19 @@ run_wrk() { # label url script -> prints a line, sets RPS
   p50="$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)"
   p99="$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)"
   errors="$(awk '/Non-2xx/ {print $5}' <<<"$out")"
+  P99=$p99
   printf '%-34s %10.0f req/s   p50 %6s ms   p99 %6s ms   non-2xx %s\n' "$label" "$RPS" "$p50" "$p99" "${errors:-0}"
 }
 
 run_redis_benchmark() { # port -> prints a line, sets REDIS_RPS
   local out
-  out="$(redis-benchmark -p "$1" -t incr -c "$CONNS" -n "${REDIS_N:-500000}" 2>/dev/null | tr '\r' '\n')"
+  # shellcheck disable=SC2046
+  out="$(redis-benchmark -p "$1" --user admin -a "$ADMIN_PW" $(tls_args) -t incr -c "$CONNS" -n "${REDIS_N:-500000}" \
+    2>/dev/null | tr '\r' '\n')"
   REDIS_RPS="$(awk '/throughput summary/ {print $3}' <<<"$out" | tail -1)"
   local lat
   lat="$(awk '/latency summary/ {getline; getline; print $3, $5}' <<<"$out" | tail -1)"
-  printf '%-34s %10.0f req/s   p50 %6s ms   p99 %6s ms\n' "redis-benchmark INCR (-c $CONNS)" "$REDIS_RPS" \
+  printf '%-34s %10.0f req/s   p50 %6s ms   p99 %6s ms\n' "redis-benchmark INCR (-c $CONNS)${TLS:+ TLS}" "$REDIS_RPS" \
     "$(cut -d' ' -f1 <<<"$lat")" "$(cut -d' ' -f2 <<<"$lat")"
 }
 
@@ -99,14 +159,23 @@ echo "== $(nproc) cores, ${DURATION}s per wrk run, $CONNS connections, wrk -t$WR
 
 # One measurement phase against the running service: redis-benchmark on the same
 # Redis, wrk for increment alone and for the Locust mix, peak RSS, and the ratio.
+# Sets INC_RPS INC_P99 MIX_RPS MIX_P99 RSS for the summary.
 measure() { # label-suffix url mix-label
   run_redis_benchmark "$RPORT"
   run_wrk "web POST increment$1" "$2/api/counter/increment" "$ROOT/bench/wrk_increment.lua"
-  local inc_rps=$RPS
+  INC_RPS=$RPS; INC_P99=$P99
   run_wrk "web Locust mix $3" "$2/" "$ROOT/bench/wrk_mix.lua"
-  echo "peak RSS of the service: $(peak_rss_mib "$WEB_PID") MiB (VmHWM)"
-  awk -v a="$inc_rps" -v b="$REDIS_RPS" -v l="$1" \
+  MIX_RPS=$RPS; MIX_P99=$P99
+  RSS="$(peak_rss_mib "$WEB_PID")"
+  echo "peak RSS of the service: $RSS MiB (VmHWM)"
+  awk -v a="$INC_RPS" -v b="$REDIS_RPS" -v l="$1" \
     'BEGIN {printf "ratio web increment%s / redis INCR: %.2f (target >= 0.5)\n", l, a/b}'
+}
+
+SUMMARY=()
+summarize() { # label
+  SUMMARY+=("$(printf '%-22s %10.0f %8s %10.0f %8s %10.0f %8s' "$1" "$INC_RPS" "$INC_P99" "$MIX_RPS" "$MIX_P99" \
+    "$REDIS_RPS" "$RSS")")
 }
 
 RPORT="$(free_port)"; WPORT="$(free_port)"
@@ -114,19 +183,34 @@ start_redis "$RPORT"
 start_web "$WPORT" "$RPORT"
 URL="http://127.0.0.1:$WPORT"
 
-echo "== SYNC_REPLICAS=0 (one redis-server)"
+echo "== SYNC_REPLICAS=0 (one redis-server; ACL user web, password file)"
 measure "" "$URL" "(15/7/4/1)"
+summarize "plain TCP"
 stop_web
 
 echo "== SYNC_REPLICAS=1 (primary + one replica, WAIT 1 per batch)"
 R2PORT="$(free_port)"; W2PORT="$(free_port)"
-start_redis "$R2PORT" --replicaof 127.0.0.1 "$RPORT"
+start_redis "$R2PORT" "replicaof 127.0.0.1 $RPORT"
 for _ in $(seq 200); do
-  redis-cli -p "$RPORT" info replication | grep -q 'state=online' && break
+  rcli -p "$RPORT" info replication | grep -q 'state=online' && break
   sleep 0.05
 done
 start_web "$W2PORT" "$RPORT" SYNC_REPLICAS=1 SYNC_TIMEOUT_MS=250
 URL="http://127.0.0.1:$W2PORT"
 measure " (sync 1)" "$URL" "(sync 1)"
-echo "replica offset check: primary $(redis-cli -p "$RPORT" get counter:value), replica $(redis-cli -p "$R2PORT" get counter:value)"
+echo "replica offset check: primary $(rcli -p "$RPORT" get counter:value), replica $(rcli -p "$R2PORT" get counter:value)"
 stop_web
+
+echo "== TLS (redis-server TLS-only: port 0, tls-port; web verifies CA and host name; SYNC_REPLICAS=0)"
+make_certs
+TLS=1
+RPORT="$(free_port)"; W3PORT="$(free_port)"
+start_redis "$RPORT"
+start_web "$W3PORT" "$RPORT"
+measure " (TLS)" "http://127.0.0.1:$W3PORT" "(TLS)"
+summarize "TLS"
+stop_web
+
+echo "== plain TCP vs TLS in this run (ACL user web; p99 in ms; RSS = peak MiB of the web)"
+printf '%-22s %10s %8s %10s %8s %10s %8s\n' "" "incr req/s" "p99" "mix req/s" "p99" "redis INCR" "RSS"
+printf '%s\n' "${SUMMARY[@]}"

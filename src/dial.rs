@@ -7,6 +7,12 @@
 //! files at every new connection ([`read_secret`], [`TlsCa::read`]), so a rotated
 //! Kubernetes Secret is used on the next reconnect without a restart.
 //!
+//! Certificates: rustls (webpki, like NSS) honours a wildcard SAN only when at least two
+//! labels follow the `*`, so `*.demo-redis-headless` does NOT cover
+//! `demo-redis-0.demo-redis-headless`. List each pod's short name (`DNS:NAME-redis-K.
+//! NAME-redis-headless` for every K) plus `DNS:NAME-redis-primary`, or verify longer names
+//! (`*.NAME-redis-headless.NAMESPACE.svc`).
+//!
 //! Connections never send `CLIENT SETINFO` (redis-rs's library name): an ACL user limited
 //! to the commands it needs would be refused it, filling `ACL LOG` on every connect.
 

@@ -2,10 +2,11 @@
 //! [`Config`] by a pure function so every misconfiguration names the setting at fault.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
-use redis::{ConnectionInfo, IntoConnectionInfo};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use super::error::Error;
 
@@ -32,9 +33,21 @@ pub struct WebArgs {
     /// Redis database of the original app; used when REDIS_URL is absent.
     #[arg(long, env = "REDIS_DB", hide = true)]
     pub redis_db: Option<String>,
-    /// Redis password (used when the URL carries none).
+    /// Redis password (used when the URL carries none). Prefer REDIS_PASSWORD_FILE.
     #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
+    /// Redis ACL user (used when the URL carries none).
+    #[arg(long, env = "REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+    /// File holding the Redis password (a Secret volume), read at every new connection so
+    /// a rotated password is used on the next reconnect; trailing newlines are ignored.
+    /// Wins over REDIS_PASSWORD and a password in the URL.
+    #[arg(long, env = "REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<String>,
+    /// CA bundle (PEM) that Redis's certificate must chain to: turns TLS on (verifying the
+    /// CA and the host name). Re-read at every new connection. Required by rediss:// URLs.
+    #[arg(long, env = "REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<String>,
     /// Redis replica URL for reads (with READ_FROM=replicas).
     #[arg(long, env = "REDIS_REPLICA_URL", hide_env_values = true)]
     pub redis_replica_url: Option<String>,
@@ -107,12 +120,25 @@ pub enum CorsOrigins {
     List(Vec<String>),
 }
 
+/// Secrets read at every new Redis connection (never once at start), so rotated
+/// Kubernetes Secrets apply on the next reconnect without a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisSecrets {
+    /// REDIS_PASSWORD_FILE: the password (over any other source).
+    pub password_file: Option<PathBuf>,
+    /// REDIS_TLS_CA_FILE: TLS on, verified against this CA and the host name.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
 /// Validated settings.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The primary's address (`TcpTls` when TLS is on), database, user and the password
+    /// given inline (REDIS_PASSWORD or the URL), which `secrets.password_file` overrides.
     pub primary: ConnectionInfo,
     pub replica: Option<ConnectionInfo>,
+    pub secrets: RedisSecrets,
     pub read_from: ReadFrom,
     pub sync_replicas: u32,
     pub sync_timeout: Duration,
@@ -135,19 +161,53 @@ where
     raw.trim().parse::<T>().map_err(|e| config_err(setting, format!("{raw:?} is not a valid number ({e})")))
 }
 
-fn redis_url(setting: &'static str, raw: &str, password: Option<&str>) -> Result<ConnectionInfo, Error> {
-    let info = raw.trim().into_connection_info().map_err(|e| config_err(setting, format!("{raw:?}: {e}")))?;
-    Ok(with_password(info, password))
+/// User and password given inline (the password file is read per connection).
+#[derive(Clone, Copy)]
+struct Inline<'a> {
+    username: Option<&'a str>,
+    password: Option<&'a str>,
 }
 
-/// The URL's own password wins; REDIS_PASSWORD fills in when the URL has none.
-fn with_password(info: ConnectionInfo, password: Option<&str>) -> ConnectionInfo {
-    match password {
-        Some(pw) if !pw.is_empty() && info.redis_settings().password().is_none() => {
-            let settings = info.redis_settings().clone().set_password(pw);
-            info.set_redis_settings(settings)
+fn redis_url(setting: &'static str, raw: &str, auth: Inline<'_>, tls: bool) -> Result<ConnectionInfo, Error> {
+    let info = raw.trim().into_connection_info().map_err(|e| config_err(setting, format!("{raw:?}: {e}")))?;
+    let info = match info.addr().clone() {
+        ConnectionAddr::TcpTls { insecure: true, .. } => {
+            return Err(config_err(setting, "#insecure skips certificate verification; not supported"));
         }
+        ConnectionAddr::TcpTls { .. } if !tls => {
+            return Err(config_err(
+                "REDIS_TLS_CA_FILE",
+                format!("{setting} is rediss://, which needs a CA file"),
+            ));
+        }
+        ConnectionAddr::Tcp(host, port) if tls => info.set_addr(crate::dial::addr(&host, port, true)),
         _ => info,
+    };
+    Ok(with_auth(info, auth))
+}
+
+/// The URL's own user and password win; REDIS_USERNAME and REDIS_PASSWORD fill in when
+/// the URL has none.
+fn with_auth(info: ConnectionInfo, auth: Inline<'_>) -> ConnectionInfo {
+    let mut settings = info.redis_settings().clone();
+    match auth.password {
+        Some(pw) if !pw.is_empty() && settings.password().is_none() => settings = settings.set_password(pw),
+        _ => {}
+    }
+    match auth.username {
+        Some(user) if !user.is_empty() && settings.username().is_none() => {
+            settings = settings.set_username(user)
+        }
+        _ => {}
+    }
+    info.set_redis_settings(settings)
+}
+
+fn path(setting: &'static str, raw: Option<&str>) -> Result<Option<PathBuf>, Error> {
+    match raw.map(str::trim) {
+        None => Ok(None),
+        Some("") => Err(config_err(setting, "must not be empty (unset it instead)")),
+        Some(p) => Ok(Some(PathBuf::from(p))),
     }
 }
 
@@ -162,9 +222,14 @@ impl Config {
             (None, Some(port)) => SocketAddr::from(([0, 0, 0, 0], number::<u16>("PORT", port)?)),
             (None, None) => SocketAddr::from(([0, 0, 0, 0], 8080)),
         };
-        let password = a.redis_password.as_deref();
+        let secrets = RedisSecrets {
+            password_file: path("REDIS_PASSWORD_FILE", a.redis_password_file.as_deref())?,
+            tls_ca_file: path("REDIS_TLS_CA_FILE", a.redis_tls_ca_file.as_deref())?,
+        };
+        let tls = secrets.tls_ca_file.is_some();
+        let auth = Inline { username: a.redis_username.as_deref(), password: a.redis_password.as_deref() };
         let primary = match &a.redis_url {
-            Some(url) => redis_url("REDIS_URL", url, password)?,
+            Some(url) => redis_url("REDIS_URL", url, auth, tls)?,
             None => {
                 let host = a.redis_host.as_deref().map(str::trim).unwrap_or("localhost");
                 if host.is_empty() {
@@ -181,15 +246,15 @@ impl Config {
                 if db < 0 {
                     return Err(config_err("REDIS_DB", format!("{db} is negative")));
                 }
-                let info = (host.to_string(), port)
+                let info = crate::dial::addr(host, port, tls)
                     .into_connection_info()
                     .map_err(|e| config_err("REDIS_HOST", e.to_string()))?;
                 let settings = info.redis_settings().clone().set_db(db);
-                with_password(info.set_redis_settings(settings), password)
+                with_auth(info.set_redis_settings(settings), auth)
             }
         };
         let replica = match &a.redis_replica_url {
-            Some(url) if !url.trim().is_empty() => Some(redis_url("REDIS_REPLICA_URL", url, password)?),
+            Some(url) if !url.trim().is_empty() => Some(redis_url("REDIS_REPLICA_URL", url, auth, tls)?),
             _ => None,
         };
         let read_from = ReadFrom::from_str(a.read_from.trim(), true)
@@ -223,6 +288,7 @@ impl Config {
             listen,
             primary,
             replica,
+            secrets,
             read_from,
             sync_replicas,
             sync_timeout: Duration::from_millis(sync_timeout_ms),
@@ -362,6 +428,72 @@ mod tests {
         assert_eq!(setting(parse(&["--redis-client", "pool"])), "REDIS_CLIENT");
         let msg = parse(&["--sync-replicas", "two"]).unwrap_err().to_string();
         assert!(msg.contains("SYNC_REPLICAS") && msg.contains("two"), "{msg}");
+    }
+
+    #[test]
+    fn acl_user_and_password_file() {
+        let c = parse(&[
+            "--redis-url",
+            "redis://10.0.0.1:7000",
+            "--redis-username",
+            "web",
+            "--redis-password",
+            "inline",
+            "--redis-password-file",
+            "/etc/redis-auth/web",
+        ])
+        .unwrap();
+        let s = c.primary.redis_settings();
+        assert_eq!((s.username(), s.password()), (Some("web"), Some("inline")));
+        // The file is read at each connect (and then wins); parsing never touches it.
+        assert_eq!(c.secrets.password_file.as_deref(), Some(std::path::Path::new("/etc/redis-auth/web")));
+        assert_eq!(c.secrets.tls_ca_file, None);
+        let c = parse(&["--redis-url", "redis://own:pw@10.0.0.1", "--redis-username", "web"]).unwrap();
+        assert_eq!(c.primary.redis_settings().username(), Some("own"), "the URL's user wins");
+        let c = parse(&["--redis-host", "r", "--redis-username", "web"]).unwrap();
+        assert_eq!(c.primary.redis_settings().username(), Some("web"));
+        assert_eq!(setting(parse(&["--redis-password-file", " "])), "REDIS_PASSWORD_FILE");
+        assert_eq!(setting(parse(&["--redis-tls-ca-file", ""])), "REDIS_TLS_CA_FILE");
+    }
+
+    #[test]
+    fn tls_needs_a_ca_and_covers_every_address() {
+        let tls = |host: &str, port| ConnectionAddr::TcpTls {
+            host: host.into(),
+            port,
+            insecure: false,
+            tls_params: None,
+        };
+        let ca = ["--redis-tls-ca-file", "/etc/redis-tls/ca.crt"];
+        let c = parse(&[&["--redis-url", "rediss://demo-redis-primary:6379"][..], &ca].concat()).unwrap();
+        assert_eq!(c.primary.addr(), &tls("demo-redis-primary", 6379));
+        let c = parse(
+            &[
+                &[
+                    "--redis-url",
+                    "redis://p:6379",
+                    "--redis-replica-url",
+                    "redis://r:6379",
+                    "--read-from",
+                    "replicas",
+                ][..],
+                &ca,
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(c.primary.addr(), &tls("p", 6379), "a CA file turns TLS on for redis:// too");
+        assert_eq!(c.replica.as_ref().map(ConnectionInfo::addr), Some(&tls("r", 6379)));
+        let c = parse(&[&["--redis-host", "legacy"][..], &ca].concat()).unwrap();
+        assert_eq!(c.primary.addr(), &tls("legacy", 6379));
+        assert_eq!(setting(parse(&["--redis-url", "rediss://p:6379"])), "REDIS_TLS_CA_FILE");
+        let msg = parse(&["--redis-url", "rediss://p:6379"]).unwrap_err().to_string();
+        assert!(msg.contains("needs a CA file"), "{msg}");
+        assert_eq!(setting(parse(&["--redis-replica-url", "rediss://r:6379"])), "REDIS_TLS_CA_FILE");
+        assert_eq!(
+            setting(parse(&[&["--redis-url", "rediss://p:6379/#insecure"][..], &ca].concat())),
+            "REDIS_URL"
+        );
     }
 
     #[test]

@@ -17,8 +17,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Cmd, ConnectionInfo, Pipeline, RedisFuture, Value};
 use tokio::sync::{Notify, watch};
 
-use super::config::RedisClientKind;
+use super::config::{RedisClientKind, RedisSecrets};
 use super::metrics::Metrics;
+use crate::dial::{self, Credentials, TlsCa};
 use crate::redis::monitor::Seen;
 
 /// How often a connected node is health-checked (ROLE for the primary, PING otherwise).
@@ -85,7 +86,10 @@ pub struct Lease {
 pub struct Endpoint {
     /// `primary` or `replica` (logs, metrics, error messages).
     pub node: &'static str,
-    client: Client,
+    /// Address, database, user and inline password (URL or REDIS_PASSWORD).
+    info: ConnectionInfo,
+    /// Password and CA files, read at every connect.
+    secrets: RedisSecrets,
     kind: RedisClientKind,
     conn_config: AsyncConnectionConfig,
     command_timeout: Duration,
@@ -116,20 +120,21 @@ impl Endpoint {
     pub fn start(
         node: &'static str,
         info: ConnectionInfo,
+        secrets: RedisSecrets,
         require_master: bool,
         kind: RedisClientKind,
         command_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, redis::RedisError> {
-        let client = Client::open(info)?;
+        // Refuse an unusable address now; the real client is built per connect.
+        Client::open(info.clone())?;
         // Connecting includes AUTH: a frozen node must cost an attempt no more than a check.
         let connect_timeout = CHECK_TIMEOUT;
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(command_timeout));
+        let conn_config = dial::connection_config(None, connect_timeout, command_timeout);
         let ep = Arc::new(Self {
             node,
-            client,
+            info,
+            secrets,
             kind,
             conn_config,
             command_timeout,
@@ -217,9 +222,9 @@ impl Endpoint {
         }
         let hint = lock(&self.hint).take();
         if let Some((host, port)) = hint {
-            let mut info = self.client.get_connection_info().clone();
-            info = info.set_addr(redis::ConnectionAddr::Tcp(host.clone(), port));
-            match Client::open(info) {
+            // By the name the node announced: with TLS its certificate must carry it.
+            let info = self.info.clone().set_addr(redis::ConnectionAddr::Tcp(host.clone(), port));
+            match self.client(info) {
                 Ok(client) => match self.connect_with(&client).await {
                     Ok(conn) => {
                         tracing::info!(node = self.node, %host, port, "connected to the primary a demoted node named");
@@ -232,7 +237,28 @@ impl Endpoint {
                 Err(e) => tracing::debug!(node = self.node, %host, error = %e, "bad primary address"),
             }
         }
-        self.connect_with(&self.client).await
+        let client = self.client(self.info.clone())?;
+        self.connect_with(&client).await
+    }
+
+    /// A client for `info` with the secrets as they are now: the password file and the CA
+    /// are read here, at every connect, so a rotated Secret applies on the next one. An
+    /// unreadable file fails this attempt (logged, retried with backoff).
+    fn client(&self, info: ConnectionInfo) -> Result<Client, String> {
+        let mut creds = Credentials::default();
+        if let Some(path) = &self.secrets.password_file {
+            let pw = dial::read_secret(path)
+                .map_err(|e| format!("cannot read REDIS_PASSWORD_FILE {}: {e}", path.display()))?;
+            creds.password = Some(pw);
+        }
+        let ca = match &self.secrets.tls_ca_file {
+            Some(path) => Some(
+                TlsCa::read(path)
+                    .map_err(|e| format!("cannot read REDIS_TLS_CA_FILE {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        dial::client_for(info, &creds, ca.as_ref()).map_err(|e| e.to_string())
     }
 
     /// Remember the master a `ROLE` reply of a replica names.

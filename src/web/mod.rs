@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-pub use config::{Config, CorsOrigins, ReadFrom, RedisClientKind, WebArgs};
+pub use config::{Config, CorsOrigins, ReadFrom, RedisClientKind, RedisSecrets, WebArgs};
 pub use error::Error;
 pub use store::{COUNTER_KEY, Op};
 
@@ -72,7 +72,14 @@ pub async fn serve(
     let state = Arc::new(AppState { store, metrics, draining: AtomicBool::new(false) });
     let app = routes::router(state.clone(), &cfg.cors);
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, sync_replicas = cfg.sync_replicas, read_from = ?cfg.read_from, "listening");
+        tracing::info!(
+            %addr,
+            sync_replicas = cfg.sync_replicas,
+            read_from = ?cfg.read_from,
+            redis_tls = cfg.secrets.tls_ca_file.is_some(),
+            redis_user = cfg.primary.redis_settings().username().unwrap_or("default"),
+            "listening"
+        );
     }
 
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();

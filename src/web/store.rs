@@ -84,6 +84,7 @@ impl Store {
             Endpoint::start(
                 "primary",
                 cfg.primary.clone(),
+                cfg.secrets.clone(),
                 true,
                 cfg.redis_client,
                 cfg.redis_timeout,
@@ -97,6 +98,7 @@ impl Store {
                 Endpoint::start(
                     "replica",
                     info.clone(),
+                    cfg.secrets.clone(),
                     false,
                     cfg.redis_client,
                     cfg.redis_timeout,
