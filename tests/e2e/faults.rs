@@ -136,12 +136,21 @@ fn app_of(pod: &str) -> Result<&str, String> {
 
 /// The operator user's Redis password of the CounterApp that owns Redis pod `pod`.
 pub(crate) async fn password(ctx: &Ctx, pod: &str) -> Result<String, String> {
-    let name = counterstack::build::names::redis_user_secret(app_of(pod)?, "operator");
+    Ok(user_passwords(ctx, app_of(pod)?, "operator").await?.0)
+}
+
+/// `password` and `previous` of a Redis user's Secret (equal unless a rotation runs).
+pub(crate) async fn user_passwords(ctx: &Ctx, app: &str, user: &str) -> Result<(String, String), String> {
+    let name = counterstack::build::names::redis_user_secret(app, user);
     let secret = ctx.api::<Secret>().get(&name).await.map_err(|e| format!("Secret {name}: {e}"))?;
     let data = secret.data.unwrap_or_default();
-    let bytes =
-        data.get(counterstack::build::names::PASSWORD_KEY).ok_or(format!("{name} has no password"))?;
-    String::from_utf8(bytes.0.clone()).map_err(|e| e.to_string())
+    let key = |k: &str| -> Result<String, String> {
+        let bytes = data.get(k).ok_or(format!("{name} has no {k}"))?;
+        String::from_utf8(bytes.0.clone()).map_err(|e| e.to_string())
+    };
+    let password = key(counterstack::build::names::PASSWORD_KEY)?;
+    let previous = key(counterstack::build::names::PREVIOUS_KEY).unwrap_or_else(|_| password.clone());
+    Ok((password, previous))
 }
 
 /// `redis-cli <args>` in the pod's Redis container. Faults need commands no stack user
@@ -281,12 +290,18 @@ pub(crate) async fn connect_local(ctx: &Ctx, pod: &str) -> Result<redis::aio::Mu
     let p = ctx.api::<Pod>().get(pod).await.map_err(|e| e.to_string())?;
     let ip = p.status.and_then(|s| s.pod_ip).ok_or(format!("{pod} has no IP"))?;
     let app = app_of(pod)?;
-    let creds = counterstack::dial::Credentials::new(Some("operator"), Some(&password(ctx, pod).await?));
-    let tls = tls_ca(ctx, app).await?;
-    // With TLS the certificate names the pod's stable name, not its IP.
-    let name = format!("{pod}.{}", counterstack::build::names::redis_headless(app));
+    // The operator's way in: its user, the current password then the one a rotation
+    // moves away from, TLS verifying the pod's stable name (not its IP).
+    let (password, previous) = user_passwords(ctx, app, "operator").await?;
+    let auth = counterstack::redis::node::NodeAuth {
+        username: Some("operator".into()),
+        passwords: vec![password, previous],
+        tls: tls_ca(ctx, app).await?,
+        names: [(ip.clone(), format!("{pod}.{}", counterstack::build::names::redis_headless(app)))].into(),
+    };
+    let at = counterstack::redis::node::Endpoint::new(ip.clone(), 6379);
     let second = Duration::from_secs(1);
-    counterstack::dial::connect(&ip, 6379, Some(&name), &creds, tls.as_ref(), second, second)
+    counterstack::redis::node::connect(&at, &auth, second, second)
         .await
         .map_err(|e| format!("{pod} ({ip}): {e}"))
 }

@@ -26,6 +26,7 @@ mod load;
 mod plugin;
 mod redis_config;
 mod scenario;
+mod security;
 mod stack;
 mod version_gaps;
 
@@ -538,6 +539,23 @@ fn restart_annotation_restarts_every_pod_under_load() {
     with_namespace("restart", |ctx| async move {
         let Some(stack) = load_stack(&ctx, "a restart on request under load").await else { return };
         day_two::restart_on_request_under_load(&stack).await;
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn every_redis_password_rotates_under_load_with_replicas_linked() {
+    with_namespace("rotate", |ctx| async move {
+        let Some(stack) = load_stack(&ctx, "a password rotation under load").await else { return };
+        security::rotate_every_password_under_load(&stack).await;
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn a_tls_only_stack_reaches_ready_and_counts() {
+    with_namespace("tls", |ctx| async move {
+        security::tls_stack_reaches_ready_and_counts(&ctx, APP).await;
     });
 }
 

@@ -27,6 +27,9 @@ pub enum Scenario {
     Rollout,
     /// `kubectl annotate capp NAME counterstack.io/restartedAt=...`: every pod restarts.
     Restart,
+    /// `kubectl annotate capp NAME counterstack.io/rotate=redis-all`: every Redis user's
+    /// password is replaced while the replicas stay linked.
+    Rotate,
 }
 
 impl Scenario {
@@ -41,6 +44,7 @@ impl Scenario {
             Scenario::Evict => "evict",
             Scenario::Rollout => "rollout",
             Scenario::Restart => "restart",
+            Scenario::Rotate => "rotate",
         }
     }
 
@@ -122,6 +126,10 @@ pub async fn run(stack: &Stack, scenario: Scenario) -> Figures {
         }
         Scenario::Restart => {
             restart(stack).await;
+            None
+        }
+        Scenario::Rotate => {
+            crate::security::rotate_all(stack).await;
             None
         }
     };
