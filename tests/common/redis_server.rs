@@ -576,7 +576,45 @@ pub mod scripted {
                 cmd.env("REDIS_ANNOUNCE", name);
             }
             self.child = Some(cmd.spawn().expect("sh"));
-            self.wait_until("PONG", |r| r.op::<String>(&["PING"]).is_ok_and(|p| p == "PONG"));
+            // As the pod-local monitor user with redis-cli (what the probe does): this
+            // works whatever names the TLS certificate carries.
+            self.wait_until("PONG", |r| r.monitor_cli(&["PING"]).is_some_and(|p| p.trim() == "PONG"));
+        }
+
+        /// redis-cli (as in the pod: `$CLI_TLS` flags from `monitor.env`) running `args`
+        /// as `user` with `password`: its output, or None when it failed.
+        pub fn cli_as(&self, user: &str, password: &str, args: &[&str]) -> Option<String> {
+            let cli_tls = match self.ca {
+                Some(_) => {
+                    let ca = self.root.join(TLS_PATH.trim_start_matches('/')).join("ca.crt");
+                    vec!["--tls".to_string(), "--cacert".to_string(), ca.display().to_string()]
+                }
+                None => vec![],
+            };
+            let out = Command::new("redis-cli")
+                .args(cli_tls)
+                .args(["--user", user, "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(args)
+                .env("REDISCLI_AUTH", password)
+                .stdin(Stdio::null())
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            // redis-cli exits 0 on an error reply (NOPERM, WRONGPASS, ...).
+            let error = ["ERR", "NO", "WRONGPASS", "READONLY", "LOADING"].iter().any(|e| text.starts_with(e));
+            (out.status.success() && !error).then_some(text)
+        }
+
+        /// [`Self::cli_as`] as the monitor user with the password from `monitor.env`.
+        pub fn monitor_cli(&self, args: &[&str]) -> Option<String> {
+            let env = std::fs::read_to_string(self.run_file("monitor.env")).ok()?;
+            let pw = env.lines().find_map(|l| l.strip_prefix("REDISCLI_AUTH='")?.strip_suffix('\''))?;
+            self.cli_as("monitor", pw, args)
+        }
+
+        /// The redis-server process (the script exec'd it).
+        pub fn pid(&self) -> Option<u32> {
+            self.child.as_ref().map(Child::id)
         }
 
         /// A file of the installed ConfigMap.
