@@ -285,3 +285,547 @@ pub fn cluster(n: usize, password: Option<&str>) -> (RedisServer, Vec<RedisServe
         .collect();
     (primary, replicas)
 }
+
+/// Redis pods started the way a Redis container starts: the rendered ConfigMap's start
+/// script and redis.conf, the users' Secret files, and (optionally) a TLS Secret, all
+/// installed under a per-pod root directory instead of `/etc/redis`, `/etc/redis-auth`,
+/// `/etc/redis-tls`, `/run/redis` and `/data`, on a loopback port instead of 6379.
+pub mod scripted {
+    use std::collections::BTreeMap;
+    use std::fs::File;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use counterstack::api::{CounterApp, CounterAppSpec, RedisTlsSpec};
+    use counterstack::build::acl::RedisUser;
+    use counterstack::build::configmap::{AUTH_PATH, MOUNT_PATH, RUN_PATH, TLS_PATH};
+    use counterstack::build::{self, Inputs, Passwords, TlsInputs, UserPassword};
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+
+    pub use super::free_port;
+
+    /// Distinct settled passwords per user (what the operator generates into Secrets).
+    pub fn passwords() -> Passwords {
+        Passwords {
+            web: UserPassword::settled("web-Zx81mNq2rT5vW7yA9bC3dE6fG8hJ"),
+            replication: UserPassword::settled("repl-Q2w3E4r5T6y7U8i9O0pAsDfGhJk"),
+            operator: UserPassword::settled("oper-M1n2B3v4C5x6Z7l8K9j0HgFdSaP"),
+        }
+    }
+
+    /// What a test needs from the rendered children.
+    pub struct Rendered {
+        pub data: BTreeMap<String, String>,
+        /// The readiness probe's shell command (`sh -c COMMAND`).
+        pub probe: String,
+        pub tls: bool,
+    }
+
+    /// Render a CounterApp `demo` with `replicas` Redis replicas (syncReplicas defaults
+    /// to 1), with `spec.redis.tls` when `tls`.
+    pub fn render(replicas: i32, tls: bool) -> Rendered {
+        let mut spec = CounterAppSpec::default();
+        spec.redis.replicas = replicas;
+        if tls {
+            spec.redis.tls =
+                Some(RedisTlsSpec { secret_name: Some("demo-redis-tls".into()), issuer_ref: None });
+        }
+        let cr = CounterApp::new("demo", spec);
+        let inputs = Inputs {
+            default_web_image: "unused".to_string(),
+            passwords: passwords(),
+            tls: tls.then(|| TlsInputs { ca_sha256: "0".repeat(64), cert_sha256: "1".repeat(64) }),
+            primary: None,
+            operator_namespace: Some("counterstack-system".to_string()),
+        };
+        let children = build::all(&cr, &inputs).unwrap();
+        let data = children.redis_config.data.unwrap();
+        let sts = children.redis_statefulset.spec.unwrap();
+        let container = &sts.template.spec.unwrap().containers[0];
+        let probe =
+            container.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap().command.as_ref().unwrap()[2]
+                .clone();
+        Rendered { data, probe, tls }
+    }
+
+    /// Rewrite the pod's absolute paths under `root` (`/etc/redis...` and `/run/redis`
+    /// keep their shape below it) and the port 6379 of the local node to `port`.
+    pub fn localize(text: &str, root: &Path, port: u16) -> String {
+        // AUTH_PATH and TLS_PATH start with MOUNT_PATH: one replacement covers all three.
+        assert!(AUTH_PATH.starts_with(MOUNT_PATH) && TLS_PATH.starts_with(MOUNT_PATH));
+        let root = root.display().to_string();
+        text.replace(MOUNT_PATH, &format!("{root}{MOUNT_PATH}"))
+            .replace(RUN_PATH, &format!("{root}{RUN_PATH}"))
+            .replace("-p 6379", &format!("-p {port}"))
+    }
+
+    /// Write each user's Secret files (`USER/password`, `USER/previous`) for the pod at
+    /// `root`, as the projected Secret volume holds them.
+    pub fn write_secrets(root: &Path, passwords: &Passwords) {
+        for user in RedisUser::ALL {
+            let dir = root.join(AUTH_PATH.trim_start_matches('/')).join(user.name());
+            std::fs::create_dir_all(&dir).unwrap();
+            let pw = passwords.get(user);
+            std::fs::write(dir.join("password"), &pw.password).unwrap();
+            std::fs::write(dir.join("previous"), &pw.previous).unwrap();
+        }
+    }
+
+    /// The TLS Secret's files for every pod: `ca.crt`, `tls.crt`, `tls.key`.
+    #[derive(Clone, Debug)]
+    pub struct TlsFiles {
+        pub dir: PathBuf,
+    }
+
+    impl TlsFiles {
+        pub fn ca_pem(&self) -> Vec<u8> {
+            std::fs::read(self.dir.join("ca.crt")).unwrap()
+        }
+    }
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl CLI");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A self-signed CA in `dir` (`ca.crt`, `ca.key`), ECDSA P-256.
+    pub fn generate_ca(dir: &Path, cn: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+    }
+
+    /// A CA and a server certificate it signed, naming `sans`
+    /// (`DNS:*.demo-redis-headless,IP:127.0.0.1`, ...).
+    pub fn generate_tls(dir: &Path, sans: &str) -> TlsFiles {
+        generate_ca(dir, "counterstack-test-ca");
+        std::fs::write(dir.join("ext.cnf"), format!("subjectAltName={sans}\n")).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "tls.key",
+                "-out",
+                "tls.csr",
+                "-subj",
+                "/CN=demo-redis",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "tls.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "tls.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+        TlsFiles { dir: dir.to_path_buf() }
+    }
+
+    /// Install one pod at `root`: the ConfigMap's files (rewritten for `root` and
+    /// `port`), the users' Secret files, the TLS Secret's files when given, and the
+    /// empty `run` and data directories.
+    pub fn install(r: &Rendered, root: &Path, port: u16, passwords: &Passwords, tls: Option<&TlsFiles>) {
+        let data = &r.data;
+        let etc = root.join(MOUNT_PATH.trim_start_matches('/'));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        std::fs::create_dir_all(root.join(RUN_PATH.trim_start_matches('/'))).unwrap();
+        let conf = localize(&data["redis.conf"], root, port)
+            // `port 6379` or `tls-port 6379`
+            .replace("port 6379\n", &format!("port {port}\n"))
+            .replace("bind * -::*\n", "bind 127.0.0.1\n")
+            .replace("dir /data\n", &format!("dir {}\n", root.join("data").display()));
+        assert!(
+            !conf.contains("6379") && conf.contains("bind 127.0.0.1\n"),
+            "redis.conf changed shape: {conf}"
+        );
+        assert_eq!(conf.contains("tls-port"), r.tls);
+        let script = localize(&data["start.sh"], root, port);
+        for path in [MOUNT_PATH, AUTH_PATH, RUN_PATH] {
+            assert!(data["start.sh"].contains(path), "start.sh no longer reads {path}");
+        }
+        let prestop = localize(&data["prestop.sh"], root, port);
+        assert!(data["prestop.sh"].contains("-p 6379"), "prestop.sh no longer dials -p 6379");
+        std::fs::write(etc.join("redis.conf"), conf).unwrap();
+        std::fs::write(etc.join("start.sh"), script).unwrap();
+        std::fs::write(etc.join("prestop.sh"), prestop).unwrap();
+        std::fs::write(etc.join("pods"), &data["pods"]).unwrap();
+        std::fs::write(etc.join("acl-rules"), &data["acl-rules"]).unwrap();
+        write_secrets(root, passwords);
+        if let Some(t) = tls {
+            let dir = root.join(TLS_PATH.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in ["ca.crt", "tls.crt", "tls.key"] {
+                std::fs::copy(t.dir.join(f), dir.join(f)).unwrap();
+            }
+        }
+    }
+
+    /// `n` pod roots under `tmp` with the rendered files installed, and their ports.
+    pub fn pods(r: &Rendered, tmp: &Path, n: usize, tls: Option<&TlsFiles>) -> (Vec<PathBuf>, Vec<u16>) {
+        let roots: Vec<PathBuf> = (0..n).map(|k| tmp.join(format!("pod-{k}"))).collect();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        for (root, port) in roots.iter().zip(&ports) {
+            install(r, root, *port, &passwords(), tls);
+        }
+        (roots, ports)
+    }
+
+    /// A redis-server started through the installed start script. Killed on drop.
+    pub struct ScriptedRedis {
+        pub pod: String,
+        pub port: u16,
+        pub root: PathBuf,
+        child: Option<Child>,
+        /// `REDIS_ANNOUNCE` (None: the script's own `POD_NAME.HEADLESS_SERVICE`).
+        announce: Option<String>,
+        /// The CA test connections verify the server against (TLS-only servers).
+        ca: Option<Vec<u8>>,
+    }
+
+    impl Drop for ScriptedRedis {
+        fn drop(&mut self) {
+            self.kill9();
+        }
+    }
+
+    impl ScriptedRedis {
+        /// Run the start script installed at `root` as pod `pod`, with `peers` as
+        /// `REDIS_PEERS` (None: the script's own discovery), and wait until it answers
+        /// PING (as the operator user).
+        pub fn start(root: &Path, pod: &str, port: u16, peers: Option<&[u16]>) -> Self {
+            Self::start_announcing(root, pod, port, peers, None)
+        }
+
+        /// [`ScriptedRedis::start`] with `REDIS_ANNOUNCE` (a name that resolves here).
+        pub fn start_announcing(
+            root: &Path,
+            pod: &str,
+            port: u16,
+            peers: Option<&[u16]>,
+            announce: Option<&str>,
+        ) -> Self {
+            let tls_ca = root.join(TLS_PATH.trim_start_matches('/')).join("ca.crt");
+            let mut r = ScriptedRedis {
+                pod: pod.to_string(),
+                port,
+                root: root.to_path_buf(),
+                child: None,
+                announce: announce.map(str::to_string),
+                ca: std::fs::read(tls_ca).ok(),
+            };
+            r.spawn(peers);
+            r
+        }
+
+        fn spawn(&mut self, peers: Option<&[u16]>) {
+            let log = File::create(self.log_path()).unwrap();
+            let mut cmd = Command::new("sh");
+            cmd.arg(self.etc("start.sh"))
+                .env("POD_NAME", &self.pod)
+                .env("HEADLESS_SERVICE", "demo-redis-headless")
+                .env_remove("REDIS_PEERS")
+                .env_remove("REDIS_ANNOUNCE")
+                .env_remove("REDISCLI_AUTH")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            if let Some(peers) = peers {
+                let list: Vec<String> = peers.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+                cmd.env("REDIS_PEERS", list.join(" "));
+            }
+            if let Some(name) = &self.announce {
+                cmd.env("REDIS_ANNOUNCE", name);
+            }
+            self.child = Some(cmd.spawn().expect("sh"));
+            // As the pod-local monitor user with redis-cli (what the probe does): this
+            // works whatever names the TLS certificate carries.
+            self.wait_until("PONG", |r| r.monitor_cli(&["PING"]).is_some_and(|p| p.trim() == "PONG"));
+        }
+
+        /// redis-cli (as in the pod: `$CLI_TLS` flags from `monitor.env`) running `args`
+        /// as `user` with `password`: its output, or None when it failed.
+        pub fn cli_as(&self, user: &str, password: &str, args: &[&str]) -> Option<String> {
+            let cli_tls = match self.ca {
+                Some(_) => {
+                    let ca = self.root.join(TLS_PATH.trim_start_matches('/')).join("ca.crt");
+                    vec!["--tls".to_string(), "--cacert".to_string(), ca.display().to_string()]
+                }
+                None => vec![],
+            };
+            let out = Command::new("redis-cli")
+                .args(cli_tls)
+                .args(["--user", user, "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(args)
+                .env("REDISCLI_AUTH", password)
+                .stdin(Stdio::null())
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            // redis-cli exits 0 on an error reply (NOPERM, WRONGPASS, ...).
+            let error = ["ERR", "NO", "WRONGPASS", "READONLY", "LOADING"].iter().any(|e| text.starts_with(e));
+            (out.status.success() && !error).then_some(text)
+        }
+
+        /// [`Self::cli_as`] as the monitor user with the password from `monitor.env`.
+        pub fn monitor_cli(&self, args: &[&str]) -> Option<String> {
+            let env = std::fs::read_to_string(self.run_file("monitor.env")).ok()?;
+            let pw = env.lines().find_map(|l| l.strip_prefix("REDISCLI_AUTH='")?.strip_suffix('\''))?;
+            self.cli_as("monitor", pw, args)
+        }
+
+        /// The redis-server process (the script exec'd it).
+        pub fn pid(&self) -> Option<u32> {
+            self.child.as_ref().map(Child::id)
+        }
+
+        /// A file of the installed ConfigMap.
+        pub fn etc(&self, name: &str) -> PathBuf {
+            self.root.join(MOUNT_PATH.trim_start_matches('/')).join(name)
+        }
+
+        /// A file the start script wrote in the `run` directory.
+        pub fn run_file(&self, name: &str) -> PathBuf {
+            self.root.join(RUN_PATH.trim_start_matches('/')).join(name)
+        }
+
+        pub fn log_path(&self) -> PathBuf {
+            self.root.join("start.log")
+        }
+
+        /// What the start script (and redis-server, which logs to stdout) printed.
+        pub fn log(&self) -> String {
+            std::fs::read_to_string(self.log_path()).unwrap()
+        }
+
+        /// SIGKILL (the script exec'd redis-server, so the child is the server itself).
+        pub fn kill9(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        /// Restart as a pod restart does: same data dir (or an emptied one), same script,
+        /// the Secret files as they are now.
+        pub fn restart(&mut self, peers: &[u16], empty: bool) {
+            self.kill9();
+            if empty {
+                std::fs::remove_dir_all(self.root.join("data")).unwrap();
+                std::fs::create_dir_all(self.root.join("data")).unwrap();
+            }
+            self.spawn(Some(peers));
+        }
+
+        /// The user's current password as its Secret file holds it.
+        pub fn password(&self, user: &str) -> String {
+            let path = self.root.join(AUTH_PATH.trim_start_matches('/')).join(user).join("password");
+            std::fs::read_to_string(path).unwrap()
+        }
+
+        /// The monitor user's password the start script wrote to `monitor.env`.
+        pub fn monitor_password(&self) -> String {
+            let env = std::fs::read_to_string(self.run_file("monitor.env")).unwrap();
+            env.lines()
+                .find_map(|l| l.strip_prefix("REDISCLI_AUTH='")?.strip_suffix('\''))
+                .expect("REDISCLI_AUTH in monitor.env")
+                .to_string()
+        }
+
+        /// A connection as `user` with `password` (None: no AUTH at all), over TLS when
+        /// the pod has a TLS Secret.
+        pub fn conn(
+            &self,
+            user: Option<&str>,
+            password: Option<&str>,
+        ) -> redis::RedisResult<redis::Connection> {
+            let addr = match self.ca {
+                Some(_) => ConnectionAddr::TcpTls {
+                    host: "127.0.0.1".into(),
+                    port: self.port,
+                    insecure: false,
+                    tls_params: None,
+                },
+                None => ConnectionAddr::Tcp("127.0.0.1".into(), self.port),
+            };
+            let info = addr.into_connection_info()?;
+            let mut s = info.redis_settings().clone().set_skip_set_lib_name();
+            if let Some(u) = user {
+                s = s.set_username(u);
+            }
+            if let Some(p) = password {
+                s = s.set_password(p);
+            }
+            let info = info.set_redis_settings(s);
+            let client = match &self.ca {
+                Some(ca) => redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) },
+                )?,
+                None => redis::Client::open(info)?,
+            };
+            client.get_connection_with_timeout(Duration::from_secs(2))
+        }
+
+        /// One command as `user` with `password`.
+        pub fn cmd_as<T: redis::FromRedisValue>(
+            &self,
+            user: &str,
+            password: &str,
+            args: &[&str],
+        ) -> redis::RedisResult<T> {
+            let mut c = self.conn(Some(user), Some(password))?;
+            let mut cmd = redis::cmd(args[0]);
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            cmd.query(&mut c)
+        }
+
+        /// One command as `user` with its current Secret password.
+        pub fn as_user<T: redis::FromRedisValue>(&self, user: &str, args: &[&str]) -> redis::RedisResult<T> {
+            self.cmd_as(user, &self.password(user), args)
+        }
+
+        /// One command as the web service (`web`).
+        pub fn web<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
+            self.as_user("web", args)
+        }
+
+        /// One command as the operator (`operator`).
+        pub fn op<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
+            self.as_user("operator", args)
+        }
+
+        /// One command as the pod-local `monitor` user (its password from monitor.env).
+        pub fn monitor<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
+            self.cmd_as("monitor", &self.monitor_password(), args)
+        }
+
+        /// Poll until `ok` (panics after 10 s: something never happened).
+        pub fn wait_until(&self, what: &str, mut ok: impl FnMut(&Self) -> bool) {
+            let start = Instant::now();
+            while !ok(self) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{}: {what} never happened\n{}",
+                    self.pod,
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
+
+        /// An `INFO replication` field (as the operator).
+        pub fn info(&self, field: &str) -> Option<String> {
+            let info: String = self.op(&["INFO", "replication"]).ok()?;
+            info.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_string()))
+        }
+
+        /// A `CONFIG GET` value (as the operator).
+        pub fn config(&self, key: &str) -> Option<String> {
+            let got: Vec<String> = self.op(&["CONFIG", "GET", key]).unwrap();
+            got.get(1).cloned()
+        }
+
+        /// Assert this node is a replica of `127.0.0.1:port`.
+        pub fn assert_replica_of(&self, port: u16) {
+            assert_eq!(self.info("role").as_deref(), Some("slave"), "{} must be a replica", self.pod);
+            assert_eq!(self.info("master_host").as_deref(), Some("127.0.0.1"), "{}", self.pod);
+            assert_eq!(self.info("master_port"), Some(port.to_string()), "{}: {}", self.pod, self.log());
+        }
+
+        /// What the operator does to promote a node.
+        pub fn promote(&self) {
+            let _: () = self.op(&["REPLICAOF", "NO", "ONE"]).unwrap();
+            assert_eq!(self.info("role").as_deref(), Some("master"));
+        }
+
+        /// Wait until this replica's link to its master is up.
+        pub fn wait_linked(&self) {
+            self.wait_until("link up", |r| r.info("master_link_status").as_deref() == Some("up"));
+        }
+
+        /// What the operator does to repoint a node.
+        pub fn follow(&self, port: u16) {
+            let _: () = self.op(&["REPLICAOF", "127.0.0.1", &port.to_string()]).unwrap();
+            self.wait_linked();
+        }
+
+        /// `GET counter:value` as the web service.
+        pub fn counter(&self) -> Option<i64> {
+            self.web::<Option<i64>>(&["GET", "counter:value"]).unwrap()
+        }
+
+        /// Run the rendered readiness probe against this pod (its `monitor.env`, or
+        /// `env` instead when given).
+        pub fn probe(&self, probe: &str, env: Option<&str>) -> bool {
+            let mut cmd = localize(probe, &self.root, self.port);
+            if let Some(env) = env {
+                let alt = self.root.join("alt-monitor.env");
+                std::fs::write(&alt, env).unwrap();
+                cmd = cmd
+                    .replace(&self.run_file("monitor.env").display().to_string(), &alt.display().to_string());
+            }
+            Command::new("sh")
+                .args(["-c", &cmd])
+                .env_remove("REDISCLI_AUTH")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        }
+
+        /// The installed preStop hook, started in the background (`PRESTOP_WAIT` seconds).
+        pub fn prestop(&self, wait_secs: u32) -> Child {
+            Command::new("sh")
+                .arg(self.etc("prestop.sh"))
+                .env("PRESTOP_WAIT", wait_secs.to_string())
+                .env_remove("REDISCLI_AUTH")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        }
+    }
+}
