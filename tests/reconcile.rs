@@ -899,3 +899,45 @@ async fn the_operator_rotates_its_own_password_without_losing_redis() {
 fn base64(s: &str) -> Value {
     serde_json::to_value(ByteString(s.as_bytes().to_vec())).unwrap()
 }
+
+#[tokio::test]
+async fn tls_from_cert_manager_creates_the_certificate_and_waits_for_its_secret() {
+    let (ctx, fake) =
+        setup(json!({ "redis": { "tls": { "issuerRef": { "name": "ca", "kind": "ClusterIssuer" } } } }));
+    let action = reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)), "looks again shortly");
+    let reqs = fake.requests();
+    let cert_path = "/apis/cert-manager.io/v1/namespaces/ns/certificates/demo-redis-tls";
+    let lines: Vec<String> = writes(&reqs).iter().map(Recorded::line).collect();
+    assert_eq!(
+        lines,
+        [format!("PATCH {cert_path}"), format!("PATCH {CR}/status")],
+        "no pod before the certificate"
+    );
+    let cert = fake.get(cert_path).expect("Certificate applied");
+    assert_eq!(cert["spec"]["secretName"], "demo-redis-tls");
+    assert_eq!(cert["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    let cr = load_cr(&fake);
+    let rec = cr.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Reconciling").cloned();
+    assert!(
+        rec.is_some_and(|c| c.message.contains("waiting for the TLS Secret demo-redis-tls")),
+        "{:#?}",
+        cr.status
+    );
+
+    // cert-manager issues it: the stack is built, TLS-only.
+    fake.insert(
+        "/api/v1/namespaces/ns/secrets/demo-redis-tls",
+        json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "demo-redis-tls", "namespace": NS },
+                "data": { "tls.crt": base64("CRT"), "tls.key": base64("KEY"), "ca.crt": base64("CA") } }),
+    );
+    fake.clear_requests();
+    reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
+    let reqs = fake.requests();
+    let cm =
+        reqs.iter().find(|r| r.method == Method::PATCH && r.path == CONFIGMAP).expect("ConfigMap applied");
+    assert!(cm.body.as_ref().unwrap()["data"]["redis.conf"].as_str().unwrap().contains("tls-port 6379"));
+    assert!(reqs.iter().any(|r| r.method == Method::PATCH && r.path == STS), "StatefulSet applied");
+    // Steady state: the Certificate is read, not re-applied.
+    assert!(!writes(&reqs).iter().any(|r| r.path == cert_path), "{:#?}", writes(&reqs));
+}

@@ -295,6 +295,8 @@ fn exporter(cr: &CounterApp) -> Container {
         plain("REDIS_USER", acl::MONITOR_USER.to_string()),
         plain("REDIS_PASSWORD_FILE", format!("{}/exporter.json", configmap::RUN_PATH)),
         plain("REDIS_EXPORTER_WEB_LISTEN_ADDRESS", format!(":{EXPORTER_PORT}")),
+        // The monitor user may not run CONFIG (CONFIG GET * would show masterauth).
+        plain("REDIS_EXPORTER_CONFIG_COMMAND", "-".to_string()),
     ];
     if tls {
         // Loopback inside the pod: the certificate names the pod's DNS names, not

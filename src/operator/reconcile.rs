@@ -568,8 +568,10 @@ async fn sync_passwords(
         let mut settled = inputs.clone();
         *settled.passwords.get_mut(user) = UserPassword::settled(inputs.passwords.get(user).password.clone());
         let secret = build::secret::redis_user(app, &settled, user);
+        let ns = app.namespace().unwrap_or_default();
+        let live = cache::meta(&ctx.caches.secrets, &ns, &names::redis_user_secret(name, user.name()));
         let mut done = Done::default();
-        ensure(app, ctx, name, secret, None, &mut done).await?;
+        ensure(app, ctx, name, secret, live, &mut done).await?;
         let note = format!(
             "rotated the password of Redis user {user}: every client uses the new one; Redis forgets the old one"
         );
