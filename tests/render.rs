@@ -488,7 +488,8 @@ fn tls_from_cert_manager_wires_redis_the_web_and_a_certificate() {
     );
     let names: Vec<&str> = spec["dnsNames"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     for n in [
-        "*.demo-redis-headless",
+        "demo-redis-0.demo-redis-headless",
+        "demo-redis-8.demo-redis-headless",
         "*.demo-redis-headless.shop.svc",
         "demo-redis-primary",
         "demo-redis-primary.shop.svc.cluster.local",
