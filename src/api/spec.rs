@@ -236,6 +236,11 @@ impl Default for WebServiceSpec {
 /// Redis: one primary and `replicas` replicas.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.tls) == has(oldSelf.tls)")
+        .message("cannot be turned on or off on an existing CounterApp: pods restarted with TLS could not replicate from a primary without it (docs/security.md); create a new CounterApp")
+        .field_path(".tls"),
+)]
 pub struct RedisSpec {
     /// Redis container image (official `redis` image, 7.x). It must provide `sh`,
     /// `redis-server` and `redis-cli` and run as UID 999, as the official image does.
