@@ -2,13 +2,17 @@
 //! it runs. One crate, one binary (`counterstack operator | web | render | crd | version | kubectl`), which also runs
 //! as the kubectl plugin `kubectl counterstack` ([`plugin`]).
 
+pub mod acl;
 pub mod api;
-pub mod build;
+pub mod children;
 pub mod crd;
 pub mod dial;
 pub mod failpoint;
+pub mod labels;
+pub mod names;
 pub mod operator;
 pub mod plugin;
-pub mod redis;
+pub mod render;
+pub mod replication;
 pub mod telemetry;
 pub mod web;

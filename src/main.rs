@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use counterstack::telemetry::{self, LogFormat};
-use counterstack::{build, crd, operator, plugin, web};
+use counterstack::{crd, operator, plugin, render, web};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,7 +29,7 @@ enum Command {
     /// Run the counter web service.
     Web(Box<web::WebArgs>),
     /// Print every object the operator would create for a CounterApp (offline).
-    Render(build::RenderArgs),
+    Render(render::RenderArgs),
     /// Print the CounterApp CustomResourceDefinition.
     Crd,
     /// Print the version.
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             println!("counterstack {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Render(args) => match build::render_command(&args) {
+        Command::Render(args) => match render::command(&args) {
             Ok(out) => {
                 print!("{out}");
                 ExitCode::SUCCESS

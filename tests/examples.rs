@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use counterstack::api::CounterApp;
-use counterstack::build::{render, validate_cel};
+use counterstack::children::validate_cel;
+use counterstack::render;
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples")
@@ -134,7 +135,7 @@ fn redis_config_cel_rules_and_offline_check_agree() {
         )
         .unwrap();
         cr.spec.redis.config.insert(key.to_string(), value.to_string());
-        let offline = counterstack::build::validate(&cr);
+        let offline = counterstack::children::validate(&cr);
         let cel = validate_cel(&cr, None);
         assert_eq!(offline.is_ok(), cel.is_ok(), "{key}={value}: offline {offline:?}, CEL {cel:?}");
         assert_eq!(offline.is_ok(), redis_config::check(key, value).is_ok(), "{key}={value}");

@@ -199,11 +199,11 @@ fn encoded_names(text: &str) -> BTreeSet<String> {
 #[test]
 fn the_source_parser_finds_exactly_what_the_operator_registry_exposes() {
     use counterstack::operator::metrics::{Metrics, Role};
-    use counterstack::redis::metrics::{FailoverLabels, PodLabels};
-    use counterstack::redis::monitor::CheckLabels;
+    use counterstack::replication::metrics::{FailoverLabels, PodLabels};
+    use counterstack::replication::monitor::CheckLabels;
 
     let mut metrics = Metrics::default();
-    let redis = counterstack::redis::Manager::new();
+    let redis = counterstack::replication::Manager::new();
     redis.metrics().register(&redis.monitor().metrics, metrics.registry_mut());
     // prometheus-client encodes a family only once it has a series: give every labelled
     // family one (a new family must be touched here too, or this test fails).
@@ -217,7 +217,7 @@ fn the_source_parser_finds_exactly_what_the_operator_registry_exposes() {
         .get_or_create(&counterstack::operator::metrics::VerbLabels { verb: "get".into() })
         .inc();
     metrics.record_app("ns", "demo", &Default::default(), false, 1);
-    let app = counterstack::redis::AppKey::new("ns", "demo");
+    let app = counterstack::replication::AppKey::new("ns", "demo");
     let failover = FailoverLabels::new(&app, "automatic");
     redis.metrics().failovers.get_or_create(&failover).inc();
     redis.metrics().failover_duration.get_or_create(&failover).observe(1.0);
@@ -529,7 +529,7 @@ fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
 
 #[test]
 fn stack_monitors_select_the_stack_pods_and_not_the_operator() {
-    use counterstack::build::labels::{Component, labels};
+    use counterstack::labels::{Component, labels};
 
     for toggle in ["metrics.stacks.podMonitor.enabled=true", "metrics.stacks.serviceMonitor.enabled=true"] {
         let objs = {
@@ -563,7 +563,7 @@ fn stack_monitors_select_the_stack_pods_and_not_the_operator() {
         let ports: BTreeSet<&str> = endpoints.iter().filter_map(|e| e["port"].as_str()).collect();
         assert_eq!(
             ports,
-            BTreeSet::from([counterstack::build::service::WEB_PORT_NAME, "metrics"]),
+            BTreeSet::from([counterstack::children::service::WEB_PORT_NAME, "metrics"]),
             "{toggle}"
         );
         for e in endpoints {

@@ -18,10 +18,10 @@ use serde_json::{Value, json};
 
 use common::redis_server::RedisServer;
 use counterstack::api::CounterApp;
-use counterstack::build::labels::{self, Component};
+use counterstack::labels::{self, Component};
 use counterstack::operator::context::RedisAddressing;
 use counterstack::operator::{Context, Error, controller, error_policy, reconcile};
-use counterstack::redis::node::LoopbackAddressing;
+use counterstack::replication::node::LoopbackAddressing;
 
 const NS: &str = "ns";
 const CR: &str = "/apis/counterstack.io/v1alpha1/namespaces/ns/counterapps/demo";

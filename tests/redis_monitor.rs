@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis_server::cluster;
-use counterstack::redis::monitor::{AppKey, Monitor, Target, TargetPod};
-use counterstack::redis::node::Endpoint;
+use counterstack::replication::monitor::{AppKey, Monitor, Target, TargetPod};
+use counterstack::replication::node::Endpoint;
 
 const PASSWORD: &str = "s3cret";
 
@@ -33,7 +33,7 @@ async fn a_frozen_primary_wakes_its_app_and_starts_the_clock_within_a_second() {
         Target {
             pods: vec![pod("demo-redis-0", primary.port), pod("demo-redis-1", replica.port)],
             primary: Some("demo-redis-0".into()),
-            auth: counterstack::redis::node::NodeAuth::password(PASSWORD),
+            auth: counterstack::replication::node::NodeAuth::password(PASSWORD),
         },
     );
     let task = tokio::spawn({

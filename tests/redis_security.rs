@@ -19,17 +19,18 @@ use std::time::Duration;
 use common::redis_server::scripted::{
     Rendered, ScriptedRedis, TlsFiles, generate_ca, generate_tls, passwords, pods, render, write_secrets,
 };
-use counterstack::build::acl::password_hash;
-use counterstack::build::{Passwords, UserPassword, certificate, names};
+use counterstack::acl::password_hash;
+use counterstack::children::{Passwords, UserPassword, certificate};
 use counterstack::dial::TlsCa;
-use counterstack::redis::PodView;
-use counterstack::redis::acl_sync::{self, Desired, SyncReport};
-use counterstack::redis::node::{
+use counterstack::names;
+use counterstack::replication::PodView;
+use counterstack::replication::acl_sync::{self, Desired, SyncReport};
+use counterstack::replication::node::{
     self, ClusterAddressing, Endpoint, NodeAuth, RedisClient, RedisNodes, is_auth_error,
 };
 
 /// The names the cert-manager Certificate of CounterApp `demo` in namespace `demo` carries
-/// (`build::certificate::dns_names`), as openssl SANs.
+/// (`children::certificate::dns_names`), as openssl SANs.
 fn cluster_sans() -> String {
     certificate::dns_names("demo", Some("demo"))
         .iter()

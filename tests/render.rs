@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use counterstack::api::CounterApp;
-use counterstack::build::{self, Inputs, Passwords, render};
+use counterstack::children::{self, Inputs, Passwords};
+use counterstack::render;
 use serde_json::Value;
 
 const PASSWORD: &str = "0123456789abcdefghijABCDEFGHIJxy";
@@ -14,7 +15,6 @@ fn inputs() -> Inputs {
         default_web_image: "ghcr.io/counterstack/counterstack:test".to_string(),
         passwords: Passwords::same(PASSWORD),
         tls: None,
-        primary: None,
         operator_namespace: Some("counterstack-system".to_string()),
     }
 }
@@ -25,7 +25,7 @@ fn example(name: &str) -> CounterApp {
 }
 
 fn render_yaml(cr: &CounterApp) -> String {
-    render::to_yaml(&build::all(cr, &inputs()).unwrap()).unwrap()
+    render::to_yaml(&children::all(cr, &inputs()).unwrap()).unwrap()
 }
 
 /// The YAML stream as JSON values.
@@ -127,7 +127,7 @@ fn web_env_points_at_the_redis_services() {
 
 #[test]
 fn one_secret_per_redis_user_with_data_not_string_data() {
-    let children = build::all(&example("counterapp.yaml"), &inputs()).unwrap();
+    let children = children::all(&example("counterapp.yaml"), &inputs()).unwrap();
     let names: Vec<_> =
         children.redis_user_secrets.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
     assert_eq!(names, ["demo-redis-auth-web", "demo-redis-auth-replication", "demo-redis-auth-operator"]);
@@ -324,7 +324,7 @@ fn network_policy_admits_only_the_stack_and_the_operator() {
     );
     let mut off = example("counterapp.yaml");
     off.spec.network_policy.enabled = false;
-    assert!(build::all(&off, &inputs()).unwrap().redis_network_policy.is_none());
+    assert!(children::all(&off, &inputs()).unwrap().redis_network_policy.is_none());
 }
 
 /// `counterstack.io/restartedAt` on the CounterApp reaches both pod templates (a new value
@@ -332,7 +332,7 @@ fn network_policy_admits_only_the_stack_and_the_operator() {
 #[test]
 fn restarted_at_annotation_changes_both_pod_templates() {
     let template_annotations = |cr: &CounterApp| {
-        let c = build::all(cr, &inputs()).unwrap();
+        let c = children::all(cr, &inputs()).unwrap();
         let a = |m: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
             m.unwrap().annotations.unwrap()
         };
@@ -367,12 +367,12 @@ fn pod_labels_cannot_override_ours_and_bad_values_are_refused() {
         ("app.kubernetes.io/component".to_string(), "web".to_string()),
         ("team".to_string(), "a".to_string()),
     ]);
-    let c = build::all(&cr, &inputs()).unwrap();
+    let c = children::all(&cr, &inputs()).unwrap();
     let labels = c.redis_statefulset.spec.unwrap().template.metadata.unwrap().labels.unwrap();
     assert_eq!(labels["app.kubernetes.io/component"], "redis");
     assert_eq!(labels["team"], "a");
     cr.spec.redis.pod.pod_labels = BTreeMap::from([("team".to_string(), "shop floor".to_string())]);
-    let err = build::all(&cr, &inputs()).unwrap_err().to_string();
+    let err = children::all(&cr, &inputs()).unwrap_err().to_string();
     assert!(err.contains("spec.redis.podLabels.team"), "{err}");
 }
 
@@ -381,7 +381,7 @@ fn config_hash_changes_with_what_the_pods_depend_on() {
     let hash = |cr: &CounterApp, password: &str| {
         let mut i = inputs();
         i.passwords = Passwords::same(password);
-        let c = build::all(cr, &i).unwrap();
+        let c = children::all(cr, &i).unwrap();
         let ann = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
             t.as_ref().unwrap().annotations.as_ref().unwrap()["counterstack.io/config-hash"].clone()
         };
@@ -405,32 +405,13 @@ fn config_hash_changes_with_what_the_pods_depend_on() {
     let mut scaled = cr.clone();
     scaled.spec.web.replicas = 7;
     assert_eq!(base, hash(&scaled, PASSWORD));
-    // A failover must change no child at all: Redis pods find the primary themselves.
-    let before = render::to_yaml(&build::all(&cr, &inputs()).unwrap()).unwrap();
-    let mut i = inputs();
-    i.primary = Some("demo-redis-2".to_string());
-    assert_eq!(render::to_yaml(&build::all(&cr, &i).unwrap()).unwrap(), before);
-}
-
-#[test]
-fn primary_outside_the_statefulset_is_an_error() {
-    let cr = example("counterapp.yaml");
-    for bad in ["demo-redis-3", "other-redis-0", "demo-redis-x"] {
-        let mut i = inputs();
-        i.primary = Some(bad.to_string());
-        assert!(build::configmap::primary_pod(&cr, &i).is_err(), "{bad}");
-    }
-    let mut i = inputs();
-    i.primary = Some("demo-redis-2".to_string());
-    assert_eq!(build::configmap::primary_pod(&cr, &i).unwrap(), "demo-redis-2");
-    assert_eq!(build::configmap::primary_pod(&cr, &inputs()).unwrap(), "demo-redis-0");
 }
 
 #[test]
 fn zero_redis_replicas_means_no_sync_and_no_min_replicas() {
     let mut cr = example("counterapp.yaml");
     cr.spec.redis.replicas = 0;
-    let c = build::all(&cr, &inputs()).unwrap();
+    let c = children::all(&cr, &inputs()).unwrap();
     assert_eq!(c.redis_statefulset.spec.unwrap().replicas, Some(1));
     assert!(c.redis_config.data.unwrap()["redis.conf"].contains("min-replicas-to-write 0\n"));
     let env = c.web_deployment.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
@@ -448,7 +429,7 @@ fn snapshot_redis_config() {
 #[test]
 fn redis_config_rolls_the_pods_only_for_settings_that_need_a_restart() {
     let redis_hash = |cr: &CounterApp| {
-        let c = build::all(cr, &inputs()).unwrap();
+        let c = children::all(cr, &inputs()).unwrap();
         let t = c.redis_statefulset.spec.unwrap().template.metadata.unwrap();
         (t.annotations.unwrap()["counterstack.io/config-hash"].clone(), c.redis_config.data.unwrap())
     };
@@ -478,7 +459,7 @@ fn redis_config_rolls_the_pods_only_for_settings_that_need_a_restart() {
 fn tls_from_cert_manager_wires_redis_the_web_and_a_certificate() {
     let mut cr = example("counterapp-tls.yaml");
     cr.metadata.namespace = Some("shop".into());
-    let c = build::all(&cr, &inputs()).unwrap();
+    let c = children::all(&cr, &inputs()).unwrap();
     let cert = c.redis_certificate.expect("a Certificate for issuerRef");
     let spec = &cert.data["spec"];
     assert_eq!(spec["secretName"], "demo-redis-tls");
@@ -529,8 +510,8 @@ fn a_renewed_certificate_restarts_redis_and_a_new_ca_restarts_the_web() {
     let cr = example("counterapp-tls.yaml");
     let hashes = |ca: &str, cert: &str| {
         let mut i = inputs();
-        i.tls = Some(build::TlsInputs { ca_sha256: ca.into(), cert_sha256: cert.into() });
-        let c = build::all(&cr, &i).unwrap();
+        i.tls = Some(children::TlsInputs { ca_sha256: ca.into(), cert_sha256: cert.into() });
+        let c = children::all(&cr, &i).unwrap();
         let ann = |m: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
             m.unwrap().annotations.unwrap()["counterstack.io/config-hash"].clone()
         };
@@ -554,7 +535,7 @@ fn no_pod_gets_a_service_account_token_or_a_writable_root() {
     {
         let mut cr = example(file);
         cr.spec.redis.metrics.enabled = true;
-        let c = build::all(&cr, &inputs()).unwrap();
+        let c = children::all(&cr, &inputs()).unwrap();
         let templates = [
             ("web", c.web_deployment.spec.unwrap().template.spec.unwrap()),
             ("redis", c.redis_statefulset.spec.unwrap().template.spec.unwrap()),

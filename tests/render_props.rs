@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use counterstack::api::{CounterApp, CounterAppSpec, MAX_NAME_LEN, ReadFrom, ServiceType};
-use counterstack::build::{
-    self, Inputs, Passwords, is_dns1035_label, is_dns1123_label, labels, render, validate_cel,
-};
+use counterstack::children::{self, Inputs, Passwords, is_dns1035_label, is_dns1123_label, validate_cel};
+use counterstack::labels;
+use counterstack::{names, render};
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -118,22 +118,18 @@ proptest! {
         name in name(),
         namespace in prop::option::of("[a-z]([-a-z0-9]{0,20}[a-z0-9])?"),
         spec in spec(),
-        primary_pick in any::<prop::sample::Index>(),
-        with_primary in any::<bool>(),
     ) {
         let mut cr = CounterApp::new(&name, spec);
         cr.metadata.namespace = namespace;
-        build::validate(&cr).unwrap();
+        children::validate(&cr).unwrap();
         let pods = cr.spec.redis_pods() as usize;
-        let primary = with_primary.then(|| build::names::redis_pod(&name, primary_pick.index(pods) as u32));
         let inputs = Inputs {
             default_web_image: "ghcr.io/counterstack/counterstack:test".to_string(),
             passwords: Passwords::same(&"p".repeat(32)),
             tls: None,
-            primary: primary.clone(),
             operator_namespace: Some("counterstack-system".to_string()),
         };
-        let c = build::all(&cr, &inputs).unwrap();
+        let c = children::all(&cr, &inputs).unwrap();
 
         // Names: every object a DNS label (<= 63), Services DNS-1035 labels.
         let object_names = [
@@ -154,7 +150,7 @@ proptest! {
         let revision_label = format!("{sts_name}-{}", "a".repeat(10));
         prop_assert!(is_dns1123_label(&revision_label), "{}", revision_label);
         for k in 0..pods {
-            let pod = build::names::redis_pod(&name, k as u32);
+            let pod = names::redis_pod(&name, k as u32);
             prop_assert!(is_dns1123_label(&pod), "{pod}");
             let pvc = format!("data-{pod}");
             prop_assert!(is_dns1123_label(&pvc), "{}", pvc);
@@ -194,15 +190,9 @@ proptest! {
             prop_assert!(subset(&svc_selector(svc), &labelled));
         }
 
-        // No child depends on the primary (a failover restarts nothing); the ConfigMap
-        // gives the start script the pod count.
-        let without = build::all(&cr, &Inputs { primary: None, ..inputs.clone() }).unwrap();
-        prop_assert_eq!(render::to_yaml(&without).unwrap(), render::to_yaml(&c).unwrap());
+        // The ConfigMap gives the start script the pod count (no child names the primary).
         let cm_pods = c.redis_config.data.as_ref().unwrap()["pods"].clone();
         prop_assert_eq!(cm_pods, pods.to_string());
-        if let Some(p) = &primary {
-            prop_assert_eq!(&build::configmap::primary_pod(&cr, &inputs).unwrap(), p);
-        }
 
         // The output stream parses back and the CR passes the CRD's own rules.
         // Optional children: an autoscaler of the web Deployment, a policy on Redis pods.
@@ -230,7 +220,7 @@ proptest! {
     fn too_long_names_are_rejected(extra in 1usize..30) {
         let name = format!("a{}", "b".repeat(MAX_NAME_LEN - 1 + extra));
         let cr = CounterApp::new(&name, CounterAppSpec::default());
-        let err = build::validate(&cr).unwrap_err().to_string();
+        let err = children::validate(&cr).unwrap_err().to_string();
         prop_assert!(err.contains("metadata.name"), "{}", err);
         // The CRD's own CEL rule agrees with MAX_NAME_LEN.
         let err = validate_cel(&cr, None).unwrap_err().to_string();

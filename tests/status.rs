@@ -11,7 +11,7 @@ use counterstack::api::{CounterAppStatus, RedisNodeStatus, RedisStatus};
 use counterstack::operator::status::{
     Observation, Workload, compute, needs_patch, primary_available, reason,
 };
-use counterstack::redis::Health;
+use counterstack::replication::Health;
 
 fn t(secs: i64) -> Time {
     Time(Timestamp::from_second(1_700_000_000 + secs).unwrap())

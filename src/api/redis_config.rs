@@ -2,7 +2,7 @@
 //!
 //! [`SETTINGS`] is the allowlist. Everything else derives from it: the CRD's CEL rule
 //! and its message ([`cel_rule`], [`cel_message`]), the offline check
-//! ([`check`], run by `build::validate`), the split into settings applied at runtime
+//! ([`check`], run by `children::validate`), the split into settings applied at runtime
 //! with `CONFIG SET` and settings that need a planned restart ([`is_live`]).
 //!
 //! Never allowed: anything about replication (`replicaof`, `masterauth`, `repl-*`,

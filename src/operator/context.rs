@@ -11,9 +11,9 @@ use super::metrics::Metrics;
 use super::status_cache::StatusCache;
 use super::{apply, cache, leader};
 use crate::api::CounterApp;
-use crate::redis;
-use crate::redis::PodView;
-use crate::redis::node::{Addressing, ClusterAddressing, Endpoint, LoopbackAddressing};
+use crate::replication;
+use crate::replication::PodView;
+use crate::replication::node::{Addressing, ClusterAddressing, Endpoint, LoopbackAddressing};
 
 /// Where the replication manager reaches Redis pods.
 #[derive(Clone, Debug, Default)]
@@ -60,7 +60,7 @@ pub struct Context {
     /// `--default-web-image`: the web image of CounterApps that set none.
     pub default_web_image: String,
     /// Redis replication manager (keeps per-CounterApp state across reconciles).
-    pub redis: redis::Manager,
+    pub replication: replication::Manager,
     /// How the manager reaches Redis pods ([`RedisAddressing::Cluster`] in production).
     pub redis_addressing: RedisAddressing,
     /// Per-CounterApp retry delays.
@@ -91,7 +91,7 @@ impl Context {
         self.applied.forget_app(&ns, &app.name);
         self.statuses.forget(app);
         self.metrics.forget_app(&ns, &app.name);
-        self.redis.forget(&redis::AppKey::new(ns, app.name.clone()));
+        self.replication.forget(&replication::AppKey::new(ns, app.name.clone()));
     }
 
     /// A context with fresh metrics. `POD_NAME` (the downward API) names this operator
@@ -102,8 +102,8 @@ impl Context {
 
     /// [`Context::new`] with metrics the client already records into (API requests).
     pub fn with_metrics(client: Client, default_web_image: impl Into<String>, mut metrics: Metrics) -> Self {
-        let redis = redis::Manager::new();
-        redis.metrics().register(&redis.monitor().metrics, metrics.registry_mut());
+        let replication = replication::Manager::new();
+        replication.metrics().register(&replication.monitor().metrics, metrics.registry_mut());
         let (caches, writers) = cache::new();
         Self {
             caches,
@@ -115,7 +115,7 @@ impl Context {
             client,
             metrics: Arc::new(metrics),
             default_web_image: default_web_image.into(),
-            redis,
+            replication,
             redis_addressing: RedisAddressing::default(),
             backoff: Backoff::default(),
             applied: apply::Memory::default(),

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use super::reconcile::{error_policy, reconcile};
 use super::{Context, Error, cache};
 use crate::api::CounterApp;
-use crate::build::labels::{self, Component};
+use crate::labels::{self, Component};
 
 /// `Api` over all namespaces, or one when the operator is namespace-scoped.
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -166,9 +166,9 @@ pub async fn run(
     // The health checker's wake-ups: a Redis pod that answers differently (a primary that
     // stopped answering, a stray master) reconciles its CounterApp at once. It checks as
     // long as the controller runs.
-    let monitor = ctx.redis.monitor().clone();
+    let monitor = ctx.replication.monitor().clone();
     let checks = tokio::spawn(async move { monitor.run().await });
-    let wakeups = match ctx.redis.monitor().take_wakeups() {
+    let wakeups = match ctx.replication.monitor().take_wakeups() {
         Some(mut rx) => futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
             .map(|key| ObjectRef::<CounterApp>::new(&key.name).within(&key.namespace))
             .left_stream(),

@@ -18,12 +18,13 @@ use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::{Context, Error, apply, cache};
+use crate::acl::random_password;
+use crate::acl::{RedisUser, password_problem};
 use crate::api::{CounterApp, ROTATE_ANNOTATION};
-use crate::build::acl::{RedisUser, password_problem};
-use crate::build::render::random_password;
-use crate::build::statefulset::tls_secret_name;
-use crate::build::{Passwords, TlsInputs, UserPassword, names};
+use crate::children::statefulset::tls_secret_name;
+use crate::children::{Passwords, TlsInputs, UserPassword};
 use crate::dial::TlsCa;
+use crate::names;
 
 /// What [`read`] found.
 pub struct StackSecrets {

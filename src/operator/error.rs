@@ -22,11 +22,11 @@ pub enum Error {
 
     /// The pure builders rejected the CounterApp.
     #[error("cannot build the stack's objects: {0}")]
-    Build(#[from] crate::build::Error),
+    Build(#[from] crate::children::Error),
 
     /// The replication manager failed.
     #[error("redis replication: {0}")]
-    Redis(#[from] crate::redis::Error),
+    Redis(#[from] crate::replication::Error),
 
     /// The CounterApp lacks something every stored object has (name, namespace, uid).
     #[error("invalid CounterApp: {0}")]

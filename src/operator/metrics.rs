@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use super::Error;
 use crate::api::condition::{AVAILABLE, DEGRADED, READY, RECONCILING, STALLED};
 use crate::api::{CounterApp, CounterAppStatus};
-use crate::build::labels::ROLE_REPLICA;
+use crate::labels::ROLE_REPLICA;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {

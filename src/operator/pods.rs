@@ -10,9 +10,9 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use super::Error;
-use crate::build::labels::{self, Component};
-use crate::build::names;
-use crate::redis::PodView;
+use crate::labels::{self, Component};
+use crate::names;
+use crate::replication::PodView;
 
 /// Field manager of role-label patches, separate from the one that applies children so
 /// the two never contend for ownership.

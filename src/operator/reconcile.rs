@@ -23,12 +23,13 @@ use super::credentials::{self, StackSecrets, TlsMaterial};
 use super::events::reason;
 use super::status::{self, Observation, Workload};
 use super::{Context, Error, pods};
+use crate::acl::RedisUser;
 use crate::api::{CounterApp, CounterAppStatus, FIELD_MANAGER, ROTATE_ANNOTATION, RedisStatus};
-use crate::build::acl::RedisUser;
-use crate::build::{self, Children, Inputs, Passwords, UserPassword, certificate, names};
-use crate::redis::acl_sync;
-use crate::redis::node::{Addressing, NodeAuth, RedisClient};
-use crate::redis::{Outcome, PodView};
+use crate::children::{self, Children, Inputs, Passwords, UserPassword, certificate};
+use crate::names;
+use crate::replication::acl_sync;
+use crate::replication::node::{Addressing, NodeAuth, RedisClient};
+use crate::replication::{Outcome, PodView};
 
 /// Requeue an idle stack this often (a safety net: watches and the Redis health checks
 /// wake a CounterApp whenever something it depends on changes).
@@ -97,7 +98,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     }
 
     // A spec the builders refuse waits for the next change (before any read).
-    if let Err(e) = build::validate(app) {
+    if let Err(e) = children::validate(app) {
         return stall_on_invalid_spec(app, ctx, &ns, &name, e).await;
     }
 
@@ -113,12 +114,11 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         default_web_image: ctx.default_web_image.clone(),
         passwords: secrets.passwords.clone(),
         tls: tls.as_ref().map(|t| t.inputs.clone()),
-        primary: current_primary(app),
         operator_namespace: ctx.operator_namespace.clone(),
     };
 
     // 2. build (pure)
-    let children = match build::all(app, &inputs) {
+    let children = match children::all(app, &inputs) {
         Ok(c) => c,
         Err(e) => return stall_on_invalid_spec(app, ctx, &ns, &name, e).await,
     };
@@ -171,7 +171,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
 /// A switchover requested meanwhile is answered Failed (with a Warning Event), not kept
 /// waiting until someone resumes.
 async fn observe_paused(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
-    let (redis_status, refusal) = ctx.redis.refuse_switchover_while_paused(app).unzip();
+    let (redis_status, refusal) = ctx.replication.refuse_switchover_while_paused(app).unzip();
     report_without_applying(app, ctx, ns, name, true, redis_status, Unapplied::Paused).await?;
     if let Some(ev) = refusal {
         ctx.events.warning(app, &ev.reason, "Switchover", ev.note).await;
@@ -396,7 +396,7 @@ async fn stall_on_invalid_spec(
     ctx: &Context,
     ns: &str,
     name: &str,
-    e: build::Error,
+    e: children::Error,
 ) -> Result<Action, Error> {
     let redis_status = app.status.as_ref().and_then(|st| st.redis.clone());
     let changed = report_without_applying(
@@ -429,13 +429,14 @@ async fn replication(
 ) -> Result<Outcome, Error> {
     let addressing = AppAddressing { app: name, mode: &ctx.redis_addressing };
     let client = RedisClient::with_auth(auth.clone());
-    let outcome = ctx.redis.reconcile_with(app, pod_views, &client, &addressing).await?;
+    let outcome = ctx.replication.reconcile_with(app, pod_views, &client, &addressing).await?;
     // From now on the health checker watches these pods (fresh addresses, new primary).
     let primary = outcome.status.primary.as_deref();
-    ctx.redis.watch(app, pod_views, &addressing, auth, primary);
+    ctx.replication.watch(app, pod_views, &addressing, auth, primary);
     let changes = pods::label_changes(pod_views, &outcome.role_labels);
     if !changes.is_empty() {
-        crate::failpoint::hit("before-labels").map_err(|p| Error::from(crate::redis::Error::Failpoint(p)))?;
+        crate::failpoint::hit("before-labels")
+            .map_err(|p| Error::from(crate::replication::Error::Failpoint(p)))?;
     }
     for (pod, role) in changes {
         let previous = pod_views.iter().find(|p| p.name == pod).and_then(|p| p.role_label.clone());
@@ -488,7 +489,8 @@ async fn write_status(
     }
     let epoch = |s: Option<&CounterAppStatus>| s.and_then(|s| s.redis.as_ref()).map(|r| r.epoch);
     if epoch(Some(&desired)) != epoch(app.status.as_ref()) {
-        crate::failpoint::hit("before-status").map_err(|p| Error::from(crate::redis::Error::Failpoint(p)))?;
+        crate::failpoint::hit("before-status")
+            .map_err(|p| Error::from(crate::replication::Error::Failpoint(p)))?;
     }
     let written = patch_status(ctx, ns, name, &desired).await?;
     ctx.statuses.record(app, &desired, Some(&written));
@@ -567,7 +569,7 @@ async fn sync_passwords(
         }
         let mut settled = inputs.clone();
         *settled.passwords.get_mut(user) = UserPassword::settled(inputs.passwords.get(user).password.clone());
-        let secret = build::secret::redis_user(app, &settled, user);
+        let secret = children::secret::redis_user(app, &settled, user);
         let ns = app.namespace().unwrap_or_default();
         let live = cache::meta(&ctx.caches.secrets, &ns, &names::redis_user_secret(name, user.name()));
         let mut done = Done::default();
@@ -614,7 +616,7 @@ async fn wait_for_tls(
     name: &str,
     waiting: String,
 ) -> Result<Action, Error> {
-    if let Some(cert) = build::certificate::redis(app) {
+    if let Some(cert) = children::certificate::redis(app) {
         apply::ensure_dynamic(&ctx.client, ns, &cert, &certificate::api_resource()).await?;
     }
     let redis_status = app.status.as_ref().and_then(|st| st.redis.clone());

@@ -18,8 +18,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::condition::{AVAILABLE, DEGRADED, READY, RECONCILING, STALLED};
 use crate::api::{CounterAppStatus, RedisStatus, WebStatus};
-use crate::build::labels::{self, Component};
-use crate::redis::Health;
+use crate::labels::{self, Component};
+use crate::replication::Health;
 
 /// Condition reasons (CamelCase, stable).
 pub mod reason {

@@ -27,7 +27,7 @@ pub use cli::{Args, Command, PluginCli};
 pub use error::Error;
 
 use crate::api::CounterApp;
-use crate::build::labels::{self, Component};
+use crate::labels::{self, Component};
 
 /// The file name kubectl looks for on PATH to run `kubectl counterstack`.
 pub const PLUGIN_NAME: &str = "kubectl-counterstack";

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 use super::config::{RedisClientKind, RedisSecrets};
 use super::metrics::Metrics;
 use crate::dial::{self, Credentials, TlsCa};
-use crate::redis::monitor::Seen;
+use crate::replication::monitor::Seen;
 
 /// How often a connected node is health-checked (ROLE for the primary, PING otherwise).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -329,7 +329,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// replica of nobody: Redis pods wait as replicas of `127.0.0.1:1`).
 pub fn role_master(role: &Value) -> Option<(String, u16)> {
     // The operator's health checks read ROLE replies the same way.
-    match crate::redis::monitor::parse_role(role)? {
+    match crate::replication::monitor::parse_role(role)? {
         // Port 1 is the start script's "nobody" (127.0.0.1:1): no primary to name.
         Seen::Replica { master: Some(m), .. } if !m.host.is_empty() && m.port > 1 => Some((m.host, m.port)),
         _ => None,

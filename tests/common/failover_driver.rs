@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use counterstack::api::{CounterApp, CounterAppSpec, CounterAppStatus};
-use counterstack::redis::node::{LoopbackAddressing, RedisClient};
-use counterstack::redis::{Manager, PodView, ReplicationEvent};
+use counterstack::replication::node::{LoopbackAddressing, RedisClient};
+use counterstack::replication::{Manager, PodView, ReplicationEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::redis_server::RedisServer;
@@ -250,7 +250,7 @@ async fn drive(
                 st.crashes += 1;
                 manager = Manager::new();
             }
-            Err(counterstack::redis::Error::Failpoint(_)) => {
+            Err(counterstack::replication::Error::Failpoint(_)) => {
                 state.lock().unwrap().crashes += 1;
                 manager = Manager::new();
             }

@@ -297,10 +297,10 @@ pub mod scripted {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
+    use counterstack::acl::RedisUser;
     use counterstack::api::{CounterApp, CounterAppSpec, RedisTlsSpec};
-    use counterstack::build::acl::RedisUser;
-    use counterstack::build::configmap::{AUTH_PATH, MOUNT_PATH, RUN_PATH, TLS_PATH};
-    use counterstack::build::{self, Inputs, Passwords, TlsInputs, UserPassword};
+    use counterstack::children::configmap::{AUTH_PATH, MOUNT_PATH, RUN_PATH, TLS_PATH};
+    use counterstack::children::{self, Inputs, Passwords, TlsInputs, UserPassword};
     use redis::{ConnectionAddr, IntoConnectionInfo};
 
     pub use super::free_port;
@@ -336,10 +336,9 @@ pub mod scripted {
             default_web_image: "unused".to_string(),
             passwords: passwords(),
             tls: tls.then(|| TlsInputs { ca_sha256: "0".repeat(64), cert_sha256: "1".repeat(64) }),
-            primary: None,
             operator_namespace: Some("counterstack-system".to_string()),
         };
-        let children = build::all(&cr, &inputs).unwrap();
+        let children = children::all(&cr, &inputs).unwrap();
         let data = children.redis_config.data.unwrap();
         let sts = children.redis_statefulset.spec.unwrap();
         let container = &sts.template.spec.unwrap().containers[0];

@@ -141,15 +141,15 @@ pub(crate) async fn password(ctx: &Ctx, pod: &str) -> Result<String, String> {
 
 /// `password` and `previous` of a Redis user's Secret (equal unless a rotation runs).
 pub(crate) async fn user_passwords(ctx: &Ctx, app: &str, user: &str) -> Result<(String, String), String> {
-    let name = counterstack::build::names::redis_user_secret(app, user);
+    let name = counterstack::names::redis_user_secret(app, user);
     let secret = ctx.api::<Secret>().get(&name).await.map_err(|e| format!("Secret {name}: {e}"))?;
     let data = secret.data.unwrap_or_default();
     let key = |k: &str| -> Result<String, String> {
         let bytes = data.get(k).ok_or(format!("{name} has no {k}"))?;
         String::from_utf8(bytes.0.clone()).map_err(|e| e.to_string())
     };
-    let password = key(counterstack::build::names::PASSWORD_KEY)?;
-    let previous = key(counterstack::build::names::PREVIOUS_KEY).unwrap_or_else(|_| password.clone());
+    let password = key(counterstack::names::PASSWORD_KEY)?;
+    let previous = key(counterstack::names::PREVIOUS_KEY).unwrap_or_else(|_| password.clone());
     Ok((password, previous))
 }
 
@@ -293,15 +293,15 @@ pub(crate) async fn connect_local(ctx: &Ctx, pod: &str) -> Result<redis::aio::Mu
     // The operator's way in: its user, the current password then the one a rotation
     // moves away from, TLS verifying the pod's stable name (not its IP).
     let (password, previous) = user_passwords(ctx, app, "operator").await?;
-    let auth = counterstack::redis::node::NodeAuth {
+    let auth = counterstack::replication::node::NodeAuth {
         username: Some("operator".into()),
         passwords: vec![password, previous],
         tls: tls_ca(ctx, app).await?,
-        names: [(ip.clone(), format!("{pod}.{}", counterstack::build::names::redis_headless(app)))].into(),
+        names: [(ip.clone(), format!("{pod}.{}", counterstack::names::redis_headless(app)))].into(),
     };
-    let at = counterstack::redis::node::Endpoint::new(ip.clone(), 6379);
+    let at = counterstack::replication::node::Endpoint::new(ip.clone(), 6379);
     let second = Duration::from_secs(1);
-    counterstack::redis::node::connect(&at, &auth, second, second)
+    counterstack::replication::node::connect(&at, &auth, second, second)
         .await
         .map_err(|e| format!("{pod} ({ip}): {e}"))
 }
@@ -309,7 +309,7 @@ pub(crate) async fn connect_local(ctx: &Ctx, pod: &str) -> Result<redis::aio::Mu
 /// The CA of the CounterApp's `spec.redis.tls` (from its TLS Secret), None without TLS.
 pub(crate) async fn tls_ca(ctx: &Ctx, app: &str) -> Result<Option<counterstack::dial::TlsCa>, String> {
     let cr = ctx.api::<counterstack::api::CounterApp>().get(app).await.map_err(|e| e.to_string())?;
-    let Some(secret) = counterstack::build::statefulset::tls_secret_name(&cr) else { return Ok(None) };
+    let Some(secret) = counterstack::children::statefulset::tls_secret_name(&cr) else { return Ok(None) };
     let s = ctx.api::<Secret>().get(&secret).await.map_err(|e| format!("Secret {secret}: {e}"))?;
     let ca = s
         .data

@@ -35,7 +35,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use counterstack::api::CounterApp;
-use counterstack::build::{labels, names};
+use counterstack::labels;
+use counterstack::names;
 use harness::{Ctx, eventually, ready_status, small_spec, timeout, wait_ready_or_skip, with_namespace};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};

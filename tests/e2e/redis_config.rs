@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use counterstack::build::labels;
+use counterstack::labels;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::ListParams;
@@ -102,7 +102,7 @@ fn redis_config_change_reaches_every_pod_without_restart() {
         // The ConfigMap carries the settings for the next start; the pods did not restart.
         let cm = ctx
             .api::<k8s_openapi::api::core::v1::ConfigMap>()
-            .get(&counterstack::build::names::redis(APP))
+            .get(&counterstack::names::redis(APP))
             .await
             .unwrap();
         let conf = cm.data.unwrap_or_default().remove("redis.conf").unwrap_or_default();

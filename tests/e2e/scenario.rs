@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use counterstack::api::CounterApp;
-use counterstack::build::names;
+use counterstack::names;
 use kube::api::{Patch, PatchParams};
 
 use crate::faults;

@@ -170,7 +170,7 @@ pub fn make_tls_secret_data(app: &str, ns: &str) -> BTreeMap<String, k8s_openapi
     ]);
     run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "tls.key"]);
     run(&["req", "-new", "-key", "tls.key", "-subj", &format!("/CN={app}-redis"), "-out", "tls.csr"]);
-    let sans = counterstack::build::certificate::dns_names(app, Some(ns))
+    let sans = counterstack::children::certificate::dns_names(app, Some(ns))
         .iter()
         .map(|n| format!("DNS:{n}"))
         .collect::<Vec<_>>()
@@ -223,7 +223,7 @@ pub async fn tls_stack_reaches_ready_and_counts(ctx: &Ctx, app: &str) {
         return;
     }
     // Counts through the web pods, which reach Redis over TLS with the CA.
-    let svc = counterstack::build::names::web(app);
+    let svc = counterstack::names::web(app);
     let mut last = 0;
     for _ in 0..5 {
         let body =

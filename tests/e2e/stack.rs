@@ -5,7 +5,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use counterstack::api::CounterApp;
-use counterstack::build::{labels, names};
+use counterstack::labels;
+use counterstack::names;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;

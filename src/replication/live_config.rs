@@ -1,7 +1,7 @@
 //! `spec.redis.config` on running pods: the settings Redis accepts at runtime
 //! (`redis_config::is_live`) are applied with `CONFIG SET` to every Redis pod that
 //! answers, without a restart. Settings that need a restart are not touched here: they
-//! change the pod template (`build::statefulset`), which the manager rolls.
+//! change the pod template (`children::statefulset`), which the manager rolls.
 //!
 //! What was applied is remembered per pod and per Redis process (`run_id` of `INFO`):
 //! a key is set again only when its desired value changes or the process is new (a
@@ -165,8 +165,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::redis::node::Snapshot;
-    use crate::redis::observe::{NodeInfo, Role};
+    use crate::replication::node::Snapshot;
+    use crate::replication::observe::{NodeInfo, Role};
 
     /// Records CONFIG SETs; refuses `maxmemory-samples 0`; `down` pods do not answer.
     #[derive(Default)]

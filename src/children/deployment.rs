@@ -8,11 +8,12 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::acl::{self, RedisUser};
-use super::labels::{self, Component};
 use super::service::WEB_PORT_NAME;
-use super::{Inputs, meta, names, statefulset};
+use super::{Inputs, meta, statefulset};
+use crate::acl::{self, RedisUser};
 use crate::api::{CounterApp, ReadFrom};
+use crate::labels::{self, Component};
+use crate::names;
 
 /// UID/GID the web container runs as (the distroless "nonroot" user).
 pub const WEB_UID: i64 = 65532;

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::StreamExt;
 
 use super::node::{Endpoint, RedisClient};
-use crate::build::Passwords;
-use crate::build::acl::{RedisUser, password_hash};
+use crate::acl::{RedisUser, password_hash};
+use crate::children::Passwords;
 
 /// What every node must accept.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub async fn sync(client: &RedisClient, nodes: &[Endpoint], desired: &Desired) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::UserPassword;
+    use crate::children::UserPassword;
 
     fn passwords(web: UserPassword) -> Passwords {
         let mut p = Passwords::same("r".repeat(20).as_str());

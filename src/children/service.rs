@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::labels::{self, Component};
+use super::meta;
 use super::statefulset::EXPORTER_PORT_NAME;
-use super::{meta, names};
 use crate::api::{CounterApp, EXPORTER_PORT, REDIS_PORT, ServiceType};
+use crate::labels::{self, Component};
+use crate::names;
 
 /// Name of the web container port and of the web Service port.
 pub const WEB_PORT_NAME: &str = "http";

@@ -20,10 +20,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::labels::{self, Component};
 use super::service::REDIS_PORT_NAME;
-use super::{Inputs, acl, configmap, meta, names};
+use super::{Inputs, configmap, meta};
 use crate::api::{CounterApp, EXPORTER_PORT, REDIS_PORT, redis_config};
+use crate::labels::{self, Component};
+use crate::{acl, names};
 
 /// UID/GID of the `redis` user in the official image.
 pub const REDIS_UID: i64 = 999;

@@ -5,9 +5,10 @@
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
-use super::labels::{self, Component};
-use super::{meta, names};
+use super::meta;
 use crate::api::{CounterApp, MAX_REDIS_REPLICAS};
+use crate::labels::{self, Component};
+use crate::names;
 
 /// cert-manager's Certificate kind.
 pub fn api_resource() -> ApiResource {

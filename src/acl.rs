@@ -1,4 +1,6 @@
-//! Redis ACL users: who may run what. Nobody uses `default` (disabled); each client has
+//! Redis ACL users: who may run what, and their passwords' form (generated, checked,
+//! hashed). Shared by the builders (the ACL rules file), the replication manager (live
+//! rotation) and the operator (the users' Secrets). Nobody uses `default` (disabled); each client has
 //! its own user with only the commands it sends. Passwords never appear here: the start
 //! script adds each user's password hashes from the mounted Secrets
 //! (`configmap::START_SCRIPT`), and the replication manager adds and removes them live
@@ -101,6 +103,17 @@ pub fn password_problem(password: &str) -> Option<String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || EXTRA.contains(*c)))
         .map(|c| format!("has the character {c:?}; use letters, digits and {EXTRA}"))
+}
+
+/// Length of a generated password.
+pub const PASSWORD_LEN: usize = 32;
+
+/// A random alphanumeric password of [`PASSWORD_LEN`] characters (what the operator
+/// generates for a new user Secret and `counterstack render` prints; always passes
+/// [`password_problem`]).
+pub fn random_password() -> String {
+    use rand::Rng;
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(PASSWORD_LEN).map(char::from).collect()
 }
 
 /// Lowercase hex SHA-256 of a password: how Redis lists it (`ACL GETUSER`) and how the

@@ -9,10 +9,11 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::labels::{self, Component};
 use super::statefulset::EXPORTER_PORT_NAME;
-use super::{Inputs, meta, names};
+use super::{Inputs, meta};
 use crate::api::{CounterApp, REDIS_PORT};
+use crate::labels::{self, Component};
+use crate::names;
 
 /// Label every namespace carries with its own name (Kubernetes 1.21+).
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";

@@ -5,9 +5,10 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 
-use super::labels::Component;
-use super::{meta, names};
+use super::meta;
 use crate::api::CounterApp;
+use crate::labels::Component;
+use crate::names;
 
 /// The web Deployment's autoscaler on CPU utilisation; `None` without autoscaling.
 pub fn web(cr: &CounterApp) -> Option<HorizontalPodAutoscaler> {

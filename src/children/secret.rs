@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::acl::RedisUser;
-use super::labels::Component;
-use super::{Inputs, meta, names};
+use super::{Inputs, meta};
+use crate::acl::RedisUser;
 use crate::api::CounterApp;
+use crate::labels::Component;
+use crate::names;
 
 /// One user's Secret. Built with `data`, never `stringData`: a Secret applied with
 /// `stringData` is rewritten on every server-side apply. The passwords come from

@@ -1,20 +1,56 @@
-//! `counterstack render`: read a CounterApp from a file, check it the way the API
-//! server would (schema: unknown fields and types; bounds; CEL rules), build every
-//! child with the operator's builders and print them as one YAML stream.
+//! `counterstack render` (the CLI side of the builders): read a CounterApp from a file,
+//! check it the way the API server would (schema: unknown fields and types; bounds; CEL
+//! rules), build every child with the operator's builders and print them as one YAML
+//! stream.
 
 use std::io::Read;
+use std::path::PathBuf;
 
 use kube::Resource;
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde_json::Value;
 
-use super::acl::RedisUser;
-use super::{Children, Error, Inputs, Passwords, RenderArgs, UserPassword, all, validate, validate_cel};
+use crate::acl::{RedisUser, password_problem, random_password};
 use crate::api::CounterApp;
+use crate::children::{self, Children, Inputs, Passwords, UserPassword, all, validate, validate_cel};
 
-/// Length of a generated Redis password.
-pub const PASSWORD_LEN: usize = 32;
+/// Errors of `counterstack render`: reading and parsing its input, then the builders'.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The input is not YAML, or not a mapping.
+    #[error("invalid YAML: {0}")]
+    Yaml(String),
+    /// The CounterApp is refused (each message names its field), or cannot be built.
+    #[error(transparent)]
+    Children(#[from] children::Error),
+}
+
+impl Error {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Children(children::Error::invalid(field, message))
+    }
+}
+
+/// `counterstack render` arguments.
+#[derive(clap::Args, Debug)]
+pub struct RenderArgs {
+    /// CounterApp YAML file (`-` for stdin).
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    /// Web image used when the CR sets none (the operator's --default-web-image).
+    #[arg(long, default_value = crate::api::DEFAULT_WEB_IMAGE)]
+    pub default_web_image: String,
+    /// Password to put in every Redis user's Secret (default: a random 32-character one
+    /// per user, as the operator generates on first reconcile). Set it for reproducible
+    /// output.
+    #[arg(long, env = "COUNTERSTACK_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// Namespace the operator runs in, which the Redis NetworkPolicy admits.
+    #[arg(long, default_value = "counterstack-system")]
+    pub operator_namespace: String,
+}
 
 /// Entry point of `counterstack render`.
 pub fn command(args: &RenderArgs) -> Result<String, Error> {
@@ -29,7 +65,7 @@ pub fn command(args: &RenderArgs) -> Result<String, Error> {
         std::fs::read_to_string(&args.file).map_err(|e| Error::Read { path: source.clone(), source: e })?
     };
     let cr = parse(&text)?;
-    if let Some(problem) = args.redis_password.as_deref().and_then(super::acl::password_problem) {
+    if let Some(problem) = args.redis_password.as_deref().and_then(password_problem) {
         return Err(Error::invalid("--redis-password", problem));
     }
     // Render is not the operator: fresh passwords per run, like the operator's first
@@ -40,24 +76,15 @@ pub fn command(args: &RenderArgs) -> Result<String, Error> {
         replication: password(RedisUser::Replication),
         operator: password(RedisUser::Operator),
     };
-    // A CounterApp piped from `kubectl get -o yaml` carries its current primary.
-    let primary = cr.status.as_ref().and_then(|s| s.redis.as_ref()).and_then(|r| r.primary.clone());
     let inputs = Inputs {
         default_web_image: args.default_web_image.clone(),
         passwords,
         // Render reads no cluster: the TLS Secret's content only moves pod template
         // hashes, which render leaves as without it.
         tls: None,
-        primary,
         operator_namespace: Some(args.operator_namespace.clone()),
     };
     to_yaml(&all(&cr, &inputs)?)
-}
-
-/// A random alphanumeric password of `PASSWORD_LEN` characters (always passes
-/// `acl::password_problem`).
-pub fn random_password() -> String {
-    rand::rng().sample_iter(Alphanumeric).take(PASSWORD_LEN).map(char::from).collect()
 }
 
 /// Parse and check a CounterApp YAML document: YAML syntax, apiVersion/kind, unknown
@@ -106,9 +133,9 @@ pub fn parse(text: &str) -> Result<CounterApp, Error> {
 /// strings, as the API server accepts both.
 fn check_unknown_fields(value: &mut Value) -> Result<(), Error> {
     let schema = crate::crd::open_api_schema()
-        .ok_or_else(|| Error::Cel("the generated CRD has no openAPIV3Schema".to_string()))?;
-    let schema =
-        serde_json::to_value(schema).map_err(|e| Error::Serialize { kind: "CRD schema", source: e })?;
+        .ok_or_else(|| children::Error::Cel("the generated CRD has no openAPIV3Schema".to_string()))?;
+    let schema = serde_json::to_value(schema)
+        .map_err(|e| children::Error::Serialize { kind: "CRD schema", source: e })?;
     let mut unknown = Vec::new();
     walk(&schema, value, "", &mut unknown);
     match unknown.into_iter().next() {

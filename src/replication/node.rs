@@ -16,8 +16,8 @@ use redis::RedisResult;
 use super::PodView;
 use super::acl_sync::{NodeAcl, NodePlan};
 use crate::api::REDIS_PORT;
-use crate::build::names;
 use crate::dial::{self, Credentials, TlsCa};
+use crate::names;
 
 /// A host and port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

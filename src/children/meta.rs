@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
-use super::labels::{self, Component};
 use crate::api::{CounterApp, PodOptions, RESTARTED_AT_ANNOTATION};
+use crate::labels::{self, Component};
 
 /// Pod-template annotation whose value changes whenever something the pods read at
 /// start-up changes, so that such a change rolls the pods.

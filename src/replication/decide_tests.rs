@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::redis::node::Endpoint;
-use crate::redis::observe::{ListedReplica, NodeInfo, NodeObservation, Role};
+use crate::replication::node::Endpoint;
+use crate::replication::observe::{ListedReplica, NodeInfo, NodeObservation, Role};
 
 const H: &str = "r-history";
 

@@ -1,7 +1,6 @@
-//! PURE builders: CounterApp -> desired child objects, one file per kind. No I/O, no
-//! clock, no randomness: what `counterstack render` prints is what the operator applies.
-
-use std::path::PathBuf;
+//! PURE builders: CounterApp + [`Inputs`] -> the child objects ([`Children`]), one file
+//! per kind. No I/O, no clock, no randomness: what `counterstack render` prints is what
+//! the operator applies.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -11,19 +10,16 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use kube::api::DynamicObject;
 
+use crate::acl::RedisUser;
 use crate::api::CounterApp;
 
-pub mod acl;
 pub mod certificate;
 pub mod configmap;
 pub mod deployment;
 pub mod hpa;
-pub mod labels;
 pub mod meta;
-pub mod names;
 pub mod networkpolicy;
 pub mod pdb;
-pub mod render;
 pub mod secret;
 pub mod service;
 pub mod statefulset;
@@ -34,24 +30,15 @@ pub use validate::{
     is_storage_size, validate, validate_cel,
 };
 
-/// Errors of building and rendering.
+/// Errors of building.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The input file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    /// The input is not YAML, or not a mapping.
-    #[error("invalid YAML: {0}")]
-    Yaml(String),
     /// Fields failed validation (each names its field).
     #[error("{0}")]
     Invalid(FieldErrors),
     /// The CRD's CEL rules rejected the CounterApp (each line names its field).
     #[error("{0}")]
     Cel(String),
-    /// `Inputs::primary` names no pod of this CounterApp at its current size.
-    #[error("primary {pod:?} is not one of the {pods} Redis pods of this CounterApp")]
-    Primary { pod: String, pods: i32 },
     #[error("cannot serialize {kind}: {source}")]
     Serialize { kind: &'static str, source: serde_json::Error },
 }
@@ -75,11 +62,6 @@ pub struct Inputs {
     /// What the TLS Secret holds now (with `spec.redis.tls`): its content decides when
     /// pods restart for a renewed certificate.
     pub tls: Option<TlsInputs>,
-    /// Pod name of the current primary (`status.redis.primary`), if any. Reserved: no
-    /// child depends on it (a failover must change no object, least of all the pod
-    /// template; Redis pods find the primary by asking their peers), so builders ignore
-    /// it; `configmap::primary_pod` checks it for callers.
-    pub primary: Option<String>,
     /// Namespace the operator runs in (its `POD_NAMESPACE`): the Redis NetworkPolicy
     /// admits it. `None` (an operator outside the cluster) admits no extra namespace.
     pub operator_namespace: Option<String>,
@@ -132,19 +114,19 @@ impl Passwords {
         }
     }
 
-    pub fn get(&self, user: acl::RedisUser) -> &UserPassword {
+    pub fn get(&self, user: RedisUser) -> &UserPassword {
         match user {
-            acl::RedisUser::Web => &self.web,
-            acl::RedisUser::Replication => &self.replication,
-            acl::RedisUser::Operator => &self.operator,
+            RedisUser::Web => &self.web,
+            RedisUser::Replication => &self.replication,
+            RedisUser::Operator => &self.operator,
         }
     }
 
-    pub fn get_mut(&mut self, user: acl::RedisUser) -> &mut UserPassword {
+    pub fn get_mut(&mut self, user: RedisUser) -> &mut UserPassword {
         match user {
-            acl::RedisUser::Web => &mut self.web,
-            acl::RedisUser::Replication => &mut self.replication,
-            acl::RedisUser::Operator => &mut self.operator,
+            RedisUser::Web => &mut self.web,
+            RedisUser::Replication => &mut self.replication,
+            RedisUser::Operator => &mut self.operator,
         }
     }
 }
@@ -170,7 +152,7 @@ pub struct Children {
     pub redis_primary_service: Service,
     pub redis_replicas_service: Service,
     pub redis_config: ConfigMap,
-    /// One Secret per Redis user, in `acl::RedisUser::ALL` order.
+    /// One Secret per Redis user, in `RedisUser::ALL` order.
     pub redis_user_secrets: Vec<Secret>,
     pub redis_pdb: PodDisruptionBudget,
     /// With `spec.web.autoscaling` only.
@@ -198,34 +180,10 @@ pub fn all(cr: &CounterApp, inputs: &Inputs) -> Result<Children, Error> {
         redis_primary_service: service::redis_primary(cr),
         redis_replicas_service: service::redis_replicas(cr),
         redis_config: configmap::redis(cr),
-        redis_user_secrets: acl::RedisUser::ALL.iter().map(|u| secret::redis_user(cr, inputs, *u)).collect(),
+        redis_user_secrets: RedisUser::ALL.iter().map(|u| secret::redis_user(cr, inputs, *u)).collect(),
         redis_pdb: pdb::redis(cr),
         web_hpa: hpa::web(cr),
         redis_network_policy: networkpolicy::redis(cr, inputs),
         redis_certificate: certificate::redis(cr),
     })
-}
-
-/// `counterstack render` arguments.
-#[derive(clap::Args, Debug)]
-pub struct RenderArgs {
-    /// CounterApp YAML file (`-` for stdin).
-    #[arg(short = 'f', long = "filename")]
-    pub file: PathBuf,
-    /// Web image used when the CR sets none (the operator's --default-web-image).
-    #[arg(long, default_value = crate::api::DEFAULT_WEB_IMAGE)]
-    pub default_web_image: String,
-    /// Password to put in every Redis user's Secret (default: a random 32-character one
-    /// per user, as the operator generates on first reconcile). Set it for reproducible
-    /// output.
-    #[arg(long, env = "COUNTERSTACK_REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
-    /// Namespace the operator runs in, which the Redis NetworkPolicy admits.
-    #[arg(long, default_value = "counterstack-system")]
-    pub operator_namespace: String,
-}
-
-/// Entry point of `counterstack render`.
-pub fn render_command(args: &RenderArgs) -> Result<String, Error> {
-    render::command(args)
 }

@@ -7,7 +7,7 @@ use super::PodView;
 use super::decide::{Phase, Plan};
 use super::observe::{NodeObservation, Role};
 use crate::api::RedisNodeStatus;
-use crate::build::labels;
+use crate::labels;
 
 /// Replication health, for the operator's conditions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -107,8 +107,8 @@ pub fn health(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis::node::Endpoint;
-    use crate::redis::observe::NodeInfo;
+    use crate::replication::node::Endpoint;
+    use crate::replication::observe::NodeInfo;
 
     fn pod_view(i: u32, label: Option<&str>) -> PodView {
         PodView {

@@ -30,7 +30,7 @@ use crate::api::{
 pub use decide::{Action, Phase, Plan, SwitchoverRequest, SwitchoverVerdict};
 pub use metrics::Metrics;
 pub use monitor::{AppKey, Monitor};
-use node::{Addressing, ClusterAddressing, NodeAuth, RedisClient, RedisNodes};
+use node::{Addressing, NodeAuth, RedisNodes};
 use observe::{NodeObservation, parse_info};
 pub use report::Health;
 
@@ -318,17 +318,6 @@ impl Manager {
         status.switchover = mem.switchover.clone();
         self.remember(&app_key(app), mem);
         Some((status, events.pop()?))
-    }
-
-    /// One pass against the pods of a cluster: dial pod IPs, follow stable DNS names.
-    pub async fn reconcile(
-        &self,
-        app: &CounterApp,
-        pods: &[PodView],
-        password: &str,
-    ) -> Result<Outcome, Error> {
-        let addressing = ClusterAddressing { app: app.metadata.name.clone().unwrap_or_default() };
-        self.reconcile_with(app, pods, &RedisClient::new(password), &addressing).await
     }
 
     /// One pass with injected Redis I/O and addressing (tests use local processes):
@@ -737,7 +726,13 @@ mod tests {
                 .failovers
                 .get_or_create(&metrics::FailoverLabels::new(&key, metrics::KIND_AUTOMATIC))
                 .inc();
-            m.watch(a, &[], &ClusterAddressing { app: key.name.clone() }, &NodeAuth::password("pw"), None);
+            m.watch(
+                a,
+                &[],
+                &node::ClusterAddressing { app: key.name.clone() },
+                &NodeAuth::password("pw"),
+                None,
+            );
         }
         assert_eq!(m.monitor().len(), 2);
         m.forget(&app_key(&gone));

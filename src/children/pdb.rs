@@ -5,9 +5,10 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::labels::{self, Component};
-use super::{meta, names};
+use super::meta;
 use crate::api::CounterApp;
+use crate::labels::{self, Component};
+use crate::names;
 
 pub fn web(cr: &CounterApp) -> PodDisruptionBudget {
     build(cr, names::web(meta::app_name(cr)), Component::Web)

@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::labels::Component;
-use super::{Error, Inputs, acl, meta, names};
+use super::meta;
 use crate::api::{CounterApp, REDIS_PORT, redis_config};
+use crate::labels::Component;
+use crate::{acl, names};
 
 /// Key of the Redis configuration file.
 pub const REDIS_CONF_KEY: &str = "redis.conf";
@@ -230,21 +231,6 @@ pub fn redis_conf_base(cr: &CounterApp) -> String {
          min-replicas-to-write {sync}\n\
          min-replicas-max-lag {MIN_REPLICAS_MAX_LAG}\n"
     )
-}
-
-/// Pod name of the primary: `inputs.primary` when it names a pod of this CounterApp
-/// that exists at the spec's size, else pod 0. No builder uses it (no child names the
-/// primary); it is kept for callers that compare the primary they built with.
-pub fn primary_pod(cr: &CounterApp, inputs: &Inputs) -> Result<String, Error> {
-    let app = meta::app_name(cr);
-    match inputs.primary.as_deref() {
-        None => Ok(names::redis_pod(app, 0)),
-        Some(pod) => match names::redis_ordinal(app, pod) {
-            Some(k) if i64::from(k) < i64::from(cr.spec.redis_pods()) => Ok(pod.to_string()),
-            // Never silently fall back to pod 0: that could start a second primary.
-            _ => Err(Error::Primary { pod: pod.to_string(), pods: cr.spec.redis_pods() }),
-        },
-    }
 }
 
 pub fn redis(cr: &CounterApp) -> ConfigMap {
