@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use common::redis_server::cluster;
 use counterstack::replication::monitor::{AppKey, Monitor, Target, TargetPod};
-use counterstack::replication::node::Endpoint;
+use counterstack::replication::node::NodeAddr;
 
 const PASSWORD: &str = "s3cret";
 
 fn pod(name: &str, port: u16) -> TargetPod {
-    TargetPod { name: name.into(), dial: Endpoint::new("127.0.0.1", port), ready: true, terminating: false }
+    TargetPod { name: name.into(), dial: NodeAddr::new("127.0.0.1", port), ready: true, terminating: false }
 }
 
 /// The next wake-up within `limit`, and when it came.

@@ -26,7 +26,7 @@ use counterstack::names;
 use counterstack::replication::PodView;
 use counterstack::replication::acl_sync::{self, Desired, SyncReport};
 use counterstack::replication::node::{
-    self, ClusterAddressing, Endpoint, NodeAuth, RedisClient, RedisNodes, is_auth_error,
+    self, ClusterAddressing, NodeAddr, NodeAuth, RedisClient, RedisNodes, is_auth_error,
 };
 
 /// The names the cert-manager Certificate of CounterApp `demo` in namespace `demo` carries
@@ -325,7 +325,7 @@ fn operator(passwords: &[&str]) -> NodeAuth {
     }
 }
 
-fn connects(rt: &tokio::runtime::Runtime, at: &Endpoint, auth: &NodeAuth) -> redis::RedisResult<String> {
+fn connects(rt: &tokio::runtime::Runtime, at: &NodeAddr, auth: &NodeAuth) -> redis::RedisResult<String> {
     rt.block_on(async {
         let mut c = node::connect(at, auth, Duration::from_secs(2), Duration::from_secs(2)).await?;
         redis::cmd("PING").query_async::<String>(&mut c).await
@@ -336,7 +336,7 @@ fn connects(rt: &tokio::runtime::Runtime, at: &Endpoint, auth: &NodeAuth) -> red
 fn passwords_rotate_live_without_locking_any_client_out() {
     let (mut s, _) = stack(None);
     let rt = rt();
-    let nodes = vec![Endpoint::new("127.0.0.1", s.ports[0]), Endpoint::new("127.0.0.1", s.ports[1])];
+    let nodes = vec![NodeAddr::new("127.0.0.1", s.ports[0]), NodeAddr::new("127.0.0.1", s.ports[1])];
     let all = || nodes.iter().cloned().collect::<std::collections::BTreeSet<_>>();
     let mut p: Passwords = passwords();
     // The Secrets change (on every pod's volume), then the operator syncs.
@@ -480,11 +480,11 @@ fn tls_only_redis_serves_the_probe_replication_and_the_verifying_operator() {
     // The operator dials the IP and verifies the pod's name.
     let rt = rt();
     let ca = tls.ca_pem();
-    let at0 = Endpoint::new("127.0.0.1", s.ports[0]);
+    let at0 = NodeAddr::new("127.0.0.1", s.ports[0]);
     let auth = operator_tls(&ca, Some(&verifiable_pod_name(0)));
     let snap = rt.block_on(RedisClient::with_auth(auth.clone()).snapshot(&at0)).unwrap();
     assert!(snap.info.contains("role:master"), "{}", snap.info);
-    let nodes = [at0.clone(), Endpoint::new("127.0.0.1", s.ports[1])];
+    let nodes = [at0.clone(), NodeAddr::new("127.0.0.1", s.ports[1])];
     let report = rt.block_on(acl_sync::sync(
         &RedisClient::with_auth(auth),
         &nodes,
@@ -528,7 +528,7 @@ fn a_certificate_with_only_the_cluster_names_serves_the_probe_and_replication() 
 
     // The operator must verify the pod's name: dialling the IP without it fails.
     let rt = rt();
-    let at1 = Endpoint::new("127.0.0.1", ports[1]);
+    let at1 = NodeAddr::new("127.0.0.1", ports[1]);
     assert!(connects(&rt, &at1, &operator_tls(&tls.ca_pem(), None)).is_err(), "verified 127.0.0.1");
     assert_eq!(
         connects(&rt, &at1, &operator_tls(&tls.ca_pem(), Some(&verifiable_pod_name(1)))).unwrap(),
@@ -559,6 +559,6 @@ fn the_operator_verifies_a_name_the_certificate_carries() {
     let auth =
         operator_tls(&tls.ca_pem(), None).with_names(&[pod], &ClusterAddressing { app: "demo".into() });
     let rt = rt();
-    let got = connects(&rt, &Endpoint::new("127.0.0.1", ports[0]), &auth);
+    let got = connects(&rt, &NodeAddr::new("127.0.0.1", ports[0]), &auth);
     assert_eq!(got.as_ref().ok().map(String::as_str), Some("PONG"), "{:?} verifying {:?}", got, auth.names);
 }

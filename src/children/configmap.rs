@@ -182,7 +182,7 @@ echo "prestop: still the primary after ${PRESTOP_WAIT:-20}s; stopping anyway" >&
 /// The Redis configuration: [`redis_conf_base`], then the user's `spec.redis.config`
 /// (a later directive wins, so a user's `appendfsync` replaces ours). A pod that starts
 /// reads every setting from here; running pods get the live ones with `CONFIG SET` from
-/// the replication manager (`src/redis/live_config.rs`).
+/// the replication manager (`src/replication/live_config.rs`).
 pub fn redis_conf(cr: &CounterApp) -> String {
     let mut conf = redis_conf_base(cr);
     let user = &cr.spec.redis.config;

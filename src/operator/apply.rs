@@ -60,7 +60,7 @@ pub struct Seen {
     pub marker: Option<String>,
 }
 
-/// Identity of a child in [`Memory`].
+/// Identity of a child in [`AppliedHashes`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ChildKey {
     namespace: String,
@@ -74,11 +74,11 @@ struct ChildKey {
 /// restart, which only means the first reconcile after a restart takes the live object
 /// as the baseline.
 #[derive(Debug, Default)]
-pub struct Memory {
+pub struct AppliedHashes {
     seen: Mutex<HashMap<(String, String), HashMap<String, Seen>>>,
 }
 
-impl Memory {
+impl AppliedHashes {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), HashMap<String, Seen>>> {
         // A poisoned lock only means a panic elsewhere mid-insert; the map is usable.
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
@@ -174,7 +174,7 @@ pub fn hash_of<K: Serialize>(desired: &K, what: &str) -> Result<String, Error> {
 
 /// Result of [`ensure`].
 #[derive(Clone, Debug)]
-pub struct Applied<K> {
+pub struct ApplyOutcome<K> {
     /// The object as the API server returned it, when it was applied.
     pub object: Option<K>,
     pub decision: Decision,
@@ -197,11 +197,11 @@ where
 /// metadata (from the watch cache): server-side apply with force when [`decide`] says so.
 pub async fn ensure<K>(
     client: &Client,
-    memory: &Memory,
+    memory: &AppliedHashes,
     app: &str,
     mut desired: K,
     live: Option<&ObjectMeta>,
-) -> Result<Applied<K>, Error>
+) -> Result<ApplyOutcome<K>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -233,7 +233,7 @@ where
             // Baseline for telling a later foreign edit from our own (after a restart).
             memory.record(key, Seen { hash, marker: marker(live) });
         }
-        return Ok(Applied { object: None, decision });
+        return Ok(ApplyOutcome { object: None, decision });
     }
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -243,12 +243,12 @@ where
         .await
         .map_err(|e| Error::kube(format!("apply {kind} {namespace}/{name}"), e))?;
     memory.record(key, Seen { hash, marker: marker(object.meta()) });
-    Ok(Applied { object: Some(object), decision })
+    Ok(ApplyOutcome { object: Some(object), decision })
 }
 
 /// What [`ensure`] would decide for `desired`, without sending anything.
 pub fn pending<K>(
-    memory: &Memory,
+    memory: &AppliedHashes,
     app: &str,
     desired: &K,
     live: Option<&ObjectMeta>,

@@ -13,7 +13,7 @@ use super::{apply, cache, leader};
 use crate::api::CounterApp;
 use crate::replication;
 use crate::replication::PodView;
-use crate::replication::node::{Addressing, ClusterAddressing, Endpoint, LoopbackAddressing};
+use crate::replication::node::{Addressing, ClusterAddressing, LoopbackAddressing, NodeAddr};
 
 /// Where the replication manager reaches Redis pods.
 #[derive(Clone, Debug, Default)]
@@ -32,13 +32,13 @@ pub struct AppAddressing<'a> {
 }
 
 impl Addressing for AppAddressing<'_> {
-    fn dial(&self, pod: &PodView) -> Option<Endpoint> {
+    fn dial(&self, pod: &PodView) -> Option<NodeAddr> {
         match self.mode {
             RedisAddressing::Cluster => ClusterAddressing { app: self.app.to_string() }.dial(pod),
             RedisAddressing::Loopback(l) => l.dial(pod),
         }
     }
-    fn replication_endpoint(&self, pod: &PodView) -> Endpoint {
+    fn replication_endpoint(&self, pod: &PodView) -> NodeAddr {
         match self.mode {
             RedisAddressing::Cluster => {
                 ClusterAddressing { app: self.app.to_string() }.replication_endpoint(pod)
@@ -66,7 +66,7 @@ pub struct Context {
     /// Per-CounterApp retry delays.
     pub backoff: Backoff,
     /// What was last applied to each child (drift detection without re-applying).
-    pub applied: apply::Memory,
+    pub applied: apply::AppliedHashes,
     /// The last status written per CounterApp (fresher than the watch cache).
     pub statuses: StatusCache,
     /// The watch caches reconciles read children and Redis pods from.
@@ -118,7 +118,7 @@ impl Context {
             replication,
             redis_addressing: RedisAddressing::default(),
             backoff: Backoff::default(),
-            applied: apply::Memory::default(),
+            applied: apply::AppliedHashes::default(),
             statuses: StatusCache::default(),
         }
     }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
 
-use super::node::{Endpoint, RedisClient};
+use super::node::{NodeAddr, RedisClient};
 use crate::acl::{RedisUser, password_hash};
 use crate::children::Passwords;
 
@@ -80,17 +80,17 @@ pub fn plan(desired: &Desired, node: &NodeAcl) -> NodePlan {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
     /// Nodes brought in line (or already in line).
-    pub in_line: BTreeSet<Endpoint>,
+    pub in_line: BTreeSet<NodeAddr>,
     /// Nodes changed in this sync.
-    pub changed: BTreeSet<Endpoint>,
+    pub changed: BTreeSet<NodeAddr>,
     /// Nodes that could not be read or changed, with why.
-    pub failed: BTreeMap<Endpoint, String>,
+    pub failed: BTreeMap<NodeAddr, String>,
 }
 
 /// Read every node's ACL state and fix what differs, all nodes at once.
-pub async fn sync(client: &RedisClient, nodes: &[Endpoint], desired: &Desired) -> SyncReport {
+pub async fn sync(client: &RedisClient, nodes: &[NodeAddr], desired: &Desired) -> SyncReport {
     let users: Vec<&str> = desired.accept.keys().copied().collect();
-    let results: Vec<(Endpoint, Result<bool, String>)> = futures::stream::iter(nodes.iter().cloned())
+    let results: Vec<(NodeAddr, Result<bool, String>)> = futures::stream::iter(nodes.iter().cloned())
         .map(|at| {
             let users = users.clone();
             async move {

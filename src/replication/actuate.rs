@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::Error;
-use super::decide::{Action, Plan};
-use super::node::{Endpoint, RedisNodes};
+use super::decide::{NodeAction, Plan};
+use super::node::{NodeAddr, RedisNodes};
 use super::observe::{Role, parse_info};
 
 /// What was done.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Applied {
+pub struct Actuated {
     /// Masters demoted to replicas (fencing).
     pub fenced: Vec<String>,
     /// `REPLICAOF NO ONE` succeeded here.
@@ -26,26 +26,26 @@ pub struct Applied {
 /// Addresses of every pod of the pass.
 pub struct Addresses {
     /// Where the operator dials each pod.
-    pub dial: BTreeMap<String, Endpoint>,
+    pub dial: BTreeMap<String, NodeAddr>,
     /// What REPLICAOF names to follow each pod.
-    pub replication: BTreeMap<String, Endpoint>,
+    pub replication: BTreeMap<String, NodeAddr>,
 }
 
 impl Addresses {
-    fn dial(&self, pod: &str) -> Result<&Endpoint, Error> {
+    fn dial(&self, pod: &str) -> Result<&NodeAddr, Error> {
         self.dial.get(pod).ok_or_else(|| Error::NoAddress { pod: pod.to_string() })
     }
-    fn replication(&self, pod: &str) -> Result<&Endpoint, Error> {
+    fn replication(&self, pod: &str) -> Result<&NodeAddr, Error> {
         self.replication.get(pod).ok_or_else(|| Error::NoAddress { pod: pod.to_string() })
     }
 }
 
 /// Run `plan.actions`.
-pub async fn apply<N: RedisNodes>(plan: &Plan, addrs: &Addresses, nodes: &N) -> Result<Applied, Error> {
-    let mut out = Applied::default();
+pub async fn apply<N: RedisNodes>(plan: &Plan, addrs: &Addresses, nodes: &N) -> Result<Actuated, Error> {
+    let mut out = Actuated::default();
     for action in &plan.actions {
         match action {
-            Action::Follow { pod, primary, fence } => {
+            NodeAction::Follow { pod, primary, fence } => {
                 let res = async {
                     nodes
                         .replicaof(addrs.dial(pod)?, Some(addrs.replication(primary)?))
@@ -60,12 +60,12 @@ pub async fn apply<N: RedisNodes>(plan: &Plan, addrs: &Addresses, nodes: &N) -> 
                     (Err(e), false) => out.warnings.push(format!("repointing {pod} to {primary}: {e}")),
                 }
             }
-            Action::Promote { pod } => {
+            NodeAction::Promote { pod } => {
                 nodes.replicaof(addrs.dial(pod)?, None).await.map_err(|e| Error::redis(pod, e))?;
                 out.promoted = Some(pod.clone());
                 crate::failpoint::hit("after-promote").map_err(Error::Failpoint)?;
             }
-            Action::SetMinReplicas { pod, value } => {
+            NodeAction::SetMinReplicas { pod, value } => {
                 let res = async {
                     nodes
                         .config_set(addrs.dial(pod)?, "min-replicas-to-write", &value.to_string())
@@ -77,7 +77,7 @@ pub async fn apply<N: RedisNodes>(plan: &Plan, addrs: &Addresses, nodes: &N) -> 
                     out.warnings.push(format!("setting min-replicas-to-write on {pod}: {e}"));
                 }
             }
-            Action::Handover { from, to, target, timeout } => {
+            NodeAction::Handover { from, to, target, timeout } => {
                 let started = Instant::now();
                 let (from_ep, to_ep) = (addrs.dial(from)?, addrs.dial(to)?);
                 nodes.failover_to(from_ep, target, *timeout).await.map_err(|e| Error::redis(from, e))?;
@@ -96,16 +96,16 @@ pub async fn apply<N: RedisNodes>(plan: &Plan, addrs: &Addresses, nodes: &N) -> 
 async fn wait_handover<N: RedisNodes>(
     nodes: &N,
     from: &str,
-    from_ep: &Endpoint,
+    from_ep: &NodeAddr,
     to: &str,
-    to_ep: &Endpoint,
+    to_ep: &NodeAddr,
     limit: Duration,
 ) -> Result<(), Error> {
     let start = Instant::now();
     loop {
         // Best effort: if it fails the replica still acknowledges within a second.
         let _ = nodes.request_ack(to_ep).await;
-        let role = |ep: &Endpoint| {
+        let role = |ep: &NodeAddr| {
             let ep = ep.clone();
             async move { nodes.snapshot(&ep).await.ok().and_then(|s| parse_info(&s.info).ok()).map(|i| i.role) }
         };
@@ -130,7 +130,7 @@ async fn wait_handover<N: RedisNodes>(
 /// (so `min-replicas-to-write` lets writes through), for at most `limit`.
 pub async fn wait_writable<N: RedisNodes>(
     nodes: &N,
-    at: &Endpoint,
+    at: &NodeAddr,
     min_replicas: i64,
     limit: Duration,
 ) -> bool {

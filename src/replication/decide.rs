@@ -7,7 +7,7 @@
 use std::cmp::Reverse;
 use std::time::Duration;
 
-use super::node::Endpoint;
+use super::node::NodeAddr;
 use super::observe::{NodeInfo, NodeObservation, Role};
 use crate::api::{CounterAppSpec, SwitchoverPhase, SwitchoverStatus};
 
@@ -117,7 +117,7 @@ pub fn pending_request(
 
 /// One step to apply, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum NodeAction {
     /// `REPLICAOF <primary>` on `pod`. `fence` marks a node that currently is a master:
     /// if demoting it fails, nothing after it may run (no second writable primary).
     Follow { pod: String, primary: String, fence: bool },
@@ -128,7 +128,7 @@ pub enum Action {
     /// `FAILOVER TO <target> TIMEOUT` on `from` (planned switchover), then wait until
     /// done. `target` is `to` as `from` lists it among its replicas: Redis knows a replica
     /// by the address it announced or connected from, not by the name others dial.
-    Handover { from: String, to: String, target: Endpoint, timeout: Duration },
+    Handover { from: String, to: String, target: NodeAddr, timeout: Duration },
 }
 
 /// Why a requested switchover is refused while `spec.paused` is true.
@@ -177,7 +177,7 @@ pub struct Plan {
     pub primary: Option<String>,
     pub epoch: i64,
     pub holds_data: bool,
-    pub actions: Vec<Action>,
+    pub actions: Vec<NodeAction>,
     /// Pods the operator must delete (planned restarts; the StatefulSet uses OnDelete).
     pub delete_pods: Vec<String>,
     /// Why, for logs, Events and condition messages.
@@ -208,7 +208,9 @@ impl Plan {
         self.actions
             .iter()
             .find_map(|a| match a {
-                Action::SetMinReplicas { pod, value } if Some(pod) == self.primary.as_ref() => Some(*value),
+                NodeAction::SetMinReplicas { pod, value } if Some(pod) == self.primary.as_ref() => {
+                    Some(*value)
+                }
                 _ => None,
             })
             .unwrap_or(0)
@@ -310,7 +312,7 @@ fn requested(input: &Input, mut plan: Plan, req: &SwitchoverRequest) -> Plan {
             return refuse(plan, why);
         }
     }
-    if plan.actions.iter().any(|a| matches!(a, Action::Follow { .. })) {
+    if plan.actions.iter().any(|a| matches!(a, NodeAction::Follow { .. })) {
         let why = format!("waiting until every replica follows {} before handing over", p.pod);
         plan.message = format!("switchover {}: {why}", req.token);
         plan.switchover = Some(SwitchoverVerdict::Wait(why));
@@ -425,7 +427,7 @@ fn handover(input: &Input, p: &NodeObservation, only: Option<&str>, why: &str) -
             linked.then_some((n, listed))
         })
         .max_by_key(|(n, _)| (n.info.as_ref().map_or(0, |i| i.offset), Reverse(n.ordinal)))?;
-    let mut actions = vec![Action::Handover {
+    let mut actions = vec![NodeAction::Handover {
         from: p.pod.clone(),
         to: to.pod.clone(),
         target: listed.addr.clone(),
@@ -434,7 +436,7 @@ fn handover(input: &Input, p: &NodeObservation, only: Option<&str>, why: &str) -
     // The other replicas follow the new primary at once: behind the old one (which is
     // about to stop) they would not count for its `WAIT k` / min-replicas-to-write.
     for n in input.nodes.iter().filter(|n| n.pod != p.pod && n.pod != to.pod && n.info.is_some()) {
-        actions.push(Action::Follow { pod: n.pod.clone(), primary: to.pod.clone(), fence: false });
+        actions.push(NodeAction::Follow { pod: n.pod.clone(), primary: to.pod.clone(), fence: false });
     }
     Some(Plan {
         phase: Phase::Switchover,
@@ -456,13 +458,13 @@ pub fn replicas_needed(spec: &Spec, n: u32) -> u32 {
     if spec.sync_replicas == 0 { 1.min(n) } else { (n + 1).saturating_sub(spec.sync_replicas) }
 }
 
-fn set_min_replicas(input: &Input, out: &mut Vec<Action>) {
+fn set_min_replicas(input: &Input, out: &mut Vec<NodeAction>) {
     let k = i64::from(input.spec.sync_replicas);
     for n in input.nodes {
         if let Some(i) = &n.info
             && i.min_replicas_to_write != Some(k)
         {
-            out.push(Action::SetMinReplicas { pod: n.pod.clone(), value: k });
+            out.push(NodeAction::SetMinReplicas { pod: n.pod.clone(), value: k });
         }
     }
 }
@@ -512,15 +514,19 @@ fn bootstrap(input: &Input) -> Plan {
     // Demote other masters first: never two writable primaries.
     for (n, i) in &reachable {
         if n.pod != chosen.pod && i.role == Role::Master {
-            actions.push(Action::Follow { pod: n.pod.clone(), primary: chosen.pod.clone(), fence: true });
+            actions.push(NodeAction::Follow { pod: n.pod.clone(), primary: chosen.pod.clone(), fence: true });
         }
     }
     if !chosen.is_master() {
-        actions.push(Action::Promote { pod: chosen.pod.clone() });
+        actions.push(NodeAction::Promote { pod: chosen.pod.clone() });
     }
     for (n, i) in &reachable {
         if n.pod != chosen.pod && i.role == Role::Replica && !i.follows(&chosen.endpoint) {
-            actions.push(Action::Follow { pod: n.pod.clone(), primary: chosen.pod.clone(), fence: false });
+            actions.push(NodeAction::Follow {
+                pod: n.pod.clone(),
+                primary: chosen.pod.clone(),
+                fence: false,
+            });
         }
     }
     set_min_replicas(input, &mut actions);
@@ -544,15 +550,15 @@ fn steady(input: &Input, p: &NodeObservation) -> Plan {
         match &n.info {
             // Fencing: a former primary that came back is demoted before anything else.
             Some(i) if i.role == Role::Master => {
-                actions.push(Action::Follow { pod: n.pod.clone(), primary: p.pod.clone(), fence: true })
+                actions.push(NodeAction::Follow { pod: n.pod.clone(), primary: p.pod.clone(), fence: true })
             }
             Some(i) if !i.follows(&p.endpoint) => {
-                actions.push(Action::Follow { pod: n.pod.clone(), primary: p.pod.clone(), fence: false })
+                actions.push(NodeAction::Follow { pod: n.pod.clone(), primary: p.pod.clone(), fence: false })
             }
             _ => {}
         }
     }
-    actions.sort_by_key(|a| !matches!(a, Action::Follow { fence: true, .. }));
+    actions.sort_by_key(|a| !matches!(a, NodeAction::Follow { fence: true, .. }));
     set_min_replicas(input, &mut actions);
     let p_info = p.info.as_ref();
     let holds_data = prev.holds_data || p_info.is_some_and(|i| !i.is_empty());
@@ -598,7 +604,7 @@ fn steady(input: &Input, p: &NodeObservation) -> Plan {
     }
     plan.phase = Phase::RollingReplicas;
     plan.requeue_after = Some(Duration::from_secs(1));
-    if plan.actions.iter().any(|a| matches!(a, Action::Follow { .. })) || !all_in_sync {
+    if plan.actions.iter().any(|a| matches!(a, NodeAction::Follow { .. })) || !all_in_sync {
         plan.message = "planned restart waits until every replica is back in sync".into();
         return plan;
     }
@@ -750,17 +756,19 @@ fn failover(input: &Input, state: PrimaryState) -> Plan {
     if let Some(p) = p_node
         && p.is_master()
     {
-        actions.push(Action::Follow { pod: primary.clone(), primary: cand.pod.clone(), fence: true });
+        actions.push(NodeAction::Follow { pod: primary.clone(), primary: cand.pod.clone(), fence: true });
     }
     for x in input.nodes.iter().filter(|x| x.pod != cand.pod && x.pod != primary && x.is_master()) {
-        actions.push(Action::Follow { pod: x.pod.clone(), primary: cand.pod.clone(), fence: true });
+        actions.push(NodeAction::Follow { pod: x.pod.clone(), primary: cand.pod.clone(), fence: true });
     }
-    actions.push(Action::Promote { pod: cand.pod.clone() });
-    actions
-        .push(Action::SetMinReplicas { pod: cand.pod.clone(), value: i64::from(input.spec.sync_replicas) });
+    actions.push(NodeAction::Promote { pod: cand.pod.clone() });
+    actions.push(NodeAction::SetMinReplicas {
+        pod: cand.pod.clone(),
+        value: i64::from(input.spec.sync_replicas),
+    });
     for x in input.nodes.iter().filter(|x| x.pod != cand.pod) {
         if x.info.as_ref().is_some_and(|i| i.role == Role::Replica) {
-            actions.push(Action::Follow { pod: x.pod.clone(), primary: cand.pod.clone(), fence: false });
+            actions.push(NodeAction::Follow { pod: x.pod.clone(), primary: cand.pod.clone(), fence: false });
         }
     }
     Plan {

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use super::*;
-use crate::replication::node::Endpoint;
+use crate::replication::node::NodeAddr;
 use crate::replication::observe::{ListedReplica, NodeInfo, NodeObservation, Role};
 
 const H: &str = "r-history";
 
-fn ep(ord: u32) -> Endpoint {
-    Endpoint::new(format!("demo-redis-{ord}.demo-redis-headless"), 6379)
+fn ep(ord: u32) -> NodeAddr {
+    NodeAddr::new(format!("demo-redis-{ord}.demo-redis-headless"), 6379)
 }
 fn pod(ord: u32) -> String {
     format!("demo-redis-{ord}")
@@ -138,17 +138,17 @@ fn prev(primary: Option<u32>, holds_data: bool) -> Prev {
     }
 }
 
-fn follow(p: u32, of: u32, fence: bool) -> Action {
-    Action::Follow { pod: pod(p), primary: pod(of), fence }
+fn follow(p: u32, of: u32, fence: bool) -> NodeAction {
+    NodeAction::Follow { pod: pod(p), primary: pod(of), fence }
 }
-fn promote(p: u32) -> Action {
-    Action::Promote { pod: pod(p) }
+fn promote(p: u32) -> NodeAction {
+    NodeAction::Promote { pod: pod(p) }
 }
-fn min_repl(p: u32, v: i64) -> Action {
-    Action::SetMinReplicas { pod: pod(p), value: v }
+fn min_repl(p: u32, v: i64) -> NodeAction {
+    NodeAction::SetMinReplicas { pod: pod(p), value: v }
 }
-fn handover(from: u32, to: u32, target: Endpoint) -> Action {
-    Action::Handover { from: pod(from), to: pod(to), target, timeout: HANDOVER_TIMEOUT }
+fn handover(from: u32, to: u32, target: NodeAddr) -> NodeAction {
+    NodeAction::Handover { from: pod(from), to: pod(to), target, timeout: HANDOVER_TIMEOUT }
 }
 
 struct Case {
@@ -160,7 +160,7 @@ struct Case {
     phase: Phase,
     primary: Option<u32>,
     epoch: i64,
-    actions: Vec<Action>,
+    actions: Vec<NodeAction>,
     delete: Vec<u32>,
 }
 
@@ -185,9 +185,12 @@ fn run(c: &Case) {
     );
     if c.phase == Phase::FailingOver || c.phase == Phase::Bootstrapping {
         // Fencing comes before any promotion.
-        let first_promote =
-            plan.actions.iter().position(|a| matches!(a, Action::Promote { .. } | Action::Handover { .. }));
-        let last_fence = plan.actions.iter().rposition(|a| matches!(a, Action::Follow { fence: true, .. }));
+        let first_promote = plan
+            .actions
+            .iter()
+            .position(|a| matches!(a, NodeAction::Promote { .. } | NodeAction::Handover { .. }));
+        let last_fence =
+            plan.actions.iter().rposition(|a| matches!(a, NodeAction::Follow { fence: true, .. }));
         if let (Some(p), Some(f)) = (first_promote, last_fence) {
             assert!(f < p, "{}: a fence after the promotion", c.name);
         }
@@ -723,8 +726,8 @@ fn epoch_only_grows_and_never_two_masters_after_a_plan() {
                 nodes.iter().filter(|n| n.is_master()).map(|n| n.pod.clone()).collect();
             for a in &plan.actions {
                 match a {
-                    Action::Follow { pod, .. } => masters.retain(|m| m != pod),
-                    Action::Promote { pod } => masters.push(pod.clone()),
+                    NodeAction::Follow { pod, .. } => masters.retain(|m| m != pod),
+                    NodeAction::Promote { pod } => masters.push(pod.clone()),
                     _ => {}
                 }
             }
@@ -785,7 +788,7 @@ fn the_hand_over_names_the_replica_as_the_primary_lists_it() {
     // Replicas started without replica-announce-ip: the primary knows them by pod IP.
     let mut nodes = listed(vec![with(master(0, 1000, 10), |n| n.outdated = true), replica(1, 0, 1000)]);
     let listing = &mut nodes[0].info.as_mut().unwrap().replicas;
-    listing[0].addr = Endpoint::new(ip(1), 6379);
+    listing[0].addr = NodeAddr::new(ip(1), 6379);
     let plan = decide(&Input {
         nodes: &nodes,
         spec: spec(1, 1),
@@ -793,7 +796,7 @@ fn the_hand_over_names_the_replica_as_the_primary_lists_it() {
         switchover: None,
         primary_unavailable_for: None,
     });
-    assert_eq!(plan.actions, vec![handover(0, 1, Endpoint::new(ip(1), 6379))], "{}", plan.message);
+    assert_eq!(plan.actions, vec![handover(0, 1, NodeAddr::new(ip(1), 6379))], "{}", plan.message);
 }
 
 #[test]
@@ -832,7 +835,7 @@ fn a_hand_over_that_redis_completed_unrecorded_is_adopted_not_undone() {
         !plan
             .actions
             .iter()
-            .any(|a| matches!(a, Action::Promote { .. } | Action::Follow { fence: true, .. }))
+            .any(|a| matches!(a, NodeAction::Promote { .. } | NodeAction::Follow { fence: true, .. }))
     );
     assert!(plan.actions.contains(&follow(2, 1, false)), "the chained replica follows 1: {:?}", plan.actions);
 }
@@ -908,7 +911,7 @@ fn a_failover_the_last_operator_began_is_finished_not_undone() {
             !plan
                 .actions
                 .iter()
-                .any(|a| matches!(a, Action::Promote { .. } | Action::Follow { fence: true, .. })),
+                .any(|a| matches!(a, NodeAction::Promote { .. } | NodeAction::Follow { fence: true, .. })),
             "{:?}",
             plan.actions
         );
@@ -992,7 +995,7 @@ fn a_requested_switchover_to_a_pod_that_is_no_linked_replica_is_refused() {
         Some(2),
     );
     assert!(refusal(&down).contains("demo-redis-2 is not a replica linked to primary demo-redis-0"));
-    assert!(!down.actions.iter().any(|a| matches!(a, Action::Handover { .. })));
+    assert!(!down.actions.iter().any(|a| matches!(a, NodeAction::Handover { .. })));
     assert_eq!(down.primary, Some(pod(0)));
 }
 

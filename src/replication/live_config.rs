@@ -21,7 +21,7 @@ use std::sync::Mutex;
 
 use tracing::{debug, info, warn};
 
-use super::node::{Endpoint, RedisNodes};
+use super::node::{NodeAddr, RedisNodes};
 use super::observe::NodeObservation;
 use super::{AppKey, ReplicationEvent, event};
 use crate::api::redis_config;
@@ -78,7 +78,7 @@ impl LiveConfig {
         key: &AppKey,
         config: &BTreeMap<String, String>,
         observed: &[NodeObservation],
-        dial: &BTreeMap<String, Endpoint>,
+        dial: &BTreeMap<String, NodeAddr>,
         nodes: &N,
     ) -> Report {
         let desired = live_settings(config);
@@ -176,13 +176,13 @@ mod tests {
     }
 
     impl RedisNodes for Fake {
-        async fn snapshot(&self, _: &Endpoint) -> ::redis::RedisResult<Snapshot> {
+        async fn snapshot(&self, _: &NodeAddr) -> ::redis::RedisResult<Snapshot> {
             unimplemented!()
         }
-        async fn replicaof(&self, _: &Endpoint, _: Option<&Endpoint>) -> ::redis::RedisResult<()> {
+        async fn replicaof(&self, _: &NodeAddr, _: Option<&NodeAddr>) -> ::redis::RedisResult<()> {
             unimplemented!()
         }
-        async fn config_set(&self, at: &Endpoint, key: &str, value: &str) -> ::redis::RedisResult<()> {
+        async fn config_set(&self, at: &NodeAddr, key: &str, value: &str) -> ::redis::RedisResult<()> {
             if self.down.contains(&at.port) {
                 return Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into());
             }
@@ -195,10 +195,10 @@ mod tests {
             self.sets.lock().unwrap().push((at.port, key.to_string(), value.to_string()));
             Ok(())
         }
-        async fn failover_to(&self, _: &Endpoint, _: &Endpoint, _: Duration) -> ::redis::RedisResult<()> {
+        async fn failover_to(&self, _: &NodeAddr, _: &NodeAddr, _: Duration) -> ::redis::RedisResult<()> {
             unimplemented!()
         }
-        async fn request_ack(&self, _: &Endpoint) -> ::redis::RedisResult<()> {
+        async fn request_ack(&self, _: &NodeAddr) -> ::redis::RedisResult<()> {
             unimplemented!()
         }
     }
@@ -207,7 +207,7 @@ mod tests {
         NodeObservation {
             pod: format!("demo-redis-{i}"),
             ordinal: u32::from(i),
-            endpoint: Endpoint::new("x", i),
+            endpoint: NodeAddr::new("x", i),
             ip: None,
             pod_ready: true,
             terminating: false,
@@ -237,8 +237,8 @@ mod tests {
         }
     }
 
-    fn dial() -> BTreeMap<String, Endpoint> {
-        (0..3).map(|i| (format!("demo-redis-{i}"), Endpoint::new("127.0.0.1", i))).collect()
+    fn dial() -> BTreeMap<String, NodeAddr> {
+        (0..3).map(|i| (format!("demo-redis-{i}"), NodeAddr::new("127.0.0.1", i))).collect()
     }
 
     fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -27,7 +27,7 @@ use crate::api::{
     CounterApp, RedisStatus, SWITCHOVER_ANNOTATION, SWITCHOVER_TO_ANNOTATION, SwitchoverPhase,
     SwitchoverStatus,
 };
-pub use decide::{Action, Phase, Plan, SwitchoverRequest, SwitchoverVerdict};
+pub use decide::{NodeAction, Phase, Plan, SwitchoverRequest, SwitchoverVerdict};
 pub use metrics::Metrics;
 pub use monitor::{AppKey, Monitor};
 use node::{Addressing, NodeAuth, RedisNodes};
@@ -114,7 +114,7 @@ pub struct Outcome {
 /// status holds the last committed primary and epoch, and Redis itself shows a hand-over
 /// that was never recorded (see `decide::handed_over_to`).
 #[derive(Clone, Debug, Default)]
-struct Memory {
+struct AppMemory {
     /// The CounterApp's uid: a new CounterApp of the same name starts from nothing.
     uid: Option<String>,
     primary: Option<String>,
@@ -132,7 +132,7 @@ struct Memory {
 /// checks every Redis pod between them.
 #[derive(Default)]
 pub struct Manager {
-    memory: Mutex<HashMap<AppKey, Memory>>,
+    memory: Mutex<HashMap<AppKey, AppMemory>>,
     metrics: Metrics,
     monitor: Arc<Monitor>,
     /// `spec.redis.config` settings applied with CONFIG SET, per pod process.
@@ -155,7 +155,7 @@ fn switchover_annotations(app: &CounterApp) -> (Option<&str>, Option<&str>) {
 
 /// The recorded answer that matters for `token`: ours when it answers that token (the
 /// status write may not have landed yet), else the status's, else ours.
-fn recorded_switchover(mem: &Memory, app: &CounterApp, token: Option<&str>) -> Option<SwitchoverStatus> {
+fn recorded_switchover(mem: &AppMemory, app: &CounterApp, token: Option<&str>) -> Option<SwitchoverStatus> {
     let status = app.status.as_ref().and_then(|s| s.redis.as_ref()?.switchover.clone());
     match &mem.switchover {
         Some(m) if token == Some(m.request.as_str()) => Some(m.clone()),
@@ -164,7 +164,7 @@ fn recorded_switchover(mem: &Memory, app: &CounterApp, token: Option<&str>) -> O
 }
 
 /// A pending request for this app, given what this manager and the status recorded.
-fn pending_switchover(mem: &Memory, app: &CounterApp) -> Option<SwitchoverRequest> {
+fn pending_switchover(mem: &AppMemory, app: &CounterApp) -> Option<SwitchoverRequest> {
     let (token, to) = switchover_annotations(app);
     let status = app.status.as_ref().and_then(|s| s.redis.as_ref()?.switchover.as_ref());
     let recorded: Vec<&SwitchoverStatus> = mem.switchover.iter().chain(status).collect();
@@ -196,7 +196,7 @@ fn answer(
 }
 
 /// Record the answer to a switchover request; a Warning Event when it failed.
-fn record_switchover(mem: &mut Memory, status: SwitchoverStatus, events: &mut Vec<ReplicationEvent>) {
+fn record_switchover(mem: &mut AppMemory, status: SwitchoverStatus, events: &mut Vec<ReplicationEvent>) {
     if mem.switchover.as_ref().is_some_and(|m| m.request == status.request && m.phase == status.phase) {
         return;
     }
@@ -286,7 +286,7 @@ impl Manager {
         }
     }
 
-    fn memory_of(&self, app: &CounterApp) -> Memory {
+    fn memory_of(&self, app: &CounterApp) -> AppMemory {
         // A poisoned lock only means another pass panicked; its data is still coherent
         // (plain values), so keep going with it.
         let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
@@ -294,10 +294,10 @@ impl Manager {
             .get(&app_key(app))
             .filter(|m| m.uid == app.metadata.uid)
             .cloned()
-            .unwrap_or_else(|| Memory { uid: app.metadata.uid.clone(), ..Memory::default() })
+            .unwrap_or_else(|| AppMemory { uid: app.metadata.uid.clone(), ..AppMemory::default() })
     }
 
-    fn remember(&self, key: &AppKey, mem: Memory) {
+    fn remember(&self, key: &AppKey, mem: AppMemory) {
         self.memory.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), mem);
     }
 
@@ -467,7 +467,7 @@ impl Manager {
         key: &AppKey,
         prev: &decide::Prev,
         plan: &Plan,
-        applied: &actuate::Applied,
+        applied: &actuate::Actuated,
         down_since: Option<Instant>,
         addrs: &actuate::Addresses,
         nodes: &N,
@@ -520,7 +520,7 @@ impl Manager {
     fn outcome(
         &self,
         key: &AppKey,
-        mem: &mut Memory,
+        mem: &mut AppMemory,
         r: &Report,
         last_failover_time: Option<Time>,
         events: Vec<ReplicationEvent>,
@@ -580,7 +580,7 @@ struct Report<'a> {
 /// What was decided before this pass: the status, or the memory when it is newer (a
 /// status write that has not landed yet). Records the primary's replication id while it
 /// is healthy: replicas sharing it share its history.
-fn previous(mem: &mut Memory, app: &CounterApp, observed: &[NodeObservation]) -> decide::Prev {
+fn previous(mem: &mut AppMemory, app: &CounterApp, observed: &[NodeObservation]) -> decide::Prev {
     let status = app.status.as_ref().and_then(|s| s.redis.clone()).unwrap_or_default();
     let (primary, epoch) = if mem.epoch > status.epoch {
         (mem.primary.clone(), mem.epoch)
@@ -607,7 +607,7 @@ fn previous(mem: &mut Memory, app: &CounterApp, observed: &[NodeObservation]) ->
 }
 
 /// Events for entering a phase (once, not every pass).
-fn phase_events(mem: &mut Memory, plan: &Plan) -> Vec<ReplicationEvent> {
+fn phase_events(mem: &mut AppMemory, plan: &Plan) -> Vec<ReplicationEvent> {
     let mut events = vec![];
     if mem.last_phase != Some(plan.phase) {
         match plan.phase {
@@ -622,7 +622,7 @@ fn phase_events(mem: &mut Memory, plan: &Plan) -> Vec<ReplicationEvent> {
 }
 
 /// Events for what actuation did besides changing the primary.
-fn applied_events(plan: &Plan, applied: &actuate::Applied) -> Vec<ReplicationEvent> {
+fn applied_events(plan: &Plan, applied: &actuate::Actuated) -> Vec<ReplicationEvent> {
     let mut events = vec![];
     for pod in &applied.fenced {
         events.push(event(
@@ -712,10 +712,10 @@ mod tests {
             let key = app_key(a);
             m.remember(
                 &key,
-                Memory {
+                AppMemory {
                     uid: a.metadata.uid.clone(),
                     lag_series: vec![format!("{}-redis-0", key.name)],
-                    ..Memory::default()
+                    ..AppMemory::default()
                 },
             );
             m.metrics
@@ -748,7 +748,10 @@ mod tests {
     fn a_new_counterapp_of_the_same_name_starts_without_the_old_memory() {
         let m = Manager::new();
         let old = app("demo");
-        m.remember(&app_key(&old), Memory { uid: old.metadata.uid.clone(), epoch: 7, ..Memory::default() });
+        m.remember(
+            &app_key(&old),
+            AppMemory { uid: old.metadata.uid.clone(), epoch: 7, ..AppMemory::default() },
+        );
         assert_eq!(m.memory_of(&old).epoch, 7);
         let mut new = app("demo");
         new.metadata.uid = Some("another".into());

@@ -20,7 +20,7 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
-use super::node::{self, Endpoint, NodeAuth};
+use super::node::{self, NodeAddr, NodeAuth};
 
 /// How often every pod is checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -56,7 +56,7 @@ impl std::fmt::Display for AppKey {
 pub struct TargetPod {
     pub name: String,
     /// Where to connect (the pod IP from the API, refreshed by every pass).
-    pub dial: Endpoint,
+    pub dial: NodeAddr,
     /// The pod's Ready condition and deletionTimestamp: a primary whose pod is not Ready
     /// or is terminating gets no Service traffic, so it counts as unavailable.
     pub ready: bool,
@@ -90,7 +90,7 @@ pub enum Seen {
     /// A replica of `master` (`None`: a reply we could not read); `linked` when its
     /// replication link is up.
     Replica {
-        master: Option<Endpoint>,
+        master: Option<NodeAddr>,
         linked: bool,
     },
 }
@@ -112,7 +112,7 @@ pub fn parse_role(v: &Value) -> Option<Seen> {
                 _ => None,
             };
             let linked = items.get(3).and_then(text).as_deref() == Some("connected");
-            Some(Seen::Replica { master: host.zip(port).map(|(h, p)| Endpoint::new(h, p)), linked })
+            Some(Seen::Replica { master: host.zip(port).map(|(h, p)| NodeAddr::new(h, p)), linked })
         }
         _ => None,
     }
@@ -351,14 +351,14 @@ impl Monitor {
 
 /// A kept connection and what it was opened for.
 struct Conn {
-    dial: Endpoint,
+    dial: NodeAddr,
     auth: NodeAuth,
     conn: MultiplexedConnection,
 }
 
 /// One check: reuse `conn` or connect, then `PING` + `ROLE` in one round trip, all within
 /// [`CHECK_TIMEOUT`]. The connection comes back only when the check succeeded.
-async fn check(conn: Option<Conn>, dial: &Endpoint, auth: &NodeAuth) -> (Seen, Option<Conn>) {
+async fn check(conn: Option<Conn>, dial: &NodeAddr, auth: &NodeAuth) -> (Seen, Option<Conn>) {
     let attempt = async {
         let mut c = match conn {
             Some(c) => c,
@@ -413,7 +413,7 @@ mod tests {
         assert_eq!(
             parse_role(&replica),
             Some(Seen::Replica {
-                master: Some(Endpoint::new("demo-redis-0.demo-redis-headless", 6379)),
+                master: Some(NodeAddr::new("demo-redis-0.demo-redis-headless", 6379)),
                 linked: true
             })
         );
@@ -455,7 +455,7 @@ mod tests {
         let key = AppKey::new("ns", "demo");
         let pod = |name: &str| TargetPod {
             name: name.into(),
-            dial: Endpoint::new("10.0.0.1", 6379),
+            dial: NodeAddr::new("10.0.0.1", 6379),
             ready: true,
             terminating: false,
         };
@@ -467,7 +467,7 @@ mod tests {
                 auth: NodeAuth::default(),
             },
         );
-        let replica = Seen::Replica { master: Some(Endpoint::new("p0.h", 6379)), linked: true };
+        let replica = Seen::Replica { master: Some(NodeAddr::new("p0.h", 6379)), linked: true };
         let t0 = Instant::now();
         m.record(&key, vec![("p0".into(), Seen::Master), ("p1".into(), replica.clone())], t0);
         assert_eq!(rx.try_recv().ok(), Some(key.clone()), "first answers are a change");

@@ -21,18 +21,18 @@ use crate::names;
 
 /// A host and port.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Endpoint {
+pub struct NodeAddr {
     pub host: String,
     pub port: u16,
 }
 
-impl Endpoint {
+impl NodeAddr {
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self { host: host.into(), port }
     }
 }
 
-impl fmt::Display for Endpoint {
+impl fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.host, self.port)
     }
@@ -42,10 +42,10 @@ impl fmt::Display for Endpoint {
 /// they are given (read fresh from the API each pass), never from a cache.
 pub trait Addressing: Send + Sync {
     /// Where the operator connects to talk to this pod; `None` while it has no address.
-    fn dial(&self, pod: &PodView) -> Option<Endpoint>;
+    fn dial(&self, pod: &PodView) -> Option<NodeAddr>;
     /// What other Redis nodes put in `REPLICAOF` to follow this pod. Stable across pod
     /// restarts (an IP is not).
-    fn replication_endpoint(&self, pod: &PodView) -> Endpoint;
+    fn replication_endpoint(&self, pod: &PodView) -> NodeAddr;
 }
 
 /// In a cluster: dial the pod IP on 6379; replicas follow `NAME-redis-K.NAME-redis-headless`.
@@ -60,11 +60,11 @@ fn redis_port() -> u16 {
 }
 
 impl Addressing for ClusterAddressing {
-    fn dial(&self, pod: &PodView) -> Option<Endpoint> {
-        pod.ip.as_ref().filter(|ip| !ip.is_empty()).map(|ip| Endpoint::new(ip.clone(), redis_port()))
+    fn dial(&self, pod: &PodView) -> Option<NodeAddr> {
+        pod.ip.as_ref().filter(|ip| !ip.is_empty()).map(|ip| NodeAddr::new(ip.clone(), redis_port()))
     }
-    fn replication_endpoint(&self, pod: &PodView) -> Endpoint {
-        Endpoint::new(names::redis_pod_host(&self.app, pod.ordinal), redis_port())
+    fn replication_endpoint(&self, pod: &PodView) -> NodeAddr {
+        NodeAddr::new(names::redis_pod_host(&self.app, pod.ordinal), redis_port())
     }
 }
 
@@ -81,13 +81,13 @@ pub struct LoopbackAddressing {
 }
 
 impl Addressing for LoopbackAddressing {
-    fn dial(&self, pod: &PodView) -> Option<Endpoint> {
+    fn dial(&self, pod: &PodView) -> Option<NodeAddr> {
         let ip = pod.ip.as_ref()?;
-        Some(Endpoint::new(ip.clone(), *self.ports.get(&pod.ordinal)?))
+        Some(NodeAddr::new(ip.clone(), *self.ports.get(&pod.ordinal)?))
     }
-    fn replication_endpoint(&self, pod: &PodView) -> Endpoint {
+    fn replication_endpoint(&self, pod: &PodView) -> NodeAddr {
         let host = self.host.clone().or_else(|| pod.ip.clone()).unwrap_or_else(|| "127.0.0.1".to_string());
-        Endpoint::new(host, self.ports.get(&pod.ordinal).copied().unwrap_or(0))
+        NodeAddr::new(host, self.ports.get(&pod.ordinal).copied().unwrap_or(0))
     }
 }
 
@@ -103,31 +103,31 @@ pub struct Snapshot {
 /// pod restart.
 pub trait RedisNodes: Send + Sync {
     /// `INFO server replication persistence keyspace` and `CONFIG GET min-replicas-to-write`.
-    fn snapshot(&self, at: &Endpoint) -> impl Future<Output = RedisResult<Snapshot>> + Send;
+    fn snapshot(&self, at: &NodeAddr) -> impl Future<Output = RedisResult<Snapshot>> + Send;
     /// `REPLICAOF host port`, or `REPLICAOF NO ONE` when `primary` is `None`.
     fn replicaof(
         &self,
-        at: &Endpoint,
-        primary: Option<&Endpoint>,
+        at: &NodeAddr,
+        primary: Option<&NodeAddr>,
     ) -> impl Future<Output = RedisResult<()>> + Send;
     /// `CONFIG SET key value`.
     fn config_set(
         &self,
-        at: &Endpoint,
+        at: &NodeAddr,
         key: &str,
         value: &str,
     ) -> impl Future<Output = RedisResult<()>> + Send;
     /// `FAILOVER TO host port TIMEOUT ms` on the primary at `at` (returns once started).
     fn failover_to(
         &self,
-        at: &Endpoint,
-        target: &Endpoint,
+        at: &NodeAddr,
+        target: &NodeAddr,
         timeout: Duration,
     ) -> impl Future<Output = RedisResult<()>> + Send;
     /// `REPLCONF GETACK *` on a replica: it acknowledges its offset to its primary now
     /// instead of at its next once-a-second ACK. A FAILOVER waits for that ACK (and a
     /// paused primary does not ask for it), so this shortens the planned write pause.
-    fn request_ack(&self, at: &Endpoint) -> impl Future<Output = RedisResult<()>> + Send;
+    fn request_ack(&self, at: &NodeAddr) -> impl Future<Output = RedisResult<()>> + Send;
 }
 
 /// How the operator authenticates to Redis and verifies it.
@@ -179,7 +179,7 @@ impl NodeAuth {
 /// Connect to `at` as `auth` says: over TLS verifying the pod's name when it has a CA,
 /// trying each password until one is accepted (a wrong one costs one round trip).
 pub async fn connect(
-    at: &Endpoint,
+    at: &NodeAddr,
     auth: &NodeAuth,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -245,13 +245,13 @@ impl RedisClient {
         self
     }
 
-    async fn connect(&self, at: &Endpoint) -> RedisResult<redis::aio::MultiplexedConnection> {
+    async fn connect(&self, at: &NodeAddr) -> RedisResult<redis::aio::MultiplexedConnection> {
         connect(at, &self.auth, self.connect_timeout, self.response_timeout).await
     }
 
     /// `ACL GETUSER` of each user (the password hashes) and `CONFIG GET masterauth`,
     /// in one round trip.
-    pub async fn acl_state(&self, at: &Endpoint, users: &[&str]) -> RedisResult<NodeAcl> {
+    pub async fn acl_state(&self, at: &NodeAddr, users: &[&str]) -> RedisResult<NodeAcl> {
         let mut c = self.connect(at).await?;
         let mut pipe = redis::pipe();
         for u in users {
@@ -266,7 +266,7 @@ impl RedisClient {
     }
 
     /// Apply a [`NodePlan`] (ACL SETUSER per user, then `masterauth`), in one round trip.
-    pub async fn acl_apply(&self, at: &Endpoint, plan: &NodePlan, masterauth: &str) -> RedisResult<()> {
+    pub async fn acl_apply(&self, at: &NodeAddr, plan: &NodePlan, masterauth: &str) -> RedisResult<()> {
         let mut c = self.connect(at).await?;
         let mut pipe = redis::pipe();
         for (user, rules) in &plan.rules {
@@ -304,7 +304,7 @@ fn acl_passwords(v: &redis::Value) -> std::collections::BTreeSet<String> {
 }
 
 impl RedisNodes for RedisClient {
-    async fn snapshot(&self, at: &Endpoint) -> RedisResult<Snapshot> {
+    async fn snapshot(&self, at: &NodeAddr) -> RedisResult<Snapshot> {
         let mut c = self.connect(at).await?;
         let (info, config): (String, BTreeMap<String, String>) = redis::pipe()
             .cmd("INFO")
@@ -321,7 +321,7 @@ impl RedisNodes for RedisClient {
         Ok(Snapshot { info, min_replicas_to_write })
     }
 
-    async fn replicaof(&self, at: &Endpoint, primary: Option<&Endpoint>) -> RedisResult<()> {
+    async fn replicaof(&self, at: &NodeAddr, primary: Option<&NodeAddr>) -> RedisResult<()> {
         let mut c = self.connect(at).await?;
         let mut cmd = redis::cmd("REPLICAOF");
         match primary {
@@ -331,12 +331,12 @@ impl RedisNodes for RedisClient {
         cmd.query_async(&mut c).await
     }
 
-    async fn config_set(&self, at: &Endpoint, key: &str, value: &str) -> RedisResult<()> {
+    async fn config_set(&self, at: &NodeAddr, key: &str, value: &str) -> RedisResult<()> {
         let mut c = self.connect(at).await?;
         redis::cmd("CONFIG").arg("SET").arg(key).arg(value).query_async(&mut c).await
     }
 
-    async fn failover_to(&self, at: &Endpoint, target: &Endpoint, timeout: Duration) -> RedisResult<()> {
+    async fn failover_to(&self, at: &NodeAddr, target: &NodeAddr, timeout: Duration) -> RedisResult<()> {
         let mut c = self.connect(at).await?;
         redis::cmd("FAILOVER")
             .arg("TO")
@@ -348,7 +348,7 @@ impl RedisNodes for RedisClient {
             .await
     }
 
-    async fn request_ack(&self, at: &Endpoint) -> RedisResult<()> {
+    async fn request_ack(&self, at: &NodeAddr) -> RedisResult<()> {
         use redis::aio::ConnectionLike;
         let mut c = self.connect(at).await?;
         // REPLCONF GETACK sends no reply; the PING after it gives one to wait for.

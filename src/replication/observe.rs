@@ -1,7 +1,7 @@
 //! What one Redis node reported: a pure parser of `INFO` text into [`NodeInfo`], and
 //! [`NodeObservation`], the per-pod input of [`super::decide`].
 
-use super::node::Endpoint;
+use super::node::NodeAddr;
 
 /// Replication role a node reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +65,7 @@ impl NodeInfo {
 
     /// This replica follows `ep` (REPLICAOF host may be the short stable name or a
     /// longer form of it such as `NAME-redis-0.NAME-redis-headless.ns.svc.cluster.local`).
-    pub fn follows(&self, ep: &Endpoint) -> bool {
+    pub fn follows(&self, ep: &NodeAddr) -> bool {
         self.role == Role::Replica
             && self.master_port == Some(ep.port)
             && self.master_host.as_deref().is_some_and(|h| {
@@ -78,7 +78,7 @@ impl NodeInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedReplica {
     /// The announced address (`replica-announce-ip`), else the IP it connected from.
-    pub addr: Endpoint,
+    pub addr: NodeAddr,
     /// `state=online`: past its initial sync, streaming.
     pub online: bool,
     pub offset: i64,
@@ -97,7 +97,7 @@ impl ListedReplica {
         key.strip_prefix("slave")?.parse::<u32>().ok()?;
         let get = |name: &str| rest.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
         Some(Self {
-            addr: Endpoint::new(get("ip")?, get("port")?.parse().ok()?),
+            addr: NodeAddr::new(get("ip")?, get("port")?.parse().ok()?),
             online: get("state") == Some("online"),
             offset: get("offset").and_then(|v| v.parse().ok()).unwrap_or(0),
             lag_secs: get("lag").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
@@ -194,7 +194,7 @@ pub struct NodeObservation {
     pub pod: String,
     pub ordinal: u32,
     /// Where the other nodes reach this pod with REPLICAOF (and what it announces).
-    pub endpoint: Endpoint,
+    pub endpoint: NodeAddr,
     /// The pod IP, when it has one: a primary that knows this replica by the address it
     /// connects from lists it under this IP.
     pub ip: Option<String>,
@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(
             i.replicas,
             vec![ListedReplica {
-                addr: Endpoint::new("127.0.0.1", 7001),
+                addr: NodeAddr::new("127.0.0.1", 7001),
                 online: true,
                 offset: 1234,
                 lag_secs: 0
@@ -278,7 +278,7 @@ mod tests {
         let node = |k: u32, ip: &str| NodeObservation {
             pod: format!("demo-redis-{k}"),
             ordinal: k,
-            endpoint: Endpoint::new(format!("demo-redis-{k}.demo-redis-headless"), 6379),
+            endpoint: NodeAddr::new(format!("demo-redis-{k}.demo-redis-headless"), 6379),
             ip: Some(ip.to_string()),
             pod_ready: true,
             terminating: false,
@@ -286,10 +286,10 @@ mod tests {
             info: None,
         };
         let by_name = node(1, "10.244.0.6").listed_by(&p).unwrap();
-        assert_eq!(by_name.addr, Endpoint::new("demo-redis-1.demo-redis-headless", 6379));
+        assert_eq!(by_name.addr, NodeAddr::new("demo-redis-1.demo-redis-headless", 6379));
         assert!(by_name.in_sync());
         let by_ip = node(2, "10.244.0.7").listed_by(&p).unwrap();
-        assert_eq!(by_ip.addr, Endpoint::new("10.244.0.7", 6379));
+        assert_eq!(by_ip.addr, NodeAddr::new("10.244.0.7", 6379));
         assert!(!by_ip.in_sync(), "not online yet");
         assert_eq!(node(3, "10.244.0.8").listed_by(&p), None);
     }
@@ -302,10 +302,10 @@ mod tests {
         assert!(!i.link_up);
         assert_eq!(i.link_down_since_secs, Some(3));
         assert!(i.is_empty());
-        assert!(i.follows(&Endpoint::new("demo-redis-0.demo-redis-headless", 6379)));
-        assert!(!i.follows(&Endpoint::new("demo-redis-1.demo-redis-headless", 6379)));
-        assert!(!i.follows(&Endpoint::new("demo-redis-0.demo-redis-headless", 6380)));
-        assert!(!i.follows(&Endpoint::new("demo-redis-0.demo-redis-head", 6379)), "prefix must end at a dot");
+        assert!(i.follows(&NodeAddr::new("demo-redis-0.demo-redis-headless", 6379)));
+        assert!(!i.follows(&NodeAddr::new("demo-redis-1.demo-redis-headless", 6379)));
+        assert!(!i.follows(&NodeAddr::new("demo-redis-0.demo-redis-headless", 6380)));
+        assert!(!i.follows(&NodeAddr::new("demo-redis-0.demo-redis-head", 6379)), "prefix must end at a dot");
     }
 
     #[test]
@@ -313,7 +313,7 @@ mod tests {
         let text =
             REPLICA_DOWN.replace("demo-redis-headless\n", "demo-redis-headless.ns.svc.cluster.local\n");
         let i = parse_info(&text).unwrap();
-        assert!(i.follows(&Endpoint::new("demo-redis-0.demo-redis-headless", 6379)));
+        assert!(i.follows(&NodeAddr::new("demo-redis-0.demo-redis-headless", 6379)));
     }
 
     #[test]

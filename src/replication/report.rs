@@ -107,7 +107,7 @@ pub fn health(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::node::Endpoint;
+    use crate::replication::node::NodeAddr;
     use crate::replication::observe::NodeInfo;
 
     fn pod_view(i: u32, label: Option<&str>) -> PodView {
@@ -123,7 +123,7 @@ mod tests {
         NodeObservation {
             pod: format!("demo-redis-{i}"),
             ordinal: i,
-            endpoint: Endpoint::new(format!("demo-redis-{i}.demo-redis-headless"), 6379),
+            endpoint: NodeAddr::new(format!("demo-redis-{i}.demo-redis-headless"), 6379),
             ip: None,
             pod_ready: true,
             terminating: false,

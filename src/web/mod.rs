@@ -3,7 +3,6 @@
 //! reconnects, health endpoints, Prometheus metrics and a graceful drain on SIGTERM.
 
 mod config;
-mod endpoint;
 mod error;
 mod health;
 mod idempotency;
@@ -11,6 +10,7 @@ mod metrics;
 mod routes;
 mod shutdown;
 mod store;
+mod upstream;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;

@@ -9,10 +9,10 @@ use redis::{Cmd, RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{Config, ReadFrom};
-use super::endpoint::{Endpoint, Lease, RedisConn};
 use super::error::Error;
 use super::idempotency;
 use super::metrics::Metrics;
+use super::upstream::{Lease, RedisConn, Upstream};
 
 /// The one key the original app used.
 pub const COUNTER_KEY: &str = "counter:value";
@@ -62,11 +62,11 @@ struct Commands {
 
 pub struct Store {
     /// Reads and readiness.
-    primary: Arc<Endpoint>,
+    primary: Arc<Upstream>,
     /// Writes: the same connection as `primary`, or with SYNC_REPLICAS its own, because
     /// `WAIT` blocks its connection server-side and reads must not queue behind it.
-    writer: Arc<Endpoint>,
-    replica: Option<Arc<Endpoint>>,
+    writer: Arc<Upstream>,
+    replica: Option<Arc<Upstream>>,
     read_from: ReadFrom,
     /// `SYNC_REPLICAS`: a primary must have this many replicas connected to be read.
     sync_replicas: u32,
@@ -81,7 +81,7 @@ impl Store {
         // The writer of SYNC_REPLICAS mode is a second connection to the primary, so
         // reads never queue behind a batch's WAIT.
         let start_primary = || {
-            Endpoint::start(
+            Upstream::start(
                 "primary",
                 cfg.primary.clone(),
                 cfg.secrets.clone(),
@@ -95,7 +95,7 @@ impl Store {
         let primary = start_primary()?;
         let replica = match &cfg.replica {
             Some(info) => Some(
-                Endpoint::start(
+                Upstream::start(
                     "replica",
                     info.clone(),
                     cfg.secrets.clone(),
@@ -188,12 +188,12 @@ impl Store {
             .map_err(|e| self.failure(&self.primary, lease.generation, e))?;
         let mut replies = replies.into_iter();
         let (role, value) = (replies.next().unwrap_or(Value::Nil), replies.next().unwrap_or(Value::Nil));
-        if !super::endpoint::is_master(&role) {
+        if !super::upstream::is_master(&role) {
             self.metrics.redis_error("primary", "readonly");
             self.primary.invalidate(lease.generation);
             return Err(Error::ReadOnly);
         }
-        if super::endpoint::listed_replicas(&role) < usize::try_from(self.sync_replicas).unwrap_or(usize::MAX)
+        if super::upstream::listed_replicas(&role) < usize::try_from(self.sync_replicas).unwrap_or(usize::MAX)
         {
             // Still the node behind the primary URL; not one to answer from now.
             self.metrics.redis_error("primary", "too_few_replicas");
@@ -237,7 +237,7 @@ impl Store {
     }
 
     /// Count, classify and (for broken connections) invalidate.
-    fn failure(&self, ep: &Endpoint, generation: u64, e: RedisError) -> Error {
+    fn failure(&self, ep: &Upstream, generation: u64, e: RedisError) -> Error {
         let err = classify(ep.node, e);
         self.metrics.redis_error(ep.node, err.metric_label());
         if let Error::Redis { source, .. } = &err
@@ -317,7 +317,7 @@ struct SyncWriter {
 }
 
 impl SyncWriter {
-    fn start(primary: Arc<Endpoint>, replicas: u32, timeout: Duration) -> Self {
+    fn start(primary: Arc<Upstream>, replicas: u32, timeout: Duration) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(commit_loop(primary, rx, replicas, timeout));
         Self { tx }
@@ -330,7 +330,7 @@ impl SyncWriter {
     }
 }
 
-async fn commit_loop(primary: Arc<Endpoint>, mut rx: mpsc::Receiver<Job>, replicas: u32, timeout: Duration) {
+async fn commit_loop(primary: Arc<Upstream>, mut rx: mpsc::Receiver<Job>, replicas: u32, timeout: Duration) {
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {

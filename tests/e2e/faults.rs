@@ -299,7 +299,7 @@ pub(crate) async fn connect_local(ctx: &Ctx, pod: &str) -> Result<redis::aio::Mu
         tls: tls_ca(ctx, app).await?,
         names: [(ip.clone(), format!("{pod}.{}", counterstack::names::redis_headless(app)))].into(),
     };
-    let at = counterstack::replication::node::Endpoint::new(ip.clone(), 6379);
+    let at = counterstack::replication::node::NodeAddr::new(ip.clone(), 6379);
     let second = Duration::from_secs(1);
     counterstack::replication::node::connect(&at, &auth, second, second)
         .await

@@ -83,7 +83,7 @@ pub struct Lease {
     pub conn: RedisConn,
 }
 
-pub struct Endpoint {
+pub struct Upstream {
     /// `primary` or `replica` (logs, metrics, error messages).
     pub node: &'static str,
     /// Address, database, user and inline password (URL or REDIS_PASSWORD).
@@ -114,7 +114,7 @@ pub struct Endpoint {
     hint: std::sync::Mutex<Option<(String, u16)>>,
 }
 
-impl Endpoint {
+impl Upstream {
     /// Create the endpoint and start its connector task (which ends when the endpoint is
     /// dropped). Never fails on an unreachable node: the service starts without Redis.
     pub fn start(
@@ -365,7 +365,7 @@ pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
 }
 
 /// Keeps the endpoint connected: connect with backoff while down, health-check while up.
-async fn connector(weak: Weak<Endpoint>) {
+async fn connector(weak: Weak<Upstream>) {
     let mut attempt: u32 = 0;
     loop {
         let Some(ep) = weak.upgrade() else { return };
