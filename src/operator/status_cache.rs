@@ -2,9 +2,9 @@
 //!
 //! The Controller hands reconcile the CounterApp from its watch cache, which can lag
 //! behind our own status patch by a moment. The operator is the only writer of the
-//! status, so its last write is the freshest truth: reading a stale `status.redis.primary`
-//! would point the Redis ConfigMap back at a former primary for a moment, and a stale
-//! status would be patched again for nothing.
+//! status, so its last write is the freshest truth: a stale status read back would be
+//! patched again for nothing (undoing our own write for a moment: a flapping condition,
+//! a `status.redis.primary` that names the former primary, an epoch going back).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
