@@ -14,5 +14,6 @@ pub mod operator;
 pub mod plugin;
 pub mod render;
 pub mod replication;
+pub mod signals;
 pub mod telemetry;
 pub mod web;

@@ -8,7 +8,6 @@ mod health;
 mod idempotency;
 mod metrics;
 mod routes;
-mod shutdown;
 mod store;
 mod upstream;
 
@@ -55,7 +54,7 @@ pub async fn run(args: WebArgs) -> Result<(), Error> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| Error::Bind { addr: cfg.listen.to_string(), source })?;
-    serve(cfg, listener, shutdown::signal_received()).await
+    serve(cfg, listener, crate::signals::shutdown_signal()).await
 }
 
 /// Serve on `listener` until `shutdown` resolves. Then: readyz turns 503 and responses
