@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod api;
+pub mod backoff;
 pub mod children;
 pub mod crd;
 pub mod dial;
