@@ -10,6 +10,7 @@ pub mod crd;
 pub mod dial;
 pub mod failpoint;
 pub mod labels;
+pub mod locked;
 pub mod names;
 pub mod operator;
 pub mod plugin;

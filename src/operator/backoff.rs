@@ -9,6 +9,7 @@ use std::time::Duration;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::CounterApp;
+use crate::locked::lock;
 
 /// First retry delay.
 pub const BASE: Duration = Duration::from_secs(5);
@@ -36,9 +37,7 @@ impl Backoff {
 
     /// Record one more failure of `obj` and return how long to wait before retrying.
     pub fn next_delay(&self, obj: &ObjectRef<CounterApp>) -> Duration {
-        // A poisoned lock only means another reconcile panicked mid-update of a counter;
-        // the map is still usable.
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.failures);
         let n = map.entry(obj.clone()).or_insert(0);
         *n = n.saturating_add(1);
         crate::backoff::exponential(*n, self.base, self.max)
@@ -46,12 +45,12 @@ impl Backoff {
 
     /// Forget the failures of `obj` (after a successful reconcile or its deletion).
     pub fn reset(&self, obj: &ObjectRef<CounterApp>) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(obj);
+        lock(&self.failures).remove(obj);
     }
 
     /// Current consecutive failures of `obj`.
     pub fn failures(&self, obj: &ObjectRef<CounterApp>) -> u32 {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).get(obj).copied().unwrap_or(0)
+        lock(&self.failures).get(obj).copied().unwrap_or(0)
     }
 }
 

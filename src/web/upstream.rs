@@ -21,6 +21,7 @@ use super::config::{RedisClientKind, RedisSecrets};
 use super::metrics::Metrics;
 use crate::backoff;
 use crate::dial::{self, Credentials, TlsCa};
+use crate::locked::lock;
 use crate::replication::monitor::Seen;
 
 /// How often a connected node is health-checked (ROLE for the primary, PING otherwise).
@@ -319,11 +320,6 @@ impl Upstream {
         }
         Ok(())
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a task panicked holding it; the value is still usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The `host:port` a replica's `ROLE` reply names as its master (None for a master, or a
