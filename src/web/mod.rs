@@ -3,9 +3,11 @@
 //! reconnects, health endpoints, Prometheus metrics and a graceful drain on SIGTERM.
 
 mod config;
+mod counter;
 mod error;
 mod health;
-mod idempotency;
+// Public so that tests can send exactly what the service sends (`command`, `SCRIPT`).
+pub mod idempotency;
 mod metrics;
 mod routes;
 mod store;
@@ -19,8 +21,8 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use config::{Config, CorsOrigins, ReadFrom, RedisClientKind, RedisSecrets, WebArgs};
+pub use counter::{COUNTER_KEY, Op};
 pub use error::Error;
-pub use store::{COUNTER_KEY, Op};
 
 use metrics::Metrics;
 use store::Store;
