@@ -12,14 +12,15 @@
 
 use std::sync::Mutex;
 
+use crate::locked::lock;
+
 /// The armed point and whether it errors (instead of aborting); read from the
 /// environment on first use.
 static ARMED: Mutex<Option<Option<(String, bool)>>> = Mutex::new(None);
 
 /// Reached point `name`: abort, or return `Err(name)` once, when it is the armed one.
 pub fn hit(name: &'static str) -> Result<(), &'static str> {
-    // A poisoned lock only means a panic elsewhere; the value is still usable.
-    let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut armed = lock(&ARMED);
     let point = armed.get_or_insert_with(|| {
         let name = std::env::var("COUNTERSTACK_FAILPOINT").ok().filter(|s| !s.is_empty())?;
         Some((name, std::env::var("COUNTERSTACK_FAILPOINT_MODE").is_ok_and(|m| m == "error")))
@@ -39,5 +40,5 @@ pub fn hit(name: &'static str) -> Result<(), &'static str> {
 
 /// Arm `name` in error mode (tests in one process; replaces the environment's choice).
 pub fn arm_error(name: &str) {
-    *ARMED.lock().unwrap_or_else(|e| e.into_inner()) = Some(Some((name.to_string(), true)));
+    *lock(&ARMED) = Some(Some((name.to_string(), true)));
 }

@@ -4,15 +4,18 @@
 
 pub mod acl;
 pub mod api;
+pub mod backoff;
 pub mod children;
 pub mod crd;
 pub mod dial;
 pub mod failpoint;
 pub mod labels;
+pub mod locked;
 pub mod names;
 pub mod operator;
 pub mod plugin;
 pub mod render;
 pub mod replication;
+pub mod signals;
 pub mod telemetry;
 pub mod web;

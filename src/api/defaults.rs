@@ -18,15 +18,8 @@ pub const RESTARTED_AT_ANNOTATION: &str = "counterstack.io/restartedAt";
 /// `redis-web`, `redis-replication`, `redis-operator` or `redis-all`. The operator
 /// generates the new passwords, rotates them without downtime and removes the annotation.
 pub const ROTATE_ANNOTATION: &str = "counterstack.io/rotate";
-/// Most Redis replicas a CounterApp may have (`spec.redis.replicas`' schema bound; a
-/// test keeps the two equal): certificates name every pod that can exist.
-pub const MAX_REDIS_REPLICAS: i32 = 8;
 /// Port every Redis pod listens on.
 pub const REDIS_PORT: i32 = 6379;
-/// Longest `metadata.name` a CounterApp may have: `NAME-redis-headless` and the
-/// StatefulSet's `controller-revision-hash` label (`NAME-redis-<10 chars>`) must stay
-/// valid 63-character DNS labels.
-pub const MAX_NAME_LEN: usize = 40;
 
 pub(crate) fn web_replicas() -> i32 {
     4

@@ -1,12 +1,14 @@
 //! The `CounterApp` custom resource (`counterstack.io/v1alpha1`): spec, status, defaults
 //! and the CEL rules the API server enforces. Nothing else lives here.
 
+mod bounds;
 mod defaults;
 mod pod_options;
 pub mod redis_config;
 mod spec;
 mod status;
 
+pub use bounds::*;
 pub use defaults::*;
 pub use pod_options::PodOptions;
 pub use spec::*;

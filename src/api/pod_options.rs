@@ -26,7 +26,7 @@ pub struct PodOptions {
 
     /// PriorityClass of the pods. Empty means the cluster's default priority.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[schemars(length(max = super::bounds::MAX_DNS_SUBDOMAIN_LEN))]
     pub priority_class_name: Option<String>,
 
     /// Extra annotations on the pods (not on the Deployment or StatefulSet). The

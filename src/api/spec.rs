@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pod_options::PodOptions;
 use super::status::CounterAppStatus;
-use super::{defaults, redis_config};
+use super::{bounds, defaults, redis_config};
 
 /// A counter stack: a stateless counter web service (a Deployment behind a Service) in
 /// front of Redis with one primary and `redis.replicas` replicas on persistent volumes.
@@ -38,8 +38,8 @@ use super::{defaults, redis_config};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must start with a lowercase letter and contain only lowercase letters, digits and '-' (it names Services, which must be DNS-1035 labels)"),
-    validation = Rule::new("size(self.metadata.name) <= 40")
-        .message("metadata.name must be at most 40 characters so that derived names such as NAME-redis-headless stay valid DNS labels; choose a shorter name"),
+    validation = Rule::new(format!("size(self.metadata.name) <= {}", bounds::MAX_NAME_LEN))
+        .message(format!("metadata.name must be at most {} characters so that derived names such as NAME-redis-headless stay valid DNS labels; choose a shorter name", bounds::MAX_NAME_LEN).as_str()),
 )]
 #[x_kube(
     validation = Rule::new("!has(self.web.syncReplicas) || self.web.syncReplicas <= self.redis.replicas")
@@ -107,12 +107,12 @@ pub struct WebSpec {
 
     /// Number of web pods (1 to 100). `kubectl scale capp NAME --replicas N` sets this.
     #[serde(default = "defaults::web_replicas")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = bounds::MIN_WEB_REPLICAS, max = bounds::MAX_WEB_REPLICAS))]
     pub replicas: i32,
 
     /// Container port the web service listens on (1 to 65535).
     #[serde(default = "defaults::web_port")]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = bounds::MIN_PORT, max = bounds::MAX_PORT))]
     pub port: i32,
 
     /// CPU and memory requests and limits of the web container.
@@ -130,7 +130,7 @@ pub struct WebSpec {
     /// this many replicas are connected (`min-replicas-to-write`), so an acknowledged
     /// increment survives the loss of the primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 8))]
+    #[schemars(range(min = 0, max = bounds::MAX_REDIS_REPLICAS))]
     pub sync_replicas: Option<i32>,
 
     /// The Service in front of the web pods.
@@ -159,18 +159,18 @@ pub struct WebSpec {
 pub struct AutoscalingSpec {
     /// Fewest web pods (1 to 100).
     #[serde(default = "defaults::autoscaling_min_replicas")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = bounds::MIN_WEB_REPLICAS, max = bounds::MAX_WEB_REPLICAS))]
     pub min_replicas: i32,
 
     /// Most web pods (1 to 100).
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = bounds::MIN_WEB_REPLICAS, max = bounds::MAX_WEB_REPLICAS))]
     pub max_replicas: i32,
 
     /// Average CPU use, in percent of the web container's CPU request, that the
     /// autoscaler aims for (1 to 100). Needs `spec.web.resources.requests.cpu` and a
     /// metrics server in the cluster.
     #[serde(default = "defaults::autoscaling_cpu_percent", rename = "targetCPUUtilizationPercentage")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = bounds::MIN_CPU_PERCENT, max = bounds::MAX_CPU_PERCENT))]
     pub target_cpu_utilization_percentage: i32,
 }
 
@@ -223,7 +223,7 @@ pub struct WebServiceSpec {
 
     /// Port the Service exposes (1 to 65535); it forwards to `spec.web.port`.
     #[serde(default = "defaults::service_port")]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = bounds::MIN_PORT, max = bounds::MAX_PORT))]
     pub port: i32,
 }
 
@@ -250,7 +250,7 @@ pub struct RedisSpec {
 
     /// Number of replicas besides the primary (0 to 8). With 0 there is no failover.
     #[serde(default = "defaults::redis_replicas")]
-    #[schemars(range(min = 0, max = 8))]
+    #[schemars(range(min = 0, max = bounds::MAX_REDIS_REPLICAS))]
     pub replicas: i32,
 
     /// Persistent storage of each Redis pod.
@@ -321,7 +321,7 @@ pub struct RedisTlsSpec {
     /// `*.NAME-redis-headless` and `NAME-redis-primary` (docs/security.md lists every
     /// name). A renewed certificate restarts the Redis pods one by one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = bounds::MAX_DNS_SUBDOMAIN_LEN))]
     pub secret_name: Option<String>,
 
     /// A cert-manager Issuer or ClusterIssuer: the operator creates the Certificate
@@ -336,7 +336,7 @@ pub struct RedisTlsSpec {
 #[serde(rename_all = "camelCase")]
 pub struct IssuerRef {
     /// Name of the Issuer (in the CounterApp's namespace) or ClusterIssuer.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = bounds::MAX_DNS_SUBDOMAIN_LEN))]
     pub name: String,
 
     /// `Issuer` (default) or `ClusterIssuer`.
@@ -346,7 +346,7 @@ pub struct IssuerRef {
 
     /// API group of the issuer (default `cert-manager.io`; external issuers have their own).
     #[serde(default = "defaults::issuer_group")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = bounds::MAX_DNS_SUBDOMAIN_LEN))]
     pub group: String,
 }
 
@@ -415,7 +415,7 @@ pub struct StorageSpec {
 
     /// StorageClass of the volumes; empty means the cluster's default class. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[schemars(length(max = bounds::MAX_DNS_SUBDOMAIN_LEN))]
     pub storage_class_name: Option<String>,
 }
 
@@ -436,7 +436,7 @@ pub struct FailoverSpec {
     /// Seconds the primary must be unreachable or not ready before a replica is
     /// promoted (1 to 300).
     #[serde(default = "defaults::failover_after_seconds")]
-    #[schemars(range(min = 1, max = 300))]
+    #[schemars(range(min = bounds::MIN_FAILOVER_AFTER_SECONDS, max = bounds::MAX_FAILOVER_AFTER_SECONDS))]
     pub after_seconds: i32,
 }
 

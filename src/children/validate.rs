@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::core::cel::CompiledSchema;
 
 use super::Error;
-use crate::api::{CounterApp, MAX_NAME_LEN, redis_config};
+use crate::api::{self, CounterApp, MAX_NAME_LEN, redis_config};
 
 /// One failed check: the field (a path such as `spec.web.replicas`) and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,16 +135,16 @@ pub fn validate(cr: &CounterApp) -> Result<(), Error> {
     if let Some(image) = spec.web.image.as_deref() {
         check_image(&mut c, "spec.web.image", image, true);
     }
-    c.range("spec.web.replicas", spec.web.replicas, 1, 100);
-    c.range("spec.web.port", spec.web.port, 1, 65535);
-    c.range("spec.web.service.port", spec.web.service.port, 1, 65535);
+    c.range("spec.web.replicas", spec.web.replicas, api::MIN_WEB_REPLICAS, api::MAX_WEB_REPLICAS);
+    c.range("spec.web.port", spec.web.port, api::MIN_PORT, api::MAX_PORT);
+    c.range("spec.web.service.port", spec.web.service.port, api::MIN_PORT, api::MAX_PORT);
     check_resources(&mut c, "spec.web.resources", spec.web.resources.as_ref());
 
     check_image(&mut c, "spec.redis.image", &spec.redis.image, false);
-    c.range("spec.redis.replicas", spec.redis.replicas, 0, 8);
+    c.range("spec.redis.replicas", spec.redis.replicas, 0, api::MAX_REDIS_REPLICAS);
     if let Some(sync) = spec.web.sync_replicas {
-        c.range("spec.web.syncReplicas", sync, 0, 8);
-        if sync > spec.redis.replicas && (0..=8).contains(&sync) {
+        c.range("spec.web.syncReplicas", sync, 0, api::MAX_REDIS_REPLICAS);
+        if sync > spec.redis.replicas && (0..=api::MAX_REDIS_REPLICAS).contains(&sync) {
             c.fail(
                 "spec.web.syncReplicas",
                 format!(
@@ -176,7 +176,12 @@ pub fn validate(cr: &CounterApp) -> Result<(), Error> {
         );
     }
     check_resources(&mut c, "spec.redis.resources", spec.redis.resources.as_ref());
-    c.range("spec.redis.failover.afterSeconds", spec.redis.failover.after_seconds, 1, 300);
+    c.range(
+        "spec.redis.failover.afterSeconds",
+        spec.redis.failover.after_seconds,
+        api::MIN_FAILOVER_AFTER_SECONDS,
+        api::MAX_FAILOVER_AFTER_SECONDS,
+    );
     if spec.redis.config.len() > redis_config::SETTINGS.len() {
         c.fail(
             "spec.redis.config",
@@ -197,13 +202,23 @@ pub fn validate(cr: &CounterApp) -> Result<(), Error> {
     }
 
     if let Some(a) = &spec.web.autoscaling {
-        c.range("spec.web.autoscaling.minReplicas", a.min_replicas, 1, 100);
-        c.range("spec.web.autoscaling.maxReplicas", a.max_replicas, 1, 100);
+        c.range(
+            "spec.web.autoscaling.minReplicas",
+            a.min_replicas,
+            api::MIN_WEB_REPLICAS,
+            api::MAX_WEB_REPLICAS,
+        );
+        c.range(
+            "spec.web.autoscaling.maxReplicas",
+            a.max_replicas,
+            api::MIN_WEB_REPLICAS,
+            api::MAX_WEB_REPLICAS,
+        );
         c.range(
             "spec.web.autoscaling.targetCPUUtilizationPercentage",
             a.target_cpu_utilization_percentage,
-            1,
-            100,
+            api::MIN_CPU_PERCENT,
+            api::MAX_CPU_PERCENT,
         );
         if a.min_replicas > a.max_replicas {
             c.fail(
@@ -303,7 +318,7 @@ pub fn is_dns1123_label(s: &str) -> bool {
 
 /// RFC 1123 subdomain (Secret and StorageClass names).
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    s.len() <= api::MAX_DNS_SUBDOMAIN_LEN && s.split('.').all(is_dns1123_label)
 }
 
 /// The CRD's pattern for `spec.redis.storage.size`:

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::Error;
 use crate::api::FIELD_MANAGER;
+use crate::locked;
 
 /// Annotation holding the hash of the desired object last applied.
 pub const HASH_ANNOTATION: &str = "counterstack.io/applied-hash";
@@ -80,8 +81,7 @@ pub struct AppliedHashes {
 
 impl AppliedHashes {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), HashMap<String, Seen>>> {
-        // A poisoned lock only means a panic elsewhere mid-insert; the map is usable.
-        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+        locked::lock(&self.seen)
     }
 
     fn get(&self, key: &ChildKey) -> Option<Seen> {

@@ -1,5 +1,6 @@
 //! Per-object exponential backoff for failed reconciles: 5 s, 10 s, 20 s, ... up to
-//! 5 min, keyed by the CounterApp's reference and reset by the next success.
+//! 5 min, keyed by the CounterApp's reference and reset by the next success. The
+//! arithmetic is [`crate::backoff::exponential`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,17 +9,12 @@ use std::time::Duration;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::CounterApp;
+use crate::locked::lock;
 
 /// First retry delay.
 pub const BASE: Duration = Duration::from_secs(5);
 /// Longest retry delay.
 pub const MAX: Duration = Duration::from_secs(300);
-
-/// Delay before retry number `failures` (1 = first failure). Pure.
-pub fn delay(failures: u32, base: Duration, max: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(31);
-    base.checked_mul(1u32 << exp).map_or(max, |d| d.min(max))
-}
 
 /// Consecutive failure counts per CounterApp.
 #[derive(Debug)]
@@ -41,36 +37,26 @@ impl Backoff {
 
     /// Record one more failure of `obj` and return how long to wait before retrying.
     pub fn next_delay(&self, obj: &ObjectRef<CounterApp>) -> Duration {
-        // A poisoned lock only means another reconcile panicked mid-update of a counter;
-        // the map is still usable.
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.failures);
         let n = map.entry(obj.clone()).or_insert(0);
         *n = n.saturating_add(1);
-        delay(*n, self.base, self.max)
+        crate::backoff::exponential(*n, self.base, self.max)
     }
 
     /// Forget the failures of `obj` (after a successful reconcile or its deletion).
     pub fn reset(&self, obj: &ObjectRef<CounterApp>) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(obj);
+        lock(&self.failures).remove(obj);
     }
 
     /// Current consecutive failures of `obj`.
     pub fn failures(&self, obj: &ObjectRef<CounterApp>) -> u32 {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).get(obj).copied().unwrap_or(0)
+        lock(&self.failures).get(obj).copied().unwrap_or(0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn doubles_from_base_and_caps() {
-        let d = |n| delay(n, BASE, MAX).as_secs();
-        assert_eq!([d(1), d(2), d(3), d(4), d(5), d(6), d(7)], [5, 10, 20, 40, 80, 160, 300]);
-        assert_eq!(d(40), 300);
-        assert_eq!(d(u32::MAX), 300);
-    }
 
     #[test]
     fn per_object_and_reset() {

@@ -20,6 +20,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::{Resource, ResourceExt};
 
+use crate::locked::lock;
+
 /// Read side of every cache.
 #[derive(Clone)]
 pub struct Caches {
@@ -95,13 +97,12 @@ impl WriterSlot {
 
     /// Take the writers (the controller does, once).
     pub fn take(&self) -> Option<Writers> {
-        // A poisoned lock only means a panic elsewhere; the Option is still usable.
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        lock(&self.0).take()
     }
 
     /// Run `f` with the writers, if nobody took them (tests fill caches this way).
     pub fn with<T>(&self, f: impl FnOnce(&mut Writers) -> T) -> Option<T> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(f)
+        lock(&self.0).as_mut().map(f)
     }
 }
 

@@ -24,6 +24,7 @@ use super::Error;
 use crate::api::condition::{AVAILABLE, DEGRADED, READY, RECONCILING, STALLED};
 use crate::api::{CounterApp, CounterAppStatus};
 use crate::labels::ROLE_REPLICA;
+use crate::locked::lock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -237,8 +238,7 @@ impl Metrics {
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, HashSet<ObjectRef<CounterApp>>> {
-        // A poisoned lock only means a panic elsewhere mid-insert; the set is usable.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.queue)
     }
 
     /// `app` was triggered; it counts towards the queue depth until its reconcile starts.

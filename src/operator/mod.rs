@@ -108,7 +108,8 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let server = metrics::serve(args.metrics_addr, metrics.clone(), stopped(stop_rx.clone())).await?;
     let server = tokio::spawn(server);
     let signals = tokio::spawn(async move {
-        shutdown_signal().await;
+        crate::signals::shutdown_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight reconciles");
         let _ = stop_tx.send(true);
     });
 
@@ -194,27 +195,4 @@ async fn report_cache_sizes(ctx: Arc<Context>) {
 /// Resolves once `true` is sent (or the sender is gone).
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// SIGINT (Ctrl-C) or SIGTERM (Kubernetes stopping the pod).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the operator");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    tracing::info!("shutdown requested; finishing in-flight reconciles");
 }

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::{CounterApp, CounterAppStatus};
+use crate::locked::lock;
 
 /// What we wrote: for which object (uid), at which resourceVersion, what status.
 #[derive(Debug)]
@@ -40,8 +41,7 @@ impl StatusCache {
         let mut app = app.clone();
         let uid = app.metadata.uid.clone().unwrap_or_default();
         let key = ObjectRef::from_obj(&app);
-        // A poisoned lock only means a panic elsewhere mid-insert; the map is usable.
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last);
         match last.get(&key) {
             Some(w) if w.uid != uid => {}
             // The watch delivered our write (or something newer): nothing to add.
@@ -61,15 +61,13 @@ impl StatusCache {
     pub fn record(&self, app: &CounterApp, status: &CounterAppStatus, written: Option<&CounterApp>) {
         let uid = app.metadata.uid.clone().unwrap_or_default();
         let resource_version = written.and_then(revision);
-        self.last
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.last)
             .insert(ObjectRef::from_obj(app), Written { uid, resource_version, status: status.clone() });
     }
 
     /// CounterApps with a status the watch cache has not caught up with.
     pub fn len(&self) -> usize {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).len()
+        lock(&self.last).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,7 +76,7 @@ impl StatusCache {
 
     /// Forget `app` (it is being deleted).
     pub fn forget(&self, app: &ObjectRef<CounterApp>) {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).remove(app);
+        lock(&self.last).remove(app);
     }
 }
 

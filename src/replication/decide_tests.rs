@@ -1,4 +1,5 @@
-//! Table-driven tests of [`decide`]: one row per rule of issue 4.
+//! Table-driven tests of [`decide`]: one `#[test]` per rule of issue 4 (`decide_case!`), then
+//! properties and scenarios.
 
 use std::time::Duration;
 
@@ -197,496 +198,624 @@ fn run(c: &Case) {
     }
 }
 
-#[test]
-fn decide_table() {
-    let empty_replica_of_nowhere = |ord| {
-        with_info(replica_down(ord, 9, 0, None), |i| {
-            i.keys = 0;
-            i.replid = format!("fresh-{ord}");
-        })
-    };
-    let cases = vec![
-        Case {
-            name: "fresh stack: pod 0 becomes primary, the others follow it",
-            nodes: vec![
-                empty_replica_of_nowhere(0),
-                empty_replica_of_nowhere(1),
-                empty_replica_of_nowhere(2),
-            ],
-            spec: spec(2, 1),
-            prev: prev(None, false),
-            down_for: None,
-            phase: Phase::Bootstrapping,
-            primary: Some(0),
-            epoch: 1,
-            actions: vec![promote(0), follow(1, 0, false), follow(2, 0, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "fresh stack of standalone masters: others demoted before pod 0 is primary",
-            nodes: vec![
-                master(0, 0, 0),
-                master(1, 0, 0),
-                with_info(master(2, 0, 0), |i| i.min_replicas_to_write = Some(0)),
-            ],
-            spec: spec(2, 1),
-            prev: prev(None, false),
-            down_for: None,
-            phase: Phase::Bootstrapping,
-            primary: Some(0),
-            epoch: 1,
-            actions: vec![follow(1, 0, true), follow(2, 0, true), min_repl(2, 1)],
-            delete: vec![],
-        },
-        Case {
-            name: "fresh stack waits for pod 0",
-            nodes: vec![unreachable(0), empty_replica_of_nowhere(1), empty_replica_of_nowhere(2)],
-            spec: spec(2, 1),
-            prev: prev(None, false),
-            down_for: None,
-            phase: Phase::Bootstrapping,
-            primary: None,
-            epoch: 0,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "kept volumes: the pod with data is adopted, not empty pod 0",
-            nodes: vec![
-                empty_replica_of_nowhere(0),
-                with_info(replica_down(1, 9, 500, None), |i| i.keys = 3),
-                empty_replica_of_nowhere(2),
-            ],
-            spec: spec(2, 1),
-            prev: prev(None, false),
-            down_for: None,
-            phase: Phase::Bootstrapping,
-            primary: Some(1),
-            epoch: 1,
-            actions: vec![promote(1), follow(0, 1, false), follow(2, 1, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "kept volumes: data somewhere but a pod is missing -> wait",
-            nodes: vec![
-                empty_replica_of_nowhere(0),
-                with_info(replica_down(1, 9, 500, None), |i| i.keys = 3),
-                unreachable(2),
-            ],
-            spec: spec(2, 1),
-            prev: prev(None, false),
-            down_for: None,
-            phase: Phase::Bootstrapping,
-            primary: None,
-            epoch: 0,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "steady: nothing to do",
-            nodes: vec![master(0, 1000, 10), replica(1, 0, 1000), replica(2, 0, 990)],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: None,
-            phase: Phase::Steady,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "steady: min-replicas-to-write follows syncReplicas",
-            nodes: vec![
-                with_info(master(0, 1000, 10), |i| i.min_replicas_to_write = Some(0)),
-                replica(1, 0, 1000),
-                replica(2, 0, 990),
-            ],
-            spec: spec(2, 2),
-            prev: prev(Some(0), true),
-            down_for: None,
-            phase: Phase::Steady,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![min_repl(0, 2), min_repl(1, 2), min_repl(2, 2)],
-            delete: vec![],
-        },
-        Case {
-            name: "old primary returning as a master is demoted (fenced) first",
-            nodes: vec![master(0, 50, 10), replica_down(2, 0, 0, Some(1)), master(1, 2000, 10)],
-            spec: spec(2, 1),
-            prev: prev(Some(1), true),
-            down_for: None,
-            phase: Phase::Steady,
-            primary: Some(1),
-            epoch: 3,
-            actions: vec![follow(0, 1, true), follow(2, 1, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "old primary returning EMPTY as a master is demoted too",
-            nodes: vec![
-                with_info(master(0, 0, 0), |i| i.replid = "new".into()),
-                replica(2, 1, 2000),
-                master(1, 2000, 10),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(1), true),
-            down_for: None,
-            phase: Phase::Steady,
-            primary: Some(1),
-            epoch: 3,
-            actions: vec![follow(0, 1, true)],
-            delete: vec![],
-        },
-        Case {
-            name: "primary down for less than afterSeconds: wait",
-            nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(1)), replica_down(2, 0, 990, Some(1))],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: Some(2),
-            phase: Phase::PrimaryUnavailable,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "highest offset wins",
-            nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 1000, Some(5))],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: Some(5),
-            phase: Phase::FailingOver,
-            primary: Some(2),
-            epoch: 4,
-            actions: vec![promote(2), min_repl(2, 1), follow(1, 2, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "equal offsets: lowest ordinal wins (deterministic)",
-            nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(5)), replica_down(2, 0, 1000, Some(5))],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: Some(6),
-            phase: Phase::FailingOver,
-            primary: Some(1),
-            epoch: 4,
-            actions: vec![promote(1), min_repl(1, 1), follow(2, 1, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "a loading replica is skipped (k=2 so one inspected replica suffices)",
-            nodes: vec![
-                unreachable(0),
-                replica_down(1, 0, 990, Some(5)),
-                with_info(replica_down(2, 0, 1000, Some(5)), |i| i.loading = true),
-            ],
-            spec: spec(2, 2),
-            prev: prev(Some(0), true),
-            down_for: Some(5),
-            phase: Phase::FailingOver,
-            primary: Some(1),
-            epoch: 4,
-            actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "a loading replica does not count as inspected (k=1): wait",
-            nodes: vec![
-                unreachable(0),
-                replica_down(1, 0, 990, Some(5)),
-                with_info(replica_down(2, 0, 1000, Some(5)), |i| i.loading = true),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: Some(5),
-            phase: Phase::FailoverBlocked,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "a replica that never had a link is skipped",
-            nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 5000, None)],
-            spec: spec(2, 2),
-            prev: prev(Some(0), true),
-            down_for: Some(5),
-            phase: Phase::FailingOver,
-            primary: Some(1),
-            epoch: 4,
-            actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "a replica whose link died long before the primary is skipped",
-            nodes: vec![
-                unreachable(0),
-                replica_down(1, 0, 990, Some(5)),
-                replica_down(2, 0, 5000, Some(3600)),
-            ],
-            spec: spec(2, 2),
-            prev: prev(Some(0), true),
-            down_for: Some(5),
-            phase: Phase::FailingOver,
-            primary: Some(1),
-            epoch: 4,
-            actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "too few replicas inspected (k=1, n=2, one frozen): wait, do not promote",
-            nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(5)), unreachable(2)],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: Some(60),
-            phase: Phase::FailoverBlocked,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "the frozen replica comes back behind: the live one wins",
-            nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(8)), replica_down(2, 0, 700, Some(0))],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: Some(8),
-            phase: Phase::FailingOver,
-            primary: Some(1),
-            epoch: 4,
-            actions: vec![promote(1), min_repl(1, 1), follow(2, 1, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "an empty restarted node never wins, even with a higher offset",
-            nodes: vec![
-                unreachable(0),
-                replica_down(1, 0, 900, Some(5)),
-                with_info(replica_down(2, 0, 1000, Some(5)), |i| i.keys = 0),
-            ],
-            spec: spec(2, 2),
-            prev: prev(Some(0), true),
-            down_for: Some(5),
-            phase: Phase::FailingOver,
-            primary: Some(1),
-            epoch: 4,
-            actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "a replica of another history is not compared (and not counted)",
-            nodes: vec![
-                unreachable(0),
-                replica_down(1, 0, 900, Some(5)),
-                with_info(replica_down(2, 0, 9000, Some(5)), |i| i.replid = "other".into()),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: Some(5),
-            phase: Phase::FailoverBlocked,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "primary restarted without its data: fail over at once, fencing it first",
-            nodes: vec![
-                with_info(master(0, 0, 0), |i| i.replid = "new".into()),
-                replica_down(1, 0, 990, Some(0)),
-                replica_down(2, 0, 1000, Some(0)),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: Some(0),
-            phase: Phase::FailingOver,
-            primary: Some(2),
-            epoch: 4,
-            actions: vec![follow(0, 2, true), promote(2), min_repl(2, 1), follow(1, 2, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "primary answers but is not ready past afterSeconds: fenced, then replaced",
-            nodes: vec![
-                with(master(0, 1000, 10), |n| n.pod_ready = false),
-                replica(1, 0, 1000),
-                replica(2, 0, 990),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: Some(5),
-            phase: Phase::FailingOver,
-            primary: Some(1),
-            epoch: 4,
-            actions: vec![follow(0, 1, true), promote(1), min_repl(1, 1), follow(2, 1, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "syncReplicas 0: one inspected replica is enough",
-            nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), unreachable(2)],
-            spec: spec(2, 0),
-            prev: prev(Some(0), true),
-            down_for: Some(5),
-            phase: Phase::FailingOver,
-            primary: Some(1),
-            epoch: 4,
-            actions: vec![promote(1), min_repl(1, 0)],
-            delete: vec![],
-        },
-        Case {
-            name: "failover disabled: wait for the primary",
-            nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 990, Some(5))],
-            spec: Spec { failover_enabled: false, ..spec(2, 1) },
-            prev: prev(Some(0), true),
-            down_for: Some(500),
-            phase: Phase::PrimaryUnavailable,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "paused: nothing changes",
-            nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 990, Some(5))],
-            spec: Spec { paused: true, ..spec(2, 1) },
-            prev: prev(Some(0), true),
-            down_for: Some(500),
-            phase: Phase::Paused,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "planned: outdated replicas restart one at a time, highest ordinal first",
-            nodes: vec![
-                with(master(0, 1000, 10), |n| n.outdated = true),
-                with(replica(1, 0, 1000), |n| n.outdated = true),
-                with(replica(2, 0, 1000), |n| n.outdated = true),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: None,
-            phase: Phase::RollingReplicas,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![2],
-        },
-        Case {
-            name: "planned: the next replica waits until the restarted one is back in sync",
-            nodes: vec![
-                with(master(0, 1000, 10), |n| n.outdated = true),
-                with(replica(1, 0, 1000), |n| n.outdated = true),
-                with_info(replica(2, 0, 0), |i| i.sync_in_progress = true),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: None,
-            phase: Phase::RollingReplicas,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "planned: the primary does not yet see the restarted replica online -> wait",
-            nodes: vec![
-                with_info(with(master(0, 1000, 10), |n| n.outdated = true), |i| i.online_replicas = 1),
-                with(replica(1, 0, 1000), |n| n.outdated = true),
-                replica(2, 0, 1000),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: None,
-            phase: Phase::RollingReplicas,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "planned: a replica restarted a moment ago (still settling) -> wait",
-            nodes: vec![
-                with(master(0, 1000, 10), |n| n.outdated = true),
-                with(replica(1, 0, 1000), |n| n.outdated = true),
-                with_info(replica(2, 0, 1000), |i| i.uptime_secs = 1),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: None,
-            phase: Phase::RollingReplicas,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "planned: a replica rewriting its AOF -> wait",
-            nodes: vec![
-                with(master(0, 1000, 10), |n| n.outdated = true),
-                with(replica(1, 0, 1000), |n| n.outdated = true),
-                with_info(replica(2, 0, 1000), |i| i.persisting = true),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: None,
-            phase: Phase::RollingReplicas,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![],
-        },
-        Case {
-            name: "planned: only the primary is outdated -> FAILOVER TO the most advanced replica",
-            nodes: vec![
-                with(master(0, 1000, 10), |n| n.outdated = true),
-                replica(1, 0, 990),
-                replica(2, 0, 1000),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(0), true),
-            down_for: None,
-            phase: Phase::Switchover,
-            primary: Some(2),
-            epoch: 4,
-            actions: vec![handover(0, 2, ep(2)), follow(1, 2, false)],
-            delete: vec![],
-        },
-        Case {
-            name: "planned: after the hand-over the old primary is restarted as a replica",
-            nodes: vec![
-                with(replica(0, 2, 1000), |n| n.outdated = true),
-                replica(1, 2, 1000),
-                master(2, 1000, 10),
-            ],
-            spec: spec(2, 1),
-            prev: prev(Some(2), true),
-            down_for: None,
-            phase: Phase::RollingReplicas,
-            primary: Some(2),
-            epoch: 3,
-            actions: vec![],
-            delete: vec![0],
-        },
-        Case {
-            name: "planned: a single node has nobody to hand over to and is just restarted",
-            nodes: vec![with(master(0, 1000, 10), |n| n.outdated = true)],
-            spec: spec(0, 0),
-            prev: prev(Some(0), true),
-            down_for: None,
-            phase: Phase::RollingReplicas,
-            primary: Some(0),
-            epoch: 3,
-            actions: vec![min_repl(0, 0)],
-            delete: vec![0],
-        },
-    ];
-    for c in &cases {
-        run(c);
-    }
+/// A bootstrapping pod that follows nobody and holds nothing.
+fn empty_replica_of_nowhere(ord: u32) -> NodeObservation {
+    with_info(replica_down(ord, 9, 0, None), |i| {
+        i.keys = 0;
+        i.replid = format!("fresh-{ord}");
+    })
 }
+
+/// One `#[test]` per row of the table, named after the rule it checks, so that every
+/// failing rule shows (a single table test stops at the first).
+macro_rules! decide_case {
+    ($test:ident, $case:expr) => {
+        #[test]
+        fn $test() {
+            run(&$case);
+        }
+    };
+}
+
+decide_case!(
+    a_fresh_stack_makes_pod_0_primary_and_the_others_follow_it,
+    Case {
+        name: "fresh stack: pod 0 becomes primary, the others follow it",
+        nodes: vec![empty_replica_of_nowhere(0), empty_replica_of_nowhere(1), empty_replica_of_nowhere(2)],
+        spec: spec(2, 1),
+        prev: prev(None, false),
+        down_for: None,
+        phase: Phase::Bootstrapping,
+        primary: Some(0),
+        epoch: 1,
+        actions: vec![promote(0), follow(1, 0, false), follow(2, 0, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_fresh_stack_of_standalone_masters_demotes_the_others_before_pod_0_is_primary,
+    Case {
+        name: "fresh stack of standalone masters: others demoted before pod 0 is primary",
+        nodes: vec![
+            master(0, 0, 0),
+            master(1, 0, 0),
+            with_info(master(2, 0, 0), |i| i.min_replicas_to_write = Some(0)),
+        ],
+        spec: spec(2, 1),
+        prev: prev(None, false),
+        down_for: None,
+        phase: Phase::Bootstrapping,
+        primary: Some(0),
+        epoch: 1,
+        actions: vec![follow(1, 0, true), follow(2, 0, true), min_repl(2, 1)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_fresh_stack_waits_for_pod_0,
+    Case {
+        name: "fresh stack waits for pod 0",
+        nodes: vec![unreachable(0), empty_replica_of_nowhere(1), empty_replica_of_nowhere(2)],
+        spec: spec(2, 1),
+        prev: prev(None, false),
+        down_for: None,
+        phase: Phase::Bootstrapping,
+        primary: None,
+        epoch: 0,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    with_kept_volumes_the_pod_with_data_is_adopted_not_an_empty_pod_0,
+    Case {
+        name: "kept volumes: the pod with data is adopted, not empty pod 0",
+        nodes: vec![
+            empty_replica_of_nowhere(0),
+            with_info(replica_down(1, 9, 500, None), |i| i.keys = 3),
+            empty_replica_of_nowhere(2),
+        ],
+        spec: spec(2, 1),
+        prev: prev(None, false),
+        down_for: None,
+        phase: Phase::Bootstrapping,
+        primary: Some(1),
+        epoch: 1,
+        actions: vec![promote(1), follow(0, 1, false), follow(2, 1, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    with_kept_volumes_and_a_pod_missing_bootstrap_waits,
+    Case {
+        name: "kept volumes: data somewhere but a pod is missing -> wait",
+        nodes: vec![
+            empty_replica_of_nowhere(0),
+            with_info(replica_down(1, 9, 500, None), |i| i.keys = 3),
+            unreachable(2),
+        ],
+        spec: spec(2, 1),
+        prev: prev(None, false),
+        down_for: None,
+        phase: Phase::Bootstrapping,
+        primary: None,
+        epoch: 0,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_steady_stack_needs_nothing,
+    Case {
+        name: "steady: nothing to do",
+        nodes: vec![master(0, 1000, 10), replica(1, 0, 1000), replica(2, 0, 990)],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: None,
+        phase: Phase::Steady,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    min_replicas_to_write_follows_sync_replicas,
+    Case {
+        name: "steady: min-replicas-to-write follows syncReplicas",
+        nodes: vec![
+            with_info(master(0, 1000, 10), |i| i.min_replicas_to_write = Some(0)),
+            replica(1, 0, 1000),
+            replica(2, 0, 990),
+        ],
+        spec: spec(2, 2),
+        prev: prev(Some(0), true),
+        down_for: None,
+        phase: Phase::Steady,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![min_repl(0, 2), min_repl(1, 2), min_repl(2, 2)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    an_old_primary_returning_as_a_master_is_fenced_first,
+    Case {
+        name: "old primary returning as a master is demoted (fenced) first",
+        nodes: vec![master(0, 50, 10), replica_down(2, 0, 0, Some(1)), master(1, 2000, 10)],
+        spec: spec(2, 1),
+        prev: prev(Some(1), true),
+        down_for: None,
+        phase: Phase::Steady,
+        primary: Some(1),
+        epoch: 3,
+        actions: vec![follow(0, 1, true), follow(2, 1, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    an_old_primary_returning_empty_as_a_master_is_fenced_too,
+    Case {
+        name: "old primary returning EMPTY as a master is demoted too",
+        nodes: vec![
+            with_info(master(0, 0, 0), |i| i.replid = "new".into()),
+            replica(2, 1, 2000),
+            master(1, 2000, 10),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(1), true),
+        down_for: None,
+        phase: Phase::Steady,
+        primary: Some(1),
+        epoch: 3,
+        actions: vec![follow(0, 1, true)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_primary_down_for_less_than_after_seconds_is_waited_for,
+    Case {
+        name: "primary down for less than afterSeconds: wait",
+        nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(1)), replica_down(2, 0, 990, Some(1))],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: Some(2),
+        phase: Phase::PrimaryUnavailable,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_replica_with_a_higher_offset_wins,
+    Case {
+        name: "highest offset wins",
+        nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 1000, Some(5))],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: Some(5),
+        phase: Phase::FailingOver,
+        primary: Some(2),
+        epoch: 4,
+        actions: vec![promote(2), min_repl(2, 1), follow(1, 2, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    with_equal_offsets_the_lowest_ordinal_wins,
+    Case {
+        name: "equal offsets: lowest ordinal wins (deterministic)",
+        nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(5)), replica_down(2, 0, 1000, Some(5))],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: Some(6),
+        phase: Phase::FailingOver,
+        primary: Some(1),
+        epoch: 4,
+        actions: vec![promote(1), min_repl(1, 1), follow(2, 1, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_loading_replica_is_skipped,
+    Case {
+        name: "a loading replica is skipped (k=2 so one inspected replica suffices)",
+        nodes: vec![
+            unreachable(0),
+            replica_down(1, 0, 990, Some(5)),
+            with_info(replica_down(2, 0, 1000, Some(5)), |i| i.loading = true),
+        ],
+        spec: spec(2, 2),
+        prev: prev(Some(0), true),
+        down_for: Some(5),
+        phase: Phase::FailingOver,
+        primary: Some(1),
+        epoch: 4,
+        actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_loading_replica_does_not_count_as_inspected,
+    Case {
+        name: "a loading replica does not count as inspected (k=1): wait",
+        nodes: vec![
+            unreachable(0),
+            replica_down(1, 0, 990, Some(5)),
+            with_info(replica_down(2, 0, 1000, Some(5)), |i| i.loading = true),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: Some(5),
+        phase: Phase::FailoverBlocked,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_replica_that_never_had_a_link_is_skipped,
+    Case {
+        name: "a replica that never had a link is skipped",
+        nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 5000, None)],
+        spec: spec(2, 2),
+        prev: prev(Some(0), true),
+        down_for: Some(5),
+        phase: Phase::FailingOver,
+        primary: Some(1),
+        epoch: 4,
+        actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_replica_whose_link_died_long_before_the_primary_is_skipped,
+    Case {
+        name: "a replica whose link died long before the primary is skipped",
+        nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 5000, Some(3600))],
+        spec: spec(2, 2),
+        prev: prev(Some(0), true),
+        down_for: Some(5),
+        phase: Phase::FailingOver,
+        primary: Some(1),
+        epoch: 4,
+        actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    too_few_inspected_replicas_block_the_promotion,
+    Case {
+        name: "too few replicas inspected (k=1, n=2, one frozen): wait, do not promote",
+        nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(5)), unreachable(2)],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: Some(60),
+        phase: Phase::FailoverBlocked,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_frozen_replica_that_comes_back_behind_loses_to_the_live_one,
+    Case {
+        name: "the frozen replica comes back behind: the live one wins",
+        nodes: vec![unreachable(0), replica_down(1, 0, 1000, Some(8)), replica_down(2, 0, 700, Some(0))],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: Some(8),
+        phase: Phase::FailingOver,
+        primary: Some(1),
+        epoch: 4,
+        actions: vec![promote(1), min_repl(1, 1), follow(2, 1, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    an_empty_restarted_node_never_wins_even_with_a_higher_offset,
+    Case {
+        name: "an empty restarted node never wins, even with a higher offset",
+        nodes: vec![
+            unreachable(0),
+            replica_down(1, 0, 900, Some(5)),
+            with_info(replica_down(2, 0, 1000, Some(5)), |i| i.keys = 0),
+        ],
+        spec: spec(2, 2),
+        prev: prev(Some(0), true),
+        down_for: Some(5),
+        phase: Phase::FailingOver,
+        primary: Some(1),
+        epoch: 4,
+        actions: vec![promote(1), min_repl(1, 2), follow(2, 1, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_replica_of_another_history_is_neither_compared_nor_counted,
+    Case {
+        name: "a replica of another history is not compared (and not counted)",
+        nodes: vec![
+            unreachable(0),
+            replica_down(1, 0, 900, Some(5)),
+            with_info(replica_down(2, 0, 9000, Some(5)), |i| i.replid = "other".into()),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: Some(5),
+        phase: Phase::FailoverBlocked,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_primary_restarted_without_its_data_is_fenced_and_failed_over_at_once,
+    Case {
+        name: "primary restarted without its data: fail over at once, fencing it first",
+        nodes: vec![
+            with_info(master(0, 0, 0), |i| i.replid = "new".into()),
+            replica_down(1, 0, 990, Some(0)),
+            replica_down(2, 0, 1000, Some(0)),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: Some(0),
+        phase: Phase::FailingOver,
+        primary: Some(2),
+        epoch: 4,
+        actions: vec![follow(0, 2, true), promote(2), min_repl(2, 1), follow(1, 2, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_primary_not_ready_past_after_seconds_is_fenced_then_replaced,
+    Case {
+        name: "primary answers but is not ready past afterSeconds: fenced, then replaced",
+        nodes: vec![
+            with(master(0, 1000, 10), |n| n.pod_ready = false),
+            replica(1, 0, 1000),
+            replica(2, 0, 990),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: Some(5),
+        phase: Phase::FailingOver,
+        primary: Some(1),
+        epoch: 4,
+        actions: vec![follow(0, 1, true), promote(1), min_repl(1, 1), follow(2, 1, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    with_sync_replicas_0_one_inspected_replica_is_enough,
+    Case {
+        name: "syncReplicas 0: one inspected replica is enough",
+        nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), unreachable(2)],
+        spec: spec(2, 0),
+        prev: prev(Some(0), true),
+        down_for: Some(5),
+        phase: Phase::FailingOver,
+        primary: Some(1),
+        epoch: 4,
+        actions: vec![promote(1), min_repl(1, 0)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    with_failover_disabled_the_primary_is_waited_for,
+    Case {
+        name: "failover disabled: wait for the primary",
+        nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 990, Some(5))],
+        spec: Spec { failover_enabled: false, ..spec(2, 1) },
+        prev: prev(Some(0), true),
+        down_for: Some(500),
+        phase: Phase::PrimaryUnavailable,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    a_paused_stack_changes_nothing,
+    Case {
+        name: "paused: nothing changes",
+        nodes: vec![unreachable(0), replica_down(1, 0, 990, Some(5)), replica_down(2, 0, 990, Some(5))],
+        spec: Spec { paused: true, ..spec(2, 1) },
+        prev: prev(Some(0), true),
+        down_for: Some(500),
+        phase: Phase::Paused,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    outdated_replicas_restart_one_at_a_time_highest_ordinal_first,
+    Case {
+        name: "planned: outdated replicas restart one at a time, highest ordinal first",
+        nodes: vec![
+            with(master(0, 1000, 10), |n| n.outdated = true),
+            with(replica(1, 0, 1000), |n| n.outdated = true),
+            with(replica(2, 0, 1000), |n| n.outdated = true),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: None,
+        phase: Phase::RollingReplicas,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![2],
+    }
+);
+
+decide_case!(
+    the_next_replica_waits_until_the_restarted_one_is_back_in_sync,
+    Case {
+        name: "planned: the next replica waits until the restarted one is back in sync",
+        nodes: vec![
+            with(master(0, 1000, 10), |n| n.outdated = true),
+            with(replica(1, 0, 1000), |n| n.outdated = true),
+            with_info(replica(2, 0, 0), |i| i.sync_in_progress = true),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: None,
+        phase: Phase::RollingReplicas,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    the_next_replica_waits_until_the_primary_sees_the_restarted_one_online,
+    Case {
+        name: "planned: the primary does not yet see the restarted replica online -> wait",
+        nodes: vec![
+            with_info(with(master(0, 1000, 10), |n| n.outdated = true), |i| i.online_replicas = 1),
+            with(replica(1, 0, 1000), |n| n.outdated = true),
+            replica(2, 0, 1000),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: None,
+        phase: Phase::RollingReplicas,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    the_next_replica_waits_while_a_restarted_one_settles,
+    Case {
+        name: "planned: a replica restarted a moment ago (still settling) -> wait",
+        nodes: vec![
+            with(master(0, 1000, 10), |n| n.outdated = true),
+            with(replica(1, 0, 1000), |n| n.outdated = true),
+            with_info(replica(2, 0, 1000), |i| i.uptime_secs = 1),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: None,
+        phase: Phase::RollingReplicas,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    the_next_replica_waits_while_a_replica_rewrites_its_aof,
+    Case {
+        name: "planned: a replica rewriting its AOF -> wait",
+        nodes: vec![
+            with(master(0, 1000, 10), |n| n.outdated = true),
+            with(replica(1, 0, 1000), |n| n.outdated = true),
+            with_info(replica(2, 0, 1000), |i| i.persisting = true),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: None,
+        phase: Phase::RollingReplicas,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    an_outdated_primary_hands_over_to_the_most_advanced_replica,
+    Case {
+        name: "planned: only the primary is outdated -> FAILOVER TO the most advanced replica",
+        nodes: vec![
+            with(master(0, 1000, 10), |n| n.outdated = true),
+            replica(1, 0, 990),
+            replica(2, 0, 1000),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(0), true),
+        down_for: None,
+        phase: Phase::Switchover,
+        primary: Some(2),
+        epoch: 4,
+        actions: vec![handover(0, 2, ep(2)), follow(1, 2, false)],
+        delete: vec![],
+    }
+);
+
+decide_case!(
+    after_the_hand_over_the_old_primary_restarts_as_a_replica,
+    Case {
+        name: "planned: after the hand-over the old primary is restarted as a replica",
+        nodes: vec![
+            with(replica(0, 2, 1000), |n| n.outdated = true),
+            replica(1, 2, 1000),
+            master(2, 1000, 10),
+        ],
+        spec: spec(2, 1),
+        prev: prev(Some(2), true),
+        down_for: None,
+        phase: Phase::RollingReplicas,
+        primary: Some(2),
+        epoch: 3,
+        actions: vec![],
+        delete: vec![0],
+    }
+);
+
+decide_case!(
+    a_single_outdated_node_has_nobody_to_hand_over_to_and_is_just_restarted,
+    Case {
+        name: "planned: a single node has nobody to hand over to and is just restarted",
+        nodes: vec![with(master(0, 1000, 10), |n| n.outdated = true)],
+        spec: spec(0, 0),
+        prev: prev(Some(0), true),
+        down_for: None,
+        phase: Phase::RollingReplicas,
+        primary: Some(0),
+        epoch: 3,
+        actions: vec![min_repl(0, 0)],
+        delete: vec![0],
+    }
+);
 
 #[test]
 fn replicas_needed_is_k_plus_r_greater_than_n() {

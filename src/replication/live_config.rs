@@ -25,6 +25,7 @@ use super::node::{NodeAddr, RedisNodes};
 use super::observe::NodeObservation;
 use super::{AppKey, ReplicationEvent, event};
 use crate::api::redis_config;
+use crate::locked::lock;
 
 /// Event and condition reason of a refused setting.
 pub const REJECTED_REASON: &str = "ConfigRejected";
@@ -68,7 +69,7 @@ fn refused(e: &::redis::RedisError) -> bool {
 impl LiveConfig {
     /// Forget a deleted CounterApp.
     pub fn forget(&self, key: &AppKey) {
-        self.apps.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        lock(&self.apps).remove(key);
     }
 
     /// Bring every answering, non-terminating pod in line with the live settings of
@@ -82,8 +83,7 @@ impl LiveConfig {
         nodes: &N,
     ) -> Report {
         let desired = live_settings(config);
-        // A poisoned lock only means another pass panicked; the plain data stays usable.
-        let mut pods = self.apps.lock().unwrap_or_else(|e| e.into_inner()).remove(key).unwrap_or_default();
+        let mut pods = lock(&self.apps).remove(key).unwrap_or_default();
         pods.retain(|pod, _| observed.iter().any(|n| &n.pod == pod));
         let mut refusals: Vec<(String, String, String, String)> = vec![];
         for n in observed.iter().filter(|n| !n.terminating) {
@@ -121,7 +121,7 @@ impl LiveConfig {
             .iter()
             .flat_map(|(pod, s)| s.rejected.iter().map(move |(k, (v, e))| format!("{pod}: {k} {v}: {e}")))
             .collect();
-        self.apps.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), pods);
+        lock(&self.apps).insert(key.clone(), pods);
         Report { events: refusal_events(refusals), rejected }
     }
 }

@@ -27,6 +27,8 @@ use crate::api::{
     CounterApp, RedisStatus, SWITCHOVER_ANNOTATION, SWITCHOVER_TO_ANNOTATION, SwitchoverPhase,
     SwitchoverStatus,
 };
+use crate::locked::lock;
+
 pub use decide::{NodeAction, Phase, Plan, SwitchoverRequest, SwitchoverVerdict};
 pub use metrics::Metrics;
 pub use monitor::{AppKey, Monitor};
@@ -273,7 +275,7 @@ impl Manager {
 
     /// Forget a deleted CounterApp: its memory, its checks and its metric series.
     pub fn forget(&self, key: &AppKey) {
-        let mem = self.memory.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        let mem = lock(&self.memory).remove(key);
         self.monitor.forget(key);
         self.live_config.forget(key);
         for kind in [metrics::KIND_AUTOMATIC, metrics::KIND_PLANNED] {
@@ -287,9 +289,7 @@ impl Manager {
     }
 
     fn memory_of(&self, app: &CounterApp) -> AppMemory {
-        // A poisoned lock only means another pass panicked; its data is still coherent
-        // (plain values), so keep going with it.
-        let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        let memory = lock(&self.memory);
         memory
             .get(&app_key(app))
             .filter(|m| m.uid == app.metadata.uid)
@@ -298,7 +298,7 @@ impl Manager {
     }
 
     fn remember(&self, key: &AppKey, mem: AppMemory) {
-        self.memory.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), mem);
+        lock(&self.memory).insert(key.clone(), mem);
     }
 
     /// `spec.paused`: no replication pass runs, but a pending switchover request is

@@ -21,6 +21,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
 use super::node::{self, NodeAddr, NodeAuth};
+use crate::locked::lock;
 
 /// How often every pod is checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -188,14 +189,12 @@ impl Default for Monitor {
 
 impl Monitor {
     fn apps(&self) -> std::sync::MutexGuard<'_, HashMap<AppKey, Watched>> {
-        // A poisoned lock only means a thread panicked while holding it; the map holds
-        // plain values and stays coherent, so keep using it.
-        self.apps.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.apps)
     }
 
     /// The wake-ups, once (the controller turns them into reconciles).
     pub fn take_wakeups(&self) -> Option<mpsc::UnboundedReceiver<AppKey>> {
-        self.wakeups.lock().unwrap_or_else(|e| e.into_inner()).take()
+        lock(&self.wakeups).take()
     }
 
     /// Check `target` from now on (replaces what the previous pass registered).

@@ -4,8 +4,8 @@
 
 use redis::Cmd;
 
+use super::counter::{COUNTER_KEY, Op};
 use super::error::Error;
-use super::store::{COUNTER_KEY, Op};
 
 /// Records live 24 h, as Stripe's idempotency keys do.
 pub const TTL_SECONDS: u64 = 24 * 60 * 60;
@@ -15,7 +15,7 @@ const KEY_PREFIX: &str = "counter:idempotency:";
 /// Returns {op, value, replayed}. The value travels as a string: Lua numbers are doubles
 /// and would round counters beyond 2^53. `#!lua` without `no-writes` makes a replica
 /// refuse the script up front with READONLY (so nothing half-runs there).
-const SCRIPT: &str = r#"#!lua
+pub const SCRIPT: &str = r#"#!lua
 local done = redis.call('GET', KEYS[2])
 if done then
   local sep = string.find(done, ':', 1, true)
@@ -74,6 +74,27 @@ mod tests {
         assert!(validate_key("é".as_bytes()).is_err());
         assert!(validate_key(&[b'a'; 256]).is_err());
         assert!(validate_key(&[b'a'; 255]).is_ok());
+    }
+
+    #[test]
+    fn the_command_evals_the_script_on_the_counter_and_the_keyed_record() {
+        let args: Vec<Vec<u8>> = command(Op::Decrement, "k1")
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b.to_vec(),
+                other => panic!("unexpected argument {other:?}"),
+            })
+            .collect();
+        let expected: Vec<&[u8]> = vec![
+            b"EVAL",
+            SCRIPT.as_bytes(),
+            b"2",
+            b"counter:value",
+            b"counter:idempotency:k1",
+            b"decrement",
+            b"86400",
+        ];
+        assert_eq!(args, expected);
     }
 
     #[test]

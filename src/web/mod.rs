@@ -3,12 +3,13 @@
 //! reconnects, health endpoints, Prometheus metrics and a graceful drain on SIGTERM.
 
 mod config;
+mod counter;
 mod error;
 mod health;
-mod idempotency;
+// Public so that tests can send exactly what the service sends (`command`, `SCRIPT`).
+pub mod idempotency;
 mod metrics;
 mod routes;
-mod shutdown;
 mod store;
 mod upstream;
 
@@ -20,8 +21,8 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use config::{Config, CorsOrigins, ReadFrom, RedisClientKind, RedisSecrets, WebArgs};
+pub use counter::{COUNTER_KEY, Op};
 pub use error::Error;
-pub use store::{COUNTER_KEY, Op};
 
 use metrics::Metrics;
 use store::Store;
@@ -55,7 +56,7 @@ pub async fn run(args: WebArgs) -> Result<(), Error> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| Error::Bind { addr: cfg.listen.to_string(), source })?;
-    serve(cfg, listener, shutdown::signal_received()).await
+    serve(cfg, listener, crate::signals::shutdown_signal()).await
 }
 
 /// Serve on `listener` until `shutdown` resolves. Then: readyz turns 503 and responses

@@ -17,11 +17,12 @@ use tracing::Instrument;
 
 use super::AppState;
 use super::config::CorsOrigins;
+use super::counter::Op;
 use super::error::Error;
 use super::health;
 use super::idempotency;
 use super::metrics::{RequestLabels, method_label, route_label};
-use super::store::{Op, Written};
+use super::store::Written;
 
 type Shared = Arc<AppState>;
 

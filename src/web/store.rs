@@ -9,36 +9,17 @@ use redis::{Cmd, RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{Config, ReadFrom};
+use super::counter::{COUNTER_KEY, Op};
 use super::error::Error;
 use super::idempotency;
 use super::metrics::Metrics;
 use super::upstream::{Lease, RedisConn, Upstream};
 
-/// The one key the original app used.
-pub const COUNTER_KEY: &str = "counter:value";
 /// How long a request waits for a reconnect under way (after READONLY or a broken
 /// connection) before answering 503.
 const READONLY_RETRY_WAIT: Duration = Duration::from_secs(1);
 /// Most writes one `WAIT` covers (group commit).
 const MAX_BATCH: usize = 512;
-
-/// A counter write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Increment,
-    Decrement,
-    Reset,
-}
-
-impl Op {
-    pub fn name(self) -> &'static str {
-        match self {
-            Op::Increment => "increment",
-            Op::Decrement => "decrement",
-            Op::Reset => "reset",
-        }
-    }
-}
 
 /// What a write returns to the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
