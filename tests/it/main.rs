@@ -24,7 +24,6 @@ mod render_cli;
 mod render_props;
 mod render_redis;
 mod replication_fencing;
-mod status;
 mod web_api;
 mod web_auth_tls;
 mod web_resilience;
