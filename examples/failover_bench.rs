@@ -8,7 +8,8 @@
 //!
 //! Env: RUNS (default 20), AFTER_SECONDS (default 1), CLIENTS (default 4).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
+#[allow(dead_code)] // the benchmark needs the failover driver only; the tests use the rest
 mod common;
 
 use std::time::{Duration, Instant};

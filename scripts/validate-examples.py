@@ -11,7 +11,7 @@ PyPI check-jsonschema):
 - manifests/examples/invalid/*.yaml marked `# caught-by: schema` must fail, and the
   error must name the field of their `# field:` header;
 - those marked `# caught-by: cel` break a CEL rule, which JSON Schema cannot evaluate
-  (`cargo test --test examples` runs them with kube's CEL engine): they must pass the
+  (`cargo test --test it examples::` runs them with kube's CEL engine): they must pass the
   structural schema, so each example holds exactly one mistake;
 - invalid/transitions/*.{old,new}.yaml (CEL transition rules) must pass structurally.
 

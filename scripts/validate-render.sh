@@ -58,7 +58,7 @@ for example in manifests/examples/counterapp.yaml manifests/examples/counterapp-
 done
 
 # cert-manager's Certificate is no Kubernetes kind: kubernetes-validate has no schema
-# for it. Check its shape here (tests/render.rs checks its fields), validate the rest.
+# for it. Check its shape here (tests/it/render.rs checks its fields), validate the rest.
 for f in "$work"/*.yaml; do
   if grep -q '^kind: Certificate$' "$f"; then
     grep -q '^apiVersion: cert-manager.io/v1$' "$f" || { echo "error: $f: not cert-manager.io/v1" >&2; exit 1; }

@@ -1,5 +1,5 @@
 //! The one list of Kubernetes permissions the operator needs. The Helm chart's and the
-//! kustomize base's ClusterRoles are checked against [`RULES`] by `tests/packaging.rs`:
+//! kustomize base's ClusterRoles are checked against [`RULES`] by `tests/it/packaging.rs`:
 //! a ClusterRole that grants more or less than this list fails the build.
 //!
 //! Why each verb is here:

@@ -335,3 +335,7 @@ fn reconciling(obs: &Observation) -> Option<(&'static str, String)> {
     };
     Some((reason::PROGRESSING, msg))
 }
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

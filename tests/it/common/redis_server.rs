@@ -5,7 +5,7 @@
 //! sync in milliseconds.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,10 +83,6 @@ impl RedisServer {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("redis.log")
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -2,7 +2,7 @@
 //! API server on 127.0.0.1: the startup CRD check, the health server, and graceful
 //! shutdown on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

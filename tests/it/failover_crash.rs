@@ -3,7 +3,7 @@
 //! what Redis shows was started, without a human and without losing an acknowledged
 //! write. Real redis-server processes under INCR + WAIT 1 load.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //!
 //! Certificates are made by the `openssl` CLI in a temp dir for each test.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! primary that comes back WITH its old (stale) data as a writable master: it is demoted
 //! before it could be labelled primary, and its stale data never reaches anyone.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

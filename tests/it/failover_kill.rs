@@ -1,7 +1,7 @@
 //! kill -9 of the primary under INCR + WAIT 1 load, then the old primary comes back with
 //! an empty data directory. Real redis-server processes driven by the replication manager.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 //! installs it) and `kubectl` (KUBECTL, else PATH, else .tools/bin/kubectl). A missing
 //! tool fails these tests with instructions; it never skips them.
 //!
-//! `COUNTERSTACK_BLESS=1 cargo test --test packaging` rewrites the generated files (CRD
+//! `COUNTERSTACK_BLESS=1 cargo test --test it packaging::` rewrites the generated files (CRD
 //! copies, the chart's RBAC rules) instead of failing on a difference.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -174,7 +174,7 @@ fn assert_generated(path: &str, expected: &str, how: &str) {
     let actual = std::fs::read_to_string(&full).unwrap_or_default();
     assert!(
         actual == expected,
-        "{path} is stale: regenerate it with `{how}` (or COUNTERSTACK_BLESS=1 cargo test --test packaging)"
+        "{path} is stale: regenerate it with `{how}` (or COUNTERSTACK_BLESS=1 cargo test --test it packaging::)"
     );
 }
 
@@ -185,7 +185,7 @@ fn chart_rbac_rules_file_is_generated_from_rules() {
     assert_generated(
         "charts/counterstack/files/rbac-rules.yaml",
         &rbac::rules_yaml().unwrap(),
-        "COUNTERSTACK_BLESS=1 cargo test --test packaging",
+        "COUNTERSTACK_BLESS=1 cargo test --test it packaging::",
     );
 }
 

@@ -3,7 +3,7 @@
 //! replica with CONFIG SET, without restarting either process (same `run_id`), and a
 //! value Redis refuses is reported once, not retried on every pass.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! replicas the manager must inspect both before promoting (k + r > n), so it waits; once
 //! the frozen replica is back, the live replica (higher offset) wins, never the frozen one.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -14,7 +14,7 @@
 //! else runs as rendered (`common::redis_server::scripted`). ACL permissions, rotation
 //! and TLS have their own tests in `redis_security.rs`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Child;

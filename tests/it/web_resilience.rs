@@ -2,7 +2,7 @@
 //! refuses unconfirmed writes, failover (READONLY, a promoted replica behind the same
 //! URL), replica reads with fallback. Real redis-server processes throughout.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -8,7 +8,7 @@
 //! other: by the IP they connect from (no announce), or by the name they announce. FAILOVER
 //! TO must name the replica as the primary lists it, in both cases.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

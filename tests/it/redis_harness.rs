@@ -1,6 +1,6 @@
 //! The test harness itself works: real processes, replication, restart with and without data.
 
-mod common;
+use crate::common;
 
 use common::redis_server::{RedisServer, cluster};
 

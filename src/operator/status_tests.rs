@@ -1,5 +1,5 @@
-//! Pure tests of the operator's status computation (kstatus conditions, transition
-//! times, summaries).
+//! Pure tests of the status computation (kstatus conditions, transition times,
+//! summaries).
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, StatefulSet, StatefulSetStatus,
@@ -7,11 +7,9 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use counterstack::api::{CounterAppStatus, RedisNodeStatus, RedisStatus};
-use counterstack::operator::status::{
-    Observation, Workload, compute, needs_patch, primary_available, reason,
-};
-use counterstack::replication::Health;
+use super::{Observation, Workload, compute, needs_patch, primary_available, reason};
+use crate::api::{CounterAppStatus, RedisNodeStatus, RedisStatus};
+use crate::replication::Health;
 
 fn t(secs: i64) -> Time {
     Time(Timestamp::from_second(1_700_000_000 + secs).unwrap())

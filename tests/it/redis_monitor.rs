@@ -2,7 +2,7 @@
 //! primary wakes its CounterApp within a second and starts the failover clock at the
 //! failed check; a good check stops it; connections are kept between checks.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,7 @@
 //! Reconcile sequences against a fake API server (kube `Client` over a `tower_test`
 //! mock): the exact requests the operator sends per scenario.
 
-mod common;
-#[path = "reconcile/fake_api.rs"]
+use crate::common;
 mod fake_api;
 
 use std::sync::Arc;

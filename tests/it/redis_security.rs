@@ -9,7 +9,7 @@
 //!   plain TCP and a foreign CA do not;
 //! - credentials stay in 0600 files, never in arguments or the environment.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -54,7 +54,7 @@ fn verifiable_pod_name(ordinal: u32) -> String {
 /// The web service's idempotency script, as `counterstack web` sends it. The module is
 /// private to the web service, so the script is read from its source.
 fn idempotency_script() -> &'static str {
-    let src = include_str!("../src/web/idempotency.rs");
+    let src = include_str!("../../src/web/idempotency.rs");
     let start = src.find("r#\"#!lua").expect("the idempotency script in src/web/idempotency.rs") + 3;
     let len = src[start..].find("\"#;").expect("end of the idempotency script");
     &src[start..start + len]

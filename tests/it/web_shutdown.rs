@@ -2,7 +2,7 @@
 //! exits 0; the original app's environment variables work; JSON logs; misconfiguration
 //! exits non-zero naming the setting.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

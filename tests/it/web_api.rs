@@ -1,7 +1,7 @@
 //! The web service's HTTP API against a real redis-server: the original app's semantics
 //! and JSON shapes, error bodies, CORS, overflow, idempotency and concurrency.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,0 +1,8 @@
+//! Shared helpers of the integration tests (real redis-server processes, the failover
+//! driver, a TCP proxy, the web service in-process). `examples/failover_bench.rs` includes
+//! this module too.
+
+pub mod failover_driver;
+pub mod redis_server;
+pub mod tcp_proxy;
+pub mod web;

@@ -1,0 +1,30 @@
+//! The integration tests: one binary (one link of kube, axum, redis-rs and reqwest)
+//! with a module per area. Run one area with `cargo test --test it render::` or
+//! `cargo nextest run --test it -E 'test(/^render::/)'`. The real-cluster suite is
+//! its own binary, `tests/e2e`.
+
+mod common;
+
+mod crd;
+mod examples;
+mod failover_crash;
+mod failover_frozen_replica;
+mod failover_kill;
+mod failover_switchover;
+mod observability;
+mod packaging;
+mod reconcile;
+mod reconcile_process;
+mod redis_config_live;
+mod redis_harness;
+mod redis_monitor;
+mod redis_security;
+mod render;
+mod render_cli;
+mod render_props;
+mod render_redis;
+mod replication_fencing;
+mod web_api;
+mod web_auth_tls;
+mod web_resilience;
+mod web_shutdown;
