@@ -28,3 +28,18 @@ mod web_api;
 mod web_auth_tls;
 mod web_resilience;
 mod web_shutdown;
+
+/// Cargo would build any `tests/NAME.rs` as one more test binary (autotests), each
+/// linking the whole dependency tree again: integration tests go into a module here.
+#[test]
+fn the_integration_tests_stay_one_binary() {
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let stray: Vec<String> = std::fs::read_dir(&tests)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(stray.is_empty(), "move these into a module of tests/it: {stray:?}");
+}
