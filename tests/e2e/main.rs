@@ -23,6 +23,9 @@ mod faults;
 mod harness;
 mod leader;
 mod load;
+/// Test certificates, shared with the integration tests.
+#[path = "../it/common/pki.rs"]
+mod pki;
 mod plugin;
 mod redis_config;
 mod scenario;

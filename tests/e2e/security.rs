@@ -141,63 +141,17 @@ pub async fn rotate_every_password_under_load(stack: &Stack) {
     }
 }
 
-/// A CA and a server certificate for CounterApp `app` in namespace `ns`, made with the
-/// `openssl` CLI, as a `kubernetes.io/tls` Secret's data (tls.crt, tls.key, ca.crt).
+/// A CA and a server certificate for CounterApp `app` in namespace `ns` (the names
+/// cert-manager's Certificate would carry), as a `kubernetes.io/tls` Secret's data.
 pub fn make_tls_secret_data(app: &str, ns: &str) -> BTreeMap<String, k8s_openapi::ByteString> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
-    run(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "ca.key",
-        "-sha256",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=e2e-ca",
-        "-out",
-        "ca.crt",
-    ]);
-    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "tls.key"]);
-    run(&["req", "-new", "-key", "tls.key", "-subj", &format!("/CN={app}-redis"), "-out", "tls.csr"]);
     let sans = counterstack::children::certificate::dns_names(app, Some(ns))
         .iter()
         .map(|n| format!("DNS:{n}"))
         .collect::<Vec<_>>()
         .join(",");
-    std::fs::write(
-        dir.path().join("ext.cnf"),
-        format!("subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n"),
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-sha256",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "tls.crt",
-    ]);
+    crate::pki::make_ca(dir.path(), "ca");
+    crate::pki::make_server(dir.path(), "tls", "ca", &sans);
     ["tls.crt", "tls.key", "ca.crt"]
         .iter()
         .map(|f| (f.to_string(), k8s_openapi::ByteString(std::fs::read(dir.path().join(f)).unwrap())))

@@ -17,28 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize;
+
+use crate::packaging::{helm, repo};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn helm() -> PathBuf {
-    if let Some(p) = std::env::var_os("HELM") {
-        return PathBuf::from(p);
-    }
-    let local = repo().join(".tools/bin/helm");
-    if local.is_file() {
-        return local;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|d| d.join("helm")).find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!(
-            "helm not found (HELM, .tools/bin/helm, PATH). Install it with `scripts/install-helm.sh` \
-             (CI does), or set HELM=/path/to/helm"
-        )
-    })
-}
 
 /// `helm template` with the PrometheusRule and the dashboard on, every document.
 fn rendered() -> Vec<Value> {

@@ -25,7 +25,7 @@ const RELEASE: &str = "counterstack";
 const NAMESPACE: &str = "counterstack-system";
 const OPERATOR: &str = "counterstack-operator";
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -34,7 +34,8 @@ fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-fn helm() -> PathBuf {
+/// The helm binary: `HELM`, then `.tools/bin/helm` (scripts/install-helm.sh), then PATH.
+pub(crate) fn helm() -> PathBuf {
     if let Some(p) = std::env::var_os("HELM") {
         return PathBuf::from(p);
     }

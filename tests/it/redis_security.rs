@@ -498,7 +498,7 @@ fn tls_only_redis_serves_the_probe_replication_and_the_verifying_operator() {
     let wrong_name = operator_tls(&ca, Some("demo-redis-0.other-headless.demo.svc"));
     assert!(connects(&rt, &at0, &wrong_name).is_err(), "a certificate for another name was accepted");
     let other = s._tmp.path().join("other-ca");
-    generate_ca(&other, "another-ca");
+    generate_ca(&other);
     let foreign =
         operator_tls(&std::fs::read(other.join("ca.crt")).unwrap(), Some("demo-redis-0.demo-redis-headless"));
     let err = connects(&rt, &at0, &foreign).unwrap_err();

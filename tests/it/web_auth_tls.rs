@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::redis_server::free_port;
-use common::web::{WebServer, call, client};
+use common::web::{READY, WebServer, call, client, until_status};
 use counterstack::dial::{self, Credentials, TlsCa};
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
@@ -22,7 +22,6 @@ use serde_json::json;
 const WEB_ACL: &str = "on resetchannels resetkeys ~counter:value ~counter:idempotency:* -@all +get +set +incr +decr +eval +wait +ping +role";
 const ADMIN_PW: &str = "admin-pw";
 const REPL_PW: &str = "repl-pw";
-const READY: Duration = Duration::from_secs(15);
 const SHORT: Duration = Duration::from_secs(2);
 /// Names on the test server certificate, plus `localhost` so a replica can name its
 /// primary by a name that resolves here. rustls (webpki, like NSS) accepts a wildcard
@@ -51,69 +50,12 @@ impl Pki {
         self.dir.path().join(name)
     }
 
-    fn openssl(&self, args: &[&str]) {
-        let out =
-            Command::new("openssl").current_dir(self.dir.path()).args(args).output().expect("run openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
     fn make_ca(&self, name: &str) {
-        let (key, crt, subj) = (format!("{name}.key"), format!("{name}.crt"), format!("/CN=test {name}"));
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-subj",
-            &subj,
-        ]);
+        crate::common::pki::make_ca(self.dir.path(), name);
     }
 
     fn make_server(&self, name: &str, ca: &str, sans: &str) {
-        let ext = format!("{name}.ext");
-        std::fs::write(self.path(&ext), format!("subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"))
-            .expect("write ext");
-        let (key, csr, crt) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=demo-redis",
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
+        crate::common::pki::make_server(self.dir.path(), name, ca, sans);
     }
 
     fn ca(&self, name: &str) -> TlsCa {
@@ -230,19 +172,6 @@ fn write_secret(path: &Path, value: &str) {
     std::fs::write(path, format!("{value}\n")).expect("write secret");
 }
 
-/// Send `method url` until it answers `want` (at most READY); the last body.
-async fn until_status(c: &reqwest::Client, method: &str, url: &str, want: u16) -> serde_json::Value {
-    let deadline = Instant::now() + READY;
-    loop {
-        let (status, body) = call(c, method, url).await;
-        if status == want {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{method} {url}: still {status} {body}, waiting for {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn ping(conn: &mut MultiplexedConnection) -> redis::RedisResult<String> {
     redis::cmd("PING").query_async(conn).await
 }
@@ -331,35 +260,47 @@ async fn dial_acl_user_over_plain_tcp_wrong_password_and_noperm() {
     assert_eq!(v.as_deref(), Some("1"), "FLUSHALL and DEL were refused");
 }
 
+/// The web service (client `kind`) logged in as `web` with its password in a file (the
+/// file is returned, to rotate it; the directory lives as long as the guard), after one
+/// increment.
+async fn web_on_password_file(
+    redis: &AclRedis,
+    kind: &str,
+    password: &str,
+) -> (WebServer, tempfile::TempDir, PathBuf) {
+    let secrets = tempfile::tempdir().unwrap();
+    let pw_file = secrets.path().join("web");
+    write_secret(&pw_file, password);
+    let url = redis.url();
+    let pw_path = pw_file.to_str().unwrap();
+    let flags = [
+        "--redis-url",
+        &url,
+        "--redis-username",
+        "web",
+        "--redis-password-file",
+        pw_path,
+        "--redis-client",
+        kind,
+    ];
+    let web = WebServer::start(&flags).await;
+    web.wait_ready(200, READY).await;
+    assert_eq!(
+        call(&client(), "POST", &web.url("/api/counter/increment")).await,
+        (200, json!({"value": 1})),
+        "{kind}"
+    );
+    (web, secrets, pw_file)
+}
+
 /// Both client kinds, each with the ACL user: every endpoint works and the ACL log
 /// stays empty (the service sends no command beyond the `web` rules: no CLIENT SETINFO).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_counts_with_only_the_web_acl_commands() {
     for kind in ["multiplexed", "manager"] {
         let redis = AclRedis::start("web-pw", None).await;
-        let secrets = tempfile::tempdir().unwrap();
-        let pw_file = secrets.path().join("web");
-        write_secret(&pw_file, "web-pw");
-        let url = redis.url();
-        let pw_path = pw_file.to_str().unwrap();
-        let flags = [
-            "--redis-url",
-            &url,
-            "--redis-username",
-            "web",
-            "--redis-password-file",
-            pw_path,
-            "--redis-client",
-            kind,
-        ];
-        let web = WebServer::start(&flags).await;
-        web.wait_ready(200, READY).await;
+        let (web, _secrets, _) = web_on_password_file(&redis, kind, "web-pw").await;
         let c = client();
-        assert_eq!(
-            call(&c, "POST", &web.url("/api/counter/increment")).await,
-            (200, json!({"value": 1})),
-            "{kind}"
-        );
         assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 2})));
         assert_eq!(call(&c, "POST", &web.url("/api/counter/decrement")).await, (200, json!({"value": 1})));
         assert_eq!(call(&c, "GET", &web.url("/api/counter")).await, (200, json!({"value": 1})));
@@ -389,29 +330,8 @@ async fn web_counts_with_only_the_web_acl_commands() {
 async fn web_picks_up_a_rotated_password_on_reconnect() {
     for kind in ["multiplexed", "manager"] {
         let redis = AclRedis::start("old-pw", None).await;
-        let secrets = tempfile::tempdir().unwrap();
-        let pw_file = secrets.path().join("web");
-        write_secret(&pw_file, "old-pw");
-        let url = redis.url();
-        let pw_path = pw_file.to_str().unwrap();
-        let flags = [
-            "--redis-url",
-            &url,
-            "--redis-username",
-            "web",
-            "--redis-password-file",
-            pw_path,
-            "--redis-client",
-            kind,
-        ];
-        let web = WebServer::start(&flags).await;
-        web.wait_ready(200, READY).await;
+        let (web, _secrets, pw_file) = web_on_password_file(&redis, kind, "old-pw").await;
         let c = client();
-        assert_eq!(
-            call(&c, "POST", &web.url("/api/counter/increment")).await,
-            (200, json!({"value": 1})),
-            "{kind}"
-        );
 
         write_secret(&pw_file, "new-pw");
         let _: () = redis.admin_cmd(&["ACL", "SETUSER", "web", ">new-pw"]).await;

@@ -10,23 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::redis_server::{RedisServer, cluster, free_port};
 use common::tcp_proxy::TcpProxy;
-use common::web::{RawClient, WebServer, call, client, value_of};
+use common::web::{READY, RawClient, WebServer, call, client, until_status, value_of};
 use serde_json::json;
-
-const READY: Duration = Duration::from_secs(15);
-
-/// Send `method url` until it answers `want` (at most READY); the last body.
-async fn until_status(c: &reqwest::Client, method: &str, url: &str, want: u16) -> serde_json::Value {
-    let deadline = Instant::now() + READY;
-    loop {
-        let (status, body) = call(c, method, url).await;
-        if status == want {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{method} {url}: still {status} {body}, waiting for {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_without_redis_then_becomes_ready_and_survives_a_restart() {

@@ -3,6 +3,7 @@
 //! this module too.
 
 pub mod failover_driver;
+pub mod pki;
 pub mod redis_server;
 pub mod tcp_proxy;
 pub mod web;

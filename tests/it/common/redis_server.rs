@@ -379,78 +379,16 @@ pub mod scripted {
         }
     }
 
-    fn openssl(dir: &Path, args: &[&str]) {
-        let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl CLI");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    /// A self-signed CA in `dir` (`ca.crt`, `ca.key`).
+    pub fn generate_ca(dir: &Path) {
+        crate::common::pki::make_ca(dir, "ca");
     }
 
-    /// A self-signed CA in `dir` (`ca.crt`, `ca.key`), ECDSA P-256.
-    pub fn generate_ca(dir: &Path, cn: &str) {
-        std::fs::create_dir_all(dir).unwrap();
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-        );
-    }
-
-    /// A CA and a server certificate it signed, naming `sans`
-    /// (`DNS:*.demo-redis-headless,IP:127.0.0.1`, ...).
+    /// A CA and a server certificate it signed (`tls.crt`, `tls.key`), naming `sans`
+    /// (`DNS:demo-redis-primary,IP:127.0.0.1`, ...).
     pub fn generate_tls(dir: &Path, sans: &str) -> TlsFiles {
-        generate_ca(dir, "counterstack-test-ca");
-        std::fs::write(dir.join("ext.cnf"), format!("subjectAltName={sans}\n")).unwrap();
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "tls.key",
-                "-out",
-                "tls.csr",
-                "-subj",
-                "/CN=demo-redis",
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "tls.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "tls.crt",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
+        generate_ca(dir);
+        crate::common::pki::make_server(dir, "tls", "ca", sans);
         TlsFiles { dir: dir.to_path_buf() }
     }
 

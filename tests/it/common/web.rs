@@ -86,6 +86,22 @@ pub async fn call(c: &reqwest::Client, method: &str, url: &str) -> (u16, serde_j
     (status, body)
 }
 
+/// How long a test waits for the service to answer as expected (readiness, recovery).
+pub const READY: Duration = Duration::from_secs(15);
+
+/// Send `method url` until it answers `want` (at most [`READY`]); the last body.
+pub async fn until_status(c: &reqwest::Client, method: &str, url: &str, want: u16) -> serde_json::Value {
+    let deadline = Instant::now() + READY;
+    loop {
+        let (status, body) = call(c, method, url).await;
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{method} {url}: still {status} {body}, waiting for {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A minimal HTTP/1.1 keep-alive client over one TCP connection: cheap enough (even in a
 /// debug build) to drive thousands of requests from many tasks.
 pub struct RawClient {
