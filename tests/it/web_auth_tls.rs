@@ -260,8 +260,17 @@ async fn dial_acl_user_over_plain_tcp_wrong_password_and_noperm() {
     assert_eq!(v.as_deref(), Some("1"), "FLUSHALL and DEL were refused");
 }
 
-/// The web service (client `kind`) logged in as `web` with its password in a file (the
-/// file is returned, to rotate it; the directory lives as long as the guard), after one
+/// The web service logged in to `url` as `web`, its password in `pw_file`, with `extra`
+/// flags (the client kind, a CA file).
+async fn web_as_web_user(url: &str, pw_file: &Path, extra: &[&str]) -> WebServer {
+    let mut flags = vec!["--redis-url", url, "--redis-username", "web", "--redis-password-file"];
+    flags.push(pw_file.to_str().unwrap());
+    flags.extend(extra);
+    WebServer::start(&flags).await
+}
+
+/// [`web_as_web_user`] with client `kind` and a fresh password file holding `password`
+/// (returned, to rotate it; the directory lives as long as the guard), ready, after one
 /// increment.
 async fn web_on_password_file(
     redis: &AclRedis,
@@ -271,19 +280,7 @@ async fn web_on_password_file(
     let secrets = tempfile::tempdir().unwrap();
     let pw_file = secrets.path().join("web");
     write_secret(&pw_file, password);
-    let url = redis.url();
-    let pw_path = pw_file.to_str().unwrap();
-    let flags = [
-        "--redis-url",
-        &url,
-        "--redis-username",
-        "web",
-        "--redis-password-file",
-        pw_path,
-        "--redis-client",
-        kind,
-    ];
-    let web = WebServer::start(&flags).await;
+    let web = web_as_web_user(&redis.url(), &pw_file, &["--redis-client", kind]).await;
     web.wait_ready(200, READY).await;
     assert_eq!(
         call(&client(), "POST", &web.url("/api/counter/increment")).await,
@@ -388,17 +385,7 @@ async fn web_serves_over_tls_and_follows_a_named_primary_by_its_host_name() {
     write_secret(&pw_file, "web-pw");
     let ca_file = pki.path("ca.crt");
     let url = a.url();
-    let flags = [
-        "--redis-url",
-        &url,
-        "--redis-username",
-        "web",
-        "--redis-password-file",
-        pw_file.to_str().unwrap(),
-        "--redis-tls-ca-file",
-        ca_file.to_str().unwrap(),
-    ];
-    let web = WebServer::start(&flags).await;
+    let web = web_as_web_user(&url, &pw_file, &["--redis-tls-ca-file", ca_file.to_str().unwrap()]).await;
     web.wait_ready(200, READY).await;
     let c = client();
     assert_eq!(call(&c, "POST", &web.url("/api/counter/increment")).await, (200, json!({"value": 1})));
@@ -434,17 +421,7 @@ async fn web_with_a_wrong_ca_is_not_ready_and_answers_503() {
     write_secret(&pw_file, "web-pw");
     let wrong_ca = pki.path("other-ca.crt");
     let url = redis.url();
-    let flags = [
-        "--redis-url",
-        &url,
-        "--redis-username",
-        "web",
-        "--redis-password-file",
-        pw_file.to_str().unwrap(),
-        "--redis-tls-ca-file",
-        wrong_ca.to_str().unwrap(),
-    ];
-    let web = WebServer::start(&flags).await;
+    let web = web_as_web_user(&url, &pw_file, &["--redis-tls-ca-file", wrong_ca.to_str().unwrap()]).await;
     let c = client();
     // Several connect attempts fail verification meanwhile.
     tokio::time::sleep(Duration::from_millis(500)).await;
