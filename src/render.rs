@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use kube::Resource;
 use serde_json::Value;
 
-use crate::acl::{RedisUser, password_problem, random_password};
+use crate::acl::{password_problem, random_password};
 use crate::api::CounterApp;
 use crate::children::{self, Children, Inputs, Passwords, UserPassword, all, validate, validate_cel};
 
@@ -70,12 +70,9 @@ pub fn command(args: &RenderArgs) -> Result<String, Error> {
     }
     // Render is not the operator: fresh passwords per run, like the operator's first
     // reconcile. `--redis-password` makes the output reproducible.
-    let password = |_| UserPassword::settled(args.redis_password.clone().unwrap_or_else(random_password));
-    let passwords = Passwords {
-        web: password(RedisUser::Web),
-        replication: password(RedisUser::Replication),
-        operator: password(RedisUser::Operator),
-    };
+    let passwords = Passwords::from_fn(|_| {
+        UserPassword::settled(args.redis_password.clone().unwrap_or_else(random_password))
+    });
     let inputs = Inputs {
         default_web_image: args.default_web_image.clone(),
         passwords,

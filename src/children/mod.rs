@@ -105,13 +105,18 @@ pub struct Passwords {
 }
 
 impl Passwords {
+    /// Each user's passwords as `f` gives them.
+    pub fn from_fn(mut f: impl FnMut(RedisUser) -> UserPassword) -> Self {
+        Self {
+            web: f(RedisUser::Web),
+            replication: f(RedisUser::Replication),
+            operator: f(RedisUser::Operator),
+        }
+    }
+
     /// The same settled password for every user (tests and examples).
     pub fn same(password: &str) -> Self {
-        Self {
-            web: UserPassword::settled(password),
-            replication: UserPassword::settled(password),
-            operator: UserPassword::settled(password),
-        }
+        Self::from_fn(|_| UserPassword::settled(password))
     }
 
     pub fn get(&self, user: RedisUser) -> &UserPassword {

@@ -58,15 +58,9 @@ pub async fn read(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Resu
         live.insert(user, secret.map(|s| s.metadata));
         found.insert(user, pw);
     }
-    let mut passwords = Passwords {
-        web: found.remove(&RedisUser::Web).unwrap_or_else(|| UserPassword::settled(random_password())),
-        replication: found
-            .remove(&RedisUser::Replication)
-            .unwrap_or_else(|| UserPassword::settled(random_password())),
-        operator: found
-            .remove(&RedisUser::Operator)
-            .unwrap_or_else(|| UserPassword::settled(random_password())),
-    };
+    // Every user was read above; the fallback only keeps this total.
+    let mut passwords =
+        Passwords::from_fn(|u| found.remove(&u).unwrap_or_else(|| UserPassword::settled(random_password())));
     let rotate_request = app.annotations().get(ROTATE_ANNOTATION).cloned();
     let (targets, unknown_targets) = rotate_targets(rotate_request.as_deref().unwrap_or_default());
     let mut started = vec![];

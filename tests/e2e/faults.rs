@@ -159,7 +159,7 @@ pub(crate) async fn user_passwords(ctx: &Ctx, app: &str, user: &str) -> Result<(
 /// it restarts).
 pub(crate) async fn redis_cli(ctx: &Ctx, pod: &str, args: &str) -> Result<String, String> {
     let op = password(ctx, pod).await?;
-    let admin: String = (0..24).map(|_| char::from(b'a' + rand_byte() % 26)).collect();
+    let admin = counterstack::acl::random_password();
     let script = format!(
         ". /run/redis/monitor.env; \
          REDISCLI_AUTH='{op}' redis-cli $CLI_TLS --user operator -h 127.0.0.1 -p 6379 \
@@ -318,16 +318,6 @@ pub(crate) async fn tls_ca(ctx: &Ctx, app: &str) -> Result<Option<counterstack::
         .map(|b| b.0.clone())
         .ok_or(format!("{secret}: no ca.crt"))?;
     Ok(Some(counterstack::dial::TlsCa::from_pem(ca)))
-}
-
-/// A byte from the clock's nanoseconds (enough for a throwaway test password).
-fn rand_byte() -> u8 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let x = (t as u64) ^ N.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-    (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
 }
 
 #[cfg(test)]
