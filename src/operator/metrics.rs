@@ -88,6 +88,8 @@ pub enum Role {
     /// Waiting for the lease: ready to take over, reconciling nothing.
     Standby = 1,
     Leader = 2,
+    /// The CounterApp CRD is not installed yet: not ready, nothing to do until it is.
+    WaitingForCrd = 3,
 }
 
 /// Every metric the operator records.
@@ -330,6 +332,7 @@ impl Metrics {
         match self.role.load(Ordering::Relaxed) {
             1 => Role::Standby,
             2 => Role::Leader,
+            3 => Role::WaitingForCrd,
             _ => Role::Starting,
         }
     }
@@ -439,12 +442,14 @@ async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
-/// 200 `leader` or 200 `standby` (ready to take over), 503 while starting.
+/// 200 `leader` or 200 `standby` (ready to take over), 503 while starting or waiting for
+/// the CRD.
 async fn readyz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
     match m.role() {
         Role::Leader => (StatusCode::OK, "leader"),
         Role::Standby => (StatusCode::OK, "standby"),
         Role::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        Role::WaitingForCrd => (StatusCode::SERVICE_UNAVAILABLE, "waiting for the CounterApp CRD"),
     }
 }
 

@@ -73,14 +73,20 @@ pub struct OperatorArgs {
     pub max_concurrent_reconciles: u16,
 }
 
-/// This instance's name in the Lease: the pod name, else the host name, else random.
+/// This instance's name in the Lease. In a cluster the pod name, unchanged: pod names are
+/// unique, and a container restarted in the same pod takes its own Lease back at once
+/// instead of waiting for it to expire. Outside a cluster the host name (or a fixed
+/// prefix) with a random suffix, since two processes on one host must never share one.
 fn identity() -> String {
-    std::env::var("POD_NAME")
+    if let Some(pod) = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()) {
+        return pod;
+    }
+    let base = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
-        .map(|base| format!("{base}-{:08x}", rand::random::<u32>()))
-        .unwrap_or_else(|| format!("counterstack-{:08x}", rand::random::<u32>()))
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "counterstack".to_string());
+    format!("{base}-{:08x}", rand::random::<u32>())
 }
 
 /// A kube client that counts every request it sends (`counterstack_api_requests_total`).
@@ -97,7 +103,6 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     let metrics = metrics::Metrics::default();
     let client = client(&metrics).await?;
     let namespace = args.namespace.filter(|n| !n.is_empty());
-    controller::check_crd(&client, namespace.as_deref()).await?;
 
     let mut ctx = Context::with_metrics(client.clone(), args.default_web_image, metrics);
     ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
@@ -114,6 +119,13 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     });
 
     let outcome = async {
+        metrics.set_role(metrics::Role::WaitingForCrd);
+        // `helm install` and GitOps syncs apply the CRD and this Deployment together:
+        // wait for the CRD (not ready meanwhile) instead of exiting into a crash loop.
+        tokio::select! {
+            waited = wait_for_crd(&client, namespace.as_deref()) => waited?,
+            _ = stopped(stop_rx.clone()) => return Ok(()),
+        }
         let lost = if args.leader_election {
             metrics.set_role(metrics::Role::Standby);
             let cfg = leader::LeaseConfig {
@@ -178,6 +190,47 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
     match server.await {
         Ok(result) => result,
         Err(_) => Ok(()), // aborted or already finished
+    }
+}
+
+/// The CRD this operator serves, as `kubectl get crd` names it.
+const CRD_NAME: &str = "counterapps.counterstack.io";
+
+/// Time between two looks for the CRD while it is missing: a CRD applied with the
+/// operator is Established within a second or two, so the wait stays short, and one list
+/// request per 2 s is no load.
+const CRD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Return once CounterApps can be listed. While the CRD is missing, say so once at warn
+/// (and again every minute at info), keep `/readyz` at 503, and look again every
+/// [`CRD_POLL`]. Other errors (RBAC, an unreachable API server) end the wait: they need a
+/// human, and a restart shows them in the pod's status.
+async fn wait_for_crd(client: &kube::Client, namespace: Option<&str>) -> Result<(), Error> {
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match controller::check_crd(client, namespace).await {
+            Ok(()) => {
+                if !waited.is_zero() {
+                    tracing::info!(waited_s = waited.as_secs(), "the CounterApp CRD is installed; starting");
+                }
+                return Ok(());
+            }
+            Err(Error::CrdNotInstalled) if waited.is_zero() => tracing::warn!(
+                crd = CRD_NAME,
+                "the CounterApp CRD is not installed (yet); waiting for it (`kubectl apply -f crds/` or the Helm chart installs it)"
+            ),
+            Err(Error::CrdNotInstalled) if waited.as_secs() % 60 < CRD_POLL.as_secs() => {
+                tracing::info!(
+                    crd = CRD_NAME,
+                    waited_s = waited.as_secs(),
+                    "still waiting for the CounterApp CRD"
+                )
+            }
+            Err(Error::CrdNotInstalled) => {}
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(CRD_POLL).await;
+        waited += CRD_POLL;
     }
 }
 
