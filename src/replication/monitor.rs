@@ -123,8 +123,18 @@ pub fn parse_role(v: &Value) -> Option<Seen> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Clock {
     primary: String,
+    /// The last moment it was known up (its last good check, when recent), else the
+    /// first failure: the outage is timed from the last sign of life, as Sentinel's
+    /// down-after does.
     since: Instant,
+    /// The earliest failed check: a good result from before it does not stop the clock.
+    first_failure: Instant,
 }
+
+/// How far back a failure's clock may start, at its primary's last good check: one
+/// check interval plus one check's timeout covers a round that came late; an older good
+/// check (the monitor was stopped, a standby took over) says nothing about now.
+const MAX_UP_CREDIT: Duration = Duration::from_millis(1000);
 
 #[derive(Default)]
 struct Watched {
@@ -134,18 +144,38 @@ struct Watched {
     primary_since: Option<Instant>,
     seen: BTreeMap<String, Seen>,
     clock: Option<Clock>,
+    /// The primary's last good check.
+    last_up: Option<(String, Instant)>,
 }
 
 impl Watched {
     /// Record whether `primary` was available at `at`; returns since when it has been
     /// unavailable. A good observation stops the clock only if it is not older than the
-    /// failure that started it (a check and a pass may report out of order).
+    /// failure that started it (a check and a pass may report out of order); an older
+    /// one only moves the start of the outage later.
     fn observe(&mut self, primary: &str, available: bool, at: Instant) -> Option<Instant> {
+        if available {
+            match &mut self.last_up {
+                Some((p, t)) if p == primary => *t = (*t).max(at),
+                _ => self.last_up = Some((primary.to_string(), at)),
+            }
+        }
         match (&mut self.clock, available) {
-            (Some(c), true) if c.primary == primary && at < c.since => {}
+            (Some(c), true) if c.primary == primary && at < c.first_failure => c.since = c.since.max(at),
             (_, true) => self.clock = None,
-            (Some(c), false) if c.primary == primary => c.since = c.since.min(at),
-            (_, false) => self.clock = Some(Clock { primary: primary.to_string(), since: at }),
+            (Some(c), false) if c.primary == primary => {
+                c.first_failure = c.first_failure.min(at);
+                c.since = c.since.min(at);
+            }
+            (_, false) => {
+                let since = match &self.last_up {
+                    Some((p, up)) if p == primary && *up <= at && at.duration_since(*up) <= MAX_UP_CREDIT => {
+                        *up
+                    }
+                    _ => at,
+                };
+                self.clock = Some(Clock { primary: primary.to_string(), since, first_failure: at });
+            }
         }
         self.clock.as_ref().map(|c| c.since)
     }
@@ -429,22 +459,29 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_starts_at_the_first_failure_and_a_newer_good_check_stops_it() {
+    fn the_clock_starts_at_the_last_good_check_and_a_newer_good_check_stops_it() {
         let t0 = Instant::now();
         let s = |n: u64| t0 + Duration::from_millis(n);
         let mut w = Watched::default();
-        assert_eq!(w.observe("p", true, s(0)), None);
+        // Never seen up: the outage starts at the first failure.
         assert_eq!(w.observe("p", false, s(100)), Some(s(100)));
-        assert_eq!(w.observe("p", false, s(1100)), Some(s(100)), "a later failure keeps the start");
+        assert_eq!(w.observe("p", true, s(200)), None, "a newer good check stops it");
+        // Seen up 500 ms before the failure: the outage counts from then.
+        assert_eq!(w.observe("p", true, s(700)), None);
+        assert_eq!(w.observe("p", false, s(1200)), Some(s(700)));
+        assert_eq!(w.observe("p", false, s(2200)), Some(s(700)), "a later failure keeps the start");
         assert_eq!(
-            w.observe("p", false, s(50)),
-            Some(s(50)),
-            "an earlier failure reported late moves it back"
+            w.observe("p", true, s(1000)),
+            Some(s(1000)),
+            "an older good result moves the start later"
         );
-        assert_eq!(w.observe("p", true, s(40)), Some(s(50)), "an older good result does not stop it");
-        assert_eq!(w.observe("p", true, s(1200)), None, "a newer good check stops it");
-        assert_eq!(w.observe("p", false, s(1300)), Some(s(1300)));
-        assert_eq!(w.observe("q", false, s(1400)), Some(s(1400)), "another primary has its own clock");
+        assert_eq!(w.observe("p", false, s(1100)), Some(s(1000)), "an earlier failure reported late");
+        assert_eq!(w.observe("p", true, s(1150)), None, "a good check after the first failure stops it");
+        assert_eq!(w.observe("p", false, s(1200)), Some(s(1150)));
+        assert_eq!(w.observe("p", true, s(2300)), None, "a newer good check stops it");
+        // A good check long ago gives no credit.
+        assert_eq!(w.observe("p", false, s(2300 + 1001)), Some(s(3301)));
+        assert_eq!(w.observe("q", false, s(3400)), Some(s(3400)), "another primary has its own clock");
     }
 
     #[test]
@@ -475,7 +512,8 @@ mod tests {
         let t1 = t0 + Duration::from_secs(1);
         m.record(&key, vec![("p0".into(), Seen::Down), ("p1".into(), replica.clone())], t1);
         assert_eq!(rx.try_recv().ok(), Some(key.clone()));
-        assert_eq!(m.observe_primary(&key, "p0", false, t1 + Duration::from_millis(300)), Some(t1));
+        // The outage counts from the last good check, a second before.
+        assert_eq!(m.observe_primary(&key, "p0", false, t1 + Duration::from_millis(300)), Some(t0));
         m.forget(&key);
         m.record(&key, vec![("p0".into(), Seen::Master)], t1);
         assert!(rx.try_recv().is_err(), "a forgotten app is not woken");
