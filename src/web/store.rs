@@ -72,6 +72,11 @@ impl Store {
                 metrics.clone(),
             )
             .map_err(|e| Error::Config { setting: "REDIS_URL", reason: e.to_string() })
+            .inspect(|ep| {
+                if let Some(replicas) = &cfg.replica {
+                    ep.ask_replicas_at(replicas.clone());
+                }
+            })
         };
         let primary = start_primary()?;
         let replica = match &cfg.replica {

@@ -34,6 +34,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// the new primary within a moment, and the service must follow within a second. (One
 /// connect attempt per 100-200 ms per pod is no load for Redis or the network.)
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// A connect that reached a node answering `ROLE` as a replica.
+const NOT_MASTER: &str = "node is not a master (ROLE says replica)";
 
 /// The current connection, with a generation that moves on every connect and every
 /// invalidation, so a stale failure never tears down a newer connection.
@@ -114,6 +116,14 @@ pub struct Upstream {
     /// primary Service reaches the new primary only once the role label moved and the
     /// Service caught up; the node itself knows at once.
     hint: std::sync::Mutex<Option<(String, u16)>>,
+    /// Where to ask whom the replicas follow when the primary cannot be reached (the
+    /// replicas Service): after a failover they follow the new primary at once, while the
+    /// primary Service reaches it only once the role labels moved and kube-proxy synced,
+    /// and a connection to a partitioned primary's address just hangs until then.
+    ask: std::sync::OnceLock<ConnectionInfo>,
+    /// A primary a replica named that could not be reached: not tried again while the
+    /// replicas keep naming it (they still follow a dead primary until the failover).
+    unreachable_hint: std::sync::Mutex<Option<(String, u16)>>,
 }
 
 impl Upstream {
@@ -149,6 +159,8 @@ impl Upstream {
             metrics,
             stale: std::sync::Mutex::new(None),
             hint: std::sync::Mutex::new(None),
+            ask: std::sync::OnceLock::new(),
+            unreachable_hint: std::sync::Mutex::new(None),
         });
         tokio::spawn(connector(Arc::downgrade(&ep)));
         Ok(ep)
@@ -210,9 +222,16 @@ impl Upstream {
         }
     }
 
-    /// Connect to the primary: first to the master a demoted node named (if any), else
-    /// through the configured URL (the primary Service).
-    async fn connect(&self) -> Result<RedisConn, String> {
+    /// Also ask the replicas at `info` (the replicas Service) whom they follow, when the
+    /// primary cannot be reached. Set once, before the first failure matters.
+    pub fn ask_replicas_at(&self, info: ConnectionInfo) {
+        let _ = self.ask.set(info);
+    }
+
+    /// Connect to the primary: first to the master a demoted node named (if any), or
+    /// after a failed attempt (`retry`) the one the replicas follow, else through the
+    /// configured URL (the primary Service).
+    async fn connect(&self, retry: bool) -> Result<RedisConn, String> {
         let stale = lock(&self.stale).take();
         if let Some(mut old) = stale {
             // The node we were connected to; if it is a replica now, it names the primary.
@@ -222,25 +241,57 @@ impl Upstream {
                 self.learn_master(&role);
             }
         }
+        if retry && !self.has_hint() {
+            self.ask_replicas().await;
+        }
         let hint = lock(&self.hint).take();
-        if let Some((host, port)) = hint {
+        if let Some((host, port)) = hint
+            && lock(&self.unreachable_hint).as_ref() != Some(&(host.clone(), port))
+        {
             // By the name the node announced: with TLS its certificate must carry it.
             let info = self.info.clone().set_addr(redis::ConnectionAddr::Tcp(host.clone(), port));
             match self.client(info) {
                 Ok(client) => match self.connect_with(&client).await {
                     Ok(conn) => {
-                        tracing::info!(node = self.node, %host, port, "connected to the primary a demoted node named");
+                        tracing::info!(node = self.node, %host, port, "connected to the primary a Redis node named");
+                        *lock(&self.unreachable_hint) = None;
                         return Ok(conn);
                     }
                     Err(e) => {
-                        tracing::debug!(node = self.node, %host, port, error = %e, "named primary not usable")
+                        tracing::debug!(node = self.node, %host, port, error = %e, "named primary not usable");
+                        // Only a node that did not answer is skipped next time: one that
+                        // answered as a replica may be a moment from its promotion.
+                        if e != NOT_MASTER {
+                            *lock(&self.unreachable_hint) = Some((host, port));
+                        }
                     }
                 },
                 Err(e) => tracing::debug!(node = self.node, %host, error = %e, "bad primary address"),
             }
         }
         let client = self.client(self.info.clone())?;
-        self.connect_with(&client).await
+        let conn = self.connect_with(&client).await?;
+        *lock(&self.unreachable_hint) = None;
+        Ok(conn)
+    }
+
+    /// One short-lived connection to a replica (through the replicas Service): remember
+    /// the master its `ROLE` names. Failures only mean there is nothing to learn.
+    async fn ask_replicas(&self) {
+        let Some(info) = self.ask.get() else { return };
+        let Ok(client) = self.client(info.clone()) else { return };
+        let asked = tokio::time::timeout(CHECK_TIMEOUT, async {
+            let mut conn = client.get_multiplexed_async_connection_with_config(&self.conn_config).await?;
+            redis::cmd("ROLE").query_async::<Value>(&mut conn).await
+        })
+        .await;
+        match asked {
+            Ok(Ok(role)) => self.learn_master(&role),
+            Ok(Err(e)) => {
+                tracing::debug!(node = self.node, error = %e, "asking a replica for its primary failed")
+            }
+            Err(_) => tracing::debug!(node = self.node, "asking a replica for its primary timed out"),
+        }
     }
 
     /// A client for `info` with the secrets as they are now: the password file and the CA
@@ -313,7 +364,7 @@ impl Upstream {
             let role: Value = redis::cmd("ROLE").query_async(conn).await.map_err(|e| e.to_string())?;
             if !is_master(&role) {
                 self.learn_master(&role);
-                return Err("node is not a master (ROLE says replica)".into());
+                return Err(NOT_MASTER.into());
             }
         } else {
             let _: String = redis::cmd("PING").query_async(conn).await.map_err(|e| e.to_string())?;
@@ -366,7 +417,7 @@ async fn connector(weak: Weak<Upstream>) {
         let Some(ep) = weak.upgrade() else { return };
         let current = ep.lease();
         match current {
-            None => match ep.connect().await {
+            None => match ep.connect(attempt > 0).await {
                 Ok(conn) => {
                     if attempt > 0 || ep.node == "primary" {
                         tracing::info!(node = ep.node, after_attempts = attempt, "redis connected");
