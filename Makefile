@@ -5,7 +5,7 @@ VENV ?= .venv
 export VENV
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/counterstack
 
-.PHONY: setup test unit validate lint fmt crd render plugin bench bench-web bench-failover bench-failover-k8s bench-scale e2e e2e-build clean-tools
+.PHONY: setup test unit validate lint fmt crd render plugin bench bench-web bench-failover bench-failover-k8s bench-scale e2e e2e-node e2e-build clean-tools
 
 setup: ## install redis, wrk, helm, the Python validators (needs root or sudo)
 	scripts/setup.sh
@@ -26,8 +26,12 @@ validate: ## rendered objects, example CRs, chart and kustomize base against Kub
 e2e-build: ## the real-cluster suite must at least compile
 	cargo test --test e2e --no-run --locked
 
-e2e: ## run the e2e suite against the cluster KUBECONFIG points at (k3s, kind)
-	cargo test --locked --test e2e -- --ignored --test-threads 1
+e2e: ## run the e2e suite against the cluster KUBECONFIG points at (k3s, kind); installs the chart
+	cargo test --locked --test e2e -- --ignored --test-threads 1 --nocapture
+
+e2e-node: ## the e2e suite on ../shared/k8s's real node (root): brings it up, images from the debug binary
+	cargo build --locked
+	scripts/e2e-node.sh $(BIN)
 
 lint:
 	cargo fmt --check

@@ -22,5 +22,5 @@ cd "$(dirname "$0")/.."
 [ -n "${KUBECONFIG:-}" ] || [ -f "$HOME/.kube/config" ] || {
   echo "failover-k8s: point KUBECONFIG at a cluster (k3s, kind, ../shared/k8s/local-k8s)" >&2; exit 1; }
 cargo test --quiet --locked --test e2e --no-run
-BENCH_RUNS="${RUNS:-10}" BENCH_SCENARIOS="${SCENARIOS:-hung,killed,delete,evict,rollout}" \
+BENCH_RUNS="${RUNS:-10}" BENCH_SCENARIOS="${SCENARIOS:-hung,killed,partitioned,delete,evict,rollout}" \
   cargo test --quiet --locked --test e2e -- --ignored --exact --nocapture bench_failover_scenarios

@@ -1,16 +1,19 @@
 //! Faults done to a Redis pod, the same calls on every cluster.
 //!
-//! Hung and killed Redis need the process itself. On the local control plane
-//! (`../shared/k8s`, whose node reports a `minikubelet` kubelet version) pods are
-//! processes on this machine: the suite signals the pod's `redis-server` (SIGSTOP/SIGCONT,
-//! SIGKILL), found by the `MINIKUBELET_POD=<pod uid>` every container process carries.
-//! Elsewhere nodes are out of reach, and inside the container `redis-server` is PID 1 of
-//! its PID namespace, which ignores every signal it has no handler for, SIGSTOP and
-//! SIGKILL included, when sent from inside that namespace. There the suite emulates both
-//! through the exec API: `CLIENT PAUSE <ms> ALL` (every client, the operator's checks
-//! included, gets no answer until it expires) and `SHUTDOWN NOSAVE NOW` (exits at once,
-//! without a final save and without waiting for replicas, as close to kill -9 as Redis
-//! allows; the kubelet restarts the container).
+//! Hung, killed and partitioned Redis need the process itself. Where the node is this
+//! machine (`../shared/k8s`: the real node `node up`, whose InternalIP is an address of
+//! this host, or the minikubelet of `pods up`), the suite reaches the pod's `redis-server`
+//! from the host: SIGSTOP/SIGCONT and SIGKILL (found by the pod's IP in its network
+//! namespace, or the `MINIKUBELET_POD=<pod uid>` every minikubelet process carries), and
+//! a network cut with iptables DROP rules inside the pod's network namespace (every
+//! packet but loopback's, both ways: the pod stays Ready, since its probes run inside
+//! it). Signals from the host reach a container's PID 1, which ignores them when sent
+//! from inside its own PID namespace.
+//! Elsewhere nodes are out of reach; there the suite emulates hung and killed through the
+//! exec API: `CLIENT PAUSE <ms> ALL` (every client, the operator's checks included, gets
+//! no answer until it expires) and `SHUTDOWN NOSAVE NOW` (exits at once, without a final
+//! save and without waiting for replicas, as close to kill -9 as Redis allows; the kubelet
+//! restarts the container), and skips the partition (it needs NET_ADMIN in the pod).
 //!
 //! Deletion and eviction go through the API as `kubectl delete pod` and `kubectl drain` do.
 
@@ -27,11 +30,20 @@ use crate::harness::Ctx;
 /// How faults reach Redis on this cluster.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Faults {
-    /// Signals to the pod's process on this machine (local control plane).
+    /// Signals and iptables on the pod's processes: the node is this machine.
     Local,
     /// Redis commands through the exec API (any other cluster).
     Exec,
 }
+
+/// A pod whose network is cut, to be healed.
+pub struct Partitioned {
+    pod: String,
+}
+
+/// The DROP rules of a cut: everything but loopback, in and out.
+const CUT_RULES: [[&str; 6]; 2] =
+    [["INPUT", "!", "-i", "lo", "-j", "DROP"], ["OUTPUT", "!", "-o", "lo", "-j", "DROP"]];
 
 /// A hung Redis, to be resumed.
 pub struct Hung {
@@ -43,18 +55,44 @@ pub struct Hung {
 }
 
 impl Faults {
-    /// Local when every node is a minikubelet, Exec otherwise.
+    /// Local when every node is a minikubelet or has an InternalIP of this machine,
+    /// Exec otherwise.
     pub async fn detect(client: &Client) -> Faults {
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
         let nodes = nodes.list(&ListParams::default()).await.expect("cannot list nodes");
+        let here = local_addresses(std::process::id());
         let local = !nodes.items.is_empty()
             && nodes.items.iter().all(|n| {
-                n.status
-                    .as_ref()
+                let status = n.status.as_ref();
+                let minikubelet = status
                     .and_then(|s| s.node_info.as_ref())
-                    .is_some_and(|i| i.kubelet_version.contains("minikubelet"))
+                    .is_some_and(|i| i.kubelet_version.contains("minikubelet"));
+                let this_host = status
+                    .and_then(|s| s.addresses.as_ref())
+                    .is_some_and(|a| a.iter().any(|a| a.type_ == "InternalIP" && here.contains(&a.address)));
+                minikubelet || this_host
             });
         if local { Faults::Local } else { Faults::Exec }
+    }
+
+    /// Cut the pod's network (Local only; Err says why it cannot be done here).
+    pub async fn partition(&self, ctx: &Ctx, pod: &str) -> Result<Partitioned, String> {
+        if *self != Faults::Local {
+            return Err("a network cut needs the node's processes (NET_ADMIN in the pod otherwise)".into());
+        }
+        let pid = redis_pid(ctx, pod).await;
+        for rule in CUT_RULES {
+            pod_iptables(pid, "-I", &rule).map_err(|e| format!("cut {pod}: {e}"))?;
+        }
+        Ok(Partitioned { pod: pod.to_string() })
+    }
+
+    /// Give a cut pod its network back (its network namespace outlives container restarts).
+    pub async fn heal(&self, ctx: &Ctx, cut: Partitioned) {
+        let pid = redis_pid(ctx, &cut.pod).await;
+        for rule in CUT_RULES {
+            pod_iptables(pid, "-D", &rule).unwrap_or_else(|e| panic!("heal {}: {e}", cut.pod));
+        }
     }
 
     /// Make the pod's Redis stop answering for at most `max` (Exec: exactly `max`).
@@ -191,16 +229,27 @@ pub(crate) async fn redis_cli(ctx: &Ctx, pod: &str, args: &str) -> Result<String
     }
 }
 
-/// PID of the pod's `redis-server` on this machine (local control plane only).
+/// PID of the pod's `redis-server` on this machine (Local only).
 async fn redis_pid(ctx: &Ctx, pod: &str) -> u32 {
     let p = ctx.api::<Pod>().get(pod).await.unwrap_or_else(|e| panic!("pod {pod}: {e}"));
-    let uid = p.uid().unwrap();
-    let ip = p.status.and_then(|s| s.pod_ip).unwrap_or_else(|| panic!("{pod} has no IP"));
-    let found = find_process("redis-server", &format!("MINIKUBELET_POD={uid}"), &ip);
+    pod_process(&p, "redis-server")
+}
+
+/// PID of the process named `comm` of pod `p` on this machine (Local only).
+pub fn pod_process(p: &Pod, comm: &str) -> u32 {
+    let pod = p.name_any();
+    let uid = p.uid().unwrap_or_default();
+    let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_else(|| panic!("{pod} has no IP"));
+    let found = find_process(comm, &format!("MINIKUBELET_POD={uid}"), &ip);
     match found.as_slice() {
         [pid] => *pid,
-        _ => panic!("expected one redis-server process of pod {pod} (uid {uid}, IP {ip}), found {found:?}"),
+        _ => panic!("expected one {comm} process of pod {pod} (uid {uid}, IP {ip}), found {found:?}"),
     }
+}
+
+/// kill -9 of process `pid`.
+pub fn kill9(pid: u32) -> Result<(), String> {
+    signal("KILL", pid)
 }
 
 /// Processes named `comm` that carry `env` (`KEY=value`) in their environment or live in
@@ -239,6 +288,17 @@ fn local_addresses(pid: u32) -> Vec<String> {
         }
     }
     out
+}
+
+/// `iptables -w <op> <rule>` in the network namespace of process `pid`.
+fn pod_iptables(pid: u32, op: &str, rule: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["iptables", "-w", op])
+        .args(rule)
+        .output()
+        .map_err(|e| format!("nsenter: {e}"))?;
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
 }
 
 fn signal(sig: &str, pid: u32) -> Result<(), String> {

@@ -13,7 +13,7 @@ use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
@@ -48,13 +48,50 @@ pub fn web_image() -> String {
     std::env::var("E2E_WEB_IMAGE").unwrap_or_else(|_| counterstack::api::DEFAULT_WEB_IMAGE.to_string())
 }
 
-/// Start an operator in this process that watches only namespace `ns` (so it cannot
-/// fight an operator deployed in the cluster), unless E2E_OPERATOR=deployed. Extra
-/// operator flags come from E2E_OPERATOR_ARGS (whitespace-separated).
-fn start_operator(ns: &str) -> Option<tokio::task::JoinHandle<()>> {
-    if std::env::var("E2E_OPERATOR").as_deref() == Ok("deployed") {
-        eprintln!("e2e: using the operator deployed in the cluster (E2E_OPERATOR=deployed)");
-        return None;
+/// Where the operator under test runs (E2E_OPERATOR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorMode {
+    /// `helm`, the default: installed once from charts/counterstack, as users run it (two
+    /// replicas, the chart's RBAC only, leader election by pod name), watching every
+    /// namespace; see `in_cluster.rs`.
+    Helm,
+    /// `in-process`: an operator in this test process per test, watching only the test's
+    /// namespace, with the kubeconfig's rights (for fault injection inside the operator).
+    InProcess,
+    /// `deployed`: whatever operator the cluster already runs.
+    Deployed,
+}
+
+pub fn operator_mode() -> OperatorMode {
+    match std::env::var("E2E_OPERATOR").as_deref() {
+        Ok("in-process") => OperatorMode::InProcess,
+        Ok("deployed") => OperatorMode::Deployed,
+        Ok("helm") | Ok("") | Err(_) => OperatorMode::Helm,
+        Ok(other) => panic!("E2E_OPERATOR={other}: expected helm (default), in-process or deployed"),
+    }
+}
+
+/// Extra operator flags (E2E_OPERATOR_ARGS, whitespace-separated).
+pub fn extra_operator_args() -> Vec<String> {
+    std::env::var("E2E_OPERATOR_ARGS")
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Make sure the operator of this test runs: with E2E_OPERATOR=in-process start one in
+/// this process that watches only namespace `ns` (so it cannot fight an operator deployed
+/// in the cluster); with `helm` install the chart once for the whole run.
+async fn start_operator(client: &Client, ns: &str) -> Option<tokio::task::JoinHandle<()>> {
+    match operator_mode() {
+        OperatorMode::Deployed => {
+            eprintln!("e2e: using the operator deployed in the cluster (E2E_OPERATOR=deployed)");
+            return None;
+        }
+        OperatorMode::Helm => {
+            crate::in_cluster::ensure_installed(client).await;
+            return None;
+        }
+        OperatorMode::InProcess => {}
     }
     let mut argv: Vec<String> = ["operator", "--default-web-image", &web_image(), "--namespace", ns]
         .iter()
@@ -62,9 +99,7 @@ fn start_operator(ns: &str) -> Option<tokio::task::JoinHandle<()>> {
         .collect();
     // An ephemeral port: the default 0.0.0.0:8081 may be taken on the test machine.
     argv.extend(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]);
-    if let Ok(extra) = std::env::var("E2E_OPERATOR_ARGS") {
-        argv.extend(extra.split_whitespace().map(str::to_string));
-    }
+    argv.extend(extra_operator_args());
     let cli =
         OperatorCli::try_parse_from(&argv).unwrap_or_else(|e| panic!("bad operator arguments {argv:?}: {e}"));
     counterstack::telemetry::init(counterstack::telemetry::LogFormat::Text);
@@ -154,12 +189,9 @@ where
         install_crd(&client).await;
         let ns = format!("e2e-{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
         let nss: Api<Namespace> = Api::all(client.clone());
-        let mut obj = Namespace::default();
-        obj.metadata.name = Some(ns.clone());
-        obj.metadata.labels = Some([("app.kubernetes.io/part-of".to_string(), MANAGER.to_string())].into());
-        nss.create(&PostParams::default(), &obj).await.unwrap();
-        eprintln!("e2e: namespace {ns}");
-        let operator = if operator { start_operator(&ns) } else { None };
+        create_restricted_namespace(&client, &ns).await;
+        eprintln!("e2e: namespace {ns} (Pod Security: restricted)");
+        let operator = if operator { start_operator(&client, &ns).await } else { None };
 
         let outcome =
             AssertUnwindSafe(body(Ctx { client: client.clone(), ns: ns.clone() })).catch_unwind().await;
@@ -180,26 +212,48 @@ where
     });
 }
 
-/// Apply the generated CRD (server-side) and wait until it is established.
+/// Pod Security admission labels of every namespace the suite creates: `restricted`
+/// enforced (pods that break it are refused), warned and audited, at the server's version.
+pub const RESTRICTED: [(&str, &str); 4] = [
+    ("pod-security.kubernetes.io/enforce", "restricted"),
+    ("pod-security.kubernetes.io/enforce-version", "latest"),
+    ("pod-security.kubernetes.io/warn", "restricted"),
+    ("pod-security.kubernetes.io/audit", "restricted"),
+];
+
+/// Create (or label) namespace `ns` with the restricted Pod Security Standard enforced.
+pub async fn create_restricted_namespace(client: &Client, ns: &str) {
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let mut labels: std::collections::BTreeMap<String, String> =
+        RESTRICTED.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    labels.insert("app.kubernetes.io/part-of".to_string(), MANAGER.to_string());
+    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}});
+    nss.patch(ns, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create namespace {ns}: {e}"));
+}
+
+/// Apply the generated CRD (server-side) and wait until it is established; once per run.
 async fn install_crd(client: &Client) {
     static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    INSTALLED
-        .get_or_init(|| async {
-            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            let crd = CounterApp::crd();
-            let name = crd.name_any();
-            crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-                .await
-                .unwrap_or_else(|e| panic!("cannot install the CRD {name}: {e}"));
-            tokio::time::timeout(
-                Duration::from_secs(60),
-                await_condition(crds, &name, conditions::is_crd_established()),
-            )
-            .await
-            .expect("the CRD was not established within 60s")
-            .unwrap();
-        })
-        .await;
+    INSTALLED.get_or_init(|| apply_crd(client)).await;
+}
+
+/// Apply the generated CRD (server-side) and wait until it is established.
+pub async fn apply_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = CounterApp::crd();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+        .await
+        .unwrap_or_else(|e| panic!("cannot install the CRD {name}: {e}"));
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await
+    .expect("the CRD was not established within 60s")
+    .unwrap();
 }
 
 /// Poll `check` every second until it returns Ok, for at most `limit`. Panics with
@@ -343,8 +397,22 @@ pub fn counter_value(body: &str) -> Result<i64, String> {
 
 /// Minimal spec for tests: small, fast, CRD defaults for everything else.
 pub fn small_spec() -> serde_json::Value {
-    json!({
+    with_redis_image(json!({
         "web": {"replicas": 2},
         "redis": {"replicas": 1, "storage": {"size": "64Mi"}}
-    })
+    }))
+}
+
+/// The Redis image every CounterApp of the run uses (E2E_REDIS_IMAGE, e.g.
+/// `valkey/valkey:8.1`); None: the CRD default.
+pub fn redis_image() -> Option<String> {
+    std::env::var("E2E_REDIS_IMAGE").ok().filter(|s| !s.is_empty())
+}
+
+/// `spec` with `spec.redis.image` set from E2E_REDIS_IMAGE, when set.
+pub fn with_redis_image(mut spec: serde_json::Value) -> serde_json::Value {
+    if let Some(image) = redis_image() {
+        spec["redis"]["image"] = json!(image);
+    }
+    spec
 }

@@ -19,6 +19,9 @@ pub enum Scenario {
     Hung,
     /// kill -9 of the primary's redis-server.
     Killed,
+    /// The primary pod's network cut (every packet but loopback dropped), healed once
+    /// another pod is primary; the pod stays Ready all along.
+    Partitioned,
     /// `kubectl delete pod <primary>`.
     Delete,
     /// policy/v1 Eviction of the primary, as `kubectl drain` does.
@@ -33,13 +36,20 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] =
-        [Scenario::Hung, Scenario::Killed, Scenario::Delete, Scenario::Evict, Scenario::Rollout];
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Hung,
+        Scenario::Killed,
+        Scenario::Partitioned,
+        Scenario::Delete,
+        Scenario::Evict,
+        Scenario::Rollout,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Hung => "hung",
             Scenario::Killed => "killed",
+            Scenario::Partitioned => "partitioned",
             Scenario::Delete => "delete",
             Scenario::Evict => "evict",
             Scenario::Rollout => "rollout",
@@ -56,7 +66,9 @@ impl Scenario {
     /// failover.afterSeconds before acting, a planned or API-visible one does not.
     pub fn target(self, after_seconds: u64) -> Duration {
         match self {
-            Scenario::Hung | Scenario::Killed => Duration::from_secs(after_seconds + 2),
+            Scenario::Hung | Scenario::Killed | Scenario::Partitioned => {
+                Duration::from_secs(after_seconds + 2)
+            }
             _ => Duration::from_secs(1),
         }
     }
@@ -119,6 +131,7 @@ pub async fn run(stack: &Stack, scenario: Scenario) -> Figures {
     let switched = match scenario {
         Scenario::Hung => Some(hung(stack, &before).await),
         Scenario::Killed => Some(killed(stack, &before).await),
+        Scenario::Partitioned => Some(partitioned(stack, &before).await),
         Scenario::Delete | Scenario::Evict => Some(removed(stack, &before, scenario).await),
         Scenario::Rollout => {
             rollout(stack).await;
@@ -175,6 +188,18 @@ async fn killed(stack: &Stack, before: &Primary) -> Instant {
     let new = stack.wait_new_primary(before).await;
     let switched = Instant::now();
     eprintln!("e2e: failed over to {} (epoch {})", new.pod, new.epoch);
+    stack.wait_replica(&before.pod, None).await;
+    switched
+}
+
+async fn partitioned(stack: &Stack, before: &Primary) -> Instant {
+    let cut = stack.faults.partition(&stack.ctx, &before.pod).await.unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("e2e: cut the network of {} (epoch {})", before.pod, before.epoch);
+    let new = stack.wait_new_primary(before).await;
+    let switched = Instant::now();
+    eprintln!("e2e: failed over to {} (epoch {}); healing {}", new.pod, new.epoch, before.pod);
+    stack.faults.heal(&stack.ctx, cut).await;
+    // Back on the network it still thinks it is the primary: it must be demoted.
     stack.wait_replica(&before.pod, None).await;
     switched
 }
@@ -250,7 +275,7 @@ pub fn table(results: &[(Scenario, Vec<Figures>)], after_seconds: u64, clients: 
     let secs = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
     let mut out = format!(
         "failover on a cluster: {clients} clients, failover.afterSeconds {after_seconds}\n\
-         {:<8} {:>4} {:>9} {:>9} {:>6} {:>7} {:>10}  target\n",
+         {:<11} {:>4} {:>9} {:>9} {:>6} {:>7} {:>10}  target\n",
         "scenario", "runs", "gap p50", "gap p99", "lost", "errors", "backwards"
     );
     for (s, figures) in results {
@@ -262,7 +287,7 @@ pub fn table(results: &[(Scenario, Vec<Figures>)], after_seconds: u64, clients: 
         let target = s.target(after_seconds);
         let met = p99.is_some_and(|p| p <= target) && lost == 0;
         out.push_str(&format!(
-            "{:<8} {:>4} {:>9} {:>9} {:>6} {:>7} {:>10}  p99 <= {} s, lost 0: {}\n",
+            "{:<11} {:>4} {:>9} {:>9} {:>6} {:>7} {:>10}  p99 <= {} s, lost 0: {}\n",
             s.name(),
             figures.len(),
             secs(percentile(&gaps, 50.0)),

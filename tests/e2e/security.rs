@@ -172,8 +172,10 @@ pub async fn tls_stack_reaches_ready_and_counts(ctx: &Ctx, app: &str) {
     ctx.api::<Secret>().create(&Default::default(), &secret).await.expect("TLS Secret");
     let mut spec = crate::harness::small_spec();
     spec["redis"]["tls"] = serde_json::json!({ "secretName": secret_name });
+    // The exporter sidecar too: every container of the pod must pass `restricted`.
+    spec["redis"]["metrics"] = serde_json::json!({ "enabled": true });
     ctx.apply_app(app, spec).await;
-    if !crate::harness::wait_ready_or_skip(ctx, app, "a TLS stack").await {
+    if !crate::harness::wait_ready_or_skip(ctx, app, "a TLS stack with the exporter sidecar").await {
         return;
     }
     // Counts through the web pods, which reach Redis over TLS with the CA.
@@ -210,5 +212,15 @@ pub async fn tls_stack_reaches_ready_and_counts(ctx: &Ctx, app: &str) {
         }
         .await;
         assert!(r.is_err(), "{name} answered plain text: {r:?}");
+        // The exporter sidecar reaches its Redis over TLS (redis_up 1), through the
+        // API server's pod proxy.
+        let uri = format!("/api/v1/namespaces/{}/pods/{name}:9121/proxy/metrics", ctx.ns);
+        let req = http::Request::get(&uri).body(Vec::new()).unwrap();
+        let metrics = ctx.client.request_text(req).await.unwrap_or_else(|e| panic!("{uri}: {e}"));
+        assert!(
+            metrics.lines().any(|l| l.trim() == "redis_up 1"),
+            "{name}: the exporter does not see its Redis: {}",
+            metrics.lines().filter(|l| l.starts_with("redis_up")).collect::<Vec<_>>().join("; ")
+        );
     }
 }

@@ -23,10 +23,10 @@ use crate::load::{self, Load, LoadReport};
 /// Two Redis replicas (three pods), two web pods; CRD defaults otherwise (syncReplicas 1,
 /// failover.afterSeconds 5).
 pub fn spec() -> serde_json::Value {
-    json!({
+    crate::harness::with_redis_image(json!({
         "web": {"replicas": 2},
         "redis": {"replicas": 2, "storage": {"size": "64Mi"}}
-    })
+    }))
 }
 
 /// The default of spec.web.service.port, which the specs of this suite keep.
