@@ -66,6 +66,20 @@ fn refused(e: &::redis::RedisError) -> bool {
     e.code() == Some("ERR")
 }
 
+/// A refusal because this server version does not change the setting at runtime (Valkey
+/// 8.1 refuses `CONFIG SET dynamic-hz`, "can't set immutable config"), though it reads it
+/// from its config file at start.
+fn restart_only(e: &::redis::RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("immutable config") || text.contains("protected config")
+}
+
+/// Whether Redis' running value is the desired one (case and integer spelling aside).
+pub fn same_value(desired: &str, running: &str) -> bool {
+    desired.eq_ignore_ascii_case(running)
+        || desired.parse::<i64>().ok().is_some_and(|d| running.parse::<i64>().ok() == Some(d))
+}
+
 impl LiveConfig {
     /// Forget a deleted CounterApp.
     pub fn forget(&self, key: &AppKey) {
@@ -104,6 +118,15 @@ impl LiveConfig {
                         info!(pod = %n.pod, key = k, value = v, "CONFIG SET");
                         state.applied.insert(k.to_string(), v.to_string());
                     }
+                    // The process read the value from redis.conf at start: nothing to do.
+                    Err(e)
+                        if refused(&e)
+                            && restart_only(&e)
+                            && matches!(nodes.config_get(at, k).await, Ok(Some(r)) if same_value(v, &r)) =>
+                    {
+                        info!(pod = %n.pod, key = k, value = v, "runs the setting from redis.conf (not settable at runtime)");
+                        state.applied.insert(k.to_string(), v.to_string());
+                    }
                     Err(e) if refused(&e) => {
                         warn!(pod = %n.pod, key = k, value = v, error = %e, "Redis refused a setting");
                         state.applied.remove(k);
@@ -127,6 +150,9 @@ impl LiveConfig {
 }
 
 /// One Warning Event per refused (key, value, error), naming the pods that refused it.
+/// A setting the server changes only at start is left for the pods' next restart (which
+/// reads it from redis.conf); anything else keeps its previous value until the spec
+/// changes. Either way it is said once per Redis process, never retried on every pass.
 fn refusal_events(refusals: Vec<(String, String, String, String)>) -> Vec<ReplicationEvent> {
     let mut grouped: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
     for (k, v, e, pod) in refusals {
@@ -135,14 +161,15 @@ fn refusal_events(refusals: Vec<(String, String, String, String)>) -> Vec<Replic
     grouped
         .into_iter()
         .map(|((k, v, e), pods)| {
+            let then = if e.contains("immutable config") || e.contains("protected config") {
+                "this server version sets it only at start: the pods take it from redis.conf at their next restart"
+            } else {
+                "it keeps its previous value until the spec changes"
+            };
             event(
                 true,
                 REJECTED_REASON,
-                format!(
-                    "Redis refused spec.redis.config {k}={v:?} on {}: {e}; it keeps its previous value \
-                     until the spec changes",
-                    pods.join(", ")
-                ),
+                format!("Redis refused spec.redis.config {k}={v:?} on {}: {e}; {then}", pods.join(", ")),
             )
         })
         .collect()
@@ -168,11 +195,13 @@ mod tests {
     use crate::replication::node::Snapshot;
     use crate::replication::observe::{NodeInfo, Role};
 
-    /// Records CONFIG SETs; refuses `maxmemory-samples 0`; `down` pods do not answer.
+    /// Records CONFIG SETs; refuses `maxmemory-samples 0`, and `dynamic-hz` as immutable;
+    /// `down` pods do not answer; `running` is what CONFIG GET answers (port, key, value).
     #[derive(Default)]
     struct Fake {
         sets: StdMutex<Vec<(u16, String, String)>>,
         down: Vec<u16>,
+        running: Vec<(u16, String, String)>,
     }
 
     impl RedisNodes for Fake {
@@ -186,6 +215,13 @@ mod tests {
             if self.down.contains(&at.port) {
                 return Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into());
             }
+            if key == "dynamic-hz" {
+                // As Valkey 8.1 answers.
+                return Err(::redis::make_extension_error(
+                    "ERR".to_string(),
+                    Some("CONFIG SET failed (possibly related to argument 'dynamic-hz') - can't set immutable config".into()),
+                ));
+            }
             if key == "maxmemory-samples" && value == "0" {
                 return Err(::redis::make_extension_error(
                     "ERR".to_string(),
@@ -194,6 +230,9 @@ mod tests {
             }
             self.sets.lock().unwrap().push((at.port, key.to_string(), value.to_string()));
             Ok(())
+        }
+        async fn config_get(&self, at: &NodeAddr, key: &str) -> ::redis::RedisResult<Option<String>> {
+            Ok(self.running.iter().find(|(p, k, _)| *p == at.port && k == key).map(|(_, _, v)| v.clone()))
         }
         async fn failover_to(&self, _: &NodeAddr, _: &NodeAddr, _: Duration) -> ::redis::RedisResult<()> {
             unimplemented!()
@@ -289,6 +328,37 @@ mod tests {
         assert!(health.degraded && health.reason == REJECTED_REASON, "{health:?}");
         let fixed = lc.apply(&key, &config(&[("maxmemory-samples", "5")]), &pods, &dial(), &fake).await;
         assert_eq!(fixed, Report::default());
+    }
+
+    #[tokio::test]
+    async fn a_setting_refused_at_runtime_that_the_process_already_runs_is_applied_silently() {
+        let key = AppKey::new("ns", "demo");
+        // Pod 0 started with dynamic-hz yes from redis.conf; pod 1 still runs no.
+        let running =
+            vec![(0, "dynamic-hz".to_string(), "yes".to_string()), (1, "dynamic-hz".into(), "no".into())];
+        let (lc, fake) = (LiveConfig::default(), Fake { running, ..Fake::default() });
+        let c = config(&[("dynamic-hz", "YES")]);
+        let pods = [obs(0, "a"), obs(1, "b")];
+        let r = lc.apply(&key, &c, &pods, &dial(), &fake).await;
+        assert!(r.rejected.first().is_some_and(|x| x.starts_with("demo-redis-1: dynamic-hz YES")), "{r:?}");
+        assert_eq!(r.rejected.len(), 1, "only the pod that runs another value: {r:?}");
+        assert_eq!(r.events.len(), 1);
+        assert!(r.events[0].note.contains("next restart"), "{}", r.events[0].note);
+        assert!(r.events[0].note.contains("demo-redis-1") && !r.events[0].note.contains("demo-redis-0"));
+        // Said once: the next pass neither retries nor repeats the Event.
+        let again = lc.apply(&key, &c, &pods, &dial(), &fake).await;
+        assert!(again.events.is_empty(), "{again:?}");
+        assert_eq!(again.rejected.len(), 1);
+        // Pod 1 restarted and read it from redis.conf: nothing left to say.
+        let fake = Fake { running: vec![(1, "dynamic-hz".into(), "yes".into())], ..Fake::default() };
+        let restarted = lc.apply(&key, &c, &[obs(0, "a"), obs(1, "b2")], &dial(), &fake).await;
+        assert_eq!(restarted, Report::default());
+    }
+
+    #[test]
+    fn running_values_compare_by_case_and_integer_value() {
+        assert!(same_value("yes", "yes") && same_value("YES", "yes") && same_value("010", "10"));
+        assert!(!same_value("yes", "no") && !same_value("10", "11") && !same_value("100mb", "104857600"));
     }
 
     #[tokio::test]

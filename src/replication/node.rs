@@ -117,6 +117,12 @@ pub trait RedisNodes: Send + Sync {
         key: &str,
         value: &str,
     ) -> impl Future<Output = RedisResult<()>> + Send;
+    /// `CONFIG GET key`: the running value, None when the server does not know the key.
+    fn config_get(
+        &self,
+        at: &NodeAddr,
+        key: &str,
+    ) -> impl Future<Output = RedisResult<Option<String>>> + Send;
     /// `FAILOVER TO host port TIMEOUT ms` on the primary at `at` (returns once started).
     fn failover_to(
         &self,
@@ -334,6 +340,12 @@ impl RedisNodes for RedisClient {
     async fn config_set(&self, at: &NodeAddr, key: &str, value: &str) -> RedisResult<()> {
         let mut c = self.connect(at).await?;
         redis::cmd("CONFIG").arg("SET").arg(key).arg(value).query_async(&mut c).await
+    }
+
+    async fn config_get(&self, at: &NodeAddr, key: &str) -> RedisResult<Option<String>> {
+        let mut c = self.connect(at).await?;
+        let reply: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(key).query_async(&mut c).await?;
+        Ok(reply.into_iter().nth(1))
     }
 
     async fn failover_to(&self, at: &NodeAddr, target: &NodeAddr, timeout: Duration) -> RedisResult<()> {
