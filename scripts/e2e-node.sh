@@ -87,7 +87,7 @@ for image in $E2E_REDIS_VERSIONS; do
   t1=$SECONDS
   echo "e2e-node: E2E_REDIS_IMAGE=$image: $E2E_VERSION_TESTS"
   # shellcheck disable=SC2086 # the test names are separate filters
-  E2E_REDIS_IMAGE="$image" cargo test --locked --test e2e -- --ignored --test-threads 1 $E2E_VERSION_TESTS \
+  E2E_REDIS_IMAGE="$image" cargo test --locked --test e2e -- --ignored --test-threads 1 --nocapture $E2E_VERSION_TESTS \
     || { status=$?; diagnose; }
   echo "e2e-node: E2E_REDIS_IMAGE=$image took $((SECONDS - t1)) s"
 done

@@ -117,7 +117,8 @@ fn redis_config_change_reaches_every_pod_without_restart() {
             "the pod template did not change"
         );
         stack.wait_healthy("still healthy after the change").await;
-        let events = ctx.api::<k8s_openapi::api::core::v1::Event>().list(&ListParams::default()).await.unwrap();
+        let events =
+            ctx.api::<k8s_openapi::api::core::v1::Event>().list(&ListParams::default()).await.unwrap();
         let rejected: Vec<String> = events
             .items
             .iter()
