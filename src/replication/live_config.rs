@@ -66,12 +66,17 @@ fn refused(e: &::redis::RedisError) -> bool {
     e.code() == Some("ERR")
 }
 
-/// A refusal because this server version does not change the setting at runtime (Valkey
-/// 8.1 refuses `CONFIG SET dynamic-hz`, "can't set immutable config"), though it reads it
-/// from its config file at start.
+/// A refusal because this server version does not change the setting at runtime, though
+/// it reads it from its config file at start: Valkey 8.1 answers `CONFIG SET dynamic-hz`
+/// with "Unknown option or number of arguments for CONFIG SET", Redis with "can't set
+/// immutable config" or "protected config" for such settings.
 fn restart_only(e: &::redis::RedisError) -> bool {
-    let text = e.to_string();
-    text.contains("immutable config") || text.contains("protected config")
+    restart_only_message(&e.to_string())
+}
+
+fn restart_only_message(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    ["immutable config", "protected config", "unknown option"].iter().any(|m| text.contains(m))
 }
 
 /// Whether Redis' running value is the desired one (case and integer spelling aside).
@@ -161,7 +166,7 @@ fn refusal_events(refusals: Vec<(String, String, String, String)>) -> Vec<Replic
     grouped
         .into_iter()
         .map(|((k, v, e), pods)| {
-            let then = if e.contains("immutable config") || e.contains("protected config") {
+            let then = if restart_only_message(&e) {
                 "this server version sets it only at start: the pods take it from redis.conf at their next restart"
             } else {
                 "it keeps its previous value until the spec changes"
@@ -219,7 +224,7 @@ mod tests {
                 // As Valkey 8.1 answers.
                 return Err(::redis::make_extension_error(
                     "ERR".to_string(),
-                    Some("CONFIG SET failed (possibly related to argument 'dynamic-hz') - can't set immutable config".into()),
+                    Some("Unknown option or number of arguments for CONFIG SET - 'dynamic-hz'".into()),
                 ));
             }
             if key == "maxmemory-samples" && value == "0" {
@@ -341,6 +346,8 @@ mod tests {
         let pods = [obs(0, "a"), obs(1, "b")];
         let r = lc.apply(&key, &c, &pods, &dial(), &fake).await;
         assert!(r.rejected.first().is_some_and(|x| x.starts_with("demo-redis-1: dynamic-hz YES")), "{r:?}");
+        assert!(restart_only_message("ERR CONFIG SET failed - can't set immutable config"));
+        assert!(!restart_only_message("ERR argument out of range"));
         assert_eq!(r.rejected.len(), 1, "only the pod that runs another value: {r:?}");
         assert_eq!(r.events.len(), 1);
         assert!(r.events[0].note.contains("next restart"), "{}", r.events[0].note);
