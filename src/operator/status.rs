@@ -166,7 +166,14 @@ pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time
     } else if degraded.0 {
         (false, degraded.1, degraded.2.clone())
     } else {
-        (true, reason::READY, "the web service and Redis are fully available".to_string())
+        let mut message = "the web service and Redis are fully available".to_string();
+        if let Some(h) = obs.redis_health.as_ref().filter(|h| !h.pending_restart.is_empty()) {
+            message.push_str(&format!(
+                "; spec.redis.config settings that apply at the pods' next restart: {}",
+                h.pending_restart.join("; ")
+            ));
+        }
+        (true, reason::READY, message)
     };
 
     let mut conditions = vec![

@@ -303,6 +303,7 @@ fn replication_health_drives_available_and_degraded() {
         degraded: true,
         reason: "FailoverInProgress".into(),
         message: "promoting demo-redis-1".into(),
+        ..Health::default()
     };
     let s = compute(None, &Observation { redis_health: Some(failing_over), ..healthy() }, &t(0));
     let a = cond(&s, "Available").unwrap();
@@ -313,7 +314,13 @@ fn replication_health_drives_available_and_degraded() {
     assert_eq!(status_of(&s, "Ready"), "False");
 
     // An invalid reason string never reaches the API (it would reject the status).
-    let odd = Health { available: true, degraded: true, reason: "not a reason!".into(), message: "m".into() };
+    let odd = Health {
+        available: true,
+        degraded: true,
+        reason: "not a reason!".into(),
+        message: "m".into(),
+        ..Health::default()
+    };
     let s = compute(None, &Observation { redis_health: Some(odd), ..healthy() }, &t(0));
     assert_eq!(cond(&s, "Degraded").unwrap().reason, reason::REDIS_NOT_READY);
 
@@ -322,9 +329,19 @@ fn replication_health_drives_available_and_degraded() {
         degraded: false,
         reason: "ReplicationHealthy".into(),
         message: "ok".into(),
+        ..Health::default()
     };
-    let s = compute(None, &Observation { redis_health: Some(fine), ..healthy() }, &t(0));
+    let s = compute(None, &Observation { redis_health: Some(fine.clone()), ..healthy() }, &t(0));
     assert_eq!(status_of(&s, "Ready"), "True");
+
+    // A setting that applies at the next restart is said in Ready's message, not degraded.
+    let pending =
+        Health { pending_restart: vec!["demo-redis-0: dynamic-hz yes: unknown option".into()], ..fine };
+    let s = compute(None, &Observation { redis_health: Some(pending), ..healthy() }, &t(0));
+    let r = cond(&s, "Ready").unwrap();
+    assert_eq!(r.status, "True");
+    assert!(r.message.contains("next restart: demo-redis-0: dynamic-hz yes"), "{}", r.message);
+    assert_eq!(status_of(&s, "Degraded"), "False");
 }
 
 #[test]
@@ -363,6 +380,7 @@ fn primary_available_needs_a_named_ready_writable_primary() {
         degraded: true,
         reason: "PrimaryUnavailable".into(),
         message: "demo-redis-0 does not answer".into(),
+        ..Health::default()
     };
     assert!(!avail(&Observation { redis_health: Some(lost), ..healthy() }));
 }

@@ -29,6 +29,8 @@ use crate::locked::lock;
 
 /// Event and condition reason of a refused setting.
 pub const REJECTED_REASON: &str = "ConfigRejected";
+/// Event reason of a setting the server takes only at start (applied at the next restart).
+pub const PENDING_RESTART_REASON: &str = "ConfigPendingRestart";
 
 /// What was applied to one Redis process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,6 +56,9 @@ pub struct Report {
     /// `pod: key value: error` for every setting a pod currently refuses; empty when
     /// every pod runs what the spec asks (as far as it answered).
     pub rejected: Vec<String>,
+    /// The same for settings this server version takes only at start: they apply at the
+    /// pods' next restart (not a degradation).
+    pub pending: Vec<String>,
 }
 
 /// The settings of `config` that Redis applies at runtime.
@@ -145,12 +150,16 @@ impl LiveConfig {
                 }
             }
         }
-        let rejected = pods
+        let (pending, rejected): (Vec<_>, Vec<_>) = pods
             .iter()
-            .flat_map(|(pod, s)| s.rejected.iter().map(move |(k, (v, e))| format!("{pod}: {k} {v}: {e}")))
-            .collect();
+            .flat_map(|(pod, s)| {
+                s.rejected.iter().map(move |(k, (v, e))| (format!("{pod}: {k} {v}: {e}"), e))
+            })
+            .partition(|(_, e)| restart_only_message(e));
+        let (pending, rejected) =
+            (pending.into_iter().map(|(m, _)| m).collect(), rejected.into_iter().map(|(m, _)| m).collect());
         lock(&self.apps).insert(key.clone(), pods);
-        Report { events: refusal_events(refusals), rejected }
+        Report { events: refusal_events(refusals), rejected, pending }
     }
 }
 
@@ -166,14 +175,18 @@ fn refusal_events(refusals: Vec<(String, String, String, String)>) -> Vec<Replic
     grouped
         .into_iter()
         .map(|((k, v, e), pods)| {
-            let then = if restart_only_message(&e) {
-                "this server version sets it only at start: the pods take it from redis.conf at their next restart"
+            let (warning, reason, then) = if restart_only_message(&e) {
+                (
+                    false,
+                    PENDING_RESTART_REASON,
+                    "this server version takes it only at start: the pods read it from redis.conf at their next restart",
+                )
             } else {
-                "it keeps its previous value until the spec changes"
+                (true, REJECTED_REASON, "it keeps its previous value until the spec changes")
             };
             event(
-                true,
-                REJECTED_REASON,
+                warning,
+                reason,
                 format!("Redis refused spec.redis.config {k}={v:?} on {}: {e}; {then}", pods.join(", ")),
             )
         })
@@ -181,8 +194,10 @@ fn refusal_events(refusals: Vec<(String, String, String, String)>) -> Vec<Replic
 }
 
 /// `health` with the refused settings folded in: `Degraded` (reason `ConfigRejected`)
-/// when nothing more important already degrades the stack.
-pub fn with_rejections(mut health: super::Health, rejected: &[String]) -> super::Health {
+/// when nothing more important already degrades the stack; settings pending a restart
+/// are carried for the `Ready` message.
+pub fn with_rejections(mut health: super::Health, rejected: &[String], pending: &[String]) -> super::Health {
+    health.pending_restart = pending.to_vec();
     if !rejected.is_empty() && !health.degraded {
         health.degraded = true;
         health.reason = REJECTED_REASON.to_string();
@@ -329,7 +344,7 @@ mod tests {
         let again = lc.apply(&key, &bad, &pods, &dial(), &fake).await;
         assert!(again.events.is_empty(), "no retry storm");
         assert_eq!(again.rejected.len(), 2, "still degraded");
-        let health = with_rejections(super::super::Health::default(), &again.rejected);
+        let health = with_rejections(super::super::Health::default(), &again.rejected, &again.pending);
         assert!(health.degraded && health.reason == REJECTED_REASON, "{health:?}");
         let fixed = lc.apply(&key, &config(&[("maxmemory-samples", "5")]), &pods, &dial(), &fake).await;
         assert_eq!(fixed, Report::default());
@@ -345,17 +360,21 @@ mod tests {
         let c = config(&[("dynamic-hz", "YES")]);
         let pods = [obs(0, "a"), obs(1, "b")];
         let r = lc.apply(&key, &c, &pods, &dial(), &fake).await;
-        assert!(r.rejected.first().is_some_and(|x| x.starts_with("demo-redis-1: dynamic-hz YES")), "{r:?}");
+        assert!(r.rejected.is_empty(), "not a degradation: {r:?}");
+        assert!(r.pending.first().is_some_and(|x| x.starts_with("demo-redis-1: dynamic-hz YES")), "{r:?}");
+        assert!(!r.events[0].warning && r.events[0].reason == PENDING_RESTART_REASON, "{r:?}");
         assert!(restart_only_message("ERR CONFIG SET failed - can't set immutable config"));
         assert!(!restart_only_message("ERR argument out of range"));
-        assert_eq!(r.rejected.len(), 1, "only the pod that runs another value: {r:?}");
+        assert_eq!(r.pending.len(), 1, "only the pod that runs another value: {r:?}");
         assert_eq!(r.events.len(), 1);
         assert!(r.events[0].note.contains("next restart"), "{}", r.events[0].note);
         assert!(r.events[0].note.contains("demo-redis-1") && !r.events[0].note.contains("demo-redis-0"));
         // Said once: the next pass neither retries nor repeats the Event.
         let again = lc.apply(&key, &c, &pods, &dial(), &fake).await;
         assert!(again.events.is_empty(), "{again:?}");
-        assert_eq!(again.rejected.len(), 1);
+        assert_eq!(again.pending.len(), 1);
+        let health = with_rejections(super::super::Health::default(), &again.rejected, &again.pending);
+        assert!(!health.degraded && health.pending_restart.len() == 1, "{health:?}");
         // Pod 1 restarted and read it from redis.conf: nothing left to say.
         let fake = Fake { running: vec![(1, "dynamic-hz".into(), "yes".into())], ..Fake::default() };
         let restarted = lc.apply(&key, &c, &[obs(0, "a"), obs(1, "b2")], &dial(), &fake).await;

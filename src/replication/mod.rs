@@ -439,7 +439,7 @@ impl Manager {
         let report =
             Report { pods, observed: &observed, plan: &plan, changed, replicas_wanted: spec.replicas };
         let mut outcome = self.outcome(&key, &mut mem, &report, last_failover_time, events);
-        outcome.health = live_config::with_rejections(outcome.health, &live.rejected);
+        outcome.health = live_config::with_rejections(outcome.health, &live.rejected, &live.pending);
         outcome.status.switchover = recorded_switchover(&mem, app, switchover_annotations(app).0);
         self.remember(&key, mem);
         Ok(outcome)

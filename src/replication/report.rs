@@ -20,6 +20,9 @@ pub struct Health {
     /// `FailoverInProgress`, `SwitchoverInProgress`, `RollingUpdate`, ...).
     pub reason: String,
     pub message: String,
+    /// `pod: key value: why` of `spec.redis.config` settings that apply at the pods' next
+    /// restart (the server takes them only at start); said in the `Ready` message.
+    pub pending_restart: Vec<String>,
 }
 
 /// Per-pod replication state; lag is measured against `primary` when it answered.
@@ -101,6 +104,7 @@ pub fn health(
         degraded: !available || linked < replicas_wanted || plan.phase != Phase::Steady,
         reason,
         message,
+        pending_restart: Vec::new(),
     }
 }
 
