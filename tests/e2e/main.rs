@@ -621,6 +621,10 @@ fn bench_failover_scenarios() {
         let Some(stack) = load_stack(&ctx, "the failover benchmark").await else { return };
         let mut results = Vec::new();
         for s in &scenarios {
+            if *s == Scenario::Partitioned && stack.faults != faults::Faults::Local {
+                eprintln!("bench: SKIP partitioned: a network cut needs the node's processes");
+                continue;
+            }
             let mut figures = Vec::new();
             for i in 1..=runs {
                 eprintln!("bench: {} run {i}/{runs}", s.name());
