@@ -134,7 +134,10 @@ fn redis_config_change_reaches_every_pod_without_restart() {
             .map(|e| (e.message.clone().unwrap_or_default(), e.count.unwrap_or(1)))
             .collect();
         eprintln!("e2e: ConfigPendingRestart events: {pending:?}");
-        assert!(pending.len() <= 1 && pending.iter().all(|(_, n)| *n == 1), "said more than once: {pending:?}");
+        assert!(
+            pending.len() <= 1 && pending.iter().all(|(_, n)| *n == 1),
+            "said more than once: {pending:?}"
+        );
         let cr = stack.cr().await.unwrap();
         let degraded = cr.status.unwrap_or_default().conditions.into_iter().find(|c| c.type_ == "Degraded");
         assert!(

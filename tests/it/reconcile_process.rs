@@ -1,11 +1,13 @@
 //! The real `counterstack operator` process against a minimal HTTP stand-in for the
-//! API server on 127.0.0.1: the startup CRD check, the health server, and graceful
+//! API server on 127.0.0.1: the wait for the CRD, the health server, and graceful
 //! shutdown on SIGTERM.
 
 use crate::common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -15,19 +17,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::redis_server::free_port;
 
-/// Answers LISTs with an empty list and keeps WATCHes open without events; with
-/// `crd = false` every request gets the API server's plain-text 404.
-async fn start_api(crd: bool) -> SocketAddr {
-    let app = Router::new().fallback(move |req: Request| async move {
-        if !crd {
-            return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+/// Answers LISTs with an empty list and keeps WATCHes open without events; while `crd`
+/// is false every request gets the API server's plain-text 404 (no such resource).
+async fn start_api(crd: Arc<AtomicBool>) -> SocketAddr {
+    let app = Router::new().fallback(move |req: Request| {
+        let crd = crd.clone();
+        async move {
+            if !crd.load(Ordering::SeqCst) {
+                return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+            }
+            if req.uri().query().unwrap_or("").contains("watch=true") {
+                let body = Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
+                return Response::builder().header("content-type", "application/json").body(body).unwrap();
+            }
+            let list = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#;
+            ([("content-type", "application/json")], list).into_response()
         }
-        if req.uri().query().unwrap_or("").contains("watch=true") {
-            let body = Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
-            return Response::builder().header("content-type", "application/json").body(body).unwrap();
-        }
-        let list = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#;
-        ([("content-type", "application/json")], list).into_response()
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -82,20 +87,57 @@ fn output(child: Child) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// `/readyz`: (status, body), None while nothing answers.
+async fn readyz(http: &reqwest::Client, port: u16) -> Option<(u16, String)> {
+    let res = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.ok()?;
+    let code = res.status().as_u16();
+    Some((code, res.text().await.unwrap_or_default()))
+}
+
 #[tokio::test]
-async fn exits_non_zero_with_a_clear_message_when_the_crd_is_missing() {
-    let api = start_api(false).await;
+async fn waits_for_a_missing_crd_not_ready_then_starts_by_itself() {
+    let crd = Arc::new(AtomicBool::new(false));
+    let api = start_api(crd.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = operator(&kubeconfig(&dir, api), free_port());
+    let port = free_port();
+    let mut child = operator(&kubeconfig(&dir, api), port);
+    let http = reqwest::Client::new();
+
+    // Not ready, and still running (no crash loop), while the CRD is missing.
+    let start = Instant::now();
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "operator exited: {}", output(child));
+        if let Some((503, body)) = readyz(&http, port).await {
+            assert_eq!(body, "waiting for the CounterApp CRD");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never said it waits for the CRD");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(child.try_wait().unwrap().is_none(), "operator exited: {}", output(child));
+    assert_eq!(readyz(&http, port).await.map(|r| r.0), Some(503));
+
+    // The CRD arrives: it starts by itself.
+    crd.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    while readyz(&http, port).await.map(|r| r.0) != Some(200) {
+        assert!(child.try_wait().unwrap().is_none(), "operator exited: {}", output(child));
+        assert!(start.elapsed() < Duration::from_secs(30), "never ready after the CRD came");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
     let status = wait_exit(&mut child, Duration::from_secs(30)).await;
-    assert!(!status.success());
     let text = output(child);
-    assert!(text.contains("the CounterApp CRD is not installed; run `kubectl apply -f crds/`"), "{text}");
+    assert!(status.success(), "exit {status:?}: {text}");
+    assert!(text.contains("the CounterApp CRD is not installed (yet); waiting for it"), "{text}");
+    assert!(text.contains("the CounterApp CRD is installed; starting"), "{text}");
 }
 
 #[tokio::test]
 async fn serves_health_and_metrics_then_stops_gracefully_on_sigterm() {
-    let api = start_api(true).await;
+    let api = start_api(Arc::new(AtomicBool::new(true))).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = operator(&kubeconfig(&dir, api), port);
