@@ -2,6 +2,7 @@
 //! mock): the exact requests the operator sends per scenario.
 
 use crate::common;
+mod at_rest;
 mod fake_api;
 
 use std::sync::Arc;

@@ -299,8 +299,12 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
         let Some(mut obj) = st.objects.get(&obj_path).cloned() else {
             return status(404, "NotFound", &format!("{obj_path} not found"));
         };
-        if obj["status"] != body["status"] {
-            obj["status"] = body["status"].clone();
+        let mut applied = body["status"].clone();
+        if obj["kind"] == "CounterApp" {
+            as_the_api_server_stores_it(&obj["status"], &mut applied);
+        }
+        if obj["status"] != applied {
+            obj["status"] = applied;
             obj["metadata"]["resourceVersion"] = json!(st.next_rv());
             st.store(&obj_path, obj.clone());
         }
@@ -344,6 +348,47 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
             }
             respond(StatusCode::OK, &obj)
         }
+    }
+}
+
+/// What the API server does to an applied CounterApp status before it stores it (and
+/// then returns it, on every read and watch): the structural schema of the CRD prunes
+/// unknown fields and nulls of fields that are not nullable and fills in defaults, and
+/// server-side apply keeps the items of an associative list (`conditions`,
+/// `x-kubernetes-list-type: map`) it had in their order, new ones after them.
+fn as_the_api_server_stores_it(live: &Value, applied: &mut Value) {
+    let schema = serde_json::to_value(counterstack::crd::open_api_schema()).expect("CRD schema");
+    structural(&schema["properties"]["status"], applied);
+    if let (Some(live), Some(new)) = (live["conditions"].as_array(), applied["conditions"].as_array_mut()) {
+        // Stable: new items keep their order among themselves, after the known ones.
+        new.sort_by_key(|c| live.iter().position(|l| l["type"] == c["type"]).unwrap_or(usize::MAX));
+    }
+}
+
+/// Pruning and defaulting of one value against its structural schema.
+fn structural(schema: &Value, v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let Some(props) = schema["properties"].as_object() else { return };
+            if schema["x-kubernetes-preserve-unknown-fields"] == json!(true) {
+                return;
+            }
+            map.retain(|k, val| props.get(k).is_some_and(|p| !val.is_null() || p["nullable"] == json!(true)));
+            for (k, p) in props {
+                if let (None, Some(d)) = (map.get(k), p.get("default")) {
+                    map.insert(k.clone(), d.clone());
+                }
+                if let Some(val) = map.get_mut(k) {
+                    structural(p, val);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                structural(&schema["items"], item);
+            }
+        }
+        _ => {}
     }
 }
 
