@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
@@ -34,6 +34,10 @@ pub struct Caches {
     pub hpas: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub pods: Store<Pod>,
+    /// Namespaces, metadata only: a CounterApp whose namespace is terminating is left
+    /// alone. Filled only when the operator watches every namespace (a Role cannot grant
+    /// Namespaces); empty otherwise, and never waited for.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
 /// Write side: the controller's watches fill these (tests apply events by hand).
@@ -47,6 +51,7 @@ pub struct Writers {
     pub hpas: Writer<PartialObjectMeta<HorizontalPodAutoscaler>>,
     pub network_policies: Writer<PartialObjectMeta<NetworkPolicy>>,
     pub pods: Writer<Pod>,
+    pub namespaces: Writer<PartialObjectMeta<Namespace>>,
 }
 
 /// New, empty caches and their writers.
@@ -60,6 +65,7 @@ pub fn new() -> (Caches, Writers) {
     let (hpas, hw) = reflector::store();
     let (network_policies, nw) = reflector::store();
     let (pods, pow) = reflector::store();
+    let (namespaces, nsw) = reflector::store();
     (
         Caches {
             deployments,
@@ -71,6 +77,7 @@ pub fn new() -> (Caches, Writers) {
             hpas,
             network_policies,
             pods,
+            namespaces,
         },
         Writers {
             deployments: dw,
@@ -82,6 +89,7 @@ pub fn new() -> (Caches, Writers) {
             hpas: hw,
             network_policies: nw,
             pods: pow,
+            namespaces: nsw,
         },
     )
 }
@@ -107,7 +115,9 @@ impl WriterSlot {
 }
 
 impl Caches {
-    /// Wait (at most `limit`) until every cache holds its initial list; false on timeout.
+    /// Wait (at most `limit`) until every cache of children and pods holds its initial
+    /// list; false on timeout. The Namespace cache is not waited for (it may never fill,
+    /// see [`Caches::namespaces`]).
     pub async fn wait_ready(&self, limit: Duration) -> bool {
         let all = async {
             let _ = futures::join!(
@@ -126,7 +136,7 @@ impl Caches {
     }
 
     /// Objects held per kind (the `counterstack_cache_objects` gauge).
-    pub fn sizes(&self) -> [(&'static str, usize); 9] {
+    pub fn sizes(&self) -> [(&'static str, usize); 10] {
         [
             ("Deployment", self.deployments.len()),
             ("StatefulSet", self.statefulsets.len()),
@@ -137,7 +147,13 @@ impl Caches {
             ("HorizontalPodAutoscaler", self.hpas.len()),
             ("NetworkPolicy", self.network_policies.len()),
             ("Pod", self.pods.len()),
+            ("Namespace", self.namespaces.len()),
         ]
+    }
+
+    /// Namespace `ns` is being deleted, as far as the Namespace cache knows.
+    pub fn namespace_terminating(&self, ns: &str) -> bool {
+        self.namespaces.get(&ObjectRef::new(ns)).is_some_and(|n| n.metadata.deletion_timestamp.is_some())
     }
 }
 
@@ -196,6 +212,14 @@ pub fn strip_statefulset(s: &mut StatefulSet) {
         spec.template = Default::default();
         spec.volume_claim_templates = None;
     }
+}
+
+/// A Namespace keeps its name, uid, resourceVersion and deletionTimestamp: whether it is
+/// terminating is all a reconcile asks of it.
+pub fn strip_namespace<K: Resource>(n: &mut K) {
+    strip_meta(n);
+    n.labels_mut().clear();
+    n.annotations_mut().clear();
 }
 
 /// A pod keeps metadata (labels, deletionTimestamp, uid), its IP and its conditions.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
@@ -162,6 +162,19 @@ pub async fn run(
         ctx.clone(),
     );
     let pods = reflected(watcher(api::<Pod>(&client, ns), redis_pods), w.pods, cache::strip_pod, ctx.clone());
+    // Namespaces (metadata only), to leave CounterApps in a terminating one alone. Only
+    // when watching every namespace: a namespace-scoped install has a Role, which cannot
+    // grant them; there the API server's refusal tells (operator::terminating). A
+    // Namespace changing triggers nothing: the next wake-up of its CounterApps reads it.
+    let namespaces = match ns {
+        None => watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(cache::strip_namespace)
+            .reflect(w.namespaces)
+            .touched_objects()
+            .left_stream(),
+        Some(_) => futures::stream::empty().right_stream(),
+    };
 
     // The health checker's wake-ups: a Redis pod that answers differently (a primary that
     // stopped answering, a stray master) reconciles its CounterApp at once. It checks as
@@ -213,6 +226,7 @@ pub async fn run(
         .watches_stream(hpas, { let q = queued.clone(); move |o| q(owner_app(&o)) })
         .watches_stream(network_policies, { let q = queued.clone(); move |o| q(owner_app(&o)) })
         .watches_stream(pods, move |pod| queued(pod_to_app(&pod)))
+        .watches_stream(namespaces, |_| None)
         .reconcile_on(wakeups)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

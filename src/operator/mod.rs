@@ -23,6 +23,7 @@ pub mod rbac;
 pub(crate) mod reconcile;
 pub(crate) mod status;
 pub(crate) mod status_cache;
+pub(crate) mod terminating;
 
 pub use context::Context;
 pub use error::Error;

@@ -4,6 +4,7 @@
 use crate::common;
 mod at_rest;
 mod fake_api;
+mod terminating;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,6 +167,7 @@ fn synced(ctx: &Arc<Context>, fake: &FakeApi) -> Arc<Context> {
                 &mut w.network_policies,
                 meta(fake, "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/"),
             );
+            relist(&mut w.namespaces, meta(fake, "/api/v1/namespaces/"));
         })
         .expect("the caches are filled by the test");
     ctx.clone()

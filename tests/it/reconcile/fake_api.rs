@@ -63,6 +63,8 @@ struct State {
     log: Vec<Recorded>,
     failures: Vec<Failure>,
     watches: Vec<Watch>,
+    /// Path fragments of terminating namespaces: creates there are refused.
+    terminating: Vec<String>,
     rv: u64,
     uid: u64,
 }
@@ -198,9 +200,21 @@ impl FakeApi {
         st.store(path, obj);
     }
 
+    /// Delete the object at `path` as another actor would (the namespace controller).
+    pub fn delete(&self, path: &str) {
+        self.lock().remove(path);
+    }
+
     /// Answer the next `times` requests `method path` with `status`.
     pub fn fail(&self, method: Method, path: &str, status: u16, times: usize) {
         self.lock().failures.push(Failure { method, path: path.to_string(), status, remaining: times });
+    }
+
+    /// Refuse every write to the namespace of `path` from now on, as the API server's
+    /// NamespaceLifecycle admission does once the namespace is terminating: 403 with the
+    /// cause `NamespaceTerminating`.
+    pub fn terminate_namespace(&self, namespace: &str) {
+        self.lock().terminating.push(format!("/namespaces/{namespace}/"));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -238,6 +252,22 @@ impl FakeApi {
                 _ => "InternalError",
             };
             return status(code, reason, &format!("injected failure {code}"));
+        }
+        // A terminating namespace admits no new object (an apply of a missing one, a
+        // POST of an Event); changes to existing objects still go through.
+        let creates = parts.method == Method::POST
+            || (parts.method == Method::PATCH
+                && !st.objects.contains_key(&path)
+                && !path.ends_with("/status"));
+        if creates && st.terminating.iter().any(|t| path.contains(t.as_str())) {
+            let message = "unable to create new content in namespace because it is being terminated";
+            let mut refusal = status_body(403, "Forbidden", message);
+            refusal["details"] = json!({ "causes": [{
+                "reason": "NamespaceTerminating",
+                "message": "namespace is being terminated",
+                "field": "metadata.namespace",
+            }] });
+            return respond(StatusCode::FORBIDDEN, &refusal);
         }
         let route = Route::parse(&path);
         if parts.method == Method::GET && query.get("watch").map(String::as_str) == Some("true") {
@@ -468,12 +498,15 @@ fn respond(code: StatusCode, body: &Value) -> Response<ResponseBody> {
         .expect("response")
 }
 
-fn status(code: u16, reason: &str, message: &str) -> Response<ResponseBody> {
-    let body = json!({
+fn status_body(code: u16, reason: &str, message: &str) -> Value {
+    json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code,
-    });
-    respond(StatusCode::from_u16(code).expect("status code"), &body)
+    })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response<ResponseBody> {
+    respond(StatusCode::from_u16(code).expect("status code"), &status_body(code, reason, message))
 }
 
 fn parse_query(q: &str) -> BTreeMap<String, String> {
