@@ -12,7 +12,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
-use kube::runtime::reflector::{self, ObjectRef, store::Writer};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -66,28 +66,28 @@ pub fn owner_app<K: Resource>(child: &K) -> Option<ObjectRef<CounterApp>> {
     Some(ObjectRef::new(&owner.name).within(&child.namespace()?))
 }
 
-/// A watch turned into a cache and a stream of triggers: objects pass `strip` before the
-/// cache takes them, and a deleted child's apply record is dropped (so a child deleted by
-/// someone is created again rather than awaited as our own write on its way).
-fn reflected<K, S>(
-    events: S,
-    writer: Writer<K>,
-    strip: fn(&mut K),
+/// A watch turned into a cache and a stream of triggers: the cache keeps what
+/// reconciles read of each object (`cache::Slim`), and a deleted child's apply record is
+/// dropped (so a child deleted by someone is created again rather than awaited as our
+/// own write on its way).
+fn reflected<K, Sl, St>(
+    events: St,
+    mut writer: cache::Writer<K, Sl>,
     ctx: Arc<Context>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    Sl: cache::Slim<K>,
+    St: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     events
         .default_backoff()
-        .modify(strip)
         .inspect_ok(move |ev| {
             if let watcher::Event::Delete(o) = ev {
                 ctx.applied.forget_object(&o.namespace().unwrap_or_default(), &K::kind(&()), &o.name_any());
             }
+            writer.apply_watcher_event(ev);
         })
-        .reflect(writer)
         .touched_objects()
 }
 
@@ -112,67 +112,49 @@ pub async fn run(
         labels::COMPONENT,
         Component::Redis.as_str()
     ));
-    let deployments = reflected(
-        watcher(api::<Deployment>(&client, ns), owned.clone()),
-        w.deployments,
-        cache::strip_deployment,
-        ctx.clone(),
-    );
-    let statefulsets = reflected(
-        watcher(api::<StatefulSet>(&client, ns), owned.clone()),
-        w.statefulsets,
-        cache::strip_statefulset,
-        ctx.clone(),
-    );
-    let secrets = reflected(
-        watcher(api::<Secret>(&client, ns), owned.clone()),
-        w.secrets,
-        cache::strip_child,
-        ctx.clone(),
-    );
+    let deployments =
+        reflected(watcher(api::<Deployment>(&client, ns), owned.clone()), w.deployments, ctx.clone());
+    let statefulsets =
+        reflected(watcher(api::<StatefulSet>(&client, ns), owned.clone()), w.statefulsets, ctx.clone());
+    let secrets = reflected(watcher(api::<Secret>(&client, ns), owned.clone()), w.secrets, ctx.clone());
     // Metadata is all a reconcile reads of these.
     let services = reflected(
         watcher(api::<PartialObjectMeta<Service>>(&client, ns), owned.clone()),
         w.services,
-        cache::strip_child,
         ctx.clone(),
     );
     let configmaps = reflected(
         watcher(api::<PartialObjectMeta<ConfigMap>>(&client, ns), owned.clone()),
         w.configmaps,
-        cache::strip_child,
         ctx.clone(),
     );
     let pdbs = reflected(
         watcher(api::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns), owned.clone()),
         w.pdbs,
-        cache::strip_child,
         ctx.clone(),
     );
     let hpas = reflected(
         watcher(api::<PartialObjectMeta<HorizontalPodAutoscaler>>(&client, ns), owned.clone()),
         w.hpas,
-        cache::strip_child,
         ctx.clone(),
     );
     let network_policies = reflected(
         watcher(api::<PartialObjectMeta<NetworkPolicy>>(&client, ns), owned.clone()),
         w.network_policies,
-        cache::strip_child,
         ctx.clone(),
     );
-    let pods = reflected(watcher(api::<Pod>(&client, ns), redis_pods), w.pods, cache::strip_pod, ctx.clone());
+    let pods = reflected(watcher(api::<Pod>(&client, ns), redis_pods), w.pods, ctx.clone());
     // Namespaces (metadata only), to leave CounterApps in a terminating one alone. Only
     // when watching every namespace: a namespace-scoped install has a Role, which cannot
     // grant them; there the API server's refusal tells (operator::terminating). A
     // Namespace changing triggers nothing: the next wake-up of its CounterApps reads it.
     let namespaces = match ns {
-        None => watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(cache::strip_namespace)
-            .reflect(w.namespaces)
-            .touched_objects()
-            .left_stream(),
+        None => reflected(
+            watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default()),
+            w.namespaces,
+            ctx.clone(),
+        )
+        .left_stream(),
         Some(_) => futures::stream::empty().right_stream(),
     };
 

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 pub(crate) mod apply;
 pub(crate) mod backoff;
-pub(crate) mod cache;
+pub mod cache;
 pub mod context;
 pub mod controller;
 pub(crate) mod credentials;
