@@ -13,6 +13,7 @@
 #   bench/scale.sh                 # N=1000
 #   N=100 REST_SECONDS=30 bench/scale.sh
 #   BIN=path/to/counterstack bench/scale.sh   # that binary instead of a release build
+#   OPERATOR_ARGS=--leader-election=false bench/scale.sh   # extra operator flags
 #
 # Exits non-zero when the CounterApps do not converge within 900 s.
 #
@@ -54,7 +55,8 @@ fi
 kubectl create namespace "$NS" >/dev/null
 
 OP_LOG="${OP_LOG:-$WORK/operator.log}"
-RUST_LOG=warn "$BIN" operator --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" >"$OP_LOG" 2>&1 &
+# shellcheck disable=SC2086 # OPERATOR_ARGS is a list of flags
+RUST_LOG=warn "$BIN" operator --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" ${OPERATOR_ARGS:-} >"$OP_LOG" 2>&1 &
 OP_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "scale: operator not ready:" >&2; tail "$OP_LOG" >&2; exit 1; }
