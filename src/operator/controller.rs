@@ -82,9 +82,11 @@ fn app_asks_for_work(app: &CounterApp) -> Option<u64> {
 }
 
 /// A watch turned into a cache and a stream of triggers: the cache keeps what
-/// reconciles read of each object (`cache::Slim`), and a deleted child's apply record is
-/// dropped (so a child deleted by someone is created again rather than awaited as our
-/// own write on its way).
+/// reconciles read of each object (`cache::Slim`), an object triggers a reconcile only
+/// when that changed (a status update of a PodDisruptionBudget, a pod condition nobody
+/// reads, a re-list that finds everything as it was: nothing to do), and a deleted
+/// child's apply record is dropped (so a child deleted by someone is created again
+/// rather than awaited as our own write on its way).
 fn reflected<K, Sl, St>(
     events: St,
     mut writer: cache::Writer<K, Sl>,
@@ -95,15 +97,30 @@ where
     Sl: cache::Slim<K>,
     St: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    events
-        .default_backoff()
-        .inspect_ok(move |ev| {
-            if let watcher::Event::Delete(o) = ev {
-                ctx.applied.forget_object(&o.namespace().unwrap_or_default(), &K::kind(&()), &o.name_any());
+    events.default_backoff().filter_map(move |ev| {
+        let trigger = match ev {
+            Err(e) => Some(Err(e)),
+            Ok(ev) => {
+                if let watcher::Event::Delete(o) = &ev {
+                    ctx.applied.forget_object(
+                        &o.namespace().unwrap_or_default(),
+                        &K::kind(&()),
+                        &o.name_any(),
+                    );
+                }
+                let changed = writer.apply_watcher_event(&ev);
+                match ev {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)
+                        if changed =>
+                    {
+                        Some(Ok(o))
+                    }
+                    _ => None,
+                }
             }
-            writer.apply_watcher_event(ev);
-        })
-        .touched_objects()
+        };
+        futures::future::ready(trigger)
+    })
 }
 
 /// Run the controller until `shutdown` resolves and in-flight reconciles finish.

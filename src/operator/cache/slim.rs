@@ -35,6 +35,9 @@ pub struct ChildMeta {
     /// `counterstack.io/applied-hash`.
     hash: Option<Box<str>>,
     generation: Option<i64>,
+    /// Only for kinds without a generation: the apply decision's change marker is the
+    /// generation when there is one (`operator::apply::marker`), and a resourceVersion
+    /// kept beside it would make every status update of a PodDisruptionBudget a change.
     resource_version: Option<Box<str>>,
     /// The controller owner reference, without what no check reads.
     controller: Option<Controller>,
@@ -54,7 +57,10 @@ impl ChildMeta {
         ChildMeta {
             hash: meta.annotations.as_ref().and_then(|a| a.get(HASH_ANNOTATION)).map(|h| h.as_str().into()),
             generation: meta.generation,
-            resource_version: meta.resource_version.as_deref().map(Into::into),
+            resource_version: match meta.generation {
+                Some(_) => None,
+                None => meta.resource_version.as_deref().map(Into::into),
+            },
             controller: controller.map(|o| Controller {
                 api_version: o.api_version.as_str().into(),
                 kind: o.kind.as_str().into(),

@@ -16,8 +16,9 @@ use kube::Resource;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-/// What a cache keeps of an object of kind `K`.
-pub trait Slim<K>: Send + Sync + 'static {
+/// What a cache keeps of an object of kind `K`. Equality tells whether a change of the
+/// object changed anything a reconcile reads.
+pub trait Slim<K>: PartialEq + Send + Sync + 'static {
     /// The parts of `obj` reconciles read.
     fn slim(obj: &K) -> Self;
     /// `K` with only those parts (name and namespace from the cache key).
@@ -78,25 +79,41 @@ impl<S> Shared<S> {
 impl<K: Resource, S: Slim<K>> Writer<K, S> {
     /// Apply one watch event, as kube's reflector does: a re-list (`Init`..`InitDone`)
     /// replaces the whole cache at its end; the cache is ready after the first one.
-    pub fn apply_watcher_event(&mut self, event: &watcher::Event<K>) {
+    /// Returns whether the event changed what the cache keeps of its object (a new
+    /// object, a deleted one, or a change of a field a reconcile reads): only such a
+    /// change can change what a reconcile decides.
+    pub fn apply_watcher_event(&mut self, event: &watcher::Event<K>) -> bool {
         match event {
-            watcher::Event::Init => self.relist = Some(HashMap::new()),
+            watcher::Event::Init => {
+                self.relist = Some(HashMap::new());
+                false
+            }
             watcher::Event::InitApply(obj) => {
+                let (key, slim) = (key(obj), S::slim(obj));
+                let changed = self.shared.read().get(&key) != Some(&slim);
                 if let Some(relist) = self.relist.as_mut() {
-                    relist.insert(key(obj), S::slim(obj));
+                    relist.insert(key, slim);
                 }
+                changed
             }
             watcher::Event::InitDone => {
                 if let Some(relist) = self.relist.take() {
                     *self.shared.write() = relist;
                 }
                 self.shared.ready.send_replace(true);
+                false
             }
             watcher::Event::Apply(obj) => {
-                self.shared.write().insert(key(obj), S::slim(obj));
+                let slim = S::slim(obj);
+                let mut objects = self.shared.write();
+                let key = key(obj);
+                let changed = objects.get(&key) != Some(&slim);
+                objects.insert(key, slim);
+                changed
             }
             watcher::Event::Delete(obj) => {
                 self.shared.write().remove(&key(obj));
+                true
             }
         }
     }
@@ -145,6 +162,7 @@ mod tests {
     use super::*;
 
     /// Keeps the resourceVersion only.
+    #[derive(PartialEq)]
     struct Rv(Option<String>);
 
     impl Slim<ConfigMap> for Rv {
@@ -182,13 +200,22 @@ mod tests {
         cache.wait_until_ready().await;
         assert_eq!(cache.get("ns", "a").and_then(|c| c.metadata.resource_version).as_deref(), Some("1"));
         assert_eq!(cache.get("ns", "a").and_then(|c| c.metadata.name).as_deref(), Some("a"));
-        w.apply_watcher_event(&watcher::Event::Apply(cm("b", "2")));
-        w.apply_watcher_event(&watcher::Event::Apply(cm("a", "3")));
+        assert!(w.apply_watcher_event(&watcher::Event::Apply(cm("b", "2"))), "new");
+        assert!(!w.apply_watcher_event(&watcher::Event::Apply(cm("b", "2"))), "nothing kept changed");
+        assert!(w.apply_watcher_event(&watcher::Event::Apply(cm("a", "3"))), "a kept field changed");
         assert_eq!(cache.get("ns", "a").and_then(|c| c.metadata.resource_version).as_deref(), Some("3"));
         w.apply_watcher_event(&watcher::Event::Delete(cm("b", "4")));
         assert!(cache.get("ns", "b").is_none());
         assert!(cache.get("other", "a").is_none());
-        // A re-list after a watch gap: what it does not list is gone.
+        // A re-list after a watch gap: what it does not list is gone; what it lists as
+        // it was is no change.
+        w.apply_watcher_event(&watcher::Event::Init);
+        assert!(!w.apply_watcher_event(&watcher::Event::InitApply(cm("a", "3"))));
+        assert!(w.apply_watcher_event(&watcher::Event::InitApply(cm("c", "5"))));
+        w.apply_watcher_event(&watcher::Event::InitDone);
+        let mut names = cache.select("ns", |name, _| Some(name.to_string()));
+        names.sort();
+        assert_eq!(names, ["a", "c"]);
         w.apply_watcher_event(&watcher::Event::Init);
         w.apply_watcher_event(&watcher::Event::InitApply(cm("c", "5")));
         w.apply_watcher_event(&watcher::Event::InitDone);
