@@ -543,7 +543,7 @@ impl Manager {
                 ready_replicas: i32::try_from(pods.iter().filter(|p| p.ready).count()).unwrap_or(i32::MAX),
                 last_failover_time,
                 holds_data: plan.holds_data,
-                nodes: nodes_status,
+                nodes: report::with_wanted_pods(nodes_status, &key.name, replicas_wanted.saturating_add(1)),
                 switchover: None,
                 // The operator's reconcile fills it in after the password sync.
                 rotating_passwords: vec![],
