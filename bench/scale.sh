@@ -74,12 +74,12 @@ for f in "$WORK"/apps-*.yaml; do kubectl apply --server-side --request-timeout=1
 for p in "${pids[@]}"; do wait "$p" || { echo "scale: kubectl apply failed" >&2; exit 1; }; done
 echo "scale: created $N CounterApps in $(secs $(( $(ms) - start ))) s"
 
+# The polling stays light (it shares the machine with what it measures): generations
+# only, and the children are counted once every status is there.
 converged() {
-  kubectl get capp -n "$NS" -o json | python3 -c '
-import json, sys
-items = json.load(sys.stdin)["items"]
-ok = sum(1 for i in items if (i.get("status") or {}).get("observedGeneration") == i["metadata"].get("generation"))
-print(ok)'
+  kubectl get capp -n "$NS" \
+    -o jsonpath='{range .items[*]}{.metadata.generation} {.status.observedGeneration}{"\n"}{end}' |
+    awk '$1 == $2 { ok++ } END { print ok + 0 }'
 }
 children() {
   kubectl get deploy,sts,svc,cm,secret,pdb,networkpolicy -n "$NS" \
@@ -87,17 +87,23 @@ children() {
 }
 converged_ok=1
 while :; do
-  ok=$(converged); kids=$(children)
-  if [ "$ok" -ge "$N" ] && [ "$kids" -ge $((N * CHILDREN)) ]; then break; fi
+  ok=$(converged); kids=0
+  if [ "$ok" -ge "$N" ]; then
+    kids=$(children)
+    [ "$kids" -lt $((N * CHILDREN)) ] || break
+  fi
   if [ $(( $(ms) - start )) -gt 900000 ]; then
     echo "scale: not converged after 900 s: $ok statuses, $kids children" >&2; converged_ok=""; break
   fi
   sleep 3
 done
 echo "scale: converged (every CounterApp has its $CHILDREN children and a status for its generation) after $(secs $(( $(ms) - start ))) s"
+# CPU seconds the operator used (user + system), from /proc.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$OP_PID/stat"; }
+cpu_converged=$(cpu)
 
 # At rest means the cluster's own controllers are done too: the StatefulSet controller
-# creates every Redis pod (each one a status change: status.redis.nodes), at its own pace.
+# creates every Redis pod (each one wakes its CounterApp), at its own pace.
 metric() { curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 while [ "$(kubectl get pods -n "$NS" -l app.kubernetes.io/component=redis --no-headers 2>/dev/null | wc -l)" -lt $((N * 2)) ]; do
   [ $(( $(ms) - start )) -gt 900000 ] && break
@@ -136,6 +142,7 @@ for key in sorted(set(a) | set(b)):
 print(f"scale: at rest: {total} requests in {secs:.0f} s = {total / secs:.3f} requests/s (target <= 1)")
 PY
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$OP_PID/status")
-echo "scale: operator peak RSS $((rss / 1024)) MiB (target <= 64 MiB)"
+echo "scale: operator peak RSS $((rss / 1024)) MiB (target <= 64 MiB), RSS at rest $(( $(awk '/VmRSS/ {print $2}' "/proc/$OP_PID/status") / 1024 )) MiB"
+echo "scale: operator CPU $cpu_converged s until converged, $(cpu) s in all"
 curl -sf "http://127.0.0.1:$PORT/metrics" | grep -E '^counterstack_(cache_objects|reconcile_queue_depth|reconciles_in_flight|reconcile_results_total|leader)' || true
 [ -n "$converged_ok" ] || exit 3
