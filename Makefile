@@ -5,7 +5,7 @@ VENV ?= .venv
 export VENV
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/counterstack
 
-.PHONY: setup test unit validate lint fmt crd render plugin bench bench-web bench-failover bench-failover-k8s bench-scale e2e e2e-node e2e-build clean-tools
+.PHONY: setup test unit validate lint fmt crd render plugin bench bench-web bench-failover bench-failover-k8s bench-scale scale-guard e2e e2e-node e2e-build clean-tools
 
 setup: ## install redis, wrk, helm, the Python validators (needs root or sudo)
 	scripts/setup.sh
@@ -71,3 +71,9 @@ bench-failover-k8s: ## failover figures on the cluster KUBECONFIG points at (k3s
 
 bench-scale: ## N CounterApps (default 1000) on the cluster KUBECONFIG points at, with no pod running
 	bench/scale.sh
+
+# CI: 100 CounterApps with the debug binary; fails when the operator's requests at rest
+# exceed 0.2/s (a count through counterstack_api_requests_total; see the script).
+scale-guard: ## 100 CounterApps on the cluster KUBECONFIG points at (no node); fails when not quiet at rest
+	cargo build --locked
+	BIN=$(BIN) scripts/scale-guard.sh

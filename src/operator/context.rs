@@ -9,7 +9,7 @@ use super::backoff::Backoff;
 use super::events::Events;
 use super::metrics::Metrics;
 use super::status_cache::StatusCache;
-use super::{apply, cache, leader};
+use super::{apply, cache, leader, terminating};
 use crate::api::CounterApp;
 use crate::replication;
 use crate::replication::PodView;
@@ -80,6 +80,8 @@ pub struct Context {
     /// Namespace the operator runs in (`--operator-namespace`): Redis NetworkPolicies
     /// admit it.
     pub operator_namespace: Option<String>,
+    /// CounterApps a write was refused for because their namespace is terminating.
+    pub refused: terminating::Refused,
 }
 
 impl Context {
@@ -91,7 +93,35 @@ impl Context {
         self.applied.forget_app(&ns, &app.name);
         self.statuses.forget(app);
         self.metrics.forget_app(&ns, &app.name);
+        self.refused.forget(&ns, &app.name);
         self.replication.forget(&replication::AppKey::new(ns, app.name.clone()));
+    }
+
+    /// Stop acting on a CounterApp whose namespace is terminating: drop what is kept
+    /// about it (its Redis pods stop being checked) but remember a refusal (this one, or
+    /// an earlier one), so that later wake-ups send nothing.
+    pub fn stop_acting(&self, app: &CounterApp, refused: bool) {
+        let (Some(ns), Some(name), Some(uid)) =
+            (&app.metadata.namespace, &app.metadata.name, &app.metadata.uid)
+        else {
+            return;
+        };
+        let refused = refused || self.refused.contains(ns, name, uid);
+        self.forget(&ObjectRef::from_obj(app));
+        if refused {
+            self.refused.record(ns, name, uid);
+        }
+    }
+
+    /// Whether `app` is to be left alone: its namespace is terminating (the Namespace
+    /// cache says so, or a write for it was refused for that reason).
+    pub fn namespace_terminating(&self, app: &CounterApp) -> bool {
+        let Some(ns) = app.metadata.namespace.as_deref() else { return false };
+        let refused = match (app.metadata.name.as_deref(), app.metadata.uid.as_deref()) {
+            (Some(name), Some(uid)) => self.refused.contains(ns, name, uid),
+            _ => false,
+        };
+        refused || self.caches.namespace_terminating(ns)
     }
 
     /// A context with fresh metrics. `POD_NAME` (the downward API) names this operator
@@ -111,6 +141,7 @@ impl Context {
             max_concurrent_reconciles: DEFAULT_CONCURRENCY,
             leadership: leader::Leadership::always(),
             operator_namespace: None,
+            refused: terminating::Refused::default(),
             events: Events::new(client.clone(), std::env::var("POD_NAME").ok()),
             client,
             metrics: Arc::new(metrics),

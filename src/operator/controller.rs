@@ -2,17 +2,18 @@
 //! pods (so a dead primary triggers a reconcile at once, not at the next resync).
 
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Controller, Error as ControllerError};
-use kube::runtime::reflector::{self, ObjectRef, store::Writer};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -66,29 +67,60 @@ pub fn owner_app<K: Resource>(child: &K) -> Option<ObjectRef<CounterApp>> {
     Some(ObjectRef::new(&owner.name).within(&child.namespace()?))
 }
 
-/// A watch turned into a cache and a stream of triggers: objects pass `strip` before the
-/// cache takes them, and a deleted child's apply record is dropped (so a child deleted by
-/// someone is created again rather than awaited as our own write on its way).
-fn reflected<K, S>(
-    events: S,
-    writer: Writer<K>,
-    strip: fn(&mut K),
+/// What of a CounterApp asks for a reconcile when it changes: its spec (generation), its
+/// annotations (rotation, switchover and restart requests) and its deletion. Not its
+/// status: only this operator writes it, and each of its own status patches would
+/// otherwise wake the CounterApp once more for nothing (six times per new stack on its
+/// way to running, a thousand stacks at once). A re-list after a watch gap triggers
+/// nothing either unless one of these changed meanwhile.
+fn app_asks_for_work(app: &CounterApp) -> Option<u64> {
+    let mut h = std::hash::DefaultHasher::new();
+    app.metadata.generation.hash(&mut h);
+    app.metadata.annotations.hash(&mut h);
+    app.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// A watch turned into a cache and a stream of triggers: the cache keeps what
+/// reconciles read of each object (`cache::Slim`), an object triggers a reconcile only
+/// when that changed (a status update of a PodDisruptionBudget, a pod condition nobody
+/// reads, a re-list that finds everything as it was: nothing to do), and a deleted
+/// child's apply record is dropped (so a child deleted by someone is created again
+/// rather than awaited as our own write on its way).
+fn reflected<K, Sl, St>(
+    events: St,
+    mut writer: cache::Writer<K, Sl>,
     ctx: Arc<Context>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    Sl: cache::Slim<K>,
+    St: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    events
-        .default_backoff()
-        .modify(strip)
-        .inspect_ok(move |ev| {
-            if let watcher::Event::Delete(o) = ev {
-                ctx.applied.forget_object(&o.namespace().unwrap_or_default(), &K::kind(&()), &o.name_any());
+    events.default_backoff().filter_map(move |ev| {
+        let trigger = match ev {
+            Err(e) => Some(Err(e)),
+            Ok(ev) => {
+                if let watcher::Event::Delete(o) = &ev {
+                    ctx.applied.forget_object(
+                        &o.namespace().unwrap_or_default(),
+                        &K::kind(&()),
+                        &o.name_any(),
+                    );
+                }
+                let changed = writer.apply_watcher_event(&ev);
+                match ev {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)
+                        if changed =>
+                    {
+                        Some(Ok(o))
+                    }
+                    _ => None,
+                }
             }
-        })
-        .reflect(writer)
-        .touched_objects()
+        };
+        futures::future::ready(trigger)
+    })
 }
 
 /// Run the controller until `shutdown` resolves and in-flight reconciles finish.
@@ -112,56 +144,51 @@ pub async fn run(
         labels::COMPONENT,
         Component::Redis.as_str()
     ));
-    let deployments = reflected(
-        watcher(api::<Deployment>(&client, ns), owned.clone()),
-        w.deployments,
-        cache::strip_deployment,
-        ctx.clone(),
-    );
-    let statefulsets = reflected(
-        watcher(api::<StatefulSet>(&client, ns), owned.clone()),
-        w.statefulsets,
-        cache::strip_statefulset,
-        ctx.clone(),
-    );
-    let secrets = reflected(
-        watcher(api::<Secret>(&client, ns), owned.clone()),
-        w.secrets,
-        cache::strip_child,
-        ctx.clone(),
-    );
+    let deployments =
+        reflected(watcher(api::<Deployment>(&client, ns), owned.clone()), w.deployments, ctx.clone());
+    let statefulsets =
+        reflected(watcher(api::<StatefulSet>(&client, ns), owned.clone()), w.statefulsets, ctx.clone());
+    let secrets = reflected(watcher(api::<Secret>(&client, ns), owned.clone()), w.secrets, ctx.clone());
     // Metadata is all a reconcile reads of these.
     let services = reflected(
         watcher(api::<PartialObjectMeta<Service>>(&client, ns), owned.clone()),
         w.services,
-        cache::strip_child,
         ctx.clone(),
     );
     let configmaps = reflected(
         watcher(api::<PartialObjectMeta<ConfigMap>>(&client, ns), owned.clone()),
         w.configmaps,
-        cache::strip_child,
         ctx.clone(),
     );
     let pdbs = reflected(
         watcher(api::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns), owned.clone()),
         w.pdbs,
-        cache::strip_child,
         ctx.clone(),
     );
     let hpas = reflected(
         watcher(api::<PartialObjectMeta<HorizontalPodAutoscaler>>(&client, ns), owned.clone()),
         w.hpas,
-        cache::strip_child,
         ctx.clone(),
     );
     let network_policies = reflected(
         watcher(api::<PartialObjectMeta<NetworkPolicy>>(&client, ns), owned.clone()),
         w.network_policies,
-        cache::strip_child,
         ctx.clone(),
     );
-    let pods = reflected(watcher(api::<Pod>(&client, ns), redis_pods), w.pods, cache::strip_pod, ctx.clone());
+    let pods = reflected(watcher(api::<Pod>(&client, ns), redis_pods), w.pods, ctx.clone());
+    // Namespaces (metadata only), to leave CounterApps in a terminating one alone. Only
+    // when watching every namespace: a namespace-scoped install has a Role, which cannot
+    // grant them; there the API server's refusal tells (operator::terminating). A
+    // Namespace changing triggers nothing: the next wake-up of its CounterApps reads it.
+    let namespaces = match ns {
+        None => reflected(
+            watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default()),
+            w.namespaces,
+            ctx.clone(),
+        )
+        .left_stream(),
+        Some(_) => futures::stream::empty().right_stream(),
+    };
 
     // The health checker's wake-ups: a Redis pod that answers differently (a primary that
     // stopped answering, a stray master) reconciles its CounterApp at once. It checks as
@@ -188,12 +215,14 @@ pub async fn run(
     });
 
     // The CounterApps themselves, through a cache of our own (stripped of managed fields).
+    // The store sees every change; only those that ask for work trigger a reconcile.
     let (apps, apps_writer) = reflector::store();
     let app_stream = watcher(api::<CounterApp>(&client, ns), watcher::Config::default())
         .default_backoff()
         .modify(cache::strip_meta)
         .reflect(apps_writer)
         .touched_objects()
+        .predicate_filter(app_asks_for_work, Default::default())
         .inspect_ok({
             let q = queued.clone();
             move |a| {
@@ -213,6 +242,7 @@ pub async fn run(
         .watches_stream(hpas, { let q = queued.clone(); move |o| q(owner_app(&o)) })
         .watches_stream(network_policies, { let q = queued.clone(); move |o| q(owner_app(&o)) })
         .watches_stream(pods, move |pod| queued(pod_to_app(&pod)))
+        .watches_stream(namespaces, |_| None)
         .reconcile_on(wakeups)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -267,6 +297,29 @@ mod tests {
     fn redis_pods_map_to_their_counterapp() {
         let p = pod(labels::selector("demo", Component::Redis));
         assert_eq!(pod_to_app(&p), Some(ObjectRef::new("demo").within("ns")));
+    }
+
+    #[test]
+    fn only_spec_annotations_and_deletion_of_a_counterapp_ask_for_work() {
+        let mut app = CounterApp::new("demo", Default::default());
+        app.metadata.generation = Some(1);
+        let before = app_asks_for_work(&app);
+        app.status =
+            Some(crate::api::CounterAppStatus { observed_generation: Some(1), ..Default::default() });
+        app.metadata.resource_version = Some("2".into());
+        assert_eq!(app_asks_for_work(&app), before, "our own status patch");
+        let mut spec = app.clone();
+        spec.metadata.generation = Some(2);
+        assert_ne!(app_asks_for_work(&spec), before);
+        let mut annotated = app.clone();
+        annotated.metadata.annotations =
+            Some([(crate::api::ROTATE_ANNOTATION.to_string(), "redis-web".into())].into());
+        assert_ne!(app_asks_for_work(&annotated), before);
+        let mut deleted = app;
+        deleted.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert_ne!(app_asks_for_work(&deleted), before);
     }
 
     #[test]

@@ -87,6 +87,12 @@ impl Error {
         }
     }
 
+    /// The API server refused a write because the namespace is terminating (the
+    /// CounterApp is then left alone, see `operator::terminating`).
+    pub fn namespace_terminating(&self) -> bool {
+        matches!(self, Error::Kube { source, .. } if super::terminating::is_refusal(source))
+    }
+
     /// Wrap a kube error with what the operator was doing.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
         Error::Kube { action: action.into(), source }

@@ -42,10 +42,15 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels of `counterstack_api_requests_total`: both come from the request's method and
+/// path, so the set of series is bounded by the kinds the operator touches.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VerbLabels {
+pub struct ApiRequestLabels {
     /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`.
     pub verb: String,
+    /// The resource, with its subresource when there is one: `secrets`,
+    /// `counterapps/status`, `events`, `namespaces`.
+    pub resource: String,
 }
 
 /// Labels of per-CounterApp series.
@@ -114,8 +119,8 @@ pub struct Metrics {
     /// CounterApps triggered whose reconcile has not started yet.
     pub queue_depth: Gauge,
     queue: Mutex<HashSet<ObjectRef<CounterApp>>>,
-    /// Requests to the API server by verb (every request the client sends).
-    pub api_requests: Family<VerbLabels, Counter>,
+    /// Requests to the API server by verb and resource (every request the client sends).
+    pub api_requests: Family<ApiRequestLabels, Counter>,
     /// Objects in the watch caches by kind.
     pub cache_objects: Family<KindLabels, Gauge>,
     /// 1 while this instance holds the lease and reconciles.
@@ -145,7 +150,7 @@ impl Default for Metrics {
         let results = Family::<ResultLabels, Counter>::default();
         let in_flight = Gauge::default();
         let queue_depth = Gauge::default();
-        let api_requests = Family::<VerbLabels, Counter>::default();
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
         let cache_objects = Family::<KindLabels, Gauge>::default();
         let leader = Gauge::default();
         let app_condition = Family::<ConditionLabels, Gauge>::default();
@@ -160,7 +165,7 @@ impl Default for Metrics {
         );
         registry.register(
             "counterstack_api_requests",
-            "Requests this operator sent to the Kubernetes API server, by verb",
+            "Requests this operator sent to the Kubernetes API server, by verb and resource",
             api_requests.clone(),
         );
         registry.register(
@@ -386,34 +391,55 @@ pub fn api_verb(method: &axum::http::Method, path: &str, query: Option<&str>) ->
     }
 }
 
-/// `/api/v1[/namespaces/NS]/RESOURCE/NAME[/SUB]` or `/apis/G/V[/namespaces/NS]/...`:
-/// whether the path names one object (a get) rather than a collection (a list).
-fn names_one_object(path: &str) -> bool {
+/// The path segments after `/api/v1` or `/apis/G/V`.
+fn after_version(path: &str) -> Vec<&str> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let rest = match segs.first() {
+    match segs.first() {
         Some(&"api") => segs.get(2..),
         Some(&"apis") => segs.get(3..),
         _ => None,
     }
-    .unwrap_or_default();
-    match rest {
+    .unwrap_or_default()
+    .to_vec()
+}
+
+/// `/api/v1[/namespaces/NS]/RESOURCE/NAME[/SUB]` or `/apis/G/V[/namespaces/NS]/...`:
+/// whether the path names one object (a get) rather than a collection (a list).
+fn names_one_object(path: &str) -> bool {
+    match after_version(path)[..] {
         ["namespaces", _] => true,
-        ["namespaces", _, _resource, rest @ ..] => !rest.is_empty(),
-        [_resource, rest @ ..] => !rest.is_empty(),
+        ["namespaces", _, _resource, ref rest @ ..] => !rest.is_empty(),
+        [_resource, ref rest @ ..] => !rest.is_empty(),
         [] => false,
     }
 }
 
-/// A tower layer for the kube client that counts every request by verb into `requests`
-/// ([`Metrics::api_requests`]).
+/// The resource a request is about, as RBAC names it: `secrets`, `counterapps/status`,
+/// `namespaces` (a Namespace itself), `other` for paths outside `/api` and `/apis`.
+pub fn api_resource(path: &str) -> String {
+    match after_version(path)[..] {
+        ["namespaces"] | ["namespaces", _] => "namespaces".to_string(),
+        // A Namespace's own subresources (not a namespaced resource named `status`).
+        ["namespaces", _, sub @ ("status" | "finalize")] => format!("namespaces/{sub}"),
+        ["namespaces", _, resource] | ["namespaces", _, resource, _] | [resource] | [resource, _] => {
+            resource.to_string()
+        }
+        ["namespaces", _, resource, _, sub, ..] | [resource, _, sub, ..] => format!("{resource}/{sub}"),
+        _ => "other".to_string(),
+    }
+}
+
+/// A tower layer for the kube client that counts every request by verb and resource into
+/// `requests` ([`Metrics::api_requests`]).
 pub fn api_request_layer(
-    requests: Family<VerbLabels, Counter>,
+    requests: Family<ApiRequestLabels, Counter>,
 ) -> tower::util::MapRequestLayer<
     impl Fn(axum::http::Request<kube::client::Body>) -> axum::http::Request<kube::client::Body> + Clone,
 > {
     tower::util::MapRequestLayer::new(move |req: axum::http::Request<kube::client::Body>| {
         let verb = api_verb(req.method(), req.uri().path(), req.uri().query());
-        requests.get_or_create(&VerbLabels { verb: verb.to_string() }).inc();
+        let resource = api_resource(req.uri().path());
+        requests.get_or_create(&ApiRequestLabels { verb: verb.to_string(), resource }).inc();
         req
     })
 }
@@ -522,6 +548,24 @@ mod tests {
         assert_eq!(v(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events", None), "create");
         assert_eq!(v(Method::DELETE, "/api/v1/namespaces/ns/pods/demo-redis-0", None), "delete");
         assert_eq!(v(Method::PUT, "/apis/coordination.k8s.io/v1/namespaces/ns/leases/x", None), "update");
+    }
+
+    #[test]
+    fn api_resources_are_named_as_rbac_names_them() {
+        let r = api_resource;
+        assert_eq!(r("/api/v1/namespaces/ns/pods"), "pods");
+        assert_eq!(r("/api/v1/pods"), "pods");
+        assert_eq!(r("/api/v1/namespaces/ns/secrets/demo-redis-auth-web"), "secrets");
+        assert_eq!(
+            r("/apis/counterstack.io/v1alpha1/namespaces/ns/counterapps/demo/status"),
+            "counterapps/status"
+        );
+        assert_eq!(r("/apis/counterstack.io/v1alpha1/counterapps"), "counterapps");
+        assert_eq!(r("/apis/events.k8s.io/v1/namespaces/ns/events"), "events");
+        assert_eq!(r("/api/v1/namespaces"), "namespaces");
+        assert_eq!(r("/api/v1/namespaces/ns"), "namespaces");
+        assert_eq!(r("/api/v1/namespaces/ns/status"), "namespaces/status");
+        assert_eq!(r("/version"), "other");
     }
 
     #[test]

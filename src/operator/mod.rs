@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 pub(crate) mod apply;
 pub(crate) mod backoff;
-pub(crate) mod cache;
+pub mod cache;
 pub mod context;
 pub mod controller;
 pub(crate) mod credentials;
@@ -23,6 +23,7 @@ pub mod rbac;
 pub(crate) mod reconcile;
 pub(crate) mod status;
 pub(crate) mod status_cache;
+pub(crate) mod terminating;
 
 pub use context::Context;
 pub use error::Error;

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::Store;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
 use super::Error;
+use super::cache::{Cache, Slim, SlimPod};
 use crate::labels::{self, Component};
 use crate::names;
 use crate::replication::PodView;
@@ -25,21 +25,16 @@ pub const REVISION_LABEL: &str = "controller-revision-hash";
 /// `update_revision` is the StatefulSet's `status.updateRevision`, to tell which pods
 /// still run an old template.
 pub fn views_cached(
-    pods: &Store<Pod>,
+    pods: &Cache<Pod, SlimPod>,
     namespace: &str,
     app: &str,
     update_revision: Option<&str>,
 ) -> Vec<PodView> {
-    let mine: Vec<Pod> = pods
-        .state()
-        .iter()
-        .filter(|p| {
-            p.namespace().as_deref() == Some(namespace)
-                && p.labels().get(labels::INSTANCE).map(String::as_str) == Some(app)
-                && p.labels().get(labels::COMPONENT).map(String::as_str) == Some(Component::Redis.as_str())
-        })
-        .map(|p| (**p).clone())
-        .collect();
+    let mine: Vec<Pod> = pods.select(namespace, |name, p| {
+        let of_app = p.label(labels::INSTANCE) == Some(app)
+            && p.label(labels::COMPONENT) == Some(Component::Redis.as_str());
+        of_app.then(|| p.restore(namespace, name))
+    });
     views(app, &mine, update_revision)
 }
 

@@ -25,6 +25,11 @@
 //! - Leader election: kube-lease-manager reads, creates and renews (server-side apply, a
 //!   PATCH) the `coordination.k8s.io` Lease; the leadership guard watches it
 //!   (`list`, `watch`). No `delete` or `update`.
+//! - Namespaces are watched metadata-only (`list`, `watch`) so that a CounterApp whose
+//!   namespace is terminating is left alone instead of having its children created again
+//!   (refused) while the namespace controller deletes them. A namespace-scoped install's
+//!   Role cannot grant a cluster-scoped kind: that operator does not watch Namespaces and
+//!   learns it from the first refused write instead (`operator::terminating`).
 //!
 //! Not granted yet, on purpose: `persistentvolumeclaims` (no storage expansion yet).
 //! Add them here when that feature lands; the packaging test then forces the chart and
@@ -67,6 +72,7 @@ pub const RULES: &[Rule] = &[
         resource: "leases",
         verbs: &["get", "list", "watch", "create", "patch"],
     },
+    Rule { group: "", resource: "namespaces", verbs: &["list", "watch"] },
 ];
 
 /// Every (group, resource, verb) triple [`RULES`] grants, sorted: the form the
@@ -165,6 +171,8 @@ mod tests {
         assert!(has::<NetworkPolicy>(OPTIONAL));
         assert!(has::<Pod>(&["get", "list", "watch", "patch", "delete"]));
         assert!(has::<Event>(&["create", "patch"]));
+        // Namespaces are only watched (terminating ones are left alone).
+        assert_eq!(verbs_of("", "namespaces"), BTreeSet::from(["list", "watch"]));
     }
 
     #[test]

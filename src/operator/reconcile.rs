@@ -47,7 +47,16 @@ pub async fn reconcile(app: Arc<CounterApp>, ctx: Arc<Context>) -> Result<Action
     );
     async move {
         let _timer = ctx.metrics.reconcile_started(&ObjectRef::from_obj(&*app));
-        let result = run(&app, &ctx).await;
+        let result = match run(&app, &ctx).await {
+            // Not a failure to report: nothing may be created there any more, and the
+            // CounterApp goes with its namespace. One refusal per CounterApp, then silence.
+            Err(e) if e.namespace_terminating() => {
+                tracing::info!(error = %e, "the namespace is terminating; leaving this CounterApp alone");
+                ctx.stop_acting(&app, true);
+                Ok(Action::await_change())
+            }
+            other => other,
+        };
         ctx.metrics.reconcile_result(result.is_ok());
         match &result {
             Ok(_) => ctx.backoff.reset(&ObjectRef::from_obj(&*app)),
@@ -86,6 +95,13 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     }
     if !ctx.leadership.is_leader() {
         tracing::info!("not the leader (any more): changing nothing");
+        return Ok(Action::await_change());
+    }
+    if ctx.namespace_terminating(app) {
+        // Its children are being deleted with the namespace: creating them again would be
+        // refused (see operator::terminating). No apply, no status, no Event.
+        ctx.stop_acting(app, false);
+        tracing::debug!("the namespace is terminating; nothing to do");
         return Ok(Action::await_change());
     }
     if !ctx.caches.wait_ready(CACHE_WAIT).await {

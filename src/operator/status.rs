@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::condition::{AVAILABLE, DEGRADED, READY, RECONCILING, STALLED};
+pub use crate::api::now;
 use crate::api::{CounterAppStatus, RedisStatus, WebStatus};
 use crate::labels::{self, Component};
 use crate::replication::Health;
@@ -129,12 +130,6 @@ pub struct Observation {
     /// Something the stack waits for besides its pods (the TLS Secret, a password
     /// rotation): reported as Reconciling with this message.
     pub waiting: Option<String>,
-}
-
-/// The current time, truncated to the second precision the API stores.
-pub fn now() -> Time {
-    let t = Timestamp::now();
-    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
 }
 
 /// Compute the new status. Pure: `now` is only used for conditions that flip.

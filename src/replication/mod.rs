@@ -173,12 +173,6 @@ fn pending_switchover(mem: &AppMemory, app: &CounterApp) -> Option<SwitchoverReq
     decide::pending_request(token, to, &recorded)
 }
 
-/// Now, at the second precision the API stores (an identical value reads back equal).
-fn now_time() -> Time {
-    let t = jiff::Timestamp::now();
-    Time(jiff::Timestamp::from_second(t.as_second()).unwrap_or(t))
-}
-
 /// The answer to `req`: `InProgress` has no completion time.
 fn answer(
     req: &SwitchoverRequest,
@@ -193,7 +187,7 @@ fn answer(
         phase,
         message,
         pause_seconds: pause.map(|d| d.as_secs_f64()),
-        completed_time: (phase != SwitchoverPhase::InProgress).then(now_time),
+        completed_time: (phase != SwitchoverPhase::InProgress).then(crate::api::now),
     }
 }
 
@@ -426,7 +420,8 @@ impl Manager {
         if changed {
             events.push(self.primary_changed(&key, &prev, &plan, &applied, down_since, &addrs, nodes).await);
             if prev.primary.is_some() {
-                last_failover_time = Some(Time(jiff::Timestamp::now()));
+                // Whole seconds, as the API keeps it: read back, it compares equal.
+                last_failover_time = Some(crate::api::now());
             }
             mem.primary = plan.primary.clone();
             mem.epoch = plan.epoch;
@@ -548,7 +543,7 @@ impl Manager {
                 ready_replicas: i32::try_from(pods.iter().filter(|p| p.ready).count()).unwrap_or(i32::MAX),
                 last_failover_time,
                 holds_data: plan.holds_data,
-                nodes: nodes_status,
+                nodes: report::with_wanted_pods(nodes_status, &key.name, replicas_wanted.saturating_add(1)),
                 switchover: None,
                 // The operator's reconcile fills it in after the password sync.
                 rotating_passwords: vec![],

@@ -50,6 +50,25 @@ pub fn node_statuses(nodes: &[NodeObservation], primary: Option<&str>) -> Vec<Re
         .collect()
 }
 
+/// `status.redis.nodes`: every observed pod, and every pod the spec asks for that does
+/// not exist yet (`unknown`, like a pod that does not answer), by ordinal. Listing the
+/// wanted pods from the start means a pod being created changes no status: a thousand
+/// new stacks would otherwise each write their status once more per Redis pod.
+pub fn with_wanted_pods(
+    mut nodes: Vec<RedisNodeStatus>,
+    app: &str,
+    pods_wanted: u32,
+) -> Vec<RedisNodeStatus> {
+    for ordinal in 0..pods_wanted {
+        let pod = crate::names::redis_pod(app, ordinal);
+        if !nodes.iter().any(|n| n.pod == pod) {
+            nodes.push(RedisNodeStatus { pod, role: "unknown".into(), ..Default::default() });
+        }
+    }
+    nodes.sort_by_key(|n| (crate::names::redis_ordinal(app, &n.pod), n.pod.clone()));
+    nodes
+}
+
 /// `counterstack.io/role` per pod. Only `primary` may carry `primary`, and only when it
 /// is (now) a master — or when it merely did not answer this pass and already had the
 /// label (a blip to the operator must not empty the primary Service). Everyone else is a
@@ -183,6 +202,20 @@ mod tests {
             role_labels(&pods, &came_back_as_replica, Some("demo-redis-1"), false)["demo-redis-1"],
             "replica"
         );
+    }
+
+    #[test]
+    fn wanted_pods_that_do_not_exist_yet_are_listed_unknown() {
+        let seen = node_statuses(&[obs(1, Some(Role::Master), 10, false)], Some("demo-redis-1"));
+        let all = with_wanted_pods(seen, "demo", 3);
+        let listed: Vec<(&str, &str)> = all.iter().map(|n| (n.pod.as_str(), n.role.as_str())).collect();
+        assert_eq!(
+            listed,
+            [("demo-redis-0", "unknown"), ("demo-redis-1", "primary"), ("demo-redis-2", "unknown")]
+        );
+        // A pod beyond the spec (scaling down) stays listed while it exists.
+        let extra = node_statuses(&[obs(3, None, 0, false)], None);
+        assert_eq!(with_wanted_pods(extra, "demo", 1).len(), 2);
     }
 
     #[test]

@@ -195,7 +195,10 @@ fn the_source_parser_finds_exactly_what_the_operator_registry_exposes() {
     metrics.cache_size("Pod", 1);
     metrics
         .api_requests
-        .get_or_create(&counterstack::operator::metrics::VerbLabels { verb: "get".into() })
+        .get_or_create(&counterstack::operator::metrics::ApiRequestLabels {
+            verb: "get".into(),
+            resource: "secrets".into(),
+        })
         .inc();
     metrics.record_app("ns", "demo", &Default::default(), false, 1);
     let app = counterstack::replication::AppKey::new("ns", "demo");

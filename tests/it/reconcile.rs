@@ -2,7 +2,9 @@
 //! mock): the exact requests the operator sends per scenario.
 
 use crate::common;
+mod at_rest;
 mod fake_api;
+mod terminating;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,10 +125,10 @@ fn user_secret(path: &str, password: &str) -> Value {
 /// Fill the operator's watch caches with what the fake API server holds now, as the
 /// controller's watches would (a fresh list per cache), and return the context.
 fn synced(ctx: &Arc<Context>, fake: &FakeApi) -> Arc<Context> {
+    use counterstack::operator::cache::{Slim, Writer};
     use kube::core::PartialObjectMetaExt;
-    use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher::Event;
-    fn relist<K: kube::Resource<DynamicType = ()> + Clone>(w: &mut Writer<K>, objs: Vec<K>) {
+    fn relist<K: kube::Resource, S: Slim<K>>(w: &mut Writer<K, S>, objs: Vec<K>) {
         w.apply_watcher_event(&Event::Init);
         for o in objs {
             w.apply_watcher_event(&Event::InitApply(o));
@@ -165,6 +167,7 @@ fn synced(ctx: &Arc<Context>, fake: &FakeApi) -> Arc<Context> {
                 &mut w.network_policies,
                 meta(fake, "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/"),
             );
+            relist(&mut w.namespaces, meta(fake, "/api/v1/namespaces/"));
         })
         .expect("the caches are filled by the test");
     ctx.clone()

@@ -63,6 +63,8 @@ struct State {
     log: Vec<Recorded>,
     failures: Vec<Failure>,
     watches: Vec<Watch>,
+    /// Path fragments of terminating namespaces: creates there are refused.
+    terminating: Vec<String>,
     rv: u64,
     uid: u64,
 }
@@ -198,9 +200,21 @@ impl FakeApi {
         st.store(path, obj);
     }
 
+    /// Delete the object at `path` as another actor would (the namespace controller).
+    pub fn delete(&self, path: &str) {
+        self.lock().remove(path);
+    }
+
     /// Answer the next `times` requests `method path` with `status`.
     pub fn fail(&self, method: Method, path: &str, status: u16, times: usize) {
         self.lock().failures.push(Failure { method, path: path.to_string(), status, remaining: times });
+    }
+
+    /// Refuse every write to the namespace of `path` from now on, as the API server's
+    /// NamespaceLifecycle admission does once the namespace is terminating: 403 with the
+    /// cause `NamespaceTerminating`.
+    pub fn terminate_namespace(&self, namespace: &str) {
+        self.lock().terminating.push(format!("/namespaces/{namespace}/"));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -238,6 +252,22 @@ impl FakeApi {
                 _ => "InternalError",
             };
             return status(code, reason, &format!("injected failure {code}"));
+        }
+        // A terminating namespace admits no new object (an apply of a missing one, a
+        // POST of an Event); changes to existing objects still go through.
+        let creates = parts.method == Method::POST
+            || (parts.method == Method::PATCH
+                && !st.objects.contains_key(&path)
+                && !path.ends_with("/status"));
+        if creates && st.terminating.iter().any(|t| path.contains(t.as_str())) {
+            let message = "unable to create new content in namespace because it is being terminated";
+            let mut refusal = status_body(403, "Forbidden", message);
+            refusal["details"] = json!({ "causes": [{
+                "reason": "NamespaceTerminating",
+                "message": "namespace is being terminated",
+                "field": "metadata.namespace",
+            }] });
+            return respond(StatusCode::FORBIDDEN, &refusal);
         }
         let route = Route::parse(&path);
         if parts.method == Method::GET && query.get("watch").map(String::as_str) == Some("true") {
@@ -299,8 +329,12 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
         let Some(mut obj) = st.objects.get(&obj_path).cloned() else {
             return status(404, "NotFound", &format!("{obj_path} not found"));
         };
-        if obj["status"] != body["status"] {
-            obj["status"] = body["status"].clone();
+        let mut applied = body["status"].clone();
+        if obj["kind"] == "CounterApp" {
+            as_the_api_server_stores_it(&obj["status"], &mut applied);
+        }
+        if obj["status"] != applied {
+            obj["status"] = applied;
             obj["metadata"]["resourceVersion"] = json!(st.next_rv());
             st.store(&obj_path, obj.clone());
         }
@@ -344,6 +378,47 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
             }
             respond(StatusCode::OK, &obj)
         }
+    }
+}
+
+/// What the API server does to an applied CounterApp status before it stores it (and
+/// then returns it, on every read and watch): the structural schema of the CRD prunes
+/// unknown fields and nulls of fields that are not nullable and fills in defaults, and
+/// server-side apply keeps the items of an associative list (`conditions`,
+/// `x-kubernetes-list-type: map`) it had in their order, new ones after them.
+fn as_the_api_server_stores_it(live: &Value, applied: &mut Value) {
+    let schema = serde_json::to_value(counterstack::crd::open_api_schema()).expect("CRD schema");
+    structural(&schema["properties"]["status"], applied);
+    if let (Some(live), Some(new)) = (live["conditions"].as_array(), applied["conditions"].as_array_mut()) {
+        // Stable: new items keep their order among themselves, after the known ones.
+        new.sort_by_key(|c| live.iter().position(|l| l["type"] == c["type"]).unwrap_or(usize::MAX));
+    }
+}
+
+/// Pruning and defaulting of one value against its structural schema.
+fn structural(schema: &Value, v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let Some(props) = schema["properties"].as_object() else { return };
+            if schema["x-kubernetes-preserve-unknown-fields"] == json!(true) {
+                return;
+            }
+            map.retain(|k, val| props.get(k).is_some_and(|p| !val.is_null() || p["nullable"] == json!(true)));
+            for (k, p) in props {
+                if let (None, Some(d)) = (map.get(k), p.get("default")) {
+                    map.insert(k.clone(), d.clone());
+                }
+                if let Some(val) = map.get_mut(k) {
+                    structural(p, val);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                structural(&schema["items"], item);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -423,12 +498,15 @@ fn respond(code: StatusCode, body: &Value) -> Response<ResponseBody> {
         .expect("response")
 }
 
-fn status(code: u16, reason: &str, message: &str) -> Response<ResponseBody> {
-    let body = json!({
+fn status_body(code: u16, reason: &str, message: &str) -> Value {
+    json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code,
-    });
-    respond(StatusCode::from_u16(code).expect("status code"), &body)
+    })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response<ResponseBody> {
+    respond(StatusCode::from_u16(code).expect("status code"), &status_body(code, reason, message))
 }
 
 fn parse_query(q: &str) -> BTreeMap<String, String> {
