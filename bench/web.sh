@@ -46,7 +46,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # The web user's ACL as the operator configures it; the bench's own admin and
 # replication users. Passwords live in files, as in a Secret volume.
-WEB_ACL='on resetchannels resetkeys ~counter:value ~counter:idempotency:* -@all +get +set +incr +decr +eval +wait +ping +role'
+WEB_ACL='on resetchannels resetkeys ~counter:value ~counter:idempotency:* -@all +get +set +incr +incrby +decr +eval +wait +ping +role'
 ADMIN_PW="admin-$RANDOM$RANDOM"; REPL_PW="repl-$RANDOM$RANDOM"; WEB_PW="web-$RANDOM$RANDOM"
 printf '%s\n' "$WEB_PW" >"$WORK/web-password"
 
