@@ -60,7 +60,7 @@ impl fmt::Display for RedisUser {
 /// commands the web service sends: the writes and reads (also inside its Lua script,
 /// which Redis checks against the same rules), `WAIT` for synchronous replicas, `ROLE`
 /// to tell a primary from a demoted one. No FLUSHALL, CONFIG, KEYS, DEBUG, MODULE, ...
-pub const WEB_RULES: &str = "resetchannels resetkeys ~counter:value ~counter:idempotency:* -@all +get +set +incr +decr +eval +wait +ping +role";
+pub const WEB_RULES: &str = "resetchannels resetkeys ~counter:value ~counter:idempotency:* -@all +get +set +incr +incrby +decr +eval +wait +ping +role";
 
 /// What a replica sends its primary (`PSYNC`, `REPLCONF`, `PING`), plus `ROLE`, which the
 /// start script asks every peer.

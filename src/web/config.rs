@@ -60,6 +60,11 @@ pub struct WebArgs {
     /// How long a write waits for SYNC_REPLICAS confirmations before answering 503.
     #[arg(long, env = "SYNC_TIMEOUT_MS", default_value = "250")]
     pub sync_timeout_ms: String,
+    /// Coalesce concurrent writes: increments (and decrements) that arrive while a batch
+    /// is in flight are applied as one INCRBY, each answered with its own value. `false`
+    /// sends one command per write.
+    #[arg(long, env = "COALESCE_WRITES", default_value = "true")]
+    pub coalesce_writes: String,
     /// After SIGTERM, how long in-flight requests may take before the process exits.
     #[arg(long, env = "DRAIN_SECONDS", default_value = "5")]
     pub drain_seconds: String,
@@ -142,6 +147,7 @@ pub struct Config {
     pub read_from: ReadFrom,
     pub sync_replicas: u32,
     pub sync_timeout: Duration,
+    pub coalesce_writes: bool,
     pub drain: Duration,
     pub drain_delay: Duration,
     pub cors: CorsOrigins,
@@ -268,6 +274,11 @@ impl Config {
         if sync_replicas > 0 && sync_timeout_ms == 0 {
             return Err(config_err("SYNC_TIMEOUT_MS", "must be > 0 when SYNC_REPLICAS > 0"));
         }
+        let coalesce_writes = match a.coalesce_writes.trim() {
+            "true" => true,
+            "false" => false,
+            other => return Err(config_err("COALESCE_WRITES", format!("{other:?} is not true or false"))),
+        };
         let drain = Duration::from_secs(number::<u64>("DRAIN_SECONDS", &a.drain_seconds)?);
         let drain_delay = Duration::from_millis(number::<u64>("DRAIN_DELAY_MS", &a.drain_delay_ms)?);
         let cors = parse_cors(&a.cors_origins)?;
@@ -292,6 +303,7 @@ impl Config {
             read_from,
             sync_replicas,
             sync_timeout: Duration::from_millis(sync_timeout_ms),
+            coalesce_writes,
             drain,
             drain_delay,
             cors,
@@ -357,6 +369,7 @@ mod tests {
             redis_timeout_ms: "1000".into(),
             worker_threads: "0".into(),
             redis_client: "multiplexed".into(),
+            coalesce_writes: "true".into(),
             ..Default::default()
         })
         .unwrap();
@@ -368,6 +381,9 @@ mod tests {
         assert_eq!(c.drain, Duration::from_secs(5));
         assert_eq!(c.cors, CorsOrigins::Any);
         assert_eq!(c.redis_timeout, Duration::from_millis(1250));
+        assert!(c.coalesce_writes);
+        assert!(parse(&[]).unwrap().coalesce_writes, "coalescing is on by default");
+        assert!(!parse(&["--coalesce-writes", "false"]).unwrap().coalesce_writes);
     }
 
     #[test]
@@ -426,6 +442,7 @@ mod tests {
         assert_eq!(setting(parse(&["--redis-timeout-ms", "0"])), "REDIS_TIMEOUT_MS");
         assert_eq!(setting(parse(&["--worker-threads", "many"])), "WORKER_THREADS");
         assert_eq!(setting(parse(&["--redis-client", "pool"])), "REDIS_CLIENT");
+        assert_eq!(setting(parse(&["--coalesce-writes", "yes"])), "COALESCE_WRITES");
         let msg = parse(&["--sync-replicas", "two"]).unwrap_err().to_string();
         assert!(msg.contains("SYNC_REPLICAS") && msg.contains("two"), "{msg}");
     }

@@ -1,5 +1,5 @@
 //! The counter itself: its one Redis key and the writes the API offers. Shared by the
-//! store (plain INCR/DECR/SET) and the idempotency script.
+//! writer (coalesced INCRBY, SET) and the idempotency script.
 
 /// The one key the original app used.
 pub const COUNTER_KEY: &str = "counter:value";
@@ -20,4 +20,12 @@ impl Op {
             Op::Reset => "reset",
         }
     }
+}
+
+/// What a write answers the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub value: i64,
+    /// True when an `Idempotency-Key` replayed an earlier result.
+    pub replayed: bool,
 }

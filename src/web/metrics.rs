@@ -29,6 +29,14 @@ pub struct Metrics {
     pub redis_errors: Family<RedisErrorLabels, Counter>,
     pub in_flight: Gauge,
     pub reconnects: Counter,
+    /// Writes per batch sent to Redis, and commands per batch (coalescing at work).
+    batch_writes: Histogram,
+    batch_commands: Histogram,
+}
+
+/// 1 .. 512 (the most writes one batch holds), doubling.
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 10))
 }
 
 fn latency_histogram() -> Histogram {
@@ -58,13 +66,37 @@ impl Default for Metrics {
             "Redis connections dropped for a reconnect",
             reconnects.clone(),
         );
-        Self { registry, requests, latency, redis_errors, in_flight, reconnects }
+        let batch_writes = batch_histogram();
+        let batch_commands = batch_histogram();
+        registry.register("write_batch_writes", "Writes per batch sent to Redis", batch_writes.clone());
+        registry.register(
+            "write_batch_commands",
+            "Redis commands per batch of writes (without WAIT)",
+            batch_commands.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            redis_errors,
+            in_flight,
+            reconnects,
+            batch_writes,
+            batch_commands,
+        }
     }
 }
 
 impl Metrics {
     pub fn redis_error(&self, node: &'static str, kind: &'static str) {
         self.redis_errors.get_or_create(&RedisErrorLabels { node, kind }).inc();
+    }
+
+    /// One batch of `writes` sent as `commands` commands.
+    pub fn write_batch(&self, writes: usize, commands: usize) {
+        // Counts of at most a few hundred: exact as f64.
+        self.batch_writes.observe(writes as f64);
+        self.batch_commands.observe(commands as f64);
     }
 
     pub fn observe(&self, labels: &RequestLabels, seconds: f64) {
@@ -119,6 +151,7 @@ mod tests {
         m.observe(&RequestLabels { route: "/api/counter", method: "GET", status: 200 }, 0.0004);
         m.redis_error("primary", "readonly");
         m.in_flight.inc();
+        m.write_batch(40, 1);
         let text = m.encode().unwrap();
         assert!(
             text.contains(
@@ -132,6 +165,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("counterstack_web_http_requests_in_flight 1"), "{text}");
+        assert!(text.contains("counterstack_web_write_batch_writes_sum 40.0"), "{text}");
+        assert!(text.contains("counterstack_web_write_batch_commands_count 1"), "{text}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Redis, with synchronous replication (`WAIT`), idempotent retries, failover-aware
 //! reconnects, health endpoints, Prometheus metrics and a graceful drain on SIGTERM.
 
+mod batch;
 mod config;
 mod counter;
 mod error;
@@ -12,6 +13,7 @@ mod metrics;
 mod routes;
 mod store;
 mod upstream;
+mod writer;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use config::{Config, CorsOrigins, ReadFrom, RedisClientKind, RedisSecrets, WebArgs};
-pub use counter::{COUNTER_KEY, Op};
+pub use counter::{COUNTER_KEY, Op, Written};
 pub use error::Error;
 
 use metrics::Metrics;
@@ -76,6 +78,7 @@ pub async fn serve(
         tracing::info!(
             %addr,
             sync_replicas = cfg.sync_replicas,
+            coalesce_writes = cfg.coalesce_writes,
             read_from = ?cfg.read_from,
             redis_tls = cfg.secrets.tls_ca_file.is_some(),
             redis_user = cfg.primary.redis_settings().username().unwrap_or("default"),

@@ -17,12 +17,11 @@ use tracing::Instrument;
 
 use super::AppState;
 use super::config::CorsOrigins;
-use super::counter::Op;
+use super::counter::{Op, Written};
 use super::error::Error;
 use super::health;
 use super::idempotency;
 use super::metrics::{RequestLabels, method_label, route_label};
-use super::store::Written;
 
 type Shared = Arc<AppState>;
 

@@ -11,6 +11,7 @@ mod failover_crash;
 mod failover_frozen_replica;
 mod failover_kill;
 mod failover_switchover;
+mod failover_web_batch;
 mod observability;
 mod packaging;
 mod reconcile;
@@ -26,6 +27,7 @@ mod render_redis;
 mod replication_fencing;
 mod web_api;
 mod web_auth_tls;
+mod web_coalesce;
 mod web_resilience;
 mod web_shutdown;
 

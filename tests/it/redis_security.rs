@@ -129,6 +129,9 @@ fn the_web_user_runs_the_web_services_commands_on_its_keys_only() {
     assert_eq!(pod0.web::<Option<i64>>(&["GET", "counter:value"]).unwrap(), None);
     assert_eq!(pod0.web::<i64>(&["INCR", "counter:value"]).unwrap(), 1);
     assert_eq!(pod0.web::<i64>(&["DECR", "counter:value"]).unwrap(), 0);
+    // Coalesced runs of increments and decrements.
+    assert_eq!(pod0.web::<i64>(&["INCRBY", "counter:value", "5"]).unwrap(), 5);
+    assert_eq!(pod0.web::<i64>(&["INCRBY", "counter:value", "-5"]).unwrap(), 0);
     let _: () = pod0.web(&["SET", "counter:value", "41"]).unwrap();
     assert_eq!(pod0.web::<i64>(&["WAIT", "1", "2000"]).unwrap(), 1);
     let role: redis::Value = pod0.web(&["ROLE"]).unwrap();
@@ -156,6 +159,8 @@ fn the_web_user_runs_the_web_services_commands_on_its_keys_only() {
         ("GET of another key", &["GET", "other"]),
         ("SET of another key", &["SET", "session:1", "x"]),
         ("INCR of a key outside its patterns", &["INCR", "counter"]),
+        ("INCRBY of a key outside its patterns", &["INCRBY", "counter", "2"]),
+        ("DECRBY (never sent)", &["DECRBY", "counter:value", "2"]),
         ("GET of a prefix-alike", &["GET", "counter:values"]),
     ] {
         assert_noperm(pod0.web::<redis::Value>(args), what);

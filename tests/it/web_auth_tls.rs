@@ -12,14 +12,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::redis_server::free_port;
-use common::web::{READY, WebServer, call, client, until_status};
+use common::web::{
+    READY, RawClient, WebServer, call, client, metric, until_status, value_of, wait_in_flight,
+};
+use counterstack::acl::WEB_RULES;
 use counterstack::dial::{self, Credentials, TlsCa};
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
-/// The `web` user's ACL rules as the operator configures them. ONE place: swap for the
-/// operator's constant once it exists.
-const WEB_ACL: &str = "on resetchannels resetkeys ~counter:value ~counter:idempotency:* -@all +get +set +incr +decr +eval +wait +ping +role";
 const ADMIN_PW: &str = "admin-pw";
 const REPL_PW: &str = "repl-pw";
 const SHORT: Duration = Duration::from_secs(2);
@@ -74,7 +74,13 @@ struct AclRedis {
 
 impl AclRedis {
     /// `tls`: (pki, certificate name, its CA's name) to serve TLS with that certificate.
+    /// The `web` user has the operator's rules.
     async fn start(web_password: &str, tls: Option<(&Pki, &str, &str)>) -> Self {
+        Self::start_with_rules(web_password, tls, WEB_RULES).await
+    }
+
+    /// [`AclRedis::start`] with other rules for the `web` user.
+    async fn start_with_rules(web_password: &str, tls: Option<(&Pki, &str, &str)>, web_rules: &str) -> Self {
         let dir = tempfile::tempdir().expect("redis dir");
         let port = free_port();
         let mut conf = format!(
@@ -83,7 +89,7 @@ impl AclRedis {
              user default off\n\
              user admin on >{ADMIN_PW} ~* &* +@all\n\
              user replication on >{REPL_PW} -@all +psync +replconf +ping\n\
-             user web {WEB_ACL} >{web_password}\n\
+             user web on {web_rules} >{web_password}\n\
              masteruser replication\nmasterauth {REPL_PW}\n",
             dir.path().display(),
             dir.path().join("redis.log").display(),
@@ -290,6 +296,27 @@ async fn web_on_password_file(
     (web, secrets, pw_file)
 }
 
+/// `n` increments sent together while Redis holds writes (`CLIENT PAUSE WRITE`), so all
+/// but the first queue behind the batch in flight and go out as one batch; their values.
+async fn paused_burst(redis: &AclRedis, web: &WebServer, n: usize) -> Vec<i64> {
+    let _: () = redis.admin_cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]).await;
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let mut c = RawClient::connect(web.addr).await.unwrap();
+        tasks.push(tokio::spawn(async move { c.request("POST", "/api/counter/increment").await.unwrap() }));
+    }
+    wait_in_flight(web, n).await;
+    let _: () = redis.admin_cmd(&["CLIENT", "UNPAUSE"]).await;
+    let mut values = Vec::new();
+    for t in tasks {
+        let (status, body, _) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        values.push(value_of(&body));
+    }
+    values.sort_unstable();
+    values
+}
+
 /// Both client kinds, each with the ACL user: every endpoint works and the ACL log
 /// stays empty (the service sends no command beyond the `web` rules: no CLIENT SETINFO).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,11 +340,33 @@ async fn web_counts_with_only_the_web_acl_commands() {
             assert_eq!(r.json::<serde_json::Value>().await.unwrap(), json!({"value": 2}));
         }
         assert_eq!(call(&c, "POST", &web.url("/api/counter/reset")).await, (200, json!({"value": 0})));
+        // Coalesced increments (INCRBY).
+        assert_eq!(paused_burst(&redis, &web, 20).await, (1..=20).collect::<Vec<i64>>(), "{kind}");
         // Health checks (ROLE every second) have run at least once.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         assert_eq!(redis.acl_denials().await, Vec::<String>::new(), "{kind}: commands the web ACL refused");
         web.stop().await.unwrap();
     }
+}
+
+/// A `web` user whose ACL predates coalescing (no `INCRBY`): the refused run is retried
+/// one command per write, and that connection keeps sending one command per write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_without_incrby_in_its_acl_still_counts_exactly() {
+    let rules = WEB_RULES.replace(" +incrby", "");
+    assert_ne!(rules, WEB_RULES);
+    let redis = AclRedis::start_with_rules("web-pw", None, &rules).await;
+    let (web, _secrets, _) = web_on_password_file(&redis, "multiplexed", "web-pw").await;
+    assert_eq!(paused_burst(&redis, &web, 20).await, (2..=21).collect::<Vec<i64>>());
+    let refused = r#"counterstack_web_redis_errors_total{node="primary",kind="noperm_incrby"}"#;
+    assert_eq!(metric(&web, refused).await, 1.0, "one INCRBY refused");
+    assert_eq!(paused_burst(&redis, &web, 20).await, (22..=41).collect::<Vec<i64>>());
+    // Not tried again on the same connection (a health check that lands in the pause
+    // may have replaced it: a new connection tries INCRBY once more).
+    let reconnects = metric(&web, "counterstack_web_redis_reconnects_total").await;
+    assert!(metric(&web, refused).await <= 1.0 + reconnects, "INCRBY tried again on the same connection");
+    assert_eq!(redis.admin_cmd::<String>(&["GET", "counter:value"]).await, "41");
+    web.stop().await.unwrap();
 }
 
 /// The password rotates as the operator would do it: new password in the Secret (file),

@@ -117,8 +117,23 @@ impl RawClient {
 
     /// Send one request; returns `(status, body, connection_close)`.
     pub async fn request(&mut self, method: &str, path: &str) -> std::io::Result<(u16, String, bool)> {
+        let r = self.send(method, path, &[]).await?;
+        Ok((r.status, r.body, r.close))
+    }
+
+    /// Send one request with extra `headers`.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<RawResponse> {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("\r\n");
         self.stream.get_mut().write_all(req.as_bytes()).await?;
         let mut line = String::new();
         if self.stream.read_line(&mut line).await? == 0 {
@@ -129,7 +144,7 @@ impl RawClient {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-        let (mut len, mut close) = (0usize, false);
+        let (mut len, mut close, mut headers) = (0usize, false, Vec::new());
         loop {
             line.clear();
             if self.stream.read_line(&mut line).await? == 0 {
@@ -145,10 +160,49 @@ impl RawClient {
             if l == "connection: close" {
                 close = true;
             }
+            if let Some((name, value)) = l.split_once(':') {
+                headers.push((name.trim().to_string(), value.trim().to_string()));
+            }
         }
         let mut body = vec![0; len];
         self.stream.read_exact(&mut body).await?;
-        Ok((status, String::from_utf8_lossy(&body).into_owned(), close))
+        Ok(RawResponse { status, body: String::from_utf8_lossy(&body).into_owned(), close, headers })
+    }
+}
+
+/// What [`RawClient::send`] read.
+pub struct RawResponse {
+    pub status: u16,
+    pub body: String,
+    pub close: bool,
+    /// Header names and values, lowercased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A gauge or counter of the service's `/metrics` (0 when absent), e.g.
+/// `counterstack_web_http_requests_in_flight`.
+pub async fn metric(web: &WebServer, name: &str) -> f64 {
+    let text = client().get(web.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Wait until `n` API requests are in flight in the service (the metrics request that
+/// asks is not counted); panics after [`READY`].
+pub async fn wait_in_flight(web: &WebServer, n: usize) {
+    let deadline = Instant::now() + READY;
+    loop {
+        let in_flight = metric(web, "counterstack_web_http_requests_in_flight").await - 1.0;
+        if in_flight >= n as f64 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{in_flight} requests in flight, waiting for {n}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
