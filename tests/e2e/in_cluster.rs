@@ -233,22 +233,23 @@ pub async fn the_standby_pod_takes_over_when_the_leader_pod_is_killed(ctx: crate
     let leader_obj = pods.get(&leader).await.unwrap_or_else(|e| panic!("pod {leader}: {e}"));
     let local = crate::faults::Faults::detect(client).await == crate::faults::Faults::Local;
     let pid = local.then(|| crate::faults::pod_process(&leader_obj, "counterstack"));
+    // A crash first (SIGKILL: no lease release), then the pod goes so the container does
+    // not come back in place. The other order raced in CI: the kubelet's own kill of a
+    // pod deleted with grace 0 could land first (and send SIGTERM, a graceful exit).
+    if let Some(pid) = pid {
+        crate::faults::kill9(pid).unwrap_or_else(|e| panic!("kill -9 {leader} (pid {pid}): {e}"));
+    }
     pods.delete(&leader, &kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
         .await
         .unwrap_or_else(|e| panic!("delete the leader pod {leader}: {e}"));
-    match pid {
-        Some(pid) => {
-            crate::faults::kill9(pid).unwrap_or_else(|e| panic!("kill -9 {leader} (pid {pid}): {e}"))
-        }
-        None => {
-            // Elsewhere the process runs until it has finished its SIGTERM: wait for it.
-            eprintln!("e2e: the node is out of reach: waiting for {leader} to exit after its SIGTERM");
-            eventually("the leader pod's process to exit", timeout(), || async {
-                let gone = operator_pods(client).await.iter().all(|p| p.name_any() != leader);
-                if gone { Ok(()) } else { Err(format!("{leader} still terminating")) }
-            })
-            .await;
-        }
+    if pid.is_none() {
+        // Elsewhere the process runs until it has finished its SIGTERM: wait for it.
+        eprintln!("e2e: the node is out of reach: waiting for {leader} to exit after its SIGTERM");
+        eventually("the leader pod's process to exit", timeout(), || async {
+            let gone = operator_pods(client).await.iter().all(|p| p.name_any() != leader);
+            if gone { Ok(()) } else { Err(format!("{leader} still terminating")) }
+        })
+        .await;
     }
     let killed = std::time::Instant::now();
     let mut spec = harness::small_spec();
