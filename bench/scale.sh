@@ -14,6 +14,9 @@
 #   N=100 REST_SECONDS=30 bench/scale.sh
 #   BIN=path/to/counterstack bench/scale.sh   # that binary instead of a release build
 #   OPERATOR_ARGS=--leader-election=false bench/scale.sh   # extra operator flags
+#   CONVERGE_ONLY=1 bench/scale.sh # stop once converged (A/B runs of convergence)
+#   OP_RUST_LOG=warn,counterstack::operator::reconcile=debug OP_LOG=/tmp/op.log bench/scale.sh
+#                                  # why each status is written (its changed fields)
 #
 # Exits non-zero when the CounterApps do not converge within 900 s.
 #
@@ -56,7 +59,7 @@ kubectl create namespace "$NS" >/dev/null
 
 OP_LOG="${OP_LOG:-$WORK/operator.log}"
 # shellcheck disable=SC2086 # OPERATOR_ARGS is a list of flags
-RUST_LOG=warn "$BIN" operator --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" ${OPERATOR_ARGS:-} >"$OP_LOG" 2>&1 &
+RUST_LOG="${OP_RUST_LOG:-warn}" "$BIN" operator --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" ${OPERATOR_ARGS:-} >"$OP_LOG" 2>&1 &
 OP_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "scale: operator not ready:" >&2; tail "$OP_LOG" >&2; exit 1; }
@@ -68,6 +71,8 @@ for i in $(seq 1 "$N"); do
 done
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 secs() { printf '%d.%01d' $(( $1 / 1000 )) $(( $1 % 1000 / 100 )); }
+requests() { curl -sf "http://127.0.0.1:$PORT/metrics" | grep '^counterstack_api_requests_total' || true; }
+requests >"$WORK/start"
 start=$(ms)
 pids=()
 for f in "$WORK"/apps-*.yaml; do kubectl apply --server-side --request-timeout=120s -f "$f" >/dev/null & pids+=($!); done
@@ -98,9 +103,42 @@ while :; do
   sleep 3
 done
 echo "scale: converged (every CounterApp has its $CHILDREN children and a status for its generation) after $(secs $(( $(ms) - start ))) s"
+requests >"$WORK/converged"
+converged_secs=$(secs $(( $(ms) - start )))
 # CPU seconds the operator used (user + system), from /proc.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$OP_PID/stat"; }
 cpu_converged=$(cpu)
+# Requests between two snapshots of counterstack_api_requests_total, by verb and resource.
+diff_requests() {
+  python3 - "$@" <<'PY'
+import re, sys
+def read(p):
+    out = {}
+    for line in open(p):
+        m = re.match(r'counterstack_api_requests_total\{(.*)\} (\S+)', line)
+        if not m: continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        key = (labels.get("verb", "?"), labels.get("resource", "-"))
+        out[key] = out.get(key, 0) + float(m.group(2))
+    return out
+before, after, label, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+b, a = read(before), read(after)
+total = 0
+for key in sorted(set(a) | set(b)):
+    n = int(a.get(key, 0) - b.get(key, 0))
+    if n:
+        total += n
+        print(f"scale: {label}: {key[0]:7s} {key[1]:24s} {n:6d} requests  {n / secs:.3f}/s")
+target = " (target <= 1)" if label == "at rest" else ""
+print(f"scale: {label}: {total} requests in {secs:.0f} s = {total / secs:.3f} requests/s{target}")
+PY
+}
+diff_requests "$WORK/start" "$WORK/converged" "to converge" "$converged_secs"
+if [ -n "${CONVERGE_ONLY:-}" ]; then
+  echo "scale: operator peak RSS $(( $(awk '/VmHWM/ {print $2}' "/proc/$OP_PID/status") / 1024 )) MiB until converged, CPU $cpu_converged s"
+  [ -n "$converged_ok" ] || exit 3
+  exit 0
+fi
 
 # At rest means the cluster's own controllers are done too: the StatefulSet controller
 # creates every Redis pod (each one wakes its CounterApp), at its own pace.
@@ -118,29 +156,10 @@ while :; do
   sleep 10
 done
 echo "scale: settled (every Redis pod created, no status written for 10 s) after $(secs $(( $(ms) - start ))) s"
-requests() { curl -sf "http://127.0.0.1:$PORT/metrics" | grep '^counterstack_api_requests_total' || true; }
 requests >"$WORK/before"
 sleep "$REST_SECONDS"
 requests >"$WORK/after"
-python3 - "$WORK/before" "$WORK/after" "$REST_SECONDS" <<'PY'
-import re, sys
-def read(p):
-    out = {}
-    for line in open(p):
-        m = re.match(r'counterstack_api_requests_total\{(.*)\} (\S+)', line)
-        if not m: continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-        out[(labels.get("verb", "?"), labels.get("resource", "-"))] = float(m.group(2))
-    return out
-b, a, secs = read(sys.argv[1]), read(sys.argv[2]), float(sys.argv[3])
-total = 0
-for key in sorted(set(a) | set(b)):
-    n = int(a.get(key, 0) - b.get(key, 0))
-    if n:
-        total += n
-        print(f"scale: at rest: {key[0]:7s} {key[1]:24s} {n:6d} requests  {n / secs:.3f}/s")
-print(f"scale: at rest: {total} requests in {secs:.0f} s = {total / secs:.3f} requests/s (target <= 1)")
-PY
+diff_requests "$WORK/before" "$WORK/after" "at rest" "$REST_SECONDS"
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$OP_PID/status")
 echo "scale: operator peak RSS $((rss / 1024)) MiB (target <= 64 MiB), RSS at rest $(( $(awk '/VmRSS/ {print $2}' "/proc/$OP_PID/status") / 1024 )) MiB"
 echo "scale: operator CPU $cpu_converged s until converged, $(cpu) s in all"
