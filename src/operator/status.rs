@@ -216,6 +216,36 @@ pub fn needs_patch(current: Option<&CounterAppStatus>, desired: &CounterAppStatu
     comparable(current) != comparable(desired)
 }
 
+/// The JSON paths where `desired` differs from `current` (as `needs_patch` compares them),
+/// for the debug line that says why a status is written.
+pub fn changed_paths(current: Option<&CounterAppStatus>, desired: &CounterAppStatus) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let null = Value::Null;
+                    walk(&format!("{path}.{k}"), x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                }
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                for (i, (a, b)) in x.iter().zip(y).enumerate() {
+                    walk(&format!("{path}[{i}]"), a, b, out);
+                }
+            }
+            _ if a != b => out.push(format!("{path}: {a} -> {b}")),
+            _ => {}
+        }
+    }
+    let json = |s: Option<&CounterAppStatus>| {
+        s.map(comparable).and_then(|s| serde_json::to_value(s).ok()).unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    walk("status", &json(current), &json(Some(desired)), &mut out);
+    out
+}
+
 fn comparable(s: &CounterAppStatus) -> CounterAppStatus {
     let mut s = s.clone();
     s.conditions.sort_by(|x, y| x.type_.cmp(&y.type_));

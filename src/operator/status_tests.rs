@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Observation, Workload, compute, needs_patch, primary_available, reason};
+use super::{Observation, Workload, changed_paths, compute, needs_patch, primary_available, reason};
 use crate::api::{CounterAppStatus, RedisNodeStatus, RedisStatus};
 use crate::replication::Health;
 
@@ -363,6 +363,12 @@ fn moving_replication_offsets_alone_do_not_force_a_patch() {
     rs.nodes[0].link_up = false;
     let changed = compute(Some(&before), &Observation { redis_status: Some(rs), ..healthy() }, &t(60));
     assert!(needs_patch(Some(&before), &changed));
+    // The debug line names the field that forced the write, not the offsets riding along.
+    assert_eq!(changed_paths(Some(&before), &after), Vec::<String>::new());
+    assert_eq!(
+        changed_paths(Some(&before), &changed),
+        vec!["status.redis.nodes[0].linkUp: true -> false".to_string()]
+    );
     assert_eq!(changed.redis.unwrap().nodes[0].offset, 5000);
 }
 
