@@ -45,12 +45,16 @@ pub struct StackSecrets {
 pub async fn read(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Result<StackSecrets, Error> {
     let mut live = BTreeMap::new();
     let mut found = BTreeMap::new();
-    for user in RedisUser::ALL {
+    // A new stack has none of them cached: the three live reads go out together.
+    let reads = RedisUser::ALL.into_iter().map(|user| async move {
         let secret_name = names::redis_user_secret(name, user.name());
         let secret = match cache::get(&ctx.caches.secrets, ns, &secret_name) {
             Some(s) => Some((*s).clone()),
             None => apply::get::<Secret>(&ctx.client, ns, &secret_name).await?,
         };
+        Ok::<_, Error>((user, secret))
+    });
+    for (user, secret) in futures::future::try_join_all(reads).await? {
         let pw = match &secret {
             Some(s) => read_user_password(s)?,
             None => UserPassword::settled(random_password()),

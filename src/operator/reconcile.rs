@@ -273,62 +273,130 @@ async fn apply_children(
 ) -> Result<(Option<Deployment>, Option<StatefulSet>, bool), Error> {
     let ns = app.namespace().unwrap_or_default();
     let caches = &ctx.caches;
-    let mut done = Done::default();
-    for (user, secret) in RedisUser::ALL.iter().zip(c.redis_user_secrets) {
-        ensure(app, ctx, name, secret, secrets.get(user).cloned().flatten(), &mut done).await?;
-    }
-    if let Some(cert) = c.redis_certificate
-        && apply::ensure_dynamic(&ctx.client, &ns, &cert, &certificate::api_resource()).await?
-    {
-        done.any = true;
-    }
-    let cm = cache::meta(&caches.configmaps, &ns, &names::redis(name));
-    ensure(app, ctx, name, c.redis_config, cm, &mut done).await?;
-    for svc in [c.redis_headless_service, c.redis_primary_service, c.redis_replicas_service] {
+    let done = Done::default();
+    let Children {
+        web_deployment,
+        web_service,
+        web_pdb,
+        redis_statefulset,
+        redis_headless_service,
+        redis_primary_service,
+        redis_replicas_service,
+        redis_config,
+        redis_user_secrets,
+        redis_pdb,
+        web_hpa,
+        redis_network_policy,
+        redis_certificate,
+    } = c;
+
+    // Children nothing else refers to at creation go out at once, concurrently with the
+    // ordered chain below: a new stack's Services wait longest on the API server (its
+    // ClusterIP allocation is serialised), and a thousand new stacks queue behind them.
+    let service = |svc: k8s_openapi::api::core::v1::Service| {
         let live = cache::meta(&caches.services, &ns, &svc.name_any());
-        ensure(app, ctx, name, svc, live, &mut done).await?;
-    }
-    let cached_sts = cache::get(&caches.statefulsets, &ns, &names::redis(name));
-    let live = cached_sts.as_ref().map(|s| s.metadata.clone());
-    let sts = ensure(app, ctx, name, c.redis_statefulset, live, &mut done).await?;
-    let sts = sts.or_else(|| cached_sts.map(|s| (*s).clone()));
-    let live = cache::meta(&caches.pdbs, &ns, &names::redis(name));
-    ensure(app, ctx, name, c.redis_pdb, live, &mut done).await?;
-    let live = cache::meta(&caches.services, &ns, &names::web(name));
-    ensure(app, ctx, name, c.web_service, live, &mut done).await?;
-    let cached_web = cache::get(&caches.deployments, &ns, &names::web(name));
-    let live = cached_web.as_ref().map(|d| d.metadata.clone());
-    if let (Some(scaling), Some(cached)) = (&app.spec.web.autoscaling, &cached_web)
-        && apply::pending(&ctx.applied, name, &c.web_deployment, live.as_ref())?.applies()
-    {
-        // The Deployment is about to be applied without `replicas`: keep its count.
-        let current = cached.spec.as_ref().and_then(|s| s.replicas).unwrap_or(scaling.min_replicas);
-        let replicas = current.clamp(scaling.min_replicas, scaling.max_replicas);
-        apply::hand_off_replicas(&ctx.client, &ns, &names::web(name), replicas).await?;
-    }
-    let web = ensure(app, ctx, name, c.web_deployment, live, &mut done).await?;
-    let web = web.or_else(|| cached_web.map(|d| (*d).clone()));
-    let live = cache::meta(&caches.pdbs, &ns, &names::web(name));
-    ensure(app, ctx, name, c.web_pdb, live, &mut done).await?;
-    let live = cache::meta(&caches.hpas, &ns, &names::web(name));
-    ensure_optional(app, ctx, name, c.web_hpa, &names::web(name), live, &mut done).await?;
-    let live = cache::meta(&caches.network_policies, &ns, &names::redis(name));
-    ensure_optional(app, ctx, name, c.redis_network_policy, &names::redis(name), live, &mut done).await?;
+        ensure(app, ctx, name, svc, live, &done)
+    };
+    let redis_name = names::redis(name);
+    let independent = async {
+        futures::try_join!(
+            service(redis_headless_service),
+            service(redis_primary_service),
+            service(redis_replicas_service),
+            service(web_service),
+            ensure(app, ctx, name, redis_pdb, cache::meta(&caches.pdbs, &ns, &names::redis(name)), &done),
+            ensure(app, ctx, name, web_pdb, cache::meta(&caches.pdbs, &ns, &names::web(name)), &done),
+            ensure_optional(
+                app,
+                ctx,
+                name,
+                redis_network_policy,
+                &redis_name,
+                cache::meta(&caches.network_policies, &ns, &redis_name),
+                &done,
+            ),
+        )
+    };
+
+    // In order: the Secrets first (a new password is stored before any node or client is
+    // asked to use it), then the configuration the pods mount, then the workloads.
+    let ordered = async {
+        let secrets = RedisUser::ALL
+            .iter()
+            .zip(redis_user_secrets)
+            .map(|(user, secret)| ensure(app, ctx, name, secret, secrets.get(user).cloned().flatten(), &done));
+        futures::future::try_join_all(secrets).await?;
+        let certificate = async {
+            if let Some(cert) = redis_certificate
+                && apply::ensure_dynamic(&ctx.client, &ns, &cert, &certificate::api_resource()).await?
+            {
+                done.applied();
+            }
+            Ok::<_, Error>(())
+        };
+        let cm = cache::meta(&caches.configmaps, &ns, &names::redis(name));
+        futures::try_join!(certificate, ensure(app, ctx, name, redis_config, cm, &done))?;
+
+        let redis = async {
+            let cached = cache::get(&caches.statefulsets, &ns, &names::redis(name));
+            let live = cached.as_ref().map(|s| s.metadata.clone());
+            let sts = ensure(app, ctx, name, redis_statefulset, live, &done).await?;
+            Ok::<_, Error>(sts.or_else(|| cached.map(|s| (*s).clone())))
+        };
+        let web = async {
+            let cached = cache::get(&caches.deployments, &ns, &names::web(name));
+            let live = cached.as_ref().map(|d| d.metadata.clone());
+            if let (Some(scaling), Some(cached)) = (&app.spec.web.autoscaling, &cached)
+                && apply::pending(&ctx.applied, name, &web_deployment, live.as_ref())?.applies()
+            {
+                // The Deployment is about to be applied without `replicas`: keep its count.
+                let current = cached.spec.as_ref().and_then(|s| s.replicas).unwrap_or(scaling.min_replicas);
+                let replicas = current.clamp(scaling.min_replicas, scaling.max_replicas);
+                apply::hand_off_replicas(&ctx.client, &ns, &names::web(name), replicas).await?;
+            }
+            let web = ensure(app, ctx, name, web_deployment, live, &done).await?;
+            let live = cache::meta(&caches.hpas, &ns, &names::web(name));
+            ensure_optional(app, ctx, name, web_hpa, &names::web(name), live, &done).await?;
+            Ok::<_, Error>(web.or_else(|| cached.map(|d| (*d).clone())))
+        };
+        futures::try_join!(redis, web)
+    };
+    let (_, (sts, web)) = futures::try_join!(independent, ordered)?;
+
     // One Event for everything created in this pass (a new stack: ten children), not one
     // request per child.
-    if !done.created.is_empty() {
-        let note = format!("created {}", done.created.join(", "));
+    let (any, mut created) = done.into_parts();
+    if !created.is_empty() {
+        // Concurrent applies finish in any order; the note lists them in a stable one.
+        created.sort();
+        let note = format!("created {}", created.join(", "));
         ctx.events.normal(app, reason::CREATED, "Apply", note).await;
     }
-    Ok((web, sts, done.any))
+    Ok((web, sts, any))
 }
 
-/// What [`apply_children`] applied.
+/// What [`apply_children`] applied, shared by its concurrent applies.
 #[derive(Default)]
 struct Done {
-    any: bool,
+    any: std::sync::atomic::AtomicBool,
     /// `Kind name` of every child created.
-    created: Vec<String>,
+    created: std::sync::Mutex<Vec<String>>,
+}
+
+impl Done {
+    fn applied(&self) {
+        self.any.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn created(&self, child: String) {
+        self.applied();
+        crate::locked::lock(&self.created).push(child);
+    }
+
+    fn into_parts(self) -> (bool, Vec<String>) {
+        let created = self.created.into_inner().unwrap_or_else(|e| e.into_inner());
+        (self.any.into_inner(), created)
+    }
 }
 
 /// Ensure one child given its cached metadata; returns the apply response, if any. An
@@ -339,7 +407,7 @@ async fn ensure<K>(
     name: &str,
     desired: K,
     live: Option<ObjectMeta>,
-    done: &mut Done,
+    done: &Done,
 ) -> Result<Option<K>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -352,10 +420,10 @@ where
     if let (true, Some(object)) = (applied.decision.applies(), &applied.object) {
         let kind = K::kind(&());
         ctx.metrics.applied(&kind);
-        done.any = true;
+        done.applied();
         let verb = match applied.decision {
             Decision::Create => {
-                done.created.push(format!("{kind} {}", object.name_any()));
+                done.created(format!("{kind} {}", object.name_any()));
                 None
             }
             Decision::Revert => Some("reverted out-of-band changes to"),
@@ -378,7 +446,7 @@ async fn ensure_optional<K>(
     desired: Option<K>,
     child_name: &str,
     live: Option<ObjectMeta>,
-    done: &mut Done,
+    done: &Done,
 ) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -395,7 +463,7 @@ where
             let ns = app.namespace().unwrap_or_default();
             let uid = app.metadata.uid.as_deref().unwrap_or_default();
             if apply::remove::<K>(&ctx.client, &ns, child_name, uid, &live).await? {
-                done.any = true;
+                done.applied();
                 let note = format!("deleted {} {child_name}: the spec no longer asks for it", K::kind(&()));
                 ctx.events.normal(app, reason::UPDATED, "Apply", note).await;
             }
@@ -508,6 +576,10 @@ async fn write_status(
         crate::failpoint::hit("before-status")
             .map_err(|p| Error::from(crate::replication::Error::Failpoint(p)))?;
     }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let changed = status::changed_paths(app.status.as_ref(), &desired);
+        tracing::debug!(?changed, "status changed");
+    }
     let written = patch_status(ctx, ns, name, &desired).await?;
     ctx.statuses.record(app, &desired, Some(&written));
     ctx.metrics.status_patches.inc();
@@ -588,8 +660,8 @@ async fn sync_passwords(
         let secret = children::secret::redis_user(app, &settled, user);
         let ns = app.namespace().unwrap_or_default();
         let live = cache::meta(&ctx.caches.secrets, &ns, &names::redis_user_secret(name, user.name()));
-        let mut done = Done::default();
-        ensure(app, ctx, name, secret, live, &mut done).await?;
+        let done = Done::default();
+        ensure(app, ctx, name, secret, live, &done).await?;
         let note = format!(
             "rotated the password of Redis user {user}: every client uses the new one; Redis forgets the old one"
         );
