@@ -213,12 +213,16 @@ measure() { # label-suffix url mix-label target-ratio [full]
   echo "ratio web increment$1 / redis-benchmark INCR: $RATIO (target >= $4); p99 $INC_P99 ms (target <= 3)"
 }
 
-# Increments once more with one command per write (COALESCE_WRITES=false), same Redis.
+# Increments, the Locust mix and GET once more with one command per write
+# (COALESCE_WRITES=false), same Redis: what coalescing changes, and that the rest did not
+# get worse.
 uncoalesced() { # web-port redis-port label-suffix [VAR=value...]
   local port=$1 rport=$2 label=$3; shift 3
   start_web "$port" "$rport" COALESCE_WRITES=false "$@"
   run_wrk "web POST increment$label, not coalesced" "http://127.0.0.1:$port/api/counter/increment" \
     "$ROOT/bench/wrk_increment.lua"
+  run_wrk "web Locust mix$label, not coalesced" "http://127.0.0.1:$port/" "$ROOT/bench/wrk_mix.lua"
+  run_wrk "web GET counter$label, not coalesced" "http://127.0.0.1:$port/api/counter"
   stop_web
 }
 
