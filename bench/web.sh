@@ -17,7 +17,8 @@
 # with COALESCE_WRITES=false, one Redis command per write, for comparison. Redis CPU per
 # 1,000 requests comes from redis-server's utime+stime (/proc) around each run.
 #
-# Needs: cargo, redis-server, redis-benchmark, wrk, python3 (free ports), curl, openssl.
+# Needs: cargo, redis-server, redis-benchmark, wrk, python3 (free ports), curl, openssl,
+# GNU time (/usr/bin/time: the load generators' CPU per request).
 # Targets (issue 22, 2-core machine, 64 connections, same run): increments with
 # SYNC_REPLICAS=0 >= 1.3 x redis-benchmark INCR; with SYNC_REPLICAS=1 (every answer on a
 # replica) >= 1.0 x redis-benchmark INCR (no WAIT) against the same primary; p99 <= 3 ms;
@@ -44,7 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in redis-server redis-benchmark wrk python3 curl openssl; do
+for tool in redis-server redis-benchmark wrk python3 curl openssl /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
 done
 
@@ -144,6 +145,10 @@ peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 CLK_TCK="$(getconf CLK_TCK)"
 cpu_ms() { awk -v hz="$CLK_TCK" '{printf "%d", ($14 + $15) * 1000 / hz}' "/proc/$1/stat"; }
 
+# The load generator's own CPU (user + system, from /usr/bin/time) per request, in us:
+# shows whether wrk or redis-benchmark, single-threaded, is what limits a run.
+client_us() { awk -v n="$1" '{printf "%.1f", ($1 + $2) * 1e6 / n}' "$WORK/client-cpu"; }
+
 # wrk latency figures in ms (wrk prints us/ms/s units).
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}'; }
 
@@ -151,7 +156,8 @@ run_wrk() { # label url [script] -> prints a line, sets RPS, P99, REDIS_CPU (ms 
   local label=$1 url=$2 script=${3:-} out
   local r0 w0 r1 w1 reqs
   r0="$(cpu_ms "$REDIS_PID")"; w0="$(cpu_ms "$WEB_PID")"
-  out="$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency ${script:+-s "$script"} "$url")"
+  out="$(/usr/bin/time -f '%U %S' -o "$WORK/client-cpu" \
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency ${script:+-s "$script"} "$url")"
   r1="$(cpu_ms "$REDIS_PID")"; w1="$(cpu_ms "$WEB_PID")"
   RPS="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
   reqs="$(awk '/requests in/ {print $1}' <<<"$out")"
@@ -163,24 +169,25 @@ run_wrk() { # label url [script] -> prints a line, sets RPS, P99, REDIS_CPU (ms 
   REDIS_CPU="$(awk -v c=$((r1 - r0)) -v n="$reqs" 'BEGIN {printf "%.1f", c * 1000 / n}')"
   local web_us
   web_us="$(awk -v c=$((w1 - w0)) -v n="$reqs" 'BEGIN {printf "%.1f", c * 1000 / n}')"
-  printf '%-40s %8.0f req/s  p50 %5s ms  p99 %5s ms  non-2xx %s  redis CPU %s ms/1k  web CPU %s us/req\n' \
-    "$label" "$RPS" "$p50" "$p99" "${errors:-0}" "$REDIS_CPU" "$web_us"
+  printf '%-40s %8.0f req/s  p50 %5s ms  p99 %5s ms  non-2xx %s  redis CPU %s ms/1k  web CPU %s us/req  wrk CPU %s us/req\n' \
+    "$label" "$RPS" "$p50" "$p99" "${errors:-0}" "$REDIS_CPU" "$web_us" "$(client_us "$reqs")"
 }
 
 run_redis_benchmark() { # port -> prints a line, sets REDIS_RPS and REDIS_BENCH_CPU (ms per 1,000 INCR)
   local out n="${REDIS_N:-500000}" r0 r1
   r0="$(cpu_ms "$REDIS_PID")"
   # shellcheck disable=SC2046
-  out="$(redis-benchmark -p "$1" --user admin -a "$ADMIN_PW" $(tls_args) -t incr -c "$CONNS" -n "$n" \
+  out="$(/usr/bin/time -f '%U %S' -o "$WORK/client-cpu" \
+    redis-benchmark -p "$1" --user admin -a "$ADMIN_PW" $(tls_args) -t incr -c "$CONNS" -n "$n" \
     2>/dev/null | tr '\r' '\n')"
   r1="$(cpu_ms "$REDIS_PID")"
   REDIS_RPS="$(awk '/throughput summary/ {print $3}' <<<"$out" | tail -1)"
   REDIS_BENCH_CPU="$(awk -v c=$((r1 - r0)) -v n="$n" 'BEGIN {printf "%.1f", c * 1000 / n}')"
   local lat
   lat="$(awk '/latency summary/ {getline; getline; print $3, $5}' <<<"$out" | tail -1)"
-  printf '%-40s %8.0f req/s  p50 %5s ms  p99 %5s ms             redis CPU %s ms/1k\n' \
+  printf '%-40s %8.0f req/s  p50 %5s ms  p99 %5s ms             redis CPU %s ms/1k  client CPU %s us/req\n' \
     "redis-benchmark INCR (-c $CONNS)${TLS:+ TLS}" "$REDIS_RPS" \
-    "$(cut -d' ' -f1 <<<"$lat")" "$(cut -d' ' -f2 <<<"$lat")" "$REDIS_BENCH_CPU"
+    "$(cut -d' ' -f1 <<<"$lat")" "$(cut -d' ' -f2 <<<"$lat")" "$REDIS_BENCH_CPU" "$(client_us "$n")"
 }
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -206,12 +213,16 @@ measure() { # label-suffix url mix-label target-ratio [full]
   echo "ratio web increment$1 / redis-benchmark INCR: $RATIO (target >= $4); p99 $INC_P99 ms (target <= 3)"
 }
 
-# Increments once more with one command per write (COALESCE_WRITES=false), same Redis.
+# Increments, the Locust mix and GET once more with one command per write
+# (COALESCE_WRITES=false), same Redis: what coalescing changes, and that the rest did not
+# get worse.
 uncoalesced() { # web-port redis-port label-suffix [VAR=value...]
   local port=$1 rport=$2 label=$3; shift 3
   start_web "$port" "$rport" COALESCE_WRITES=false "$@"
   run_wrk "web POST increment$label, not coalesced" "http://127.0.0.1:$port/api/counter/increment" \
     "$ROOT/bench/wrk_increment.lua"
+  run_wrk "web Locust mix$label, not coalesced" "http://127.0.0.1:$port/" "$ROOT/bench/wrk_mix.lua"
+  run_wrk "web GET counter$label, not coalesced" "http://127.0.0.1:$port/api/counter"
   stop_web
 }
 
