@@ -5,7 +5,7 @@ VENV ?= .venv
 export VENV
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/counterstack
 
-.PHONY: setup test unit validate release-check release-notes lint fmt crd render plugin bench bench-web bench-failover bench-failover-k8s bench-scale scale-guard e2e e2e-node e2e-build clean-tools
+.PHONY: setup test unit validate release-check release-notes registry-e2e lint fmt crd render plugin bench bench-web bench-failover bench-failover-k8s bench-scale scale-guard e2e e2e-node e2e-build clean-tools
 
 setup: ## install redis, wrk, helm, the Python validators (needs root or sudo)
 	scripts/setup.sh
@@ -72,6 +72,11 @@ bench-web:
 
 bench-failover:
 	bench/failover.sh
+
+# The node must be up (make e2e-node runs this after the suite; or local-k8s node up
+# --counterstack BIN). Root.
+registry-e2e: ## private registry (TLS, htpasswd) -> helm push + skopeo copy -> install from oci:// on ../shared/k8s's node; a wrong password in the status
+	scripts/registry-e2e.sh
 
 bench-failover-k8s: ## failover figures on the cluster KUBECONFIG points at (k3s, kind, ../shared/k8s)
 	bench/failover-k8s.sh
