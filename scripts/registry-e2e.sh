@@ -57,6 +57,9 @@ cleanup() {
   if [ "$status" != 0 ]; then
     echo "registry-e2e: --- pods ---"; kubectl get pods -n "$NS_OP" -o wide 2>/dev/null || true
     kubectl get pods -n "$NS_APP" -o wide 2>/dev/null || true
+    echo "registry-e2e: --- operator log (tail) ---"
+    kubectl -n "$NS_OP" logs -l app.kubernetes.io/instance=registry-e2e --tail 20 --previous 2>/dev/null \
+      || kubectl -n "$NS_OP" logs -l app.kubernetes.io/instance=registry-e2e --tail 20 2>/dev/null || true
     echo "registry-e2e: --- CounterApps ---"; kubectl get capp -n "$NS_APP" -o yaml 2>/dev/null | grep -A4 "type: Stalled" || true
     echo "registry-e2e: --- registry log (tail) ---"; tail -20 "$WORK/registry.log" 2>/dev/null || true
   fi
@@ -156,8 +159,7 @@ kubectl -n "$NS_APP" create secret docker-registry regcred-wrong --docker-server
   --docker-username="$USER_NAME" --docker-password="not-the-password" >/dev/null
 helm install registry-e2e "oci://$HOST/charts/counterstack" --version "$VERSION" --ca-file "$WORK/ca.crt" \
   -n "$NS_OP" --set image.repository="$HOST/counterstack" --set image.pullPolicy=Always \
-  --set 'imagePullSecrets[0].name=regcred' --set operator.replicas=1 \
-  --set operator.watchNamespace="$NS_APP" >/dev/null
+  --set 'imagePullSecrets[0].name=regcred' --set operator.replicas=1 >/dev/null
 log "helm install from oci://$HOST/charts/counterstack --version $VERSION (image.repository=$HOST/counterstack, imagePullSecrets regcred)"
 kubectl -n "$NS_OP" rollout status deployment -l app.kubernetes.io/instance=registry-e2e --timeout "${TIMEOUT}s" >/dev/null \
   || fail "the operator did not become ready"
