@@ -5,7 +5,7 @@ VENV ?= .venv
 export VENV
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/counterstack
 
-.PHONY: setup test unit validate lint fmt crd render plugin bench bench-web bench-failover bench-failover-k8s bench-scale scale-guard e2e e2e-node e2e-build clean-tools
+.PHONY: setup test unit validate release-check release-notes registry-e2e lint fmt crd render plugin bench bench-web bench-failover bench-failover-k8s bench-scale scale-guard e2e e2e-node e2e-build clean-tools
 
 setup: ## install redis, wrk, helm, the Python validators (needs root or sudo)
 	scripts/setup.sh
@@ -22,6 +22,13 @@ validate: ## rendered objects, example CRs, chart and kustomize base against Kub
 	scripts/validate-render.sh $(BIN)
 	$(VENV)/bin/python scripts/validate-examples.py
 	scripts/validate-packaging.sh
+	scripts/validate-release.sh
+
+release-check: ## workflows (actionlint, schemas), krew manifest, Artifact Hub files, release notes script
+	scripts/validate-release.sh
+
+release-notes: ## the release notes of VERSION (default: Unreleased) from CHANGELOG.md
+	@scripts/release-notes.sh $(or $(VERSION),Unreleased)
 
 e2e-build: ## the real-cluster suite must at least compile
 	cargo test --test e2e --no-run --locked
@@ -65,6 +72,11 @@ bench-web:
 
 bench-failover:
 	bench/failover.sh
+
+# The node must be up (make e2e-node runs this after the suite; or local-k8s node up
+# --counterstack BIN). Root.
+registry-e2e: ## private registry (TLS, htpasswd) -> helm push + skopeo copy -> install from oci:// on ../shared/k8s's node; a wrong password in the status
+	scripts/registry-e2e.sh
 
 bench-failover-k8s: ## failover figures on the cluster KUBECONFIG points at (k3s, kind, ../shared/k8s)
 	bench/failover-k8s.sh

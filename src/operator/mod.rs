@@ -16,6 +16,7 @@ pub mod controller;
 pub(crate) mod credentials;
 mod error;
 pub(crate) mod events;
+pub(crate) mod image_pull;
 pub(crate) mod leader;
 pub mod metrics;
 pub(crate) mod pods;

@@ -170,6 +170,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         redis_health: Some(outcome.health),
         redis_status: Some(outcome.status),
         invalid_spec: None,
+        image_pull: super::image_pull::cached(&ctx.caches.pods, &ns, &name),
         waiting: (!rotating.is_empty()).then(|| {
             let users: Vec<&str> = rotating.iter().map(|u| u.name()).collect();
             format!(
@@ -234,6 +235,7 @@ async fn report_without_applying(
         primary_ready: primary_ready(&pod_views, current_primary(app).as_deref()),
         redis_status,
         invalid_spec,
+        image_pull: super::image_pull::cached(&ctx.caches.pods, ns, name),
         waiting,
     };
     write_status(app, ctx, ns, name, &obs).await

@@ -16,6 +16,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use super::image_pull::PullFailure;
 use crate::api::condition::{AVAILABLE, DEGRADED, READY, RECONCILING, STALLED};
 pub use crate::api::now;
 use crate::api::{CounterAppStatus, RedisStatus, WebStatus};
@@ -37,6 +38,7 @@ pub mod reason {
     pub const LINK_DOWN: &str = "ReplicationLinkDown";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
 }
 
 /// Rollout and readiness of one workload (the web Deployment or the Redis StatefulSet).
@@ -130,6 +132,9 @@ pub struct Observation {
     /// Something the stack waits for besides its pods (the TLS Secret, a password
     /// rotation): reported as Reconciling with this message.
     pub waiting: Option<String>,
+    /// Pods of the stack cannot pull their image: Stalled (it needs the user: a pull
+    /// Secret, a tag, the registry's CA), not a rollout to wait for.
+    pub image_pull: Option<PullFailure>,
 }
 
 /// Compute the new status. Pure: `now` is only used for conditions that flip.
@@ -143,7 +148,7 @@ pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time
 
     let available = available(obs, redis.as_ref());
     let degraded = degraded(obs, redis.as_ref());
-    let stalled = if obs.paused { None } else { stalled(obs) };
+    let stalled = if obs.paused { None } else { stalled(obs, prev_conditions) };
     let reconciling = if obs.paused || stalled.is_some() { None } else { reconciling(obs) };
     let ready = if obs.paused {
         let was = prev_conditions.iter().find(|c| c.type_ == READY).is_some_and(|c| c.status == "True");
@@ -335,9 +340,17 @@ fn reason_or<'a>(reason: &'a str, fallback: &'a str) -> &'a str {
     if valid { reason } else { fallback }
 }
 
-fn stalled(obs: &Observation) -> Option<(&'static str, String)> {
+fn stalled(obs: &Observation, prev: &[Condition]) -> Option<(&'static str, String)> {
     if let Some(msg) = &obs.invalid_spec {
         return Some((reason::INVALID_SPEC, msg.clone()));
+    }
+    if let Some(f) = &obs.image_pull {
+        // While backing off the kubelet may not repeat the cause: keep the one we had.
+        let previous = prev
+            .iter()
+            .find(|c| c.type_ == STALLED && c.reason == reason::IMAGE_PULL_FAILED)
+            .map(|c| c.message.as_str());
+        return Some((reason::IMAGE_PULL_FAILED, f.message(previous)));
     }
     if obs.web.deadline_exceeded {
         return Some((

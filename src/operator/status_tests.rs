@@ -46,6 +46,7 @@ fn healthy() -> Observation {
         redis_health: None,
         invalid_spec: None,
         waiting: None,
+        image_pull: None,
     }
 }
 
@@ -400,4 +401,38 @@ fn a_running_password_rotation_is_reconciling_and_says_so() {
     let rec = st.conditions.iter().find(|c| c.type_ == "Reconciling").expect("Reconciling while rotating");
     assert_eq!(rec.status, "True");
     assert!(rec.message.contains("rotating the Redis password of web"), "{}", rec.message);
+}
+
+#[test]
+fn pods_that_cannot_pull_their_image_stall_the_stack_with_the_cause() {
+    use crate::operator::image_pull::PullFailure;
+    let what = "web pods cannot pull reg:5443/counterstack:0.1.0".to_string();
+    let denied = PullFailure {
+        what: what.clone(),
+        cause: Some("the registry refused the credentials (401 Unauthorized)".into()),
+    };
+    let s = compute(None, &Observation { image_pull: Some(denied), ..fresh() }, &t(0));
+    assert_eq!(status_of(&s, "Stalled"), "True");
+    assert_eq!(status_of(&s, "Reconciling"), "<absent>");
+    let stalled = cond(&s, "Stalled").unwrap();
+    assert_eq!(stalled.reason, reason::IMAGE_PULL_FAILED);
+    assert!(
+        stalled.message.contains("401 Unauthorized") && stalled.message.starts_with(&what),
+        "{}",
+        stalled.message
+    );
+    let ready = cond(&s, "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reason::IMAGE_PULL_FAILED));
+    assert_eq!(ready.message, stalled.message);
+
+    // Backing off without a cause: the status stays as it was (no patch per retry).
+    let backoff = PullFailure { what, cause: None };
+    let again = compute(Some(&s), &Observation { image_pull: Some(backoff), ..fresh() }, &t(30));
+    assert_eq!(again, s);
+    assert!(!needs_patch(Some(&s), &again));
+
+    // Fixed (the pods pull and run): no longer stalled.
+    let fixed = compute(Some(&s), &fresh(), &t(60));
+    assert_eq!(status_of(&fixed, "Stalled"), "<absent>");
+    assert_eq!(status_of(&fixed, "Reconciling"), "True");
 }

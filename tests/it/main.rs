@@ -25,6 +25,7 @@ mod render_cli;
 mod render_props;
 mod render_redis;
 mod replication_fencing;
+mod versions;
 mod web_api;
 mod web_auth_tls;
 mod web_coalesce;

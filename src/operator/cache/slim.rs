@@ -9,7 +9,9 @@
 //! - Secrets: that, and the data keys the operator reads (a user's `password` and
 //!   `previous`, a TLS Secret's `tls.crt`, `tls.key`, `ca.crt`);
 //! - Redis pods: uid, the labels the replication manager and the trigger read, whether
-//!   it is terminating, its IP and its Ready condition;
+//!   it is terminating, its IP and its Ready condition; Redis and web pods: the
+//!   containers that cannot pull their image (`operator::image_pull`), nothing else of a
+//!   web pod (its IP and readiness reach the status through its Deployment);
 //! - Namespaces: whether they are terminating.
 
 use std::collections::BTreeMap;
@@ -19,14 +21,17 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec,
     StatefulSetStatus,
 };
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus, Secret,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::Resource;
 use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 
 use super::store::Slim;
-use crate::labels;
+use crate::labels::{self, Component};
 use crate::operator::apply::HASH_ANNOTATION;
+use crate::operator::image_pull;
 use crate::operator::pods::REVISION_LABEL;
 
 /// What reconciles read of a child's metadata.
@@ -213,7 +218,8 @@ impl Slim<Secret> for SlimSecret {
     }
 }
 
-/// A Redis pod as the replication manager and the pod trigger read it.
+/// A Redis pod as the replication manager and the pod trigger read it; a web pod as the
+/// image-pull check reads it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SlimPod {
     uid: Option<Box<str>>,
@@ -222,6 +228,8 @@ pub struct SlimPod {
     deletion_timestamp: Option<Time>,
     ip: Option<Box<str>>,
     ready: bool,
+    /// Containers waiting for an image that cannot be pulled: (image, reason, message).
+    pull_errors: Vec<(Box<str>, Box<str>, Box<str>)>,
 }
 
 /// The pod labels read: which stack and component (the trigger, the views), its role
@@ -239,7 +247,31 @@ impl Slim<Pod> for SlimPod {
     fn slim(p: &Pod) -> Self {
         let l = p.metadata.labels.as_ref();
         let status = p.status.as_ref();
+        let pull_errors = status
+            .into_iter()
+            .flat_map(|s| {
+                s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten())
+            })
+            .filter_map(|c| {
+                let w = c.state.as_ref()?.waiting.as_ref()?;
+                let reason = w.reason.as_deref().filter(|r| image_pull::REASONS.contains(r))?;
+                Some((c.image.as_str().into(), reason.into(), w.message.as_deref().unwrap_or("").into()))
+            })
+            .collect();
+        let web =
+            l.and_then(|l| l.get(labels::COMPONENT)).map(String::as_str) == Some(Component::Web.as_str());
+        if web {
+            // A web pod: which stack, and whether it cannot pull; a change of its IP or
+            // readiness wakes nothing (the Deployment's status does).
+            return SlimPod {
+                labels: POD_LABELS.iter().filter_map(|k| Some((*k, l?.get(*k)?.as_str().into()))).collect(),
+                deletion_timestamp: p.metadata.deletion_timestamp.clone(),
+                pull_errors,
+                ..SlimPod::default()
+            };
+        }
         SlimPod {
+            pull_errors,
             uid: p.metadata.uid.as_deref().map(Into::into),
             labels: POD_LABELS.iter().filter_map(|k| Some((*k, l?.get(*k)?.as_str().into()))).collect(),
             deletion_timestamp: p.metadata.deletion_timestamp.clone(),
@@ -267,6 +299,22 @@ impl Slim<Pod> for SlimPod {
                     status: if self.ready { "True" } else { "False" }.into(),
                     ..PodCondition::default()
                 }]),
+                container_statuses: (!self.pull_errors.is_empty()).then(|| {
+                    self.pull_errors
+                        .iter()
+                        .map(|(image, reason, message)| ContainerStatus {
+                            image: image.to_string(),
+                            state: Some(ContainerState {
+                                waiting: Some(ContainerStateWaiting {
+                                    reason: Some(reason.to_string()),
+                                    message: Some(message.to_string()),
+                                }),
+                                ..ContainerState::default()
+                            }),
+                            ..ContainerStatus::default()
+                        })
+                        .collect()
+                }),
                 ..PodStatus::default()
             }),
         }
