@@ -1,7 +1,7 @@
 //! What each of the operator's watch caches costs, per object and for N CounterApps
 //! (default 1000), measured rather than guessed: the objects a cluster holds for N stacks
-//! waiting for a node (what bench/scale.sh creates: 13 children and 2 Pending Redis pods
-//! each), shaped as the API server sends them (uid, resourceVersion, managed fields,
+//! waiting for a node (what bench/scale.sh creates: 13 children, 2 Pending Redis pods and
+//! 1 Pending web pod each), shaped as the API server sends them (uid, resourceVersion, managed fields,
 //! status), go through the same stripping as in the operator into reflector stores, and a
 //! counting allocator reports the heap bytes each store holds afterwards. Allocator
 //! overhead (about 16 bytes per allocation with glibc) is shown apart.
@@ -174,9 +174,28 @@ fn stack(i: usize) -> Stack {
                 },
                 "spec": template["spec"],
             });
-            served(pod, i * 2 + k, Some(json!({ "phase": "Pending", "qosClass": "Burstable" })))
+            served(pod, i * 3 + k, Some(json!({ "phase": "Pending", "qosClass": "Burstable" })))
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // The web pod (one, as bench/scale.sh asks): watched for image pull errors only.
+    let web_template = &to(&c.web_deployment)["spec"]["template"];
+    let mut web_labels = web_template["metadata"]["labels"].clone();
+    web_labels["pod-template-hash"] = json!("5cccfcf68c");
+    let web_pod = served(
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": format!("{name}-web-5cccfcf68c-x7k2p"), "namespace": NS, "labels": web_labels,
+                "annotations": web_template["metadata"]["annotations"],
+                "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-web-5cccfcf68c"),
+                    "uid": "99999999-1111-2222-3333-444455557777", "controller": true, "blockOwnerDeletion": true }],
+            },
+            "spec": web_template["spec"],
+        }),
+        i * 3 + 2,
+        Some(json!({ "phase": "Pending", "qosClass": "Burstable" })),
+    );
+    let pods: Vec<Value> = pods.into_iter().chain([web_pod]).collect();
     let mut children: Vec<Value> = c.redis_user_secrets.iter().map(|s| served(to(s), i, None)).collect();
     children.push(served(to(&c.redis_config), i, None));
     for s in [&c.redis_headless_service, &c.redis_primary_service, &c.redis_replicas_service, &c.web_service]
@@ -333,7 +352,7 @@ fn main() {
         fill::<_, ChildMeta>(|| metas::<NetworkPolicy>(of_kind(&stacks, "NetworkPolicy"))),
     );
     measure(
-        "Pod (Redis: labels, IP, Ready)",
+        "Pod (Redis: labels, IP, Ready; web: labels)",
         fill::<_, SlimPod>(|| full::<Pod>(stacks.iter().flat_map(|s| s.pods.clone()).collect())),
     );
     measure(
@@ -343,21 +362,23 @@ fn main() {
                 "labels": { "kubernetes.io/metadata.name": NS } } })])
         }),
     );
-    println!("cache_cost: {n} CounterApps waiting for a node (13 children, 2 Pending Redis pods each)");
-    println!("{:<38} {:>7} {:>10} {:>12} {:>14}", "cache", "objects", "B/object", "heap KiB", "+malloc KiB");
+    println!(
+        "cache_cost: {n} CounterApps waiting for a node (13 children, 2 Pending Redis pods and 1 web pod each)"
+    );
+    println!("{:<46} {:>7} {:>10} {:>12} {:>14}", "cache", "objects", "B/object", "heap KiB", "+malloc KiB");
     let (mut total, mut total_allocs) = (0, 0);
     for (label, count, bytes, allocs) in &rows {
         total += bytes;
         total_allocs += allocs;
         let per = if *count > 0 { *bytes / *count as isize } else { 0 };
         println!(
-            "{label:<38} {count:>7} {per:>10} {:>12} {:>14}",
+            "{label:<46} {count:>7} {per:>10} {:>12} {:>14}",
             bytes / 1024,
             (bytes + allocs * MALLOC_OVERHEAD) / 1024
         );
     }
     println!(
-        "{:<38} {:>7} {:>10} {:>12} {:>14}",
+        "{:<46} {:>7} {:>10} {:>12} {:>14}",
         "total",
         "",
         "",

@@ -323,10 +323,9 @@ async fn apply_children(
     // In order: the Secrets first (a new password is stored before any node or client is
     // asked to use it), then the configuration the pods mount, then the workloads.
     let ordered = async {
-        let secrets = RedisUser::ALL
-            .iter()
-            .zip(redis_user_secrets)
-            .map(|(user, secret)| ensure(app, ctx, name, secret, secrets.get(user).cloned().flatten(), &done));
+        let secrets = RedisUser::ALL.iter().zip(redis_user_secrets).map(|(user, secret)| {
+            ensure(app, ctx, name, secret, secrets.get(user).cloned().flatten(), &done)
+        });
         futures::future::try_join_all(secrets).await?;
         let certificate = async {
             if let Some(cert) = redis_certificate

@@ -202,16 +202,28 @@ fn chart_cluster_role_grants_exactly_the_operator_rules() {
 fn a_namespaced_operator_gets_a_role_with_exactly_the_operator_rules() {
     let objs = helm_template(&["--set", "operator.watchNamespace=shop"]);
     assert!(!objs.iter().any(|o| kind(o).starts_with("Cluster") && kind(o) != "CustomResourceDefinition"));
-    let role: Role = one(&objs, "Role");
-    assert_eq!(role.metadata.namespace.as_deref(), Some("shop"));
+    let in_ns = |ns: &str| -> Vec<Value> {
+        objs.iter().filter(|o| o["metadata"]["namespace"].as_str() == Some(ns)).cloned().collect()
+    };
+    let role: Role = one(&in_ns("shop"), "Role");
     assert_grants_exactly_rules(
         rule_grants(role.rules.as_deref().unwrap_or_default()),
         "helm template --set operator.watchNamespace=shop",
     );
-    let binding: RoleBinding = one(&objs, "RoleBinding");
-    assert_eq!(binding.metadata.namespace.as_deref(), Some("shop"));
+    let binding: RoleBinding = one(&in_ns("shop"), "RoleBinding");
     assert_eq!(binding.role_ref.kind, "Role");
     assert_eq!(binding.subjects.unwrap()[0].namespace.as_deref(), Some(NAMESPACE));
+    // The Lease lives in the operator's own namespace: a Role there for leases alone,
+    // exactly the leases rule of RULES (without it the operator cannot elect a leader).
+    let lease_role: Role = one(&in_ns(NAMESPACE), "Role");
+    let lease_rules: Vec<_> = rbac::grants().into_iter().filter(|(_, r, _)| r == "leases").collect();
+    assert_eq!(rule_grants(lease_role.rules.as_deref().unwrap_or_default()), lease_rules);
+    let lease_binding: RoleBinding = one(&in_ns(NAMESPACE), "RoleBinding");
+    assert_eq!(lease_binding.role_ref.name, lease_role.metadata.name.unwrap_or_default());
+    assert_eq!(lease_binding.subjects.unwrap()[0].namespace.as_deref(), Some(NAMESPACE));
+    // Watching its own namespace, the one Role covers the Lease too.
+    let own = helm_template(&["--set", &format!("operator.watchNamespace={NAMESPACE}")]);
+    let _: Role = one(&own, "Role");
     let deploy: Deployment = one(&objs, "Deployment");
     let args = deploy.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
     assert_eq!(args[3..], ["--namespace", "shop"]);
