@@ -300,7 +300,9 @@ async fn apply_children(
         ensure(app, ctx, name, svc, live, &done)
     };
     let redis_name = names::redis(name);
-    let independent = async {
+    // Each branch is boxed: joined inline, the futures of a dozen typed applies make one
+    // future larger than a thread's stack in a debug build (the mock-API tests overflowed).
+    let independent = Box::pin(async {
         futures::try_join!(
             service(redis_headless_service),
             service(redis_primary_service),
@@ -318,11 +320,11 @@ async fn apply_children(
                 &done,
             ),
         )
-    };
+    });
 
     // In order: the Secrets first (a new password is stored before any node or client is
     // asked to use it), then the configuration the pods mount, then the workloads.
-    let ordered = async {
+    let ordered = Box::pin(async {
         let secrets = RedisUser::ALL.iter().zip(redis_user_secrets).map(|(user, secret)| {
             ensure(app, ctx, name, secret, secrets.get(user).cloned().flatten(), &done)
         });
@@ -338,13 +340,13 @@ async fn apply_children(
         let cm = cache::meta(&caches.configmaps, &ns, &names::redis(name));
         futures::try_join!(certificate, ensure(app, ctx, name, redis_config, cm, &done))?;
 
-        let redis = async {
+        let redis = Box::pin(async {
             let cached = cache::get(&caches.statefulsets, &ns, &names::redis(name));
             let live = cached.as_ref().map(|s| s.metadata.clone());
             let sts = ensure(app, ctx, name, redis_statefulset, live, &done).await?;
             Ok::<_, Error>(sts.or_else(|| cached.map(|s| (*s).clone())))
-        };
-        let web = async {
+        });
+        let web = Box::pin(async {
             let cached = cache::get(&caches.deployments, &ns, &names::web(name));
             let live = cached.as_ref().map(|d| d.metadata.clone());
             if let (Some(scaling), Some(cached)) = (&app.spec.web.autoscaling, &cached)
@@ -359,9 +361,9 @@ async fn apply_children(
             let live = cache::meta(&caches.hpas, &ns, &names::web(name));
             ensure_optional(app, ctx, name, web_hpa, &names::web(name), live, &done).await?;
             Ok::<_, Error>(web.or_else(|| cached.map(|d| (*d).clone())))
-        };
+        });
         futures::try_join!(redis, web)
-    };
+    });
     let (_, (sts, web)) = futures::try_join!(independent, ordered)?;
 
     // One Event for everything created in this pass (a new stack: ten children), not one

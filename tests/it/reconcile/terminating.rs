@@ -55,7 +55,10 @@ async fn without_a_namespace_cache_one_refused_write_stops_it() {
     assert_eq!(action, Action::await_change());
     let reqs = fake.requests();
     let writes: Vec<String> = reqs.iter().filter(|r| r.is_write()).map(Recorded::line).collect();
-    assert_eq!(writes, [format!("PATCH {SECRET}")], "the first refused write ends the pass");
+    // The three Secrets go out together, first of the ordered chain; their refusal ends
+    // the pass: nothing after them.
+    let secrets = SECRETS.map(|s| format!("PATCH {s}"));
+    assert_eq!(writes, secrets, "the first refused writes end the pass");
     assert!(!reqs.iter().any(Recorded::is_event), "no Event: {reqs:#?}");
     let metrics = ctx.metrics.encode().expect("metrics");
     assert!(!metrics.contains("counterstack_reconcile_errors_total{"), "not a failure: {metrics}");
