@@ -159,8 +159,11 @@ kubectl -n "$NS_APP" create secret docker-registry regcred-wrong --docker-server
   --docker-username="$USER_NAME" --docker-password="not-the-password" >/dev/null
 helm install registry-e2e "oci://$HOST/charts/counterstack" --version "$VERSION" --ca-file "$WORK/ca.crt" \
   -n "$NS_OP" --set image.repository="$HOST/counterstack" --set image.pullPolicy=Always \
-  --set 'imagePullSecrets[0].name=regcred' --set operator.replicas=1 >/dev/null
-log "helm install from oci://$HOST/charts/counterstack --version $VERSION (image.repository=$HOST/counterstack, imagePullSecrets regcred)"
+  --set 'imagePullSecrets[0].name=regcred' --set operator.replicas=1 \
+  --set operator.watchNamespace="$NS_APP" >/dev/null
+# Namespaced (a Role in NS_APP, the Lease's Role in NS_OP): the install that crash-looped
+# on the first run of this script, when the chart had no Role for the Lease.
+log "helm install from oci://$HOST/charts/counterstack --version $VERSION (image.repository=$HOST/counterstack, imagePullSecrets regcred, watchNamespace $NS_APP)"
 kubectl -n "$NS_OP" rollout status deployment -l app.kubernetes.io/instance=registry-e2e --timeout "${TIMEOUT}s" >/dev/null \
   || fail "the operator did not become ready"
 
