@@ -8,14 +8,14 @@ must validate against its CRD's schema (unknown fields rejected, as the API serv
 
   check-artifacthub.py artifacthub-repo.yml charts/counterstack
 """
-import copy
 import glob
 import os
 import re
 import sys
 
-import jsonschema
 import yaml
+
+import crd_schema
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -69,27 +69,6 @@ def repo_file(path):
             err(w, "email is not an address")
     for i, o in enumerate(doc.get("ignore") or []):
         fields(o, f"{path} ignore[{i}]", {"name", "version"}, ("name",))
-
-
-def strict(schema):
-    s = copy.deepcopy(schema)
-
-    def walk(n):
-        if isinstance(n, dict):
-            if n.get("type") == "object" and "properties" in n and "additionalProperties" not in n:
-                n["additionalProperties"] = False
-            for v in n.values():
-                walk(v)
-        elif isinstance(n, list):
-            for v in n:
-                walk(v)
-
-    walk(s)
-    # metadata, apiVersion and kind are the API server's to check, not the CRD schema's.
-    s["properties"]["metadata"] = {"type": "object"}
-    s["properties"]["apiVersion"] = {"type": "string"}
-    s["properties"]["kind"] = {"type": "string"}
-    return s
 
 
 def annotations(chart_dir):
@@ -166,9 +145,7 @@ def annotations(chart_dir):
                 if version not in versions:
                     err(wi, f"version {version} not served")
                     continue
-                try:
-                    jsonschema.validate(it, strict(versions[version]["schema"]["openAPIV3Schema"]))
-                except jsonschema.ValidationError as e:
+                for e in crd_schema.validator(match[0], version).iter_errors(it):
                     err(wi, f"{e.message} at {list(e.absolute_path)}")
             elif name == "changes":
                 if isinstance(it, str):

@@ -86,7 +86,7 @@ done > "$out/gitops.yaml"
 
 echo "== kubernetes-validate --strict ($versions)"
 "$venv/bin/python" - "$out" "$chart/crds/counterapp.yaml" $versions <<'PY'
-import copy, json, os, subprocess, sys
+import json, os, subprocess, sys
 import yaml, jsonschema
 
 out, crd_path, versions = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -102,29 +102,10 @@ SKIP = {
 }
 COUNTERAPP = ("counterstack.io/v1alpha1", "CounterApp")
 
-crd = yaml.safe_load(open(crd_path))
-schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-
-def strict(s):
-    """The CRD schema, rejecting unknown fields like the API server does."""
-    s = copy.deepcopy(s)
-    def walk(n):
-        if isinstance(n, dict):
-            if n.get("type") == "object" and "properties" in n and "additionalProperties" not in n:
-                n["additionalProperties"] = False
-            for v in n.values():
-                walk(v)
-        elif isinstance(n, list):
-            for v in n:
-                walk(v)
-    walk(s)
-    # metadata is checked by the API server, not by the CRD schema.
-    s["properties"]["metadata"] = {"type": "object"}
-    s["properties"]["apiVersion"] = {"const": "counterstack.io/v1alpha1"}
-    s["properties"]["kind"] = {"const": "CounterApp"}
-    return s
-
-counterapp_schema = strict(schema)
+# The converter validate-examples.py uses: the CRD schema as the API server checks it.
+sys.path.insert(0, "scripts")
+import crd_schema
+counterapp = crd_schema.validator(yaml.safe_load(open(crd_path)))
 failed = 0
 files = []
 for name in sorted(os.listdir(out)):
@@ -140,7 +121,7 @@ for name in sorted(os.listdir(out)):
             continue
         if key == COUNTERAPP:
             try:
-                jsonschema.validate(doc, counterapp_schema)
+                counterapp.validate(doc)
                 print(f"ok (CounterApp CRD schema): {label}")
             except jsonschema.ValidationError as e:
                 print(f"FAIL (CounterApp CRD schema): {label}: {e.message} at {list(e.absolute_path)}")
