@@ -10,7 +10,6 @@
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use super::cache::{Cache, Slim, SlimPod};
 use crate::labels::{self, Component};
 
 /// Waiting reasons of a container whose image cannot be pulled (the kubelet's
@@ -47,15 +46,6 @@ impl PullFailure {
             },
         }
     }
-}
-
-/// The stack's pull failure, from its pods (web and Redis) in the pod cache.
-pub fn cached(pods: &Cache<Pod, SlimPod>, namespace: &str, app: &str) -> Option<PullFailure> {
-    let mine: Vec<Pod> = pods.select(namespace, |name, p| {
-        (p.label(labels::INSTANCE) == Some(app) && p.label(labels::NAME) == Some(labels::APP_NAME))
-            .then(|| p.restore(namespace, name))
-    });
-    failure(&mine)
 }
 
 /// Pure: the first (by component, then image) image that some pod cannot pull.
@@ -154,6 +144,7 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
+    use crate::operator::cache::{Slim, SlimPod};
 
     const IMAGE: &str = "127.0.0.1:5443/counterstack:0.1.0";
     /// containerd's text for a wrong password (as the kubelet reports it).

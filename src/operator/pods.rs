@@ -21,21 +21,25 @@ pub const ROLE_FIELD_MANAGER: &str = "counterstack-operator-roles";
 /// Label the StatefulSet controller puts on each pod: the revision it was created at.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
-/// The Redis pods of CounterApp `app` in `namespace`, from the pod cache.
-/// `update_revision` is the StatefulSet's `status.updateRevision`, to tell which pods
-/// still run an old template.
-pub fn views_cached(
-    pods: &Cache<Pod, SlimPod>,
-    namespace: &str,
-    app: &str,
-    update_revision: Option<&str>,
-) -> Vec<PodView> {
-    let mine: Vec<Pod> = pods.select(namespace, |name, p| {
-        let of_app = p.label(labels::INSTANCE) == Some(app)
-            && p.label(labels::COMPONENT) == Some(Component::Redis.as_str());
-        of_app.then(|| p.restore(namespace, name))
-    });
-    views(app, &mine, update_revision)
+/// The pods of CounterApp `app` in `namespace` (Redis and web), from the pod cache: one
+/// pass over it per reconcile, for the replication manager ([`views`] keeps the Redis
+/// pods) and the image-pull check (`operator::image_pull::failure`).
+pub fn of_stack(pods: &Cache<Pod, SlimPod>, namespace: &str, app: &str) -> Vec<Pod> {
+    pods.select(namespace, |name, p| {
+        (p.label(labels::INSTANCE) == Some(app) && p.label(labels::NAME) == Some(labels::APP_NAME))
+            .then(|| p.restore(namespace, name))
+    })
+}
+
+/// Pure: the Redis pods among `pods` (what [`of_stack`] returns).
+pub fn redis(pods: &[Pod]) -> Vec<Pod> {
+    pods.iter()
+        .filter(|p| {
+            p.metadata.labels.as_ref().and_then(|l| l.get(labels::COMPONENT)).map(String::as_str)
+                == Some(Component::Redis.as_str())
+        })
+        .cloned()
+        .collect()
 }
 
 /// Pure: the pods of `app` as the replication manager sees them, by ordinal. Pods whose

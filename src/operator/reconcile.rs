@@ -151,7 +151,8 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     if !ctx.leadership.is_leader() {
         return Ok(Action::await_change());
     }
-    let pod_views = pods::views_cached(&ctx.caches.pods, &ns, &name, update_revision(sts.as_ref()));
+    let stack_pods = pods::of_stack(&ctx.caches.pods, &ns, &name);
+    let pod_views = pods::views(&name, &pods::redis(&stack_pods), update_revision(sts.as_ref()));
     let addressing = AppAddressing { app: &name, mode: &ctx.redis_addressing };
     let auth = operator_auth(&inputs.passwords, tls.as_ref()).with_names(&pod_views, &addressing);
     let mut outcome = replication(app, ctx, &ns, &name, &pod_views, &auth).await?;
@@ -170,7 +171,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         redis_health: Some(outcome.health),
         redis_status: Some(outcome.status),
         invalid_spec: None,
-        image_pull: super::image_pull::cached(&ctx.caches.pods, &ns, &name),
+        image_pull: super::image_pull::failure(&stack_pods),
         waiting: (!rotating.is_empty()).then(|| {
             let users: Vec<&str> = rotating.iter().map(|u| u.name()).collect();
             format!(
@@ -223,7 +224,8 @@ async fn report_without_applying(
     };
     let web = cache::get(&ctx.caches.deployments, ns, &names::web(name));
     let sts = cache::get(&ctx.caches.statefulsets, ns, &names::redis(name));
-    let pod_views = pods::views_cached(&ctx.caches.pods, ns, name, update_revision(sts.as_deref()));
+    let stack_pods = pods::of_stack(&ctx.caches.pods, ns, name);
+    let pod_views = pods::views(name, &pods::redis(&stack_pods), update_revision(sts.as_deref()));
     let obs = Observation {
         app: name.to_string(),
         generation: app.metadata.generation,
@@ -235,7 +237,7 @@ async fn report_without_applying(
         primary_ready: primary_ready(&pod_views, current_primary(app).as_deref()),
         redis_status,
         invalid_spec,
-        image_pull: super::image_pull::cached(&ctx.caches.pods, ns, name),
+        image_pull: super::image_pull::failure(&stack_pods),
         waiting,
     };
     write_status(app, ctx, ns, name, &obs).await
