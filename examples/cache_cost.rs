@@ -119,6 +119,22 @@ struct Stack {
     pods: Vec<Value>,
 }
 
+/// A Pending pod of `template` (labels `labels`), controlled by `owner` (kind, name), as
+/// the API server sends it.
+fn pending_pod(name: String, template: &Value, labels: Value, owner: (&str, String), i: usize) -> Value {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": name, "namespace": NS, "labels": labels,
+            "annotations": template["metadata"]["annotations"],
+            "ownerReferences": [{ "apiVersion": "apps/v1", "kind": owner.0, "name": owner.1,
+                "uid": "99999999-1111-2222-3333-444455556666", "controller": true, "blockOwnerDeletion": true }],
+        },
+        "spec": template["spec"],
+    });
+    served(pod, i, Some(json!({ "phase": "Pending", "qosClass": "Burstable" })))
+}
+
 fn stack(i: usize) -> Stack {
     let name = format!("s{i:05}");
     let app: CounterApp = serde_json::from_value(json!({
@@ -157,45 +173,29 @@ fn stack(i: usize) -> Stack {
         "updateRevision": format!("{name}-redis-7d9f8b6c5d"), "collisionCount": 0,
     });
     let sts = to(&c.redis_statefulset);
-    let pods = (0..2)
+    let mut pods: Vec<Value> = (0..2)
         .map(|k| {
             let template = &sts["spec"]["template"];
             let mut labels = template["metadata"]["labels"].clone();
             labels["controller-revision-hash"] = json!(format!("{name}-redis-7d9f8b6c5d"));
             labels["statefulset.kubernetes.io/pod-name"] = json!(format!("{name}-redis-{k}"));
             labels["apps.kubernetes.io/pod-index"] = json!(k.to_string());
-            let pod = json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {
-                    "name": format!("{name}-redis-{k}"), "namespace": NS, "labels": labels,
-                    "annotations": template["metadata"]["annotations"],
-                    "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "StatefulSet", "name": format!("{name}-redis"),
-                        "uid": "99999999-1111-2222-3333-444455556666", "controller": true, "blockOwnerDeletion": true }],
-                },
-                "spec": template["spec"],
-            });
-            served(pod, i * 3 + k, Some(json!({ "phase": "Pending", "qosClass": "Burstable" })))
+            let owner = ("StatefulSet", format!("{name}-redis"));
+            pending_pod(format!("{name}-redis-{k}"), template, labels, owner, i * 3 + k)
         })
-        .collect::<Vec<_>>();
+        .collect();
     // The web pod (one, as bench/scale.sh asks): watched for image pull errors only.
     let web_template = &to(&c.web_deployment)["spec"]["template"];
     let mut web_labels = web_template["metadata"]["labels"].clone();
     web_labels["pod-template-hash"] = json!("5cccfcf68c");
-    let web_pod = served(
-        json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {
-                "name": format!("{name}-web-5cccfcf68c-x7k2p"), "namespace": NS, "labels": web_labels,
-                "annotations": web_template["metadata"]["annotations"],
-                "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-web-5cccfcf68c"),
-                    "uid": "99999999-1111-2222-3333-444455557777", "controller": true, "blockOwnerDeletion": true }],
-            },
-            "spec": web_template["spec"],
-        }),
+    let owner = ("ReplicaSet", format!("{name}-web-5cccfcf68c"));
+    pods.push(pending_pod(
+        format!("{name}-web-5cccfcf68c-x7k2p"),
+        web_template,
+        web_labels,
+        owner,
         i * 3 + 2,
-        Some(json!({ "phase": "Pending", "qosClass": "Burstable" })),
-    );
-    let pods: Vec<Value> = pods.into_iter().chain([web_pod]).collect();
+    ));
     let mut children: Vec<Value> = c.redis_user_secrets.iter().map(|s| served(to(s), i, None)).collect();
     children.push(served(to(&c.redis_config), i, None));
     for s in [&c.redis_headless_service, &c.redis_primary_service, &c.redis_replicas_service, &c.web_service]
