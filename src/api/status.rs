@@ -100,6 +100,28 @@ pub struct RedisStatus {
     /// the new one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rotating_passwords: Vec<String>,
+    /// Present while the Redis volumes are being expanded to a larger
+    /// `spec.redis.storage.size` (or cannot be): how many have reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
+}
+
+/// Progress of a volume expansion (`spec.redis.storage.size` raised).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStatus {
+    /// The size every Redis volume is being expanded to.
+    #[serde(default)]
+    pub size: String,
+    /// Redis PersistentVolumeClaims of the stack.
+    #[serde(default)]
+    pub volumes: i32,
+    /// Claims whose capacity has reached `size`.
+    #[serde(default)]
+    pub resized: i32,
+    /// What the expansion waits for, or why it cannot happen.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// Result of a requested switchover (a planned hand-over of the Redis primary).

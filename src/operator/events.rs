@@ -24,6 +24,11 @@ pub mod reason {
     pub const PASSWORD_ROTATION_STARTED: &str = "PasswordRotationStarted";
     /// A Redis user's rotation ended: every client uses the new password.
     pub const PASSWORD_ROTATED: &str = "PasswordRotated";
+    /// `spec.redis.storage.size` grew: the claims were resized and the StatefulSet is
+    /// being replaced (its pods keep running).
+    pub const EXPANDING_VOLUMES: &str = "ExpandingVolumes";
+    /// Every Redis volume has reached the size the spec asks.
+    pub const VOLUMES_EXPANDED: &str = "VolumesExpanded";
 }
 
 /// Longest note the Events API accepts (1 kB).

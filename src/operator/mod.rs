@@ -16,6 +16,7 @@ pub mod controller;
 pub(crate) mod credentials;
 mod error;
 pub(crate) mod events;
+pub(crate) mod expand;
 pub(crate) mod image_pull;
 pub(crate) mod leader;
 pub mod metrics;
@@ -24,6 +25,7 @@ pub mod rbac;
 pub(crate) mod reconcile;
 pub(crate) mod status;
 pub(crate) mod status_cache;
+pub(crate) mod storage;
 pub(crate) mod terminating;
 
 pub use context::Context;

@@ -31,9 +31,11 @@
 //!   Role cannot grant a cluster-scoped kind: that operator does not watch Namespaces and
 //!   learns it from the first refused write instead (`operator::terminating`).
 //!
-//! Not granted yet, on purpose: `persistentvolumeclaims` (no storage expansion yet).
-//! Add them here when that feature lands; the packaging test then forces the chart and
-//! the kustomize base to follow.
+//! - A larger `spec.redis.storage.size` (operator::storage): the stack's Redis
+//!   PersistentVolumeClaims are listed (`list`, by label, only while an expansion runs:
+//!   not watched) and their request raised (`patch`); the StatefulSet, whose claim
+//!   templates are immutable, is deleted with `propagationPolicy: Orphan` (`delete`, its
+//!   pods keep running) and applied again. PVCs are never deleted.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
@@ -57,7 +59,8 @@ pub const RULES: &[Rule] = &[
     Rule { group: "counterstack.io", resource: "counterapps/status", verbs: &["patch"] },
     Rule { group: "counterstack.io", resource: "counterapps/finalizers", verbs: &["update"] },
     Rule { group: "apps", resource: "deployments", verbs: OWNED },
-    Rule { group: "apps", resource: "statefulsets", verbs: OWNED },
+    // `delete`: replaced (orphaning its pods) when the volumes grow.
+    Rule { group: "apps", resource: "statefulsets", verbs: OPTIONAL },
     Rule { group: "", resource: "services", verbs: OWNED },
     Rule { group: "", resource: "configmaps", verbs: OWNED },
     Rule { group: "", resource: "secrets", verbs: OWNED },
@@ -73,6 +76,7 @@ pub const RULES: &[Rule] = &[
         verbs: &["get", "list", "watch", "create", "patch"],
     },
     Rule { group: "", resource: "namespaces", verbs: &["list", "watch"] },
+    Rule { group: "", resource: "persistentvolumeclaims", verbs: &["list", "patch"] },
 ];
 
 /// Every (group, resource, verb) triple [`RULES`] grants, sorted: the form the
@@ -176,12 +180,13 @@ mod tests {
     }
 
     #[test]
-    fn only_pods_and_optional_children_are_deleted_and_pvcs_are_not_touched() {
-        let deletable = ["pods", "horizontalpodautoscalers", "networkpolicies"];
+    fn only_pods_optional_children_and_the_statefulset_are_deleted_and_pvcs_never() {
+        let deletable = ["pods", "horizontalpodautoscalers", "networkpolicies", "statefulsets"];
         for r in RULES.iter().filter(|r| !deletable.contains(&r.resource)) {
             assert!(!r.verbs.contains(&"delete"), "{r:?}");
         }
-        assert!(verbs_of("", "persistentvolumeclaims").is_empty());
+        // Listed and patched (expansion), never deleted, not watched.
+        assert_eq!(verbs_of("", "persistentvolumeclaims"), BTreeSet::from(["list", "patch"]));
     }
 
     #[test]
@@ -222,10 +227,12 @@ mod tests {
             .collect();
         from_policy.sort();
         assert_eq!(from_policy, grants());
-        // Merged by (group, verbs): apps deployments + statefulsets share one rule.
-        let apps: Vec<_> =
-            policy_rules().into_iter().filter(|p| p.api_groups == Some(vec!["apps".into()])).collect();
-        assert_eq!(apps.len(), 1);
-        assert_eq!(apps[0].resources, Some(vec!["deployments".into(), "statefulsets".into()]));
+        // Merged by (group, verbs): the core group's owned kinds share one rule.
+        let core: Vec<_> = policy_rules()
+            .into_iter()
+            .filter(|p| p.api_groups == Some(vec!["".into()]) && p.verbs == OWNED)
+            .collect();
+        assert_eq!(core.len(), 1);
+        assert_eq!(core[0].resources, Some(vec!["services".into(), "configmaps".into(), "secrets".into()]));
     }
 }

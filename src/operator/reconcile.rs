@@ -21,6 +21,7 @@ use super::cache;
 use super::context::AppAddressing;
 use super::credentials::{self, StackSecrets, TlsMaterial};
 use super::events::reason;
+use super::expand;
 use super::status::{self, Observation, Workload};
 use super::{Context, Error, pods};
 use crate::acl::RedisUser;
@@ -141,7 +142,8 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
 
     // 3. apply what differs (the Secrets first: a new password is stored before any
     //    node or client is asked to use it)
-    let (web, sts, applied) = apply_children(app, ctx, &name, children, &secrets.live).await?;
+    let Applied { web, sts, any: applied, storage } =
+        apply_children(app, ctx, &name, children, &secrets.live).await?;
     if let Some(request) = &secrets.rotate_request {
         answer_rotate_request(app, ctx, &ns, &name, request, &secrets).await?;
     }
@@ -158,6 +160,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     let mut outcome = replication(app, ctx, &ns, &name, &pod_views, &auth).await?;
     let rotating = sync_passwords(app, ctx, &name, &pod_views, &auth, &inputs, web.as_ref()).await?;
     outcome.status.rotating_passwords = rotating.iter().map(|u| u.name().to_string()).collect();
+    outcome.status.storage = storage.status.clone();
 
     // 5. status
     let obs = Observation {
@@ -172,6 +175,8 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         redis_status: Some(outcome.status),
         invalid_spec: None,
         image_pull: super::image_pull::failure(&stack_pods),
+        storage_stalled: storage.stalled,
+        expanding: storage.status.filter(|s| storage.requeue.is_some() && s.resized < s.volumes),
         waiting: (!rotating.is_empty()).then(|| {
             let users: Vec<&str> = rotating.iter().map(|u| u.name()).collect();
             format!(
@@ -182,7 +187,8 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     };
     write_status(app, ctx, &ns, &name, &obs).await?;
 
-    Ok(Action::requeue(outcome.requeue_after.map_or(RESYNC, |d| d.min(RESYNC))))
+    let requeue = [outcome.requeue_after, storage.requeue].into_iter().flatten().min();
+    Ok(Action::requeue(requeue.map_or(RESYNC, |d| d.min(RESYNC))))
 }
 
 /// `spec.paused`: apply nothing, run no replication pass; only report what is observed.
@@ -238,6 +244,8 @@ async fn report_without_applying(
         redis_status,
         invalid_spec,
         image_pull: super::image_pull::failure(&stack_pods),
+        storage_stalled: None,
+        expanding: None,
         waiting,
     };
     write_status(app, ctx, ns, name, &obs).await
@@ -266,15 +274,15 @@ fn current_primary(app: &CounterApp) -> Option<String> {
 }
 
 /// Apply every child (only those that need it), Redis first, against the cached state.
-/// Returns the web Deployment and Redis StatefulSet as last known (the apply response,
-/// else the cache), and whether anything was applied.
+/// Returns the web Deployment and Redis StatefulSet as last known, whether anything was
+/// applied, and where a volume expansion stands.
 async fn apply_children(
     app: &CounterApp,
     ctx: &Context,
     name: &str,
     c: Children,
     secrets: &BTreeMap<RedisUser, Option<ObjectMeta>>,
-) -> Result<(Option<Deployment>, Option<StatefulSet>, bool), Error> {
+) -> Result<Applied, Error> {
     let ns = app.namespace().unwrap_or_default();
     let caches = &ctx.caches;
     let done = Done::default();
@@ -342,12 +350,7 @@ async fn apply_children(
         let cm = cache::meta(&caches.configmaps, &ns, &names::redis(name));
         futures::try_join!(certificate, ensure(app, ctx, name, redis_config, cm, &done))?;
 
-        let redis = Box::pin(async {
-            let cached = cache::get(&caches.statefulsets, &ns, &names::redis(name));
-            let live = cached.as_ref().map(|s| s.metadata.clone());
-            let sts = ensure(app, ctx, name, redis_statefulset, live, &done).await?;
-            Ok::<_, Error>(sts.or_else(|| cached.map(|s| (*s).clone())))
-        });
+        let redis = Box::pin(apply_redis(app, ctx, name, redis_statefulset, &done));
         let web = Box::pin(async {
             let cached = cache::get(&caches.deployments, &ns, &names::web(name));
             let live = cached.as_ref().map(|d| d.metadata.clone());
@@ -366,7 +369,7 @@ async fn apply_children(
         });
         futures::try_join!(redis, web)
     });
-    let (_, (sts, web)) = futures::try_join!(independent, ordered)?;
+    let (_, ((sts, storage), web)) = futures::try_join!(independent, ordered)?;
 
     // One Event for everything created in this pass (a new stack: ten children), not one
     // request per child.
@@ -377,7 +380,50 @@ async fn apply_children(
         let note = format!("created {}", created.join(", "));
         ctx.events.normal(app, reason::CREATED, "Apply", note).await;
     }
-    Ok((web, sts, any))
+    Ok(Applied { web, sts, any, storage })
+}
+
+/// The Redis StatefulSet: applied when it differs, unless a larger
+/// `spec.redis.storage.size` needs the claims resized and the StatefulSet replaced (its
+/// claim templates are immutable: see operator::storage). Returns it as last known.
+async fn apply_redis(
+    app: &CounterApp,
+    ctx: &Context,
+    name: &str,
+    desired: StatefulSet,
+    done: &Done,
+) -> Result<(Option<StatefulSet>, Storage), Error> {
+    let ns = app.namespace().unwrap_or_default();
+    let cached = cache::get(&ctx.caches.statefulsets, &ns, &names::redis(name));
+    // Boxed, as the applies: debug builds keep every temporary of a poll in its frame.
+    let step = Box::pin(expand::step(app, ctx, &ns, name, desired, cached.as_deref())).await?;
+    let storage = Storage { status: step.storage, stalled: step.stalled, requeue: step.requeue };
+    let sts = match step.apply {
+        Some(desired) => {
+            let live = cached.as_ref().map(|s| s.metadata.clone());
+            Box::pin(ensure(app, ctx, name, *desired, live, done)).await?
+        }
+        None => None,
+    };
+    Ok((sts.or_else(|| cached.map(|s| (*s).clone())), storage))
+}
+
+/// What [`apply_children`] leaves for the status.
+struct Applied {
+    /// The web Deployment and Redis StatefulSet as last known (apply response, else cache).
+    web: Option<Deployment>,
+    sts: Option<StatefulSet>,
+    /// Anything was applied.
+    any: bool,
+    storage: Storage,
+}
+
+/// The storage part of the Redis step (operator::expand).
+#[derive(Default)]
+struct Storage {
+    status: Option<crate::api::StorageStatus>,
+    stalled: Option<String>,
+    requeue: Option<Duration>,
 }
 
 /// What [`apply_children`] applied, shared by its concurrent applies.

@@ -135,6 +135,11 @@ pub struct Observation {
     /// Pods of the stack cannot pull their image: Stalled (it needs the user: a pull
     /// Secret, a tag, the registry's CA), not a rollout to wait for.
     pub image_pull: Option<PullFailure>,
+    /// The volumes cannot grow to `spec.redis.storage.size` (the message says why):
+    /// Stalled, everything else still applied.
+    pub storage_stalled: Option<String>,
+    /// Volumes being expanded (`status.redis.storage`): Reconciling until all have grown.
+    pub expanding: Option<crate::api::StorageStatus>,
 }
 
 /// Compute the new status. Pure: `now` is only used for conditions that flip.
@@ -352,6 +357,9 @@ fn stalled(obs: &Observation, prev: &[Condition]) -> Option<(&'static str, Strin
             .map(|c| c.message.as_str());
         return Some((reason::IMAGE_PULL_FAILED, f.message(previous)));
     }
+    if let Some(msg) = &obs.storage_stalled {
+        return Some((super::storage::NOT_EXPANDABLE, msg.clone()));
+    }
     if obs.web.deadline_exceeded {
         return Some((
             reason::DEADLINE_EXCEEDED,
@@ -365,6 +373,14 @@ fn stalled(obs: &Observation, prev: &[Condition]) -> Option<(&'static str, Strin
 fn reconciling(obs: &Observation) -> Option<(&'static str, String)> {
     let msg = if let Some(w) = &obs.waiting {
         w.clone()
+    } else if let Some(s) = &obs.expanding {
+        return Some((
+            super::storage::EXPANDING,
+            format!(
+                "expanding the Redis volumes to {}: {}/{} resized; {}",
+                s.size, s.resized, s.volumes, s.message
+            ),
+        ));
     } else if obs.applied {
         "applied changes to the stack's objects".to_string()
     } else if !obs.redis.rolled_out() {

@@ -47,6 +47,8 @@ fn healthy() -> Observation {
         invalid_spec: None,
         waiting: None,
         image_pull: None,
+        storage_stalled: None,
+        expanding: None,
     }
 }
 
@@ -434,4 +436,36 @@ fn pods_that_cannot_pull_their_image_stall_the_stack_with_the_cause() {
     let fixed = compute(Some(&s), &fresh(), &t(60));
     assert_eq!(status_of(&fixed, "Stalled"), "<absent>");
     assert_eq!(status_of(&fixed, "Reconciling"), "True");
+}
+
+#[test]
+fn volumes_that_cannot_grow_stall_a_running_stack_and_say_why() {
+    let msg =
+        "spec.redis.storage.size asks for 2Gi but the volumes cannot grow from 1Gi: forbidden".to_string();
+    let s = compute(None, &Observation { storage_stalled: Some(msg.clone()), ..healthy() }, &t(0));
+    let stalled = cond(&s, "Stalled").expect("Stalled");
+    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "VolumeExpansionRefused"));
+    assert_eq!(stalled.message, msg);
+    assert_eq!(status_of(&s, "Ready"), "False");
+    assert_eq!(status_of(&s, "Reconciling"), "<absent>");
+    // The stack itself still serves: Available stays true.
+    assert_eq!(status_of(&s, "Available"), "True");
+}
+
+#[test]
+fn an_expansion_in_progress_is_reconciling_with_its_count() {
+    let progress = crate::api::StorageStatus {
+        size: "2Gi".into(),
+        volumes: 3,
+        resized: 1,
+        message: "waiting for the storage driver to resize data-demo-redis-1 at 1Gi".into(),
+    };
+    let s = compute(None, &Observation { expanding: Some(progress), ..healthy() }, &t(0));
+    let r = cond(&s, "Reconciling").expect("Reconciling");
+    assert_eq!(r.reason, "ExpandingVolumes");
+    assert!(r.message.starts_with("expanding the Redis volumes to 2Gi: 1/3 resized;"), "{}", r.message);
+    assert_eq!(status_of(&s, "Ready"), "False");
+    let done = compute(Some(&s), &healthy(), &t(1));
+    assert_eq!(status_of(&done, "Reconciling"), "<absent>");
+    assert_eq!(status_of(&done, "Ready"), "True");
 }

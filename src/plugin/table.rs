@@ -36,6 +36,9 @@ pub fn render(app: &CounterApp, ready: &Readiness) -> String {
         dash(redis.last_failover_time.as_ref().map(time))
     );
     let _ = writeln!(out, "Last switchover: {}", redis.switchover.as_ref().map_or("-".into(), switchover));
+    if let Some(s) = &redis.storage {
+        let _ = writeln!(out, "Volumes: {}/{} at {}: {}", s.resized, s.volumes, s.size, s.message);
+    }
     if !redis.rotating_passwords.is_empty() {
         let _ = writeln!(out, "Rotating passwords of: {}", redis.rotating_passwords.join(", "));
     }
@@ -203,6 +206,7 @@ mod tests {
                     completed_time: Some(t("2026-01-01T10:00:00Z")),
                 }),
                 rotating_passwords: vec![],
+                storage: None,
             }),
         });
         app
@@ -245,6 +249,26 @@ Ready      False   ReplicationLinkDown     replication link down on demo-redis-2
         let out = render(&app, &None);
         assert!(out.contains("Primary: -  Epoch: 0  Last failover: -"), "{out}");
         assert!(out.contains("Last switchover: -"), "{out}");
+        assert!(!out.contains("Volumes:"), "{out}");
         assert!(out.contains("no conditions yet"), "{out}");
+    }
+
+    #[test]
+    fn a_volume_expansion_in_progress_gets_its_line() {
+        let mut app = app();
+        let redis = app.status.as_mut().unwrap().redis.as_mut().unwrap();
+        redis.storage = Some(crate::api::StorageStatus {
+            size: "2Gi".into(),
+            volumes: 3,
+            resized: 1,
+            message: "waiting for the storage driver to resize data-demo-redis-1 at 1Gi".into(),
+        });
+        let out = render(&app, &None);
+        assert!(
+            out.contains(
+                "Volumes: 1/3 at 2Gi: waiting for the storage driver to resize data-demo-redis-1 at 1Gi\n"
+            ),
+            "{out}"
+        );
     }
 }

@@ -547,6 +547,8 @@ impl Manager {
                 switchover: None,
                 // The operator's reconcile fills it in after the password sync.
                 rotating_passwords: vec![],
+                // Filled in by the reconcile's storage step (operator::expand).
+                storage: None,
             },
             role_labels: if plan.phase == Phase::Paused {
                 pods.iter().filter_map(|p| Some((p.name.clone(), p.role_label.clone()?))).collect()

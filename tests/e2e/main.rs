@@ -40,6 +40,7 @@ mod redis_config;
 mod scenario;
 mod security;
 mod stack;
+mod storage;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -692,4 +693,20 @@ fn in_cluster_the_operator_waits_for_its_crd_instead_of_crash_looping() {
     if in_cluster_only("the operator waiting for its CRD") {
         with_namespace("crd-wait", in_cluster::the_operator_waits_for_its_crd);
     }
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn growing_the_redis_volumes_resizes_the_claims_without_restarting_pods() {
+    with_namespace("grow", |ctx| async move {
+        storage::growing_the_volumes_resizes_every_claim_and_keeps_the_pods(&ctx, APP).await;
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn volumes_on_a_class_without_expansion_stall_and_the_rest_of_the_spec_applies() {
+    with_namespace("nogrow", |ctx| async move {
+        storage::volumes_that_cannot_grow_stall_and_the_rest_still_applies(&ctx, APP).await;
+    });
 }

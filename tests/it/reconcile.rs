@@ -4,6 +4,7 @@
 use crate::common;
 mod at_rest;
 mod fake_api;
+mod storage;
 mod terminating;
 
 use std::sync::Arc;

@@ -269,6 +269,14 @@ mod tests {
         let kept = &m.owner_references.unwrap()[0];
         assert_eq!((kept.uid.as_str(), kept.kind.as_str(), kept.name.as_str()), ("u1", "CounterApp", "demo"));
         assert_eq!(kept.controller, Some(true));
-        assert!(m.labels.is_none() && m.managed_fields.is_none() && m.uid.is_none());
+        assert!(m.labels.is_none() && m.managed_fields.is_none());
+        // What a volume expansion reads: the uid (delete precondition), the claim size,
+        // whether it is being deleted.
+        assert_eq!(m.uid.as_deref(), Some("child-uid"));
+        assert!(m.deletion_timestamp.is_none());
+        assert_eq!(
+            crate::operator::storage::claim_size(&caches.statefulsets.get("ns", "demo-redis").unwrap()),
+            None
+        );
     }
 }

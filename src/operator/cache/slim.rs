@@ -163,6 +163,12 @@ pub struct SlimStatefulSet {
     meta: ChildMeta,
     replicas: Option<i32>,
     status: Option<StatefulSetStatus>,
+    /// The claim template's storage request and what a replacement needs
+    /// (`operator::storage`): the uid (delete precondition) and whether it is being
+    /// deleted.
+    claim_size: Option<Box<str>>,
+    uid: Option<Box<str>>,
+    deleting: bool,
 }
 
 impl Slim<StatefulSet> for SlimStatefulSet {
@@ -181,12 +187,25 @@ impl Slim<StatefulSet> for SlimStatefulSet {
             meta: ChildMeta::of(&s.metadata),
             replicas: s.spec.as_ref().and_then(|s| s.replicas),
             status,
+            claim_size: crate::operator::storage::claim_size(s).map(Into::into),
+            uid: s.metadata.uid.as_deref().map(Into::into),
+            deleting: s.metadata.deletion_timestamp.is_some(),
         }
     }
     fn restore(&self, namespace: &str, name: &str) -> StatefulSet {
+        let mut metadata = self.meta.meta(namespace, name);
+        metadata.uid = self.uid.as_deref().map(str::to_string);
+        // The time itself is not kept: only whether there is one is read.
+        metadata.deletion_timestamp = self.deleting.then_some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let claims =
+            self.claim_size.as_deref().map(|size| vec![crate::operator::storage::claim_of_size(size)]);
         StatefulSet {
-            metadata: self.meta.meta(namespace, name),
-            spec: Some(StatefulSetSpec { replicas: self.replicas, ..StatefulSetSpec::default() }),
+            metadata,
+            spec: Some(StatefulSetSpec {
+                replicas: self.replicas,
+                volume_claim_templates: claims,
+                ..StatefulSetSpec::default()
+            }),
             status: self.status.clone(),
         }
     }

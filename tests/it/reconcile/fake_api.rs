@@ -65,6 +65,8 @@ struct State {
     watches: Vec<Watch>,
     /// Path fragments of terminating namespaces: creates there are refused.
     terminating: Vec<String>,
+    /// PVCs may grow (their StorageClass has `allowVolumeExpansion: true`).
+    expandable: bool,
     rv: u64,
     uid: u64,
 }
@@ -217,6 +219,13 @@ impl FakeApi {
         self.lock().terminating.push(format!("/namespaces/{namespace}/"));
     }
 
+    /// Let PVC requests grow from now on, as a StorageClass with `allowVolumeExpansion`
+    /// does; without it a larger request is refused as the API server's
+    /// PersistentVolumeClaimResize admission refuses it.
+    pub fn allow_volume_expansion(&self) {
+        self.lock().expandable = true;
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.lock().log.clone()
     }
@@ -283,7 +292,12 @@ impl FakeApi {
                 let Some(body) = body else { return status(400, "BadRequest", "no body") };
                 match content_type.as_deref() {
                     Some("application/apply-patch+yaml") => apply(&mut st, &path, route.as_ref(), body),
-                    Some("application/merge-patch+json") => merge(&mut st, &path, body),
+                    Some("application/merge-patch+json") => {
+                        if let Some(refusal) = refuse_pvc_resize(&st, &path, &body) {
+                            return refusal;
+                        }
+                        merge(&mut st, &path, body)
+                    }
                     other => status(415, "UnsupportedMediaType", &format!("{other:?}")),
                 }
             }
@@ -367,6 +381,21 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
                 obj["status"] = live["status"].clone();
             }
             let spec_changed = obj["spec"] != live["spec"];
+            if kind == "StatefulSet"
+                && obj["spec"]["volumeClaimTemplates"] != live["spec"]["volumeClaimTemplates"]
+            {
+                // As the API server's StatefulSet validation (the templates are immutable).
+                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+                return status(
+                    422,
+                    "Invalid",
+                    &format!(
+                        "StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to statefulset spec \
+                         for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', \
+                         'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+                    ),
+                );
+            }
             let vct_bug = kind == "StatefulSet" && !obj["spec"]["volumeClaimTemplates"].is_null();
             if obj != live || vct_bug {
                 if has_generation && spec_changed {
@@ -379,6 +408,28 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
             respond(StatusCode::OK, &obj)
         }
     }
+}
+
+/// A merge patch that raises a PVC's storage request, refused unless expansion is
+/// allowed ([`FakeApi::allow_volume_expansion`]), with the API server's words.
+fn refuse_pvc_resize(st: &State, path: &str, patch: &Value) -> Option<Response<ResponseBody>> {
+    if st.expandable || !path.contains("/persistentvolumeclaims/") {
+        return None;
+    }
+    let wanted = &patch["spec"]["resources"]["requests"]["storage"];
+    let live = &st.objects.get(path)?["spec"]["resources"]["requests"]["storage"];
+    if wanted.is_null() || wanted == live {
+        return None;
+    }
+    let name = path.rsplit('/').next().unwrap_or_default();
+    Some(status(
+        403,
+        "Forbidden",
+        &format!(
+            "persistentvolumeclaims \"{name}\" is forbidden: only dynamically provisioned pvc can be resized and \
+             the storageclass that provisions the pvc must support resize"
+        ),
+    ))
 }
 
 /// What the API server does to an applied CounterApp status before it stores it (and
