@@ -70,6 +70,15 @@ pub struct CounterAppSpec {
     /// `Paused` reason) but applies nothing and performs no failover while true.
     #[serde(default)]
     pub paused: bool,
+
+    /// Hibernate the stack: scale the web Deployment and the Redis StatefulSet to zero
+    /// pods, keeping every Redis PersistentVolumeClaim (and so the counter). Nothing
+    /// serves meanwhile; `Ready` is True with reason `Hibernated` once every pod is gone.
+    /// Set it back to false to wake the stack: the Redis pods start from their volumes,
+    /// the last primary is chosen again, the replicas resync from it and the web serves
+    /// the counter it had.
+    #[serde(default)]
+    pub hibernate: bool,
 }
 
 /// The NetworkPolicy `NAME-redis`.

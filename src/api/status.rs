@@ -104,6 +104,11 @@ pub struct RedisStatus {
     /// `spec.redis.storage.size` (or cannot be): how many have reached it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageStatus>,
+    /// True while the stack is hibernated (`spec.hibernate`), and after it wakes until
+    /// its Redis pods have chosen a primary again (the last one, when it holds the most
+    /// data).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hibernated: bool,
 }
 
 /// Progress of a volume expansion (`spec.redis.storage.size` raised).

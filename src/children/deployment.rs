@@ -170,7 +170,12 @@ pub fn web(cr: &CounterApp, inputs: &Inputs) -> Deployment {
         spec: Some(DeploymentSpec {
             // With autoscaling the HPA owns `replicas`: leaving it out of the apply keeps
             // the operator from fighting it (see operator/apply.rs for the hand-off).
-            replicas: cr.spec.web.autoscaling.is_none().then_some(cr.spec.web.replicas),
+            // Hibernated: none, whether or not autoscaling is on (its HPA is removed).
+            replicas: if cr.spec.hibernate {
+                Some(0)
+            } else {
+                cr.spec.web.autoscaling.is_none().then_some(cr.spec.web.replicas)
+            },
             selector: LabelSelector { match_labels: Some(selector), match_expressions: None },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".to_string()),

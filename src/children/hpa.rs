@@ -12,7 +12,9 @@ use crate::names;
 
 /// The web Deployment's autoscaler on CPU utilisation; `None` without autoscaling.
 pub fn web(cr: &CounterApp) -> Option<HorizontalPodAutoscaler> {
-    let a = cr.spec.web.autoscaling.as_ref()?;
+    // A hibernated stack has no web pod for an autoscaler to scale (its minimum would
+    // wake it).
+    let a = cr.spec.web.autoscaling.as_ref().filter(|_| !cr.spec.hibernate)?;
     let app = meta::app_name(cr);
     Some(HorizontalPodAutoscaler {
         metadata: meta::object_meta(cr, names::web(app), Component::Web),

@@ -248,7 +248,8 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
     StatefulSet {
         metadata: meta::object_meta(cr, names::redis(app), Component::Redis),
         spec: Some(StatefulSetSpec {
-            replicas: Some(cr.spec.redis_pods()),
+            // Hibernated: no pod, every claim kept (the retention policy below).
+            replicas: Some(if cr.spec.hibernate { 0 } else { cr.spec.redis_pods() }),
             // Immutable after creation: only the stable selector labels, never the role.
             selector: LabelSelector { match_labels: Some(selector), match_expressions: None },
             service_name: Some(names::redis_headless(app)),

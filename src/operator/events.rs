@@ -29,6 +29,10 @@ pub mod reason {
     pub const EXPANDING_VOLUMES: &str = "ExpandingVolumes";
     /// Every Redis volume has reached the size the spec asks.
     pub const VOLUMES_EXPANDED: &str = "VolumesExpanded";
+    /// `spec.hibernate`: every pod of the stack stopped, the volumes are kept.
+    pub const HIBERNATED: &str = "Hibernated";
+    /// `spec.hibernate` back to false: the stack starts from its volumes.
+    pub const WAKING: &str = "Waking";
 }
 
 /// Longest note the Events API accepts (1 kB).

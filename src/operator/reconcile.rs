@@ -48,7 +48,9 @@ pub async fn reconcile(app: Arc<CounterApp>, ctx: Arc<Context>) -> Result<Action
     );
     async move {
         let _timer = ctx.metrics.reconcile_started(&ObjectRef::from_obj(&*app));
-        let result = match run(&app, &ctx).await {
+        // Boxed: the whole pass is one large state machine, and a caller that awaits it
+        // inline (a test, a debug build) would carry it on its stack.
+        let result = match Box::pin(run(&app, &ctx)).await {
             // Not a failure to report: nothing may be created there any more, and the
             // CounterApp goes with its namespace. One refusal per CounterApp, then silence.
             Err(e) if e.namespace_terminating() => {
@@ -153,6 +155,14 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     if !ctx.leadership.is_leader() {
         return Ok(Action::await_change());
     }
+    if app.spec.hibernate {
+        return hibernated(app, ctx, &ns, &name, web.as_ref(), sts.as_ref(), applied).await;
+    }
+    if was_hibernated(app) && ready_reason(app).as_deref() == Some(status::reason::HIBERNATED) {
+        let note =
+            "spec.hibernate is false: starting the web and Redis pods from the kept volumes".to_string();
+        ctx.events.normal(app, reason::WAKING, "Wake", note).await;
+    }
     let stack_pods = pods::of_stack(&ctx.caches.pods, &ns, &name);
     let pod_views = pods::views(&name, &pods::redis(&stack_pods), update_revision(sts.as_ref()));
     let addressing = AppAddressing { app: &name, mode: &ctx.redis_addressing };
@@ -176,6 +186,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         invalid_spec: None,
         image_pull: super::image_pull::failure(&stack_pods),
         storage_stalled: storage.stalled,
+        hibernating: None,
         expanding: storage.status.filter(|s| storage.requeue.is_some() && s.resized < s.volumes),
         waiting: (!rotating.is_empty()).then(|| {
             let users: Vec<&str> = rotating.iter().map(|u| u.name()).collect();
@@ -189,6 +200,58 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
 
     let requeue = [outcome.requeue_after, storage.requeue].into_iter().flatten().min();
     Ok(Action::requeue(requeue.map_or(RESYNC, |d| d.min(RESYNC))))
+}
+
+/// `spec.hibernate`: the children were applied at zero pods. No replication pass and no
+/// Redis checks (nothing answers, and a missing primary is no failover); the status keeps
+/// the last primary (chosen again at wake-up) and says how far the stop is.
+async fn hibernated(
+    app: &CounterApp,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    web: Option<&Deployment>,
+    sts: Option<&StatefulSet>,
+    applied: bool,
+) -> Result<Action, Error> {
+    ctx.replication.forget(&crate::replication::AppKey::new(ns, name));
+    let running = i32::try_from(pods::of_stack(&ctx.caches.pods, ns, name).len()).unwrap_or(i32::MAX);
+    let mut redis = app.status.as_ref().and_then(|s| s.redis.clone()).unwrap_or_default();
+    redis.nodes.clear();
+    redis.ready_replicas = 0;
+    redis.rotating_passwords.clear();
+    redis.hibernated = true;
+    let was = ready_reason(app);
+    let obs = Observation {
+        app: name.to_string(),
+        generation: app.metadata.generation,
+        applied,
+        web: Workload::from_deployment(web, 0),
+        redis: Workload::from_statefulset(sts, 0),
+        redis_status: Some(redis),
+        hibernating: Some(running),
+        ..Observation::default()
+    };
+    if write_status(app, ctx, ns, name, &obs).await?
+        && running == 0
+        && was.as_deref() != Some(status::reason::HIBERNATED)
+    {
+        let note = "every web and Redis pod stopped; the Redis volumes are kept".to_string();
+        ctx.events.normal(app, reason::HIBERNATED, "Hibernate", note).await;
+    }
+    // Pods going away wake it through the pod watch.
+    Ok(Action::requeue(RESYNC))
+}
+
+/// `status.redis.hibernated`: hibernated, or woken and no primary chosen again yet.
+fn was_hibernated(app: &CounterApp) -> bool {
+    app.status.as_ref().and_then(|s| s.redis.as_ref()).is_some_and(|r| r.hibernated)
+}
+
+/// The reason of the Ready condition in the status.
+fn ready_reason(app: &CounterApp) -> Option<String> {
+    let ready = app.status.as_ref()?.conditions.iter().find(|c| c.type_ == crate::api::condition::READY)?;
+    Some(ready.reason.clone())
 }
 
 /// `spec.paused`: apply nothing, run no replication pass; only report what is observed.
@@ -246,6 +309,7 @@ async fn report_without_applying(
         image_pull: super::image_pull::failure(&stack_pods),
         storage_stalled: None,
         expanding: None,
+        hibernating: None,
         waiting,
     };
     write_status(app, ctx, ns, name, &obs).await
@@ -254,6 +318,9 @@ async fn report_without_applying(
 /// Web pods wanted: the spec's count, or with autoscaling the autoscaler's choice (the
 /// Deployment's `replicas`), at least `minReplicas`.
 fn desired_web_replicas(app: &CounterApp, web: Option<&Deployment>) -> i32 {
+    if app.spec.hibernate {
+        return 0;
+    }
     match &app.spec.web.autoscaling {
         None => app.spec.web.replicas,
         Some(a) => web
@@ -618,7 +685,7 @@ async fn write_status(
 ) -> Result<bool, Error> {
     let desired = status::compute(app.status.as_ref(), obs, &status::now());
     let primary_available = status::primary_available(obs, desired.redis.as_ref());
-    ctx.metrics.record_app(ns, name, &desired, primary_available, obs.redis.desired.saturating_sub(1));
+    ctx.metrics.record_app(ns, name, &desired, primary_available, obs.redis.desired.saturating_sub(1).max(0));
     if !status::needs_patch(app.status.as_ref(), &desired) {
         return Ok(false);
     }

@@ -39,6 +39,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
+    pub const HIBERNATED: &str = "Hibernated";
+    pub const HIBERNATING: &str = "Hibernating";
 }
 
 /// Rollout and readiness of one workload (the web Deployment or the Redis StatefulSet).
@@ -140,6 +142,8 @@ pub struct Observation {
     pub storage_stalled: Option<String>,
     /// Volumes being expanded (`status.redis.storage`): Reconciling until all have grown.
     pub expanding: Option<crate::api::StorageStatus>,
+    /// `spec.hibernate`: how many of the stack's pods still run (0: hibernated).
+    pub hibernating: Option<i32>,
 }
 
 /// Compute the new status. Pure: `now` is only used for conditions that flip.
@@ -151,11 +155,26 @@ pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time
         obs.redis_status.clone()
     };
 
-    let available = available(obs, redis.as_ref());
-    let degraded = degraded(obs, redis.as_ref());
+    let hibernation = obs.hibernating.map(hibernation);
+    let available = match &hibernation {
+        Some((reason, message)) => (false, *reason, message.clone()),
+        None => available(obs, redis.as_ref()),
+    };
+    let degraded = match &hibernation {
+        Some((reason, message)) => (false, *reason, message.clone()),
+        None => degraded(obs, redis.as_ref()),
+    };
     let stalled = if obs.paused { None } else { stalled(obs, prev_conditions) };
-    let reconciling = if obs.paused || stalled.is_some() { None } else { reconciling(obs) };
-    let ready = if obs.paused {
+    let reconciling = match (&hibernation, obs.paused || stalled.is_some()) {
+        (_, true) => None,
+        (Some((r, m)), _) if *r == reason::HIBERNATING => Some((*r, m.clone())),
+        (Some(_), _) => None,
+        (None, _) => reconciling(obs),
+    };
+    let ready = if let (Some((reason::HIBERNATED, message)), None) = (&hibernation, &stalled) {
+        // What was asked (no pod, data kept) is what there is.
+        (true, reason::HIBERNATED, message.clone())
+    } else if obs.paused {
         let was = prev_conditions.iter().find(|c| c.type_ == READY).is_some_and(|c| c.status == "True");
         (
             was,
@@ -164,8 +183,8 @@ pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time
         )
     } else if let Some((r, m)) = &stalled {
         (false, *r, m.clone())
-    } else if let Some((_, m)) = &reconciling {
-        (false, reason::PROGRESSING, m.clone())
+    } else if let Some((r, m)) = &reconciling {
+        (false, if *r == reason::HIBERNATING { reason::HIBERNATING } else { reason::PROGRESSING }, m.clone())
     } else if !available.0 {
         (false, available.1, available.2.clone())
     } else if degraded.0 {
@@ -274,6 +293,16 @@ fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condit
         message,
         observed_generation: None,
         last_transition_time: Time(Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// `spec.hibernate`: (reason, message) for every condition, by how many pods still run.
+fn hibernation(running: i32) -> (&'static str, String) {
+    if running == 0 {
+        let m = "hibernated: no web or Redis pod runs, the Redis volumes are kept; set spec.hibernate to false to wake the stack";
+        (reason::HIBERNATED, m.to_string())
+    } else {
+        (reason::HIBERNATING, format!("hibernating: waiting for {running} pod(s) to stop"))
     }
 }
 

@@ -49,6 +49,7 @@ fn healthy() -> Observation {
         image_pull: None,
         storage_stalled: None,
         expanding: None,
+        hibernating: None,
     }
 }
 
@@ -468,4 +469,25 @@ fn an_expansion_in_progress_is_reconciling_with_its_count() {
     let done = compute(Some(&s), &healthy(), &t(1));
     assert_eq!(status_of(&done, "Reconciling"), "<absent>");
     assert_eq!(status_of(&done, "Ready"), "True");
+}
+
+#[test]
+fn a_hibernated_stack_is_ready_not_available_and_says_how_to_wake_it() {
+    let stopping =
+        Observation { hibernating: Some(3), web: ready_workload(0), redis: ready_workload(0), ..healthy() };
+    let s = compute(None, &stopping, &t(0));
+    assert_eq!(cond(&s, "Reconciling").map(|c| c.reason.as_str()), Some("Hibernating"));
+    assert_eq!(
+        cond(&s, "Ready").map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("False", "Hibernating"))
+    );
+    assert!(cond(&s, "Ready").unwrap().message.contains("waiting for 3 pod(s) to stop"));
+
+    let done = compute(Some(&s), &Observation { hibernating: Some(0), ..stopping }, &t(1));
+    assert_eq!(status_of(&done, "Reconciling"), "<absent>");
+    let ready = cond(&done, "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Hibernated"));
+    assert!(ready.message.contains("set spec.hibernate to false"), "{}", ready.message);
+    assert_eq!(status_of(&done, "Available"), "False");
+    assert_eq!(status_of(&done, "Degraded"), "False");
 }

@@ -207,6 +207,7 @@ mod tests {
                 }),
                 rotating_passwords: vec![],
                 storage: None,
+                hibernated: false,
             }),
         });
         app

@@ -38,6 +38,8 @@ pub struct Spec {
     pub failover_enabled: bool,
     pub failover_after: Duration,
     pub paused: bool,
+    /// The stack wakes from hibernation (`status.redis.hibernated`): all pods restart.
+    pub waking: bool,
 }
 
 impl Spec {
@@ -50,6 +52,7 @@ impl Spec {
                 u64::try_from(spec.redis.failover.after_seconds).unwrap_or(1),
             ),
             paused: spec.paused,
+            waking: false,
         }
     }
 }
@@ -350,6 +353,19 @@ fn topology(input: &Input) -> Plan {
     let Some(primary) = prev.primary.as_deref() else {
         return bootstrap(input);
     };
+    if input.spec.waking {
+        // Every pod stopped on purpose and starts again as a replica: choose as at
+        // bootstrap (the last primary among those with the most data, once every pod
+        // answers), never fail over from a half-started stack.
+        let wanted = usize::try_from(input.spec.replicas).unwrap_or(usize::MAX).saturating_add(1);
+        if input.nodes.len() < wanted {
+            let msg = format!("waking from hibernation: {}/{wanted} Redis pods exist", input.nodes.len());
+            return Plan::keep(prev, Phase::Bootstrapping, msg, Some(WAIT_FOR_CHANGE));
+        }
+        let mut plan = bootstrap(input);
+        plan.message = format!("waking from hibernation; {}", plan.message);
+        return plan;
+    }
     let Some(p) = input.nodes.iter().find(|n| n.pod == primary) else {
         return failover(input, PrimaryState::Unavailable);
     };

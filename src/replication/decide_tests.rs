@@ -128,6 +128,7 @@ fn spec(n: u32, k: u32) -> Spec {
         failover_enabled: true,
         failover_after: Duration::from_secs(5),
         paused: false,
+        waking: false,
     }
 }
 fn prev(primary: Option<u32>, holds_data: bool) -> Prev {
@@ -1187,4 +1188,52 @@ fn a_switchover_token_is_acted_on_once() {
     );
     assert_eq!(pending_request(Some(""), None, &[]), None);
     assert_eq!(pending_request(None, Some("demo-redis-2"), &[]), None);
+}
+
+/// Waking from hibernation: every pod restarts as a replica that never linked. The last
+/// primary (pod 1) is chosen again once every pod exists and answers, even though a
+/// replica answers first; a half-started stack is never failed over.
+#[test]
+fn waking_from_hibernation_chooses_the_last_primary_once_every_pod_answers() {
+    let waking = Spec { waking: true, ..spec(2, 1) };
+    let restarted = |ord: u32, keys: u64| {
+        with_info(node(ord, info(Role::Replica, 0, keys)), |i| {
+            i.link_up = false;
+            i.link_down_since_secs = None;
+        })
+    };
+    let decide_for = |nodes: Vec<NodeObservation>| {
+        let nodes = listed(nodes);
+        decide(&Input {
+            nodes: &nodes,
+            spec: waking,
+            prev: prev(Some(1), true),
+            switchover: None,
+            primary_unavailable_for: Some(Duration::from_secs(60)),
+        })
+    };
+    // Two of three pods exist: wait, whatever they answer.
+    let plan = decide_for(vec![restarted(0, 10), restarted(2, 10)]);
+    assert_eq!((plan.phase, plan.epoch, plan.actions.len()), (Phase::Bootstrapping, 3, 0), "{plan:?}");
+    // Every pod exists, the last primary does not answer yet: wait (no failover).
+    let plan = decide_for(vec![restarted(0, 10), unreachable(1), restarted(2, 10)]);
+    assert_eq!((plan.epoch, plan.actions.len()), (3, 0), "{plan:?}");
+    assert_eq!(plan.primary.as_deref(), Some(pod(1).as_str()));
+    // Every pod answers: the last primary again, the others follow it.
+    let plan = decide_for(vec![restarted(0, 10), restarted(1, 10), restarted(2, 10)]);
+    assert_eq!(plan.primary.as_deref(), Some(pod(1).as_str()));
+    assert_eq!(plan.epoch, 4);
+    assert!(plan.actions.contains(&promote(1)), "{plan:?}");
+    assert!(plan.actions.contains(&follow(0, 1, false)), "{plan:?}");
+    assert!(plan.actions.contains(&follow(2, 1, false)), "{plan:?}");
+    // Without the hint the same half-started stack is a primary that is gone.
+    let nodes = listed(vec![restarted(0, 10), unreachable(1), restarted(2, 10)]);
+    let plan = decide(&Input {
+        nodes: &nodes,
+        spec: spec(2, 1),
+        prev: prev(Some(1), true),
+        switchover: None,
+        primary_unavailable_for: Some(Duration::from_secs(60)),
+    });
+    assert_ne!(plan.phase, Phase::Bootstrapping, "{plan:?}");
 }

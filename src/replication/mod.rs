@@ -325,7 +325,8 @@ impl Manager {
         addressing: &A,
     ) -> Result<Outcome, Error> {
         let key = app_key(app);
-        let spec = decide::Spec::from_app(&app.spec);
+        let mut spec = decide::Spec::from_app(&app.spec);
+        spec.waking = app.status.as_ref().and_then(|s| s.redis.as_ref()).is_some_and(|r| r.hibernated);
         let mut mem = self.memory_of(app);
         let mut events = vec![];
         let request = pending_switchover(&mem, app);
@@ -434,6 +435,8 @@ impl Manager {
         let report =
             Report { pods, observed: &observed, plan: &plan, changed, replicas_wanted: spec.replicas };
         let mut outcome = self.outcome(&key, &mut mem, &report, last_failover_time, events);
+        // Still waking until this pass elected a primary (the epoch moved).
+        outcome.status.hibernated = spec.waking && plan.epoch == prev.epoch;
         outcome.health = live_config::with_rejections(outcome.health, &live.rejected, &live.pending);
         outcome.status.switchover = recorded_switchover(&mem, app, switchover_annotations(app).0);
         self.remember(&key, mem);
@@ -549,6 +552,8 @@ impl Manager {
                 rotating_passwords: vec![],
                 // Filled in by the reconcile's storage step (operator::expand).
                 storage: None,
+                // Set by the caller (waking from hibernation).
+                hibernated: false,
             },
             role_labels: if plan.phase == Phase::Paused {
                 pods.iter().filter_map(|p| Some((p.name.clone(), p.role_label.clone()?))).collect()

@@ -64,6 +64,7 @@ prop_compose! {
         failover in any::<bool>(),
         after in 1..=300i32,
         paused in any::<bool>(),
+        hibernate in any::<bool>(),
         web_image in prop::option::of("[a-z]{1,10}(\\.[a-z]{2,5}(:[0-9]{2,5})?)?/[a-z]{1,10}:[a-z0-9.]{1,8}"),
         network_policy in any::<bool>(),
         scaling in prop::option::of((1..=50i32, 0..=50i32, 1..=100i32)),
@@ -76,6 +77,7 @@ prop_compose! {
             image_pull_secrets: pull.into_iter().map(|name| LocalObjectReference { name }).collect(),
             network_policy: counterstack::api::NetworkPolicySpec { enabled: network_policy },
             paused,
+            hibernate,
         };
         s.web.autoscaling = scaling.map(|(min, extra, cpu)| counterstack::api::AutoscalingSpec {
             min_replicas: min,
@@ -196,7 +198,13 @@ proptest! {
 
         // The output stream parses back and the CR passes the CRD's own rules.
         // Optional children: an autoscaler of the web Deployment, a policy on Redis pods.
-        if let Some(hpa) = &c.web_hpa {
+        if cr.spec.hibernate {
+            // No pod at all: no autoscaler to bring one back, the volumes stay.
+            prop_assert!(c.web_hpa.is_none());
+            prop_assert_eq!(deploy.replicas, Some(0));
+            prop_assert_eq!(c.redis_statefulset.spec.as_ref().unwrap().replicas, Some(0));
+            prop_assert_eq!(c.redis_statefulset.spec.as_ref().unwrap().volume_claim_templates.as_ref().map(Vec::len), Some(1));
+        } else if let Some(hpa) = &c.web_hpa {
             prop_assert_eq!(&hpa.spec.as_ref().unwrap().scale_target_ref.name, c.web_deployment.metadata.name.as_ref().unwrap());
             prop_assert!(deploy.replicas.is_none(), "the HPA owns replicas");
         } else {
