@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
     name = "kubectl-counterstack",
     bin_name = "kubectl counterstack",
     version,
-    about = "Inspect and operate CounterApps: status, switchover, pause, resume"
+    about = "Inspect and operate CounterApps: status, switchover, pause, resume, hibernate, wake"
 )]
 pub struct PluginCli {
     #[command(flatten)]
@@ -53,6 +53,10 @@ pub enum Command {
     Pause { name: String },
     /// Clear spec.paused.
     Resume { name: String },
+    /// Set spec.hibernate: every web and Redis pod stops, the Redis volumes are kept.
+    Hibernate { name: String },
+    /// Clear spec.hibernate: the stack starts again from its volumes.
+    Wake { name: String },
 }
 
 /// `500ms`, `30s`, `2m`, `1h`, or a plain number of seconds.
@@ -112,5 +116,12 @@ mod tests {
             .unwrap();
         assert_eq!(cli.args.context.as_deref(), Some("kind"));
         assert_eq!(cli.args.command, Command::Pause { name: "demo".into() });
+        for (word, want) in [
+            ("hibernate", Command::Hibernate { name: "demo".into() }),
+            ("wake", Command::Wake { name: "demo".into() }),
+        ] {
+            let cli = PluginCli::try_parse_from(["kubectl-counterstack", word, "demo"]).unwrap();
+            assert_eq!(cli.args.command, want);
+        }
     }
 }

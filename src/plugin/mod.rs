@@ -7,6 +7,7 @@
 //! - `switchover NAME [--to POD] [--timeout 60s]`: a planned hand-over through the
 //!   `counterstack.io/switchover` annotations; waits for `status.redis.switchover`.
 //! - `pause NAME` / `resume NAME`: `spec.paused`.
+//! - `hibernate NAME` / `wake NAME`: `spec.hibernate`.
 
 pub mod cli;
 pub mod error;
@@ -72,6 +73,8 @@ pub async fn run(args: Args) -> Result<String, Error> {
         }
         Command::Pause { name } => pause::set(&client, &ns, name, true).await,
         Command::Resume { name } => pause::set(&client, &ns, name, false).await,
+        Command::Hibernate { name } => pause::hibernate(&client, &ns, name, true).await,
+        Command::Wake { name } => pause::hibernate(&client, &ns, name, false).await,
     }
 }
 

@@ -1,4 +1,5 @@
-//! `pause NAME` / `resume NAME`: merge-patch `spec.paused`.
+//! `pause NAME` / `resume NAME`: merge-patch `spec.paused`; `hibernate NAME` / `wake NAME`:
+//! `spec.hibernate`.
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -21,5 +22,23 @@ pub async fn set(client: &Client, ns: &str, name: &str, paused: bool) -> Result<
         )
     } else {
         format!("{ns}/{name} resumed: the operator manages it again\n")
+    })
+}
+
+/// Set `spec.hibernate` to `on`; the text to print.
+pub async fn hibernate(client: &Client, ns: &str, name: &str, on: bool) -> Result<String, Error> {
+    let api: Api<CounterApp> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"spec": {"hibernate": on}});
+    let app = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::from_kube("patch counterapps (spec.hibernate)", name, ns, e))?;
+    Ok(if app.spec.hibernate {
+        format!(
+            "{ns}/{name} hibernating: every web and Redis pod stops, the volumes are kept \
+             (`kubectl wait --for=condition=Ready capp/{name}` waits for it)\n"
+        )
+    } else {
+        format!("{ns}/{name} waking: the pods start from the kept volumes\n")
     })
 }

@@ -29,6 +29,7 @@
 mod day_two;
 mod faults;
 mod harness;
+mod hibernate;
 mod in_cluster;
 mod leader;
 mod load;
@@ -708,5 +709,14 @@ fn growing_the_redis_volumes_resizes_the_claims_without_restarting_pods() {
 fn volumes_on_a_class_without_expansion_stall_and_the_rest_of_the_spec_applies() {
     with_namespace("nogrow", |ctx| async move {
         storage::volumes_that_cannot_grow_stall_and_the_rest_still_applies(&ctx, APP).await;
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn hibernation_stops_every_pod_and_waking_keeps_the_counter() {
+    with_namespace("hibernate", |ctx| async move {
+        ctx.apply_app(APP, small_spec()).await;
+        hibernate::hibernate_and_wake_keep_the_counter(&ctx, APP).await;
     });
 }

@@ -30,7 +30,7 @@ pub fn spec() -> serde_json::Value {
 }
 
 /// The default of spec.web.service.port, which the specs of this suite keep.
-const WEB_PORT: i32 = 80;
+pub const WEB_PORT: i32 = 80;
 
 /// The primary as status reports it.
 #[derive(Clone, Debug, PartialEq)]
