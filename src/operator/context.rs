@@ -75,6 +75,9 @@ pub struct Context {
     pub cache_writers: cache::WriterSlot,
     /// Reconciles run at once, at most (`--max-concurrent-reconciles`).
     pub max_concurrent_reconciles: u16,
+    /// `--max-concurrent-rollouts` and the stacks holding a slot (operator::rollouts).
+    pub max_concurrent_rollouts: usize,
+    pub rollout_slots: Arc<super::rollouts::Slots>,
     /// Whether this instance may act (leader election); checked before every change.
     pub leadership: leader::Leadership,
     /// Namespace the operator runs in (`--operator-namespace`): Redis NetworkPolicies
@@ -94,6 +97,7 @@ impl Context {
         self.statuses.forget(app);
         self.metrics.forget_app(&ns, &app.name);
         self.refused.forget(&ns, &app.name);
+        self.rollout_slots.release(&ns, &app.name);
         self.replication.forget(&replication::AppKey::new(ns, app.name.clone()));
     }
 
@@ -139,6 +143,8 @@ impl Context {
             caches,
             cache_writers: cache::WriterSlot::new(writers),
             max_concurrent_reconciles: DEFAULT_CONCURRENCY,
+            max_concurrent_rollouts: super::rollouts::DEFAULT_MAX,
+            rollout_slots: Default::default(),
             leadership: leader::Leadership::always(),
             operator_namespace: None,
             refused: terminating::Refused::default(),

@@ -23,6 +23,7 @@ pub mod metrics;
 pub(crate) mod pods;
 pub mod rbac;
 pub(crate) mod reconcile;
+pub(crate) mod rollouts;
 pub(crate) mod status;
 pub(crate) mod status_cache;
 pub(crate) mod storage;
@@ -75,6 +76,12 @@ pub struct OperatorArgs {
     /// Reconciles running at once, at most.
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = context::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_reconciles: u16,
+
+    /// Stacks whose pods may roll at once for a change the operator itself brings (a new
+    /// version, another --default-web-image); the next starts once one is Ready again.
+    /// Changes a user makes roll at once.
+    #[arg(long, env = "MAX_CONCURRENT_ROLLOUTS", default_value_t = rollouts::DEFAULT_MAX as u16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_rollouts: u16,
 }
 
 /// This instance's name in the Lease. In a cluster the pod name, unchanged: pod names are
@@ -110,6 +117,7 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
 
     let mut ctx = Context::with_metrics(client.clone(), args.default_web_image, metrics);
     ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
+    ctx.max_concurrent_rollouts = usize::from(args.max_concurrent_rollouts);
     ctx.operator_namespace = args.operator_namespace.clone().filter(|n| !n.is_empty());
     let metrics = ctx.metrics.clone();
 

@@ -22,6 +22,7 @@ use super::context::AppAddressing;
 use super::credentials::{self, StackSecrets, TlsMaterial};
 use super::events::reason;
 use super::expand;
+use super::rollouts;
 use super::status::{self, Observation, Workload};
 use super::{Context, Error, pods};
 use crate::acl::RedisUser;
@@ -35,6 +36,9 @@ use crate::replication::{Outcome, PodView};
 /// Requeue an idle stack this often (a safety net: watches and the Redis health checks
 /// wake a CounterApp whenever something it depends on changes).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How often a stack waiting for (or holding) a rollout slot looks again: slots are
+/// in memory, freed by other stacks' passes, which wake no one else.
+const ROLLOUT_RECHECK: Duration = Duration::from_secs(5);
 /// How long a reconcile waits for the caches' initial lists before trying again.
 const CACHE_WAIT: Duration = Duration::from_secs(30);
 
@@ -144,7 +148,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
 
     // 3. apply what differs (the Secrets first: a new password is stored before any
     //    node or client is asked to use it)
-    let Applied { web, sts, any: applied, storage } =
+    let Applied { web, sts, any: applied, storage, slot_wait } =
         apply_children(app, ctx, &name, children, &secrets.live).await?;
     if let Some(request) = &secrets.rotate_request {
         answer_rotate_request(app, ctx, &ns, &name, request, &secrets).await?;
@@ -188,17 +192,43 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         storage_stalled: storage.stalled,
         hibernating: None,
         expanding: storage.status.filter(|s| storage.requeue.is_some() && s.resized < s.volumes),
-        waiting: (!rotating.is_empty()).then(|| {
-            let users: Vec<&str> = rotating.iter().map(|u| u.name()).collect();
-            format!(
-                "rotating the Redis password of {}: waiting for every client to use the new one",
-                users.join(", ")
-            )
-        }),
+        waiting: if slot_wait {
+            Some(format!(
+                "an operator change to the pod templates waits for a rollout slot ({} of {} stacks are rolling; \
+                 --max-concurrent-rollouts)",
+                ctx.rollout_slots.len(),
+                ctx.max_concurrent_rollouts
+            ))
+        } else {
+            (!rotating.is_empty()).then(|| {
+                let users: Vec<&str> = rotating.iter().map(|u| u.name()).collect();
+                format!(
+                    "rotating the Redis password of {}: waiting for every client to use the new one",
+                    users.join(", ")
+                )
+            })
+        },
     };
     write_status(app, ctx, &ns, &name, &obs).await?;
+    // A stack that rolled for an operator change gives its slot back once it is Ready
+    // with both workloads rolled out (or when it cannot progress: Stalled).
+    if !slot_wait && ctx.rollout_slots.holds(&ns, &name) {
+        let done = obs.web.rolled_out()
+            && obs.redis.rolled_out()
+            && status::compute(app.status.as_ref(), &obs, &status::now()).conditions.iter().any(|c| {
+                (c.type_ == crate::api::condition::READY && c.status == "True")
+                    || c.type_ == crate::api::condition::STALLED
+            });
+        if done && ctx.rollout_slots.release(&ns, &name) {
+            tracing::info!(
+                rolling = ctx.rollout_slots.len(),
+                "rolled out for an operator change; slot given back"
+            );
+        }
+    }
 
-    let requeue = [outcome.requeue_after, storage.requeue].into_iter().flatten().min();
+    let slot_requeue = (slot_wait || ctx.rollout_slots.holds(&ns, &name)).then_some(ROLLOUT_RECHECK);
+    let requeue = [outcome.requeue_after, storage.requeue, slot_requeue].into_iter().flatten().min();
     Ok(Action::requeue(requeue.map_or(RESYNC, |d| d.min(RESYNC))))
 }
 
@@ -215,6 +245,7 @@ async fn hibernated(
     applied: bool,
 ) -> Result<Action, Error> {
     ctx.replication.forget(&crate::replication::AppKey::new(ns, name));
+    ctx.rollout_slots.release(ns, name);
     let running = i32::try_from(pods::of_stack(&ctx.caches.pods, ns, name).len()).unwrap_or(i32::MAX);
     let mut redis = app.status.as_ref().and_then(|s| s.redis.clone()).unwrap_or_default();
     redis.nodes.clear();
@@ -419,8 +450,14 @@ async fn apply_children(
 
         let redis = Box::pin(apply_redis(app, ctx, name, redis_statefulset, &done));
         let web = Box::pin(async {
+            let mut web_deployment = web_deployment;
             let cached = cache::get(&caches.deployments, &ns, &names::web(name));
             let live = cached.as_ref().map(|d| d.metadata.clone());
+            let template = web_deployment.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+            if !may_roll(app, ctx, name, &mut web_deployment.metadata, &template, live.as_ref()) {
+                done.wait_for_slot();
+                return Ok::<_, Error>(cached.map(|d| (*d).clone()));
+            }
             if let (Some(scaling), Some(cached)) = (&app.spec.web.autoscaling, &cached)
                 && apply::pending(&ctx.applied, name, &web_deployment, live.as_ref())?.applies()
             {
@@ -440,6 +477,7 @@ async fn apply_children(
 
     // One Event for everything created in this pass (a new stack: ten children), not one
     // request per child.
+    let slot_wait = done.slot_wait.load(std::sync::atomic::Ordering::Relaxed);
     let (any, mut created) = done.into_parts();
     if !created.is_empty() {
         // Concurrent applies finish in any order; the note lists them in a stable one.
@@ -447,7 +485,7 @@ async fn apply_children(
         let note = format!("created {}", created.join(", "));
         ctx.events.normal(app, reason::CREATED, "Apply", note).await;
     }
-    Ok(Applied { web, sts, any, storage })
+    Ok(Applied { web, sts, any, storage, slot_wait })
 }
 
 /// The Redis StatefulSet: applied when it differs, unless a larger
@@ -466,9 +504,15 @@ async fn apply_redis(
     let step = Box::pin(expand::step(app, ctx, &ns, name, desired, cached.as_deref())).await?;
     let storage = Storage { status: step.storage, stalled: step.stalled, requeue: step.requeue };
     let sts = match step.apply {
-        Some(desired) => {
+        Some(mut desired) => {
             let live = cached.as_ref().map(|s| s.metadata.clone());
-            Box::pin(ensure(app, ctx, name, *desired, live, done)).await?
+            let template = desired.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+            if may_roll(app, ctx, name, &mut desired.metadata, &template, live.as_ref()) {
+                Box::pin(ensure(app, ctx, name, *desired, live, done)).await?
+            } else {
+                done.wait_for_slot();
+                None
+            }
         }
         None => None,
     };
@@ -483,6 +527,8 @@ struct Applied {
     /// Anything was applied.
     any: bool,
     storage: Storage,
+    /// A workload's operator-caused change waits for a rollout slot.
+    slot_wait: bool,
 }
 
 /// The storage part of the Redis step (operator::expand).
@@ -493,9 +539,36 @@ struct Storage {
     requeue: Option<Duration>,
 }
 
+/// Stamp a workload for operator::rollouts and say whether it may be applied now: yes,
+/// unless it changes the pod template for the operator's reasons and every rollout slot
+/// is held by other stacks.
+fn may_roll(
+    app: &CounterApp,
+    ctx: &Context,
+    name: &str,
+    meta: &mut ObjectMeta,
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    live: Option<&ObjectMeta>,
+) -> bool {
+    let stamps = rollouts::stamps(app, template);
+    rollouts::stamp(meta, &stamps, live);
+    let spec_observed = app.status.as_ref().and_then(|s| s.observed_generation) == app.metadata.generation;
+    if !rollouts::operator_caused(&stamps, live, spec_observed) {
+        return true;
+    }
+    let ns = app.namespace().unwrap_or_default();
+    let granted = ctx.rollout_slots.acquire(&ns, name, ctx.max_concurrent_rollouts);
+    if granted {
+        tracing::info!(rolling = ctx.rollout_slots.len(), "rolling the pods for an operator change");
+    }
+    granted
+}
+
 /// What [`apply_children`] applied, shared by its concurrent applies.
 #[derive(Default)]
 struct Done {
+    /// A workload waits for a rollout slot (operator::rollouts).
+    slot_wait: std::sync::atomic::AtomicBool,
     any: std::sync::atomic::AtomicBool,
     /// `Kind name` of every child created.
     created: std::sync::Mutex<Vec<String>>,
@@ -509,6 +582,10 @@ impl Done {
     fn created(&self, child: String) {
         self.applied();
         crate::locked::lock(&self.created).push(child);
+    }
+
+    fn wait_for_slot(&self) {
+        self.slot_wait.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn into_parts(self) -> (bool, Vec<String>) {

@@ -362,6 +362,11 @@ fn topology(input: &Input) -> Plan {
             let msg = format!("waking from hibernation: {}/{wanted} Redis pods exist", input.nodes.len());
             return Plan::keep(prev, Phase::Bootstrapping, msg, Some(WAIT_FOR_CHANGE));
         }
+        // A pod still loading its data would compare as empty.
+        if let Some(n) = input.nodes.iter().find(|n| n.info.as_ref().is_some_and(|i| i.loading)) {
+            let msg = format!("waking from hibernation: {} is loading its data", n.pod);
+            return Plan::keep(prev, Phase::Bootstrapping, msg, Some(WAIT_FOR_CHANGE));
+        }
         let mut plan = bootstrap(input);
         plan.message = format!("waking from hibernation; {}", plan.message);
         return plan;

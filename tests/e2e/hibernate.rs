@@ -77,7 +77,11 @@ pub async fn hibernate_and_wake_keep_the_counter(ctx: &Ctx, app: &str) {
     .await;
     let cr = ctx.api::<CounterApp>().get(app).await.unwrap();
     let redis = cr.status.unwrap().redis.unwrap();
-    assert_eq!(redis.primary, primary_before, "the last primary is chosen again");
+    // The primary's preStop hook hands the primary over to an in-sync replica as the pods
+    // stop, so either pod may have held everything last: what counts is one primary, a
+    // linked replica and the counter.
+    eprintln!("e2e: primary before hibernation {primary_before:?}, after waking {:?}", redis.primary);
+    assert_eq!(redis.nodes.iter().filter(|n| n.role == "primary").count(), 1, "{:?}", redis.nodes);
     assert!(redis.nodes.iter().all(|n| n.role == "primary" || n.link_up), "{:?}", redis.nodes);
     let after = eventually("the counter", timeout(), || web(ctx, app, "GET", "/api/counter")).await;
     assert_eq!(after, value, "the counter survives hibernation");

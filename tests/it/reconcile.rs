@@ -4,6 +4,7 @@
 use crate::common;
 mod at_rest;
 mod fake_api;
+mod rollouts;
 mod storage;
 mod terminating;
 

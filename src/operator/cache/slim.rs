@@ -33,6 +33,7 @@ use crate::labels::{self, Component};
 use crate::operator::apply::HASH_ANNOTATION;
 use crate::operator::image_pull;
 use crate::operator::pods::REVISION_LABEL;
+use crate::operator::rollouts;
 
 /// What reconciles read of a child's metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -117,6 +118,32 @@ pub struct SlimDeployment {
     meta: ChildMeta,
     replicas: Option<i32>,
     status: Option<DeploymentStatus>,
+    /// The rollout stamps (`operator::rollouts`).
+    stamps: Stamps,
+}
+
+/// A workload's rollout stamps (`operator::rollouts`): template and inputs hashes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Stamps {
+    template: Option<Box<str>>,
+    inputs: Option<Box<str>>,
+}
+
+impl Stamps {
+    fn of(meta: &ObjectMeta) -> Self {
+        let get = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k)).map(|v| v.as_str().into());
+        Stamps { template: get(rollouts::TEMPLATE_ANNOTATION), inputs: get(rollouts::INPUTS_ANNOTATION) }
+    }
+
+    fn restore(&self, meta: &mut ObjectMeta) {
+        for (k, v) in
+            [(rollouts::TEMPLATE_ANNOTATION, &self.template), (rollouts::INPUTS_ANNOTATION, &self.inputs)]
+        {
+            if let Some(v) = v {
+                meta.annotations.get_or_insert_with(Default::default).insert(k.to_string(), v.to_string());
+            }
+        }
+    }
 }
 
 impl Slim<Deployment> for SlimDeployment {
@@ -147,11 +174,14 @@ impl Slim<Deployment> for SlimDeployment {
             meta: ChildMeta::of(&d.metadata),
             replicas: d.spec.as_ref().and_then(|s| s.replicas),
             status,
+            stamps: Stamps::of(&d.metadata),
         }
     }
     fn restore(&self, namespace: &str, name: &str) -> Deployment {
+        let mut metadata = self.meta.meta(namespace, name);
+        self.stamps.restore(&mut metadata);
         Deployment {
-            metadata: self.meta.meta(namespace, name),
+            metadata,
             spec: Some(DeploymentSpec { replicas: self.replicas, ..DeploymentSpec::default() }),
             status: self.status.clone(),
         }
@@ -169,6 +199,7 @@ pub struct SlimStatefulSet {
     claim_size: Option<Box<str>>,
     uid: Option<Box<str>>,
     deleting: bool,
+    stamps: Stamps,
 }
 
 impl Slim<StatefulSet> for SlimStatefulSet {
@@ -190,10 +221,12 @@ impl Slim<StatefulSet> for SlimStatefulSet {
             claim_size: crate::operator::storage::claim_size(s).map(Into::into),
             uid: s.metadata.uid.as_deref().map(Into::into),
             deleting: s.metadata.deletion_timestamp.is_some(),
+            stamps: Stamps::of(&s.metadata),
         }
     }
     fn restore(&self, namespace: &str, name: &str) -> StatefulSet {
         let mut metadata = self.meta.meta(namespace, name);
+        self.stamps.restore(&mut metadata);
         metadata.uid = self.uid.as_deref().map(str::to_string);
         // The time itself is not kept: only whether there is one is read.
         metadata.deletion_timestamp = self.deleting.then_some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
