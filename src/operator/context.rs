@@ -7,13 +7,16 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::backoff::Backoff;
 use super::events::Events;
+use super::fence::Fence;
 use super::metrics::Metrics;
 use super::status_cache::StatusCache;
 use super::{apply, cache, leader, terminating};
 use crate::api::CounterApp;
 use crate::replication;
 use crate::replication::PodView;
-use crate::replication::node::{Addressing, ClusterAddressing, LoopbackAddressing, NodeAddr};
+use crate::replication::node::{
+    Addressing, ClusterAddressing, LoopbackAddressing, NodeAddr, NodeAuth, RedisClient,
+};
 
 /// Where the replication manager reaches Redis pods.
 #[derive(Clone, Debug, Default)]
@@ -78,7 +81,8 @@ pub struct Context {
     /// `--max-concurrent-rollouts` and the stacks holding a slot (operator::rollouts).
     pub max_concurrent_rollouts: usize,
     pub rollout_slots: Arc<super::rollouts::Slots>,
-    /// Whether this instance may act (leader election); checked before every change.
+    /// Whether this instance may act (leader election); checked at the start of a
+    /// reconcile, and by the fence before every write (the API client's and Redis').
     pub leadership: leader::Leadership,
     /// Namespace the operator runs in (`--operator-namespace`): Redis NetworkPolicies
     /// admit it.
@@ -99,6 +103,13 @@ impl Context {
         self.refused.forget(&ns, &app.name);
         self.rollout_slots.release(&ns, &app.name);
         self.replication.forget(&replication::AppKey::new(ns, app.name.clone()));
+    }
+
+    /// A Redis client logging in with `auth`, behind the leadership fence: it sends no
+    /// command that changes a node while this instance does not lead.
+    pub fn redis_client(&self, auth: NodeAuth) -> RedisClient {
+        let fence = Fence::new(self.leadership.clone(), self.metrics.fenced.clone());
+        RedisClient::with_auth(auth).gated(Arc::new(fence))
     }
 
     /// Stop acting on a CounterApp whose namespace is terminating: drop what is kept

@@ -93,6 +93,19 @@ impl Error {
         matches!(self, Error::Kube { source, .. } if super::terminating::is_refusal(source))
     }
 
+    /// The leadership fence refused a write (an API request or a Redis command): this
+    /// instance no longer leads. Not a failure of the CounterApp: nothing to report, no
+    /// retry (the new leader carries on; this process steps down).
+    pub fn not_leader(&self) -> bool {
+        match self {
+            Error::Kube { source, .. } => super::fence::is_refusal(source),
+            Error::Redis(crate::replication::Error::Redis { source, .. }) => {
+                crate::replication::node::is_fenced(source)
+            }
+            _ => false,
+        }
+    }
+
     /// Wrap a kube error with what the operator was doing.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
         Error::Kube { action: action.into(), source }

@@ -95,9 +95,16 @@ impl Events {
         // a series that keeps the first note, which would show a stale message (e.g.
         // the first of two different failures). Events here are rare enough.
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        if let Err(e) = recorder.publish(&ev, &app.object_ref(&())).await {
+        match recorder.publish(&ev, &app.object_ref(&())).await {
+            Ok(()) => {}
+            // Not the leader (any more): the fence said so already.
+            Err(e) if super::fence::is_refusal(&e) => {
+                tracing::debug!(error = %e, reason, "Event not published")
+            }
             // Usually RBAC: the operator needs `create` and `patch` on events.k8s.io events.
-            tracing::warn!(error = %e, reason, "cannot publish Event (check RBAC: create/patch events.k8s.io events)");
+            Err(e) => {
+                tracing::warn!(error = %e, reason, "cannot publish Event (check RBAC: create/patch events.k8s.io events)")
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::Error;
+use super::fence::{FenceLabels, Target};
 use crate::api::condition::{AVAILABLE, DEGRADED, READY, RECONCILING, STALLED};
 use crate::api::{CounterApp, CounterAppStatus};
 use crate::labels::ROLE_REPLICA;
@@ -125,6 +126,8 @@ pub struct Metrics {
     pub cache_objects: Family<KindLabels, Gauge>,
     /// 1 while this instance holds the lease and reconciles.
     pub leader: Gauge,
+    /// Writes the leadership fence refused, by target (`api`, `redis`).
+    pub fenced: Family<FenceLabels, Counter>,
     /// Per CounterApp and condition type: 1 while the condition is True, else 0.
     pub app_condition: Family<ConditionLabels, Gauge>,
     /// Per CounterApp: 1 while a Redis primary that takes writes exists and is ready.
@@ -153,6 +156,11 @@ impl Default for Metrics {
         let api_requests = Family::<ApiRequestLabels, Counter>::default();
         let cache_objects = Family::<KindLabels, Gauge>::default();
         let leader = Gauge::default();
+        let fenced = Family::<FenceLabels, Counter>::default();
+        // Both series from the start (at 0), so an alert on an increase sees the first one.
+        for t in Target::ALL {
+            let _ = fenced.get_or_create(&FenceLabels { target: t.as_str().to_string() });
+        }
         let app_condition = Family::<ConditionLabels, Gauge>::default();
         let primary_available = Family::<AppLabels, Gauge>::default();
         let redis_replicas = Family::<ReplicaLabels, Gauge>::default();
@@ -177,6 +185,11 @@ impl Default for Metrics {
             "counterstack_leader",
             "1 while this operator instance holds the lease and reconciles",
             leader.clone(),
+        );
+        registry.register(
+            "counterstack_leader_fenced",
+            "Writes refused because this instance was not (or no longer) the leader, by target (api, redis)",
+            fenced.clone(),
         );
         registry.register("counterstack_reconciles", "CounterApp reconciles started", reconciles.clone());
         registry.register(
@@ -230,6 +243,7 @@ impl Default for Metrics {
             api_requests,
             cache_objects,
             leader,
+            fenced,
             app_condition,
             primary_available,
             redis_replicas,

@@ -17,8 +17,9 @@ pub(crate) mod credentials;
 mod error;
 pub(crate) mod events;
 pub(crate) mod expand;
+pub mod fence;
 pub(crate) mod image_pull;
-pub(crate) mod leader;
+pub mod leader;
 pub mod metrics;
 pub(crate) mod pods;
 pub mod rbac;
@@ -100,22 +101,45 @@ fn identity() -> String {
     format!("{base}-{:08x}", rand::random::<u32>())
 }
 
-/// A kube client that counts every request it sends (`counterstack_api_requests_total`).
-async fn client(metrics: &metrics::Metrics) -> Result<kube::Client, Error> {
+/// A kube client that counts every request it sends (`counterstack_api_requests_total`),
+/// behind `fence`: it sends no write while this instance does not lead (the fence is the
+/// outer layer, so a refused request is never counted as sent).
+async fn client(metrics: &metrics::Metrics, fence: &fence::Fence) -> Result<kube::Client, Error> {
     let config = kube::Config::infer().await.map_err(|e| Error::ClientConfig(e.to_string()))?;
     let builder = kube::client::ClientBuilder::try_from(config).map_err(Error::Config)?;
-    Ok(builder.with_layer(&metrics::api_request_layer(metrics.api_requests.clone())).build())
+    Ok(builder
+        .with_layer(&metrics::api_request_layer(metrics.api_requests.clone()))
+        .with_layer(&fence.layer())
+        .build())
 }
 
 /// Run the operator until SIGTERM or SIGINT, then let in-flight reconciles finish. With
 /// leader election, wait for the lease first, and stop (an error: restart as a standby)
 /// when it is lost.
 pub async fn run(args: OperatorArgs) -> Result<(), Error> {
-    let metrics = metrics::Metrics::default();
-    let client = client(&metrics).await?;
     let namespace = args.namespace.filter(|n| !n.is_empty());
+    let lease = args.leader_election.then(|| leader::LeaseConfig {
+        namespace: args
+            .lease_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .or_else(|| namespace.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_string()),
+        name: args.lease_name,
+        identity: identity(),
+        duration: args.lease_duration_seconds,
+        grace: (args.lease_duration_seconds * 2 / 5).max(4),
+    });
+    // With leader election, nothing but the Lease is written until the lease is ours.
+    let leadership = match &lease {
+        Some(cfg) => leader::Leadership::until_renewed(cfg.renew_deadline()),
+        None => leader::Leadership::always(),
+    };
+    let metrics = metrics::Metrics::default();
+    let client = client(&metrics, &fence::Fence::new(leadership.clone(), metrics.fenced.clone())).await?;
 
     let mut ctx = Context::with_metrics(client.clone(), args.default_web_image, metrics);
+    ctx.leadership = leadership.clone();
     ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
     ctx.max_concurrent_rollouts = usize::from(args.max_concurrent_rollouts);
     ctx.operator_namespace = args.operator_namespace.clone().filter(|n| !n.is_empty());
@@ -138,26 +162,13 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
             waited = wait_for_crd(&client, namespace.as_deref()) => waited?,
             _ = stopped(stop_rx.clone()) => return Ok(()),
         }
-        let lost = if args.leader_election {
+        let lost = if let Some(cfg) = lease {
             metrics.set_role(metrics::Role::Standby);
-            let cfg = leader::LeaseConfig {
-                namespace: args
-                    .lease_namespace
-                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                    .or_else(|| namespace.clone())
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| "default".to_string()),
-                name: args.lease_name,
-                identity: identity(),
-                duration: args.lease_duration_seconds,
-                grace: (args.lease_duration_seconds * 2 / 5).max(4),
-            };
-            let acquired = tokio::select! {
-                a = leader::acquire(client.clone(), cfg) => a?,
+            let lost = tokio::select! {
+                a = leader::acquire(client.clone(), cfg, leadership) => a?,
                 _ = stopped(stop_rx.clone()) => return Ok(()),
             };
-            ctx.leadership = acquired.0;
-            acquired.1.left_future()
+            lost.left_future()
         } else {
             futures::future::pending().right_future()
         };

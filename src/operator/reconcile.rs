@@ -30,7 +30,7 @@ use crate::api::{CounterApp, CounterAppStatus, FIELD_MANAGER, ROTATE_ANNOTATION,
 use crate::children::{self, Children, Inputs, Passwords, UserPassword, certificate};
 use crate::names;
 use crate::replication::acl_sync;
-use crate::replication::node::{Addressing, NodeAuth, RedisClient};
+use crate::replication::node::{Addressing, NodeAuth};
 use crate::replication::{Outcome, PodView};
 
 /// Requeue an idle stack this often (a safety net: watches and the Redis health checks
@@ -60,6 +60,12 @@ pub async fn reconcile(app: Arc<CounterApp>, ctx: Arc<Context>) -> Result<Action
             Err(e) if e.namespace_terminating() => {
                 tracing::info!(error = %e, "the namespace is terminating; leaving this CounterApp alone");
                 ctx.stop_acting(&app, true);
+                Ok(Action::await_change())
+            }
+            // The fence refused a write: this instance no longer leads. No Event, no
+            // status, no retry: the new leader carries on, this process steps down.
+            Err(e) if e.not_leader() => {
+                tracing::warn!(error = %e, "not the leader (any more): this reconcile stops here");
                 Ok(Action::await_change())
             }
             other => other,
@@ -707,7 +713,7 @@ async fn replication(
     auth: &NodeAuth,
 ) -> Result<Outcome, Error> {
     let addressing = AppAddressing { app: name, mode: &ctx.redis_addressing };
-    let client = RedisClient::with_auth(auth.clone());
+    let client = ctx.redis_client(auth.clone());
     let outcome = ctx.replication.reconcile_with(app, pod_views, &client, &addressing).await?;
     // From now on the health checker watches these pods (fresh addresses, new primary).
     let primary = outcome.status.primary.as_deref();
@@ -831,7 +837,7 @@ async fn sync_passwords(
     let running: Vec<_> = pod_views.iter().filter(|p| p.ready && !p.terminating).collect();
     let nodes: Vec<_> = running.iter().filter_map(|p| addressing.dial(p)).collect();
     let desired = acl_sync::Desired::from_passwords(&inputs.passwords);
-    let report = acl_sync::sync(&RedisClient::with_auth(auth.clone()), &nodes, &desired).await;
+    let report = acl_sync::sync(&ctx.redis_client(auth.clone()), &nodes, &desired).await;
     for (node, why) in &report.failed {
         tracing::warn!(%node, error = %why, "could not bring the Redis ACL passwords in line");
     }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::RedisResult;
@@ -222,12 +223,30 @@ pub fn is_auth_error(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::AuthenticationFailed || e.to_string().contains("WRONGPASS")
 }
 
+/// Asked right before each command that changes a node is sent; a `false` refuses it.
+/// The operator's leadership fence: a process that stopped leading (its lease passed
+/// while it was frozen, say) sends Redis nothing that changes it.
+pub trait WriteGate: Send + Sync + fmt::Debug {
+    /// `command` (`REPLICAOF`, `CONFIG SET`...) is about to be sent to `at`.
+    fn allows(&self, command: &str, at: &NodeAddr) -> bool;
+}
+
+/// What a command the [`WriteGate`] refused fails with.
+pub const FENCED: &str = "refused: this operator instance is not the leader (any more)";
+
+/// Whether `e` is a [`WriteGate`] refusal (nothing was sent).
+pub fn is_fenced(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Client && e.to_string().starts_with(FENCED)
+}
+
 /// [`RedisNodes`] over redis-rs.
 #[derive(Clone, Debug)]
 pub struct RedisClient {
     auth: NodeAuth,
     connect_timeout: Duration,
     response_timeout: Duration,
+    /// Asked before every command that changes a node; none: every command goes out.
+    gate: Option<Arc<dyn WriteGate>>,
 }
 
 impl RedisClient {
@@ -242,6 +261,23 @@ impl RedisClient {
             auth,
             connect_timeout: Duration::from_millis(500),
             response_timeout: Duration::from_millis(500),
+            gate: None,
+        }
+    }
+
+    /// Send commands that change a node only when `gate` allows them.
+    pub fn gated(mut self, gate: Arc<dyn WriteGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Right before a write: whether `gate` lets `command` go to `at`.
+    fn may_write(&self, command: &str, at: &NodeAddr) -> RedisResult<()> {
+        match &self.gate {
+            Some(gate) if !gate.allows(command, at) => {
+                Err(redis::RedisError::from((redis::ErrorKind::Client, FENCED, format!("{command} on {at}"))))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -281,6 +317,7 @@ impl RedisClient {
         if plan.set_masterauth {
             pipe.cmd("CONFIG").arg("SET").arg("masterauth").arg(masterauth).ignore();
         }
+        self.may_write("ACL SETUSER", at)?;
         pipe.query_async::<()>(&mut c).await
     }
 }
@@ -334,11 +371,13 @@ impl RedisNodes for RedisClient {
             Some(p) => cmd.arg(&p.host).arg(p.port),
             None => cmd.arg("NO").arg("ONE"),
         };
+        self.may_write("REPLICAOF", at)?;
         cmd.query_async(&mut c).await
     }
 
     async fn config_set(&self, at: &NodeAddr, key: &str, value: &str) -> RedisResult<()> {
         let mut c = self.connect(at).await?;
+        self.may_write("CONFIG SET", at)?;
         redis::cmd("CONFIG").arg("SET").arg(key).arg(value).query_async(&mut c).await
     }
 
@@ -350,6 +389,7 @@ impl RedisNodes for RedisClient {
 
     async fn failover_to(&self, at: &NodeAddr, target: &NodeAddr, timeout: Duration) -> RedisResult<()> {
         let mut c = self.connect(at).await?;
+        self.may_write("FAILOVER", at)?;
         redis::cmd("FAILOVER")
             .arg("TO")
             .arg(&target.host)

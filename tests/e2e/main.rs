@@ -26,6 +26,7 @@
 //! Redis itself shows it). `bench_failover_scenarios` repeats them for
 //! bench/failover-k8s.sh.
 
+mod api_recorder;
 mod day_two;
 mod faults;
 mod harness;
@@ -665,6 +666,17 @@ fn two_operators_one_leader_and_the_standby_takes_over_when_it_dies() {
     harness::with_namespace_no_operator("leader", |ctx| async move {
         let client = ctx.client.clone();
         in_cluster::paused(&client, leader::the_standby_takes_over_when_the_leader_dies(ctx)).await;
+    });
+}
+
+/// Out of the cluster on purpose: the leader of two operator processes frozen with SIGSTOP
+/// mid-reconcile and woken after the standby took over sends no write (issue 21).
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn a_leader_frozen_past_its_lease_sends_no_write_when_it_wakes() {
+    harness::with_namespace_no_operator("frozen-leader", |ctx| async move {
+        let client = ctx.client.clone();
+        in_cluster::paused(&client, leader::a_frozen_leader_sends_no_write_after_it_wakes(ctx)).await;
     });
 }
 

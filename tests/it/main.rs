@@ -12,6 +12,7 @@ mod failover_frozen_replica;
 mod failover_kill;
 mod failover_switchover;
 mod failover_web_batch;
+mod leader_fence;
 mod observability;
 mod packaging;
 mod reconcile;
