@@ -40,7 +40,10 @@ const TLS_VOLUME: &str = "tls";
 /// `redis-cli PING` must answer PONG (fails while the node loads its dataset), as the
 /// pod-local `monitor` user; `monitor.env` (written by the start script) holds its
 /// password as `REDISCLI_AUTH`, off the command line, and redis-cli's TLS flags.
-const PING: &str = r#". /run/redis/monitor.env && redis-cli $CLI_TLS --user monitor -h 127.0.0.1 -p 6379 ping | grep -q PONG"#;
+/// `MISCONF` counts as ready too: a primary that cannot persist (a full volume) refuses
+/// PING like a write, but it serves reads and its replicas, and the web answers writes
+/// with the cause only while the primary Service still reaches it.
+const PING: &str = r#". /run/redis/monitor.env && redis-cli $CLI_TLS --user monitor -h 127.0.0.1 -p 6379 ping | grep -qE '^(PONG|MISCONF)'"#;
 
 pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
     let app = meta::app_name(cr);

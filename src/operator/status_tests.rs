@@ -491,3 +491,44 @@ fn a_hibernated_stack_is_ready_not_available_and_says_how_to_wake_it() {
     assert_eq!(status_of(&done, "Available"), "False");
     assert_eq!(status_of(&done, "Degraded"), "False");
 }
+
+#[test]
+fn a_primary_that_cannot_persist_is_degraded_and_not_ready_but_available() {
+    use crate::replication::persistence::STORAGE_FULL;
+    // What the replication pass reports for a full volume (`persistence::with_problem`).
+    let full = Health {
+        available: true,
+        degraded: true,
+        reason: STORAGE_FULL.into(),
+        message: "Redis cannot write to its volume: demo-redis-0 (the primary) refuses writes: \
+                  MISCONF Errors writing to the AOF file: No space left on device"
+            .into(),
+        ..Health::default()
+    };
+    let s = compute(None, &Observation { redis_health: Some(full.clone()), ..healthy() }, &t(0));
+    let d = cond(&s, "Degraded").unwrap();
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
+        ("True", STORAGE_FULL, full.message.as_str())
+    );
+    let r = cond(&s, "Ready").unwrap();
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", STORAGE_FULL), "writes are refused");
+    assert_eq!(status_of(&s, "Available"), "True", "the primary is up and serves reads");
+    assert_eq!(status_of(&s, "Stalled"), "<absent>", "nothing for the user to change in the spec");
+    assert!(primary_available(&Observation { redis_health: Some(full), ..healthy() }, Some(&redis_status())));
+
+    // Room again: the next pass reports a healthy stack and everything clears.
+    let fine = Health {
+        degraded: false,
+        reason: "ReplicationHealthy".into(),
+        message: "ok".into(),
+        ..Health::default()
+    };
+    let healed = compute(
+        Some(&s),
+        &Observation { redis_health: Some(Health { available: true, ..fine }), ..healthy() },
+        &t(60),
+    );
+    assert_eq!(status_of(&healed, "Ready"), "True");
+    assert_eq!(status_of(&healed, "Degraded"), "False");
+}

@@ -253,7 +253,17 @@ fn primary_state(p: &NodeObservation, holds_data: bool) -> PrimaryState {
         Some(i) if i.role == Role::Master && !i.loading && holds_data && i.is_empty() => {
             PrimaryState::LostData
         }
-        Some(i) if i.role == Role::Master && !i.loading && p.pod_ready && !p.terminating => {
+        // A master that refuses writes because it cannot persist (`-MISCONF`: a full or
+        // failing disk) is alive and holds every acknowledged write: no failover reason,
+        // even while its pod is unready (a probe that wants PONG fails on it). A replica
+        // may hold less, and its volume is no bigger; Redis resumes writes by itself once
+        // the volume has space again.
+        Some(i)
+            if i.role == Role::Master
+                && !i.loading
+                && (p.pod_ready || i.persistence.refuses_writes())
+                && !p.terminating =>
+        {
             PrimaryState::Healthy
         }
         Some(i) if i.role == Role::Replica && !i.loading => PrimaryState::Demoted,

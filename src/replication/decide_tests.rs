@@ -65,6 +65,7 @@ fn info(role: Role, offset: i64, keys: u64) -> NodeInfo {
         replicas: vec![],
         failover_state: "no-failover".into(),
         min_replicas_to_write: Some(1),
+        persistence: Default::default(),
     }
 }
 
@@ -927,6 +928,40 @@ fn the_hand_over_names_the_replica_as_the_primary_lists_it() {
         primary_unavailable_for: None,
     });
     assert_eq!(plan.actions, vec![handover(0, 1, NodeAddr::new(ip(1), 6379))], "{}", plan.message);
+}
+
+/// A primary whose volume is full: it answers INFO, ROLE and reads, and refuses writes
+/// (and PING) with `-MISCONF`.
+fn full_primary(ord: u32, offset: i64) -> NodeObservation {
+    with_info(master(ord, offset, 10), |i| {
+        i.persistence.aof_write_failed = true;
+        i.persistence.write_refusal =
+            Some("MISCONF Errors writing to the AOF file: No space left on device".into());
+    })
+}
+
+#[test]
+fn a_primary_that_refuses_writes_for_a_full_disk_is_no_failover_reason() {
+    // Replicas linked, one behind: failing over could only lose data, and long past
+    // afterSeconds the primary stays (its readiness probe may have failed on MISCONF).
+    for ready in [true, false] {
+        let nodes = vec![
+            with(full_primary(0, 1000), |n| n.pod_ready = ready),
+            replica(1, 0, 990),
+            replica(2, 0, 1000),
+        ];
+        assert!(primary_available(&listed(nodes.clone()), &prev(Some(0), true)), "ready {ready}");
+        let plan = plan_for(nodes, prev(Some(0), true), Some(600));
+        assert_eq!(plan.phase, Phase::Steady, "pod ready {ready}: {}", plan.message);
+        assert_eq!((plan.primary, plan.epoch), (Some(pod(0)), 3));
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    }
+    // The same primary down for real (no answer) is failed over: the rule is MISCONF only.
+    let nodes = vec![unreachable(0), replica_down(1, 0, 990, Some(1)), replica_down(2, 0, 1000, Some(1))];
+    assert_eq!(plan_for(nodes, prev(Some(0), true), Some(6)).phase, Phase::FailingOver);
+    // An unready master that does not refuse writes still counts as unavailable.
+    let nodes = vec![with(master(0, 1000, 10), |n| n.pod_ready = false), replica(1, 0, 990)];
+    assert!(!primary_available(&listed(nodes), &prev(Some(0), true)));
 }
 
 #[test]

@@ -292,6 +292,7 @@ mod tests {
                 replicas: vec![],
                 failover_state: "no-failover".into(),
                 min_replicas_to_write: None,
+                persistence: Default::default(),
             }),
         }
     }

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub failovers: Family<FailoverLabels, Counter>,
     pub failover_duration: Family<FailoverLabels, Histogram>,
     pub replication_lag: Family<PodLabels, Gauge>,
+    /// 1 while the pod's Redis cannot persist (failed AOF write or RDB snapshot).
+    pub persistence_failing: Family<PodLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,7 @@ impl Default for Metrics {
             failovers: Family::default(),
             failover_duration: Family::new_with_constructor(duration_histogram),
             replication_lag: Family::default(),
+            persistence_failing: Family::default(),
         }
     }
 }
@@ -100,6 +103,11 @@ impl Metrics {
             "counterstack_redis_replication_lag_bytes",
             "Bytes a Redis replica is behind its primary at the last observation",
             self.replication_lag.clone(),
+        );
+        registry.register(
+            "counterstack_redis_persistence_failing",
+            "1 while the Redis pod cannot write to its volume (its last AOF write or RDB snapshot failed; a primary then refuses writes), else 0",
+            self.persistence_failing.clone(),
         );
     }
 }

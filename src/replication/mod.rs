@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod node;
 pub mod observe;
+pub mod persistence;
 pub mod report;
 
 use std::collections::{BTreeMap, HashMap};
@@ -128,6 +129,9 @@ struct AppMemory {
     lag_series: Vec<String>,
     /// The last answer to a requested switchover (newer than the status until written).
     switchover: Option<SwitchoverStatus>,
+    /// The reason of the persistence episode under way (`StorageFull`...), `Some(None)`
+    /// when there is none; `None` until a pass knows (a new leader reads the status).
+    storage: Option<Option<String>>,
 }
 
 /// Keeps per-CounterApp replication state across reconciles, and the [`Monitor`] that
@@ -279,6 +283,7 @@ impl Manager {
         }
         for pod in mem.map(|m| m.lag_series).unwrap_or_default() {
             self.metrics.replication_lag.remove(&metrics::PodLabels::new(key, &pod));
+            self.metrics.persistence_failing.remove(&metrics::PodLabels::new(key, &pod));
         }
     }
 
@@ -432,12 +437,18 @@ impl Manager {
         for pod in &plan.delete_pods {
             events.push(event(false, "RestartingPod", format!("deleting {pod}: {}", plan.message)));
         }
+        // A volume that is full or failing: one Event per episode, the Degraded reason.
+        let was = mem.storage.clone().unwrap_or_else(|| storage_episode(app));
+        let storage = persistence::problem(&observed, plan.primary.as_deref(), was.as_deref());
+        events.extend(persistence::event(was.as_deref(), storage.as_ref()));
+        mem.storage = Some(storage.as_ref().map(|p| p.reason.to_string()));
         let report =
             Report { pods, observed: &observed, plan: &plan, changed, replicas_wanted: spec.replicas };
         let mut outcome = self.outcome(&key, &mut mem, &report, last_failover_time, events);
         // Still waking until this pass elected a primary (the epoch moved).
         outcome.status.hibernated = spec.waking && plan.epoch == prev.epoch;
-        outcome.health = live_config::with_rejections(outcome.health, &live.rejected, &live.pending);
+        let health = persistence::with_problem(outcome.health, storage.as_ref(), plan.phase);
+        outcome.health = live_config::with_rejections(health, &live.rejected, &live.pending);
         outcome.status.switchover = recorded_switchover(&mem, app, switchover_annotations(app).0);
         self.remember(&key, mem);
         Ok(outcome)
@@ -531,12 +542,21 @@ impl Manager {
         let current: Vec<String> = nodes_status.iter().map(|n| n.pod.clone()).collect();
         for gone in mem.lag_series.iter().filter(|p| !current.contains(p)) {
             self.metrics.replication_lag.remove(&metrics::PodLabels::new(key, gone));
+            self.metrics.persistence_failing.remove(&metrics::PodLabels::new(key, gone));
         }
         for n in &nodes_status {
             self.metrics
                 .replication_lag
                 .get_or_create(&metrics::PodLabels::new(key, &n.pod))
                 .set(n.lag_bytes);
+        }
+        // A pod that did not answer keeps its last value.
+        for n in observed {
+            let failing =
+                self.metrics.persistence_failing.get_or_create(&metrics::PodLabels::new(key, &n.pod));
+            if let Some(i) = &n.info {
+                failing.set(i64::from(i.persistence.failing()));
+            }
         }
         mem.lag_series = current;
         Outcome {
@@ -608,6 +628,20 @@ fn previous(mem: &mut AppMemory, app: &CounterApp, observed: &[NodeObservation])
     prev
 }
 
+/// The persistence episode the status reports (`Degraded` with reason `StorageFull` or
+/// `PersistenceFailed`): what a new leader continues, without a second Event.
+fn storage_episode(app: &CounterApp) -> Option<String> {
+    let conditions = app.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    conditions
+        .iter()
+        .find(|c| {
+            c.type_ == crate::api::condition::DEGRADED
+                && c.status == "True"
+                && [persistence::STORAGE_FULL, persistence::PERSISTENCE_FAILED].contains(&c.reason.as_str())
+        })
+        .map(|c| c.reason.clone())
+}
+
 /// Events for entering a phase (once, not every pass).
 fn phase_events(mem: &mut AppMemory, plan: &Plan) -> Vec<ReplicationEvent> {
     let mut events = vec![];
@@ -661,6 +695,7 @@ async fn observe_all<N: RedisNodes, A: Addressing>(
                     Ok(Ok(snap)) => match parse_info(&snap.info) {
                         Ok(mut i) => {
                             i.min_replicas_to_write = snap.min_replicas_to_write;
+                            i.persistence.write_refusal = snap.write_refusal;
                             Some(i)
                         }
                         Err(e) => {

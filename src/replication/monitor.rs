@@ -88,6 +88,10 @@ pub enum Seen {
     /// Answers `-LOADING`: up, but not serving yet.
     Loading,
     Master,
+    /// A master that refuses writes (and PING) with `-MISCONF`: it cannot persist (a full
+    /// or failing disk). Alive, and it holds its data: no failover reason. A change to or
+    /// from it wakes the CounterApp, so status and Events follow within a second.
+    RefusingWrites,
     /// A replica of `master` (`None`: a reply we could not read); `linked` when its
     /// replication link is up.
     Replica {
@@ -298,8 +302,13 @@ impl Monitor {
         }
         if let Some(primary) = target.primary.as_deref().filter(|_| w.primary_since.is_none_or(|t| at >= t)) {
             let pod = target.pods.iter().find(|p| p.name == primary);
-            let available =
-                w.seen.get(primary) == Some(&Seen::Master) && pod.is_some_and(|p| p.ready && !p.terminating);
+            // As `decide::primary_available` judges it: a master refusing writes for its
+            // disk counts as up even when its pod is unready (a probe that wants PONG).
+            let available = match w.seen.get(primary) {
+                Some(Seen::Master) => pod.is_some_and(|p| p.ready && !p.terminating),
+                Some(Seen::RefusingWrites) => pod.is_some_and(|p| !p.terminating),
+                _ => false,
+            };
             let was_running = w.clock.is_some();
             w.observe(primary, available, at);
             if was_running != w.clock.is_some() {
@@ -399,15 +408,26 @@ async fn check(conn: Option<Conn>, dial: &NodeAddr, auth: &NodeAuth) -> (Seen, O
         };
         let mut pipe = redis::pipe();
         pipe.cmd("PING").cmd("ROLE");
-        let replies: Vec<Value> = match pipe.query_async(&mut c.conn).await {
-            Ok(r) => r,
+        // Raw replies: an error answer to PING says what state the node is in.
+        let replies = {
+            use redis::aio::ConnectionLike;
+            c.conn.req_packed_commands(&pipe, 0, 2).await?
+        };
+        let mut replies = replies.into_iter();
+        let (ping, role) = (replies.next().unwrap_or(Value::Nil), replies.next().unwrap_or(Value::Nil));
+        let seen = match ping.extract_error() {
+            Ok(_) => parse_role(&role).unwrap_or(Seen::Down),
             // PING answers -LOADING while the node loads its dataset.
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => {
-                return Ok((Seen::Loading, Some(c)));
+                Seen::Loading
             }
+            // A master that cannot persist refuses PING like any write (ROLE still answers).
+            Err(e) if e.code() == Some("MISCONF") => match parse_role(&role) {
+                Some(Seen::Master) => Seen::RefusingWrites,
+                other => other.unwrap_or(Seen::Down),
+            },
             Err(e) => return Err(e),
         };
-        let seen = replies.get(1).and_then(parse_role).unwrap_or(Seen::Down);
         Ok::<_, redis::RedisError>((seen, Some(c)))
     };
     match tokio::time::timeout(CHECK_TIMEOUT, attempt).await {
@@ -514,6 +534,19 @@ mod tests {
         assert_eq!(rx.try_recv().ok(), Some(key.clone()));
         // The outage counts from the last good check, a second before.
         assert_eq!(m.observe_primary(&key, "p0", false, t1 + Duration::from_millis(300)), Some(t0));
+        // A primary that refuses writes for its disk is up, even when its pod is unready.
+        let t2 = t1 + Duration::from_secs(1);
+        m.record(&key, vec![("p0".into(), Seen::RefusingWrites), ("p1".into(), replica.clone())], t2);
+        assert_eq!(rx.try_recv().ok(), Some(key.clone()), "refusing writes is news");
+        assert_eq!(m.down_since(&key), None, "a primary refusing writes is up: the clock stops");
+        let unready = TargetPod { ready: false, ..pod("p0") };
+        m.watch(
+            &key,
+            Target { pods: vec![unready, pod("p1")], primary: Some("p0".into()), auth: NodeAuth::default() },
+        );
+        m.record(&key, vec![("p0".into(), Seen::RefusingWrites), ("p1".into(), replica.clone())], t2);
+        assert_eq!(m.down_since(&key), None, "an unready pod refusing writes is still up");
+        assert!(rx.try_recv().is_err(), "same answers: no wake-up");
         m.forget(&key);
         m.record(&key, vec![("p0".into(), Seen::Master)], t1);
         assert!(rx.try_recv().is_err(), "a forgotten app is not woken");

@@ -97,13 +97,16 @@ impl Addressing for LoopbackAddressing {
 pub struct Snapshot {
     pub info: String,
     pub min_replicas_to_write: Option<i64>,
+    /// The `-MISCONF` error PING got: the node refuses writes because it cannot persist.
+    pub write_refusal: Option<String>,
 }
 
 /// The Redis commands the manager needs. Every call connects afresh (short timeouts), so
 /// a dead or frozen node costs at most the timeout and no stale connection survives a
 /// pod restart.
 pub trait RedisNodes: Send + Sync {
-    /// `INFO server replication persistence keyspace` and `CONFIG GET min-replicas-to-write`.
+    /// `INFO server replication persistence keyspace`, `CONFIG GET min-replicas-to-write`
+    /// and `PING` (a master that cannot persist refuses it with `-MISCONF`).
     fn snapshot(&self, at: &NodeAddr) -> impl Future<Output = RedisResult<Snapshot>> + Send;
     /// `REPLICAOF host port`, or `REPLICAOF NO ONE` when `primary` is `None`.
     fn replicaof(
@@ -239,6 +242,22 @@ pub fn is_fenced(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Client && e.to_string().starts_with(FENCED)
 }
 
+/// The `-MISCONF` error of a reply, as Redis words it (`MISCONF Errors writing to the AOF
+/// file: No space left on device`): the node refuses writes because it cannot persist.
+/// Any other reply (PONG, `-LOADING`) is `None`.
+pub fn write_refusal(reply: redis::Value) -> Option<String> {
+    write_refusal_of(&reply.extract_error().err()?)
+}
+
+/// [`write_refusal`] of an error, also when a script's error carries it.
+pub fn write_refusal_of(e: &redis::RedisError) -> Option<String> {
+    if e.code() == Some("MISCONF") {
+        return Some(format!("MISCONF {}", e.detail().unwrap_or_default()).trim_end().to_string());
+    }
+    let text = e.to_string();
+    text.find("MISCONF").map(|at| text[at..].to_string())
+}
+
 /// [`RedisNodes`] over redis-rs.
 #[derive(Clone, Debug)]
 pub struct RedisClient {
@@ -348,20 +367,19 @@ fn acl_passwords(v: &redis::Value) -> std::collections::BTreeSet<String> {
 
 impl RedisNodes for RedisClient {
     async fn snapshot(&self, at: &NodeAddr) -> RedisResult<Snapshot> {
+        use redis::aio::ConnectionLike;
         let mut c = self.connect(at).await?;
-        let (info, config): (String, BTreeMap<String, String>) = redis::pipe()
-            .cmd("INFO")
-            .arg("server")
-            .arg("replication")
-            .arg("persistence")
-            .arg("keyspace")
-            .cmd("CONFIG")
-            .arg("GET")
-            .arg("min-replicas-to-write")
-            .query_async(&mut c)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("server").arg("replication").arg("persistence").arg("keyspace");
+        pipe.cmd("CONFIG").arg("GET").arg("min-replicas-to-write");
+        pipe.cmd("PING");
+        // Raw replies: PING may be refused (MISCONF, or LOADING) while INFO still answers.
+        let mut replies = c.req_packed_commands(&pipe, 0, 3).await?.into_iter();
+        let mut next = || replies.next().unwrap_or(redis::Value::Nil);
+        let info: String = redis::from_redis_value(next().extract_error()?)?;
+        let config: BTreeMap<String, String> = redis::from_redis_value(next().extract_error()?)?;
         let min_replicas_to_write = config.get("min-replicas-to-write").and_then(|v| v.parse().ok());
-        Ok(Snapshot { info, min_replicas_to_write })
+        Ok(Snapshot { info, min_replicas_to_write, write_refusal: write_refusal(next()) })
     }
 
     async fn replicaof(&self, at: &NodeAddr, primary: Option<&NodeAddr>) -> RedisResult<()> {

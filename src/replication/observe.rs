@@ -55,6 +55,44 @@ pub struct NodeInfo {
     pub failover_state: String,
     /// `CONFIG GET min-replicas-to-write`, when it was read.
     pub min_replicas_to_write: Option<i64>,
+    /// Whether the node can write to its volume (`INFO persistence`, and its answer to PING).
+    pub persistence: Persistence,
+}
+
+/// Whether a node can persist: what `INFO persistence` says about its last RDB save and
+/// AOF write, and the `-MISCONF` error a master answers PING (and every write) with while
+/// it refuses writes because of them. A full or failing disk shows here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persistence {
+    /// `rdb_last_bgsave_status:err`: the last RDB snapshot failed. Redis retries every
+    /// 5 s while a save point is due; with `stop-writes-on-bgsave-error yes` (the
+    /// default) a master refuses writes meanwhile.
+    pub rdb_save_failed: bool,
+    /// `aof_last_write_status:err`: appending to the AOF failed; a master refuses writes
+    /// until Redis's own retry (every second) succeeds.
+    pub aof_write_failed: bool,
+    /// The error this node answers PING with while it refuses writes (`MISCONF Errors
+    /// writing to the AOF file: No space left on device`); `None` while it accepts them.
+    pub write_refusal: Option<String>,
+}
+
+impl Persistence {
+    /// The node cannot persist (a save or write failed, or it refuses writes for that).
+    pub fn failing(&self) -> bool {
+        self.rdb_save_failed || self.aof_write_failed || self.write_refusal.is_some()
+    }
+
+    /// It refuses writes (`-MISCONF`), though it is alive: reads and replication go on.
+    pub fn refuses_writes(&self) -> bool {
+        self.write_refusal.is_some()
+    }
+
+    /// Redis said why and it is a full volume (ENOSPC, or EDQUOT for a quota).
+    pub fn volume_full(&self) -> bool {
+        self.write_refusal
+            .as_deref()
+            .is_some_and(|e| e.contains("No space left on device") || e.contains("Disk quota exceeded"))
+    }
 }
 
 impl NodeInfo {
@@ -184,6 +222,11 @@ pub fn parse_info(text: &str) -> Result<NodeInfo, ParseError> {
         replicas,
         failover_state: field(text, "master_failover_state").unwrap_or("no-failover").to_string(),
         min_replicas_to_write: None,
+        persistence: Persistence {
+            rdb_save_failed: field(text, "rdb_last_bgsave_status") == Some("err"),
+            aof_write_failed: field(text, "aof_last_write_status") == Some("err"),
+            write_refusal: None,
+        },
     })
 }
 
@@ -330,6 +373,33 @@ mod tests {
             .replace("master_sync_in_progress:0", "master_sync_in_progress:1");
         let i = parse_info(&text).unwrap();
         assert!(i.loading && i.sync_in_progress);
+    }
+
+    #[test]
+    fn failed_saves_and_aof_writes_are_seen() {
+        let ok = parse_info(MASTER).unwrap();
+        assert!(!ok.persistence.failing(), "no persistence fields: nothing failed");
+        let text = MASTER.replace(
+            "loading:0\r\n",
+            "loading:0\r\nrdb_last_bgsave_status:ok\r\naof_last_bgrewrite_status:err\r\naof_last_write_status:err\r\n",
+        );
+        let p = parse_info(&text).unwrap().persistence;
+        assert!(p.aof_write_failed && !p.rdb_save_failed && p.failing());
+        assert!(!p.refuses_writes() && !p.volume_full(), "only PING says whether writes are refused");
+        let text = MASTER.replace("loading:0\r\n", "loading:0\r\nrdb_last_bgsave_status:err\r\n");
+        let p = parse_info(&text).unwrap().persistence;
+        assert!(p.rdb_save_failed && !p.aof_write_failed);
+        let full = Persistence {
+            write_refusal: Some("MISCONF Errors writing to the AOF file: No space left on device".into()),
+            ..Persistence::default()
+        };
+        assert!(full.refuses_writes() && full.volume_full() && full.failing());
+        let rdb = Persistence {
+            rdb_save_failed: true,
+            write_refusal: Some("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.".into()),
+            ..Persistence::default()
+        };
+        assert!(rdb.refuses_writes() && !rdb.volume_full(), "the RDB refusal does not say why");
     }
 
     #[test]

@@ -172,6 +172,7 @@ mod tests {
                 replicas: vec![],
                 failover_state: "no-failover".into(),
                 min_replicas_to_write: Some(1),
+                persistence: Default::default(),
             }),
         }
     }

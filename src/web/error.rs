@@ -26,6 +26,11 @@ pub enum Error {
     /// The node behind the primary URL is a replica (failover in progress).
     #[error("redis primary is read-only (failover in progress)")]
     ReadOnly,
+    /// The primary refuses writes because it cannot persist them (`-MISCONF`: its volume
+    /// is full, or an AOF write or RDB snapshot failed). Not applied; Redis takes writes
+    /// again by itself once the volume has space. `detail` is Redis's own words.
+    #[error("redis {node} refuses writes: it cannot persist to its volume ({detail})")]
+    CannotPersist { node: &'static str, detail: String },
     /// The write was applied on the primary but fewer than the required replicas confirmed it.
     #[error("write not confirmed by {wanted} replica(s) within {timeout_ms} ms ({acked} confirmed)")]
     NotConfirmed { wanted: u32, acked: i64, timeout_ms: u64 },
@@ -60,6 +65,7 @@ impl Error {
             | Error::Redis { .. }
             | Error::ReadOnly
             | Error::NotConfirmed { .. }
+            | Error::CannotPersist { .. }
             | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Error::Overflow | Error::NotAnInteger | Error::IdempotencyKeyReused(_) => StatusCode::CONFLICT,
             Error::BadIdempotencyKey => StatusCode::BAD_REQUEST,
@@ -78,6 +84,7 @@ impl Error {
             Error::Unavailable(_) => "unavailable",
             Error::Redis { .. } => "redis",
             Error::ReadOnly => "readonly",
+            Error::CannotPersist { .. } => "cannot_persist",
             Error::NotConfirmed { .. } => "not_confirmed",
             Error::Overflow => "overflow",
             Error::NotAnInteger => "not_an_integer",
@@ -113,6 +120,10 @@ impl IntoResponse for Error {
             Error::MethodNotAllowed(allow) => {
                 resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
             }
+            // A full volume is not freed within a second: clients need not hammer it.
+            Error::CannotPersist { .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -135,6 +146,19 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(Error::BadIdempotencyKey.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_primary_that_cannot_persist_is_a_503_naming_the_cause() {
+        let e = Error::CannotPersist {
+            node: "primary",
+            detail: "MISCONF Errors writing to the AOF file: No space left on device".into(),
+        };
+        assert_eq!(e.metric_label(), "cannot_persist");
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
     }
 
     #[test]

@@ -204,6 +204,9 @@ pub fn classify(node: &'static str, e: RedisError) -> Error {
     let text = e.to_string();
     if code == "READONLY" || text.contains("READONLY") {
         Error::ReadOnly
+    } else if let Some(detail) = crate::replication::node::write_refusal_of(&e) {
+        // Also inside a script's error (an Idempotency-Key write).
+        Error::CannotPersist { node, detail }
     } else if text.contains("would overflow") {
         Error::Overflow
     } else if text.contains("not an integer") {
@@ -228,6 +231,23 @@ pub fn parse_counter(v: Value) -> Result<i64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn misconf_means_the_primary_cannot_persist() {
+        let e = redis::make_extension_error(
+            "MISCONF".to_string(),
+            Some("Errors writing to the AOF file: No space left on device".into()),
+        );
+        match classify("primary", e) {
+            Error::CannotPersist { node, detail } => {
+                assert_eq!(node, "primary");
+                assert_eq!(detail, "MISCONF Errors writing to the AOF file: No space left on device");
+            }
+            other => panic!("{other:?}"),
+        }
+        let other = redis::make_extension_error("ERR".to_string(), Some("something else".into()));
+        assert!(matches!(classify("primary", other), Error::Redis { .. }));
+    }
 
     #[test]
     fn counter_replies() {

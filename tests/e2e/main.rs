@@ -28,6 +28,7 @@
 
 mod api_recorder;
 mod day_two;
+mod disk_full;
 mod faults;
 mod harness;
 mod hibernate;
@@ -535,6 +536,12 @@ fn deleting_or_evicting_the_primary_hands_over_under_load() {
         let f = scenario::run(&stack, Scenario::Evict).await;
         assert_figures(&f, Duration::from_secs(1));
     });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn a_full_volume_refuses_writes_with_the_cause_and_recovers_without_a_failover() {
+    with_namespace("disk-full", |ctx| async move { disk_full::full_volume_under_load(&ctx).await });
 }
 
 #[test]

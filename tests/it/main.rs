@@ -8,6 +8,7 @@ mod common;
 mod crd;
 mod examples;
 mod failover_crash;
+mod failover_disk_full;
 mod failover_frozen_replica;
 mod failover_kill;
 mod failover_switchover;

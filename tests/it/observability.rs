@@ -206,6 +206,7 @@ fn the_source_parser_finds_exactly_what_the_operator_registry_exposes() {
     redis.metrics().failovers.get_or_create(&failover).inc();
     redis.metrics().failover_duration.get_or_create(&failover).observe(1.0);
     redis.metrics().replication_lag.get_or_create(&PodLabels::new(&app, "demo-redis-1")).set(0);
+    redis.metrics().persistence_failing.get_or_create(&PodLabels::new(&app, "demo-redis-1")).set(0);
     redis.monitor().metrics.checks.get_or_create(&CheckLabels { result: "up".into() }).inc();
     let encoded = encoded_names(&metrics.encode().expect("encode"));
     let parsed: BTreeSet<String> =
@@ -398,6 +399,7 @@ fn every_metric_the_alerts_and_the_dashboard_name_is_exported() {
         "counterstack_redis_failovers_total",
         "counterstack_redis_replicas",
         "counterstack_redis_replication_lag_bytes",
+        "counterstack_redis_persistence_failing",
         "counterstack_web_http_requests_total",
         "counterstack_reconcile_errors_total",
         "counterstack_reconcile_queue_depth",
@@ -430,6 +432,7 @@ fn every_alert_has_for_severity_and_a_runbook_section() {
         "CounterstackQueueDepth",
         "CounterstackOperatorDown",
         "CounterstackRedisDown",
+        "CounterstackRedisCannotPersist",
     ] {
         assert!(names.contains(a), "alert {a} missing; have {names:?}");
     }

@@ -47,6 +47,11 @@ pub struct DriverState {
     pub crash_at: Option<&'static str>,
     /// Crashes so far (including failpoints in the manager itself).
     pub crashes: u32,
+    /// Replication health of the last pass (what the operator turns into conditions).
+    pub health: Option<counterstack::replication::Health>,
+    /// A pod is ready only when PING answers PONG (a readiness probe that a primary
+    /// refusing writes with MISCONF fails); by default any answer will do.
+    pub ready_needs_pong: bool,
 }
 
 /// Redis "pods" plus the driver loop.
@@ -69,14 +74,27 @@ pub fn spec(n: i32, k: i32, after_seconds: i32) -> CounterAppSpec {
     spec
 }
 
-async fn answers(port: u16) -> bool {
-    // A readiness probe: the process answers anything at all within 150 ms.
+async fn answers(port: u16, needs_pong: bool) -> bool {
+    // A readiness probe: the process answers anything at all within 150 ms; with
+    // `needs_pong`, PING (after AUTH) must answer PONG, as the pods' probe once wanted.
     let probe = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        s.write_all(b"PING\r\n").await.ok()?;
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).await.ok()?;
-        (n > 0).then_some(())
+        if !needs_pong {
+            s.write_all(b"PING\r\n").await.ok()?;
+            let mut buf = [0u8; 64];
+            return (s.read(&mut buf).await.ok()? > 0).then_some(());
+        }
+        s.write_all(format!("AUTH {PASSWORD}\r\nPING\r\n").as_bytes()).await.ok()?;
+        let mut got = Vec::new();
+        while got.iter().filter(|b| **b == b'\n').count() < 2 {
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.ends_with(b"+PONG\r\n").then_some(())
     };
     matches!(tokio::time::timeout(Duration::from_millis(150), probe).await, Ok(Some(())))
 }
@@ -98,8 +116,16 @@ impl Stack {
     /// while Redis nodes follow stable DNS names.
     pub fn start_full(spec: CounterAppSpec, extra: &[&str], host: Option<&str>) -> Self {
         let count = 1 + spec.redis.replicas as usize;
+        Self::start_each(spec, &vec![extra.to_vec(); count], host)
+    }
+
+    /// Like [`Stack::start_full`], with each server's own `extra` arguments (one list per
+    /// server, e.g. pod 0's `--dir` on a small disk).
+    pub fn start_each(spec: CounterAppSpec, extra: &[Vec<&str>], host: Option<&str>) -> Self {
+        let count = 1 + spec.redis.replicas as usize;
+        assert_eq!(extra.len(), count, "one argument list per server");
         let servers: Vec<RedisServer> =
-            (0..count).map(|_| RedisServer::start_with(Some(PASSWORD), extra)).collect();
+            extra.iter().map(|args| RedisServer::start_with(Some(PASSWORD), args)).collect();
         let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
         let mut app = CounterApp::new(APP, spec);
         app.metadata.namespace = Some("default".into());
@@ -209,7 +235,8 @@ async fn drive(
     let addressing =
         LoopbackAddressing { ports: ports.iter().enumerate().map(|(i, p)| (i as u32, *p)).collect(), host };
     while !stop.load(Ordering::SeqCst) {
-        let ready = futures::future::join_all(ports.iter().map(|p| answers(*p))).await;
+        let needs_pong = state.lock().unwrap().ready_needs_pong;
+        let ready = futures::future::join_all(ports.iter().map(|p| answers(*p, needs_pong))).await;
         let (app, views) = {
             let st = state.lock().unwrap();
             let views: Vec<PodView> = (0..ports.len())
@@ -267,6 +294,7 @@ async fn drive(
                 st.app.as_mut().unwrap().status.as_mut().unwrap().redis = Some(out.status.clone());
                 st.labels = out.role_labels.clone();
                 st.events.extend(out.events.clone());
+                st.health = Some(out.health.clone());
                 let now = Instant::now();
                 st.event_log.extend(out.events.iter().map(|e| (now, e.reason.clone())));
                 st.passes += 1;

@@ -5,5 +5,6 @@
 pub mod failover_driver;
 pub mod pki;
 pub mod redis_server;
+pub mod small_disk;
 pub mod tcp_proxy;
 pub mod web;
