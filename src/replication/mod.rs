@@ -782,6 +782,33 @@ mod tests {
     }
 
     #[test]
+    fn a_new_leader_continues_the_storage_episode_the_status_reports() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let degraded = |status: &str, reason: &str| Condition {
+            type_: crate::api::condition::DEGRADED.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        };
+        let mut a = app("demo");
+        assert_eq!(storage_episode(&a), None);
+        for (status, reason, episode) in [
+            ("True", persistence::STORAGE_FULL, Some(persistence::STORAGE_FULL)),
+            ("True", persistence::PERSISTENCE_FAILED, Some(persistence::PERSISTENCE_FAILED)),
+            ("True", "ReplicasDegraded", None),
+            ("False", persistence::STORAGE_FULL, None),
+        ] {
+            a.status = Some(crate::api::CounterAppStatus {
+                conditions: vec![degraded(status, reason)],
+                ..Default::default()
+            });
+            assert_eq!(storage_episode(&a).as_deref(), episode, "{status} {reason}");
+        }
+    }
+
+    #[test]
     fn a_new_counterapp_of_the_same_name_starts_without_the_old_memory() {
         let m = Manager::new();
         let old = app("demo");
