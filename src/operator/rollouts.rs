@@ -14,8 +14,9 @@
 //! Same rendering, same template hash: an upgrade that changes nothing in effect rolls
 //! nothing.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -82,35 +83,50 @@ pub fn operator_caused(desired: &(String, String), live: Option<&ObjectMeta>, sp
     get(INPUTS_ANNOTATION).is_none_or(|inputs| inputs == desired.1)
 }
 
-/// The stacks holding a rollout slot, by namespace and name.
+/// Longest a stack keeps a slot: one that never becomes Ready (broken before the
+/// upgrade, or by it) must not hold the others back for ever.
+pub const SLOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The stacks holding a rollout slot, by namespace and name, with when they took it.
 #[derive(Debug, Default)]
 pub struct Slots {
-    held: Mutex<BTreeSet<(String, String)>>,
+    held: Mutex<BTreeMap<(String, String), Instant>>,
 }
 
 impl Slots {
     /// Take a slot for the stack (or keep the one it has); false when all `max` are held
-    /// by others.
+    /// by others. Slots held longer than [`SLOT_TIMEOUT`] are taken back first.
     pub fn acquire(&self, ns: &str, name: &str, max: usize) -> bool {
+        self.acquire_at(ns, name, max, Instant::now())
+    }
+
+    fn acquire_at(&self, ns: &str, name: &str, max: usize, now: Instant) -> bool {
         let mut held = lock(&self.held);
         let key = (ns.to_string(), name.to_string());
-        if held.contains(&key) {
+        if held.contains_key(&key) {
             return true;
         }
+        held.retain(|(n, a), since| {
+            let keep = now.saturating_duration_since(*since) < SLOT_TIMEOUT;
+            if !keep {
+                tracing::warn!(namespace = %n, name = %a, "a stack held its rollout slot for {SLOT_TIMEOUT:?} without becoming Ready; giving the slot to the next");
+            }
+            keep
+        });
         if held.len() >= max {
             return false;
         }
-        held.insert(key);
+        held.insert(key, now);
         true
     }
 
     pub fn holds(&self, ns: &str, name: &str) -> bool {
-        lock(&self.held).contains(&(ns.to_string(), name.to_string()))
+        lock(&self.held).contains_key(&(ns.to_string(), name.to_string()))
     }
 
     /// Give the slot back (the stack is Ready again, hibernated, or gone).
     pub fn release(&self, ns: &str, name: &str) -> bool {
-        lock(&self.held).remove(&(ns.to_string(), name.to_string()))
+        lock(&self.held).remove(&(ns.to_string(), name.to_string())).is_some()
     }
 
     /// Stacks rolling now.
@@ -167,6 +183,10 @@ mod tests {
         assert!(s.release("ns", "a"));
         assert!(s.acquire("ns", "c", 2));
         assert_eq!(s.len(), 2);
+        // A stack that never gets Ready loses its slot after SLOT_TIMEOUT.
+        let later = Instant::now() + SLOT_TIMEOUT + Duration::from_secs(1);
+        assert!(s.acquire_at("ns", "d", 2, later));
+        assert!(!s.holds("ns", "b") && !s.holds("ns", "c"));
     }
 
     #[test]
