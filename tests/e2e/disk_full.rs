@@ -19,7 +19,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::faults::Faults;
-use crate::harness::{Ctx, eventually, proxy, timeout};
+use crate::harness::{Ctx, create_bound_hostpath_pv, eventually, proxy, timeout};
 use crate::stack::{Stack, pod_ready};
 
 const APP: &str = "demo";
@@ -70,23 +70,8 @@ impl Volumes {
         Api::<StorageClass>::all(ctx.client.clone()).create(&PostParams::default(), &sc).await.unwrap();
         for (k, dir) in v.mounts.iter().enumerate() {
             let name = format!("{}-redis-{k}", ctx.ns);
-            let pv: PersistentVolume = serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "PersistentVolume",
-                "metadata": {"name": name},
-                "spec": {
-                    "capacity": {"storage": "64Mi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": class,
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "hostPath": {"path": dir.display().to_string(), "type": "Directory"},
-                    "claimRef": {"namespace": ctx.ns, "name": format!("data-{}-{k}", names::redis(APP))},
-                },
-            }))
-            .unwrap();
-            Api::<PersistentVolume>::all(ctx.client.clone())
-                .create(&PostParams::default(), &pv)
-                .await
-                .unwrap();
+            let claim = format!("data-{}-{k}", names::redis(APP));
+            create_bound_hostpath_pv(ctx, &name, &class, dir, &claim).await;
             v.pvs.push(name);
         }
         Some(v)

@@ -416,3 +416,33 @@ pub fn with_redis_image(mut spec: serde_json::Value) -> serde_json::Value {
     }
     spec
 }
+
+/// Create a 64Mi hostPath PersistentVolume `name` of StorageClass `class` on `dir`,
+/// pre-bound (`claimRef`) to the claim `claim` of the test's namespace: for the tests that
+/// need volumes the node's local-path provisioner cannot give (an expandable class, a
+/// tmpfs that fills). Reclaim `Retain`: the test deletes it.
+pub async fn create_bound_hostpath_pv(
+    ctx: &Ctx,
+    name: &str,
+    class: &str,
+    dir: &std::path::Path,
+    claim: &str,
+) {
+    let pv: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "64Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": class,
+            "hostPath": {"path": dir.display().to_string(), "type": "Directory"},
+            "claimRef": {"namespace": ctx.ns, "name": claim},
+        },
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(ctx.client.clone())
+        .create(&kube::api::PostParams::default(), &pv)
+        .await
+        .unwrap();
+}

@@ -17,11 +17,13 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use crate::harness::{Ctx, eventually, timeout, wait_ready_or_skip, with_redis_image};
+use crate::harness::{
+    Ctx, create_bound_hostpath_pv, eventually, timeout, wait_ready_or_skip, with_redis_image,
+};
 
 const CLASS: &str = "counterstack-e2e-expandable";
 
@@ -84,7 +86,6 @@ async fn expandable_volumes(ctx: &Ctx, app: &str, n: usize) -> Vec<String> {
     }))
     .unwrap();
     classes.patch(CLASS, &PatchParams::apply("e2e").force(), &Patch::Apply(&class)).await.unwrap();
-    let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let mut names = Vec::new();
     for i in 0..n {
         let name = format!("{}-{i}", ctx.ns);
@@ -92,20 +93,7 @@ async fn expandable_volumes(ctx: &Ctx, app: &str, n: usize) -> Vec<String> {
         std::fs::create_dir_all(&dir).unwrap();
         // Redis runs as a non-root user in the pod (Pod Security restricted).
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let pv: PersistentVolume = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "64Mi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": CLASS,
-                "hostPath": {"path": dir.to_string_lossy(), "type": "Directory"},
-                "claimRef": {"namespace": ctx.ns, "name": claim_name(app, i)},
-            },
-        }))
-        .unwrap();
-        volumes.create(&PostParams::default(), &pv).await.unwrap();
+        create_bound_hostpath_pv(ctx, &name, CLASS, &dir, &claim_name(app, i)).await;
         names.push(name);
     }
     names
