@@ -59,26 +59,50 @@ pub async fn ensure_installed(client: &Client) {
     INSTALLED.get_or_init(|| install(client)).await;
 }
 
+/// The release's values as the suite installs it, with `overrides` merged into
+/// `operator` (e.g. another `defaultWebImage`).
+fn values(overrides: &serde_json::Value) -> serde_json::Value {
+    let image = operator_image();
+    let (repository, tag) =
+        image.rsplit_once(':').unwrap_or_else(|| panic!("E2E_OPERATOR_IMAGE {image}: no tag"));
+    let mut operator = serde_json::json!({
+        "replicas": REPLICAS,
+        "defaultWebImage": harness::web_image(),
+        "logFormat": "json",
+        "logLevel": "info",
+        "extraArgs": harness::extra_operator_args(),
+        "podAnnotations": {"counterstack.io/e2e-binary": binary_checksum()},
+    });
+    for (k, v) in overrides.as_object().into_iter().flatten() {
+        operator[k] = v.clone();
+    }
+    serde_json::json!({
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "operator": operator,
+    })
+}
+
+fn operator_image() -> String {
+    std::env::var("E2E_OPERATOR_IMAGE").unwrap_or_else(|_| harness::web_image())
+}
+
 async fn install(client: &Client) {
     let ns = namespace();
     harness::create_restricted_namespace(client, &ns).await;
-    let image = std::env::var("E2E_OPERATOR_IMAGE").unwrap_or_else(|_| harness::web_image());
-    let (repository, tag) =
-        image.rsplit_once(':').unwrap_or_else(|| panic!("E2E_OPERATOR_IMAGE {image}: no tag"));
+    let leader = helm_upgrade(client, &values(&serde_json::json!({}))).await;
+    eprintln!(
+        "e2e: operator in-cluster: helm release {RELEASE} in {ns} (Pod Security restricted), image {}, \
+         {REPLICAS} replicas, leader {leader}",
+        operator_image()
+    );
+}
+
+/// `helm upgrade --install` with `values`, wait for the rollout and a leader; the leader.
+async fn helm_upgrade(client: &Client, values: &serde_json::Value) -> String {
+    let ns = namespace();
     // JSON is YAML: a values file avoids --set's escaping of dots and commas.
-    let values = serde_json::json!({
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
-        "operator": {
-            "replicas": REPLICAS,
-            "defaultWebImage": harness::web_image(),
-            "logFormat": "json",
-            "logLevel": "info",
-            "extraArgs": harness::extra_operator_args(),
-            "podAnnotations": {"counterstack.io/e2e-binary": binary_checksum()},
-        },
-    });
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), serde_json::to_vec(&values).unwrap()).unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(values).unwrap()).unwrap();
     let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/counterstack");
     let wait = format!("{}s", timeout().as_secs());
     let out = Command::new(helm())
@@ -98,12 +122,27 @@ async fn install(client: &Client) {
             pods.iter().map(|p| (p.name_any(), p.status.clone())).collect::<Vec<_>>()
         );
     }
-    let leader =
-        eventually("one of the operator pods to hold the lease", timeout(), || leader_pod(client)).await;
-    eprintln!(
-        "e2e: operator in-cluster: helm release {RELEASE} in {ns} (Pod Security restricted), image {image}, \
-         {REPLICAS} replicas, leader {leader}"
-    );
+    // `--wait` returns once the new pods are ready; old ones may still be terminating.
+    settled(client, REPLICAS, true).await;
+    eventually("one of the operator pods to hold the lease", timeout(), || leader_pod(client)).await
+}
+
+/// Run `body`, which may [`upgrade`] the release, then install the release with the
+/// suite's values again, also when `body` panics. Helm mode only (the caller checks).
+pub async fn restoring_release<Fut: Future<Output = ()>>(client: &Client, body: Fut) {
+    ensure_installed(client).await;
+    let outcome = AssertUnwindSafe(body).catch_unwind().await;
+    let leader = helm_upgrade(client, &values(&serde_json::json!({}))).await;
+    eprintln!("e2e: helm release {RELEASE} back to the suite's values (leader {leader})");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Upgrade the release with `overrides` merged into the suite's `operator` values;
+/// returns the new leader. For use inside [`restoring_release`].
+pub async fn upgrade(client: &Client, overrides: &serde_json::Value) -> String {
+    helm_upgrade(client, &values(overrides)).await
 }
 
 /// The operator's pods (any phase), by the chart's selector labels.
@@ -160,6 +199,11 @@ pub async fn scale(client: &Client, n: i32, ready: bool) {
         .patch_scale(DEPLOYMENT, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap_or_else(|e| panic!("scale {DEPLOYMENT} to {n}: {e}"));
+    settled(client, n, ready).await;
+}
+
+/// Wait until exactly `n` operator pods exist, all running (and `ready`), none terminating.
+async fn settled(client: &Client, n: i32, ready: bool) {
     let what = format!("{n} operator pods{}", if ready { ", ready" } else { " running" });
     eventually(&what, timeout(), || async {
         let pods = operator_pods(client).await;

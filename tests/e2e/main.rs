@@ -16,7 +16,8 @@
 //! pulled). Env: E2E_WEB_IMAGE (web image the CounterApps run), E2E_OPERATOR_IMAGE
 //! (default: the web image), E2E_REDIS_IMAGE (Redis image of every CounterApp, e.g.
 //! `valkey/valkey:8.1`; default the CRD's), E2E_TIMEOUT_SECS (per wait, default 300),
-//! E2E_OPERATOR_ARGS, E2E_KEEP_NAMESPACES, E2E_LOAD_CLIENTS (writers of the load tests,
+//! E2E_OPERATOR_ARGS, E2E_KEEP_NAMESPACES, E2E_UPGRADE_STACKS / E2E_UPGRADE_MAX (the
+//! operator-upgrade test, `upgrade.rs`), E2E_LOAD_CLIENTS (writers of the load tests,
 //! default 8).
 //!
 //! The load tests (issue 8) write through the web Service while Redis is disturbed
@@ -44,6 +45,7 @@ mod scenario;
 mod security;
 mod stack;
 mod storage;
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -738,4 +740,10 @@ fn hibernation_stops_every_pod_and_waking_keeps_the_counter() {
         ctx.apply_app(APP, small_spec()).await;
         hibernate::hibernate_and_wake_keep_the_counter(&ctx, APP).await;
     });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn an_operator_upgrade_rolls_a_few_stacks_at_a_time_and_loses_nothing() {
+    with_namespace("upgrade", upgrade::an_operator_upgrade_rolls_a_few_stacks_at_a_time);
 }
