@@ -18,8 +18,13 @@ use crate::names;
 /// `inputs` (read back from the existing Secret, generated once by the caller, or moved
 /// on by a rotation), so building never rotates anything by itself.
 pub fn redis_user(cr: &CounterApp, inputs: &Inputs, user: RedisUser) -> Secret {
+    redis_user_with(cr, user, inputs.passwords.get(user))
+}
+
+/// [`redis_user`] from one user's passwords alone (the operator creates a missing Secret
+/// before it has every input).
+pub fn redis_user_with(cr: &CounterApp, user: RedisUser, pw: &super::UserPassword) -> Secret {
     let name = names::redis_user_secret(meta::app_name(cr), user.name());
-    let pw = inputs.passwords.get(user);
     Secret {
         metadata: meta::object_meta(cr, name, Component::Redis),
         type_: Some("Opaque".to_string()),

@@ -19,7 +19,7 @@ use std::fmt::Debug;
 use std::sync::Mutex;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -244,6 +244,40 @@ where
         .map_err(|e| Error::kube(format!("apply {kind} {namespace}/{name}"), e))?;
     memory.record(key, Seen { hash, marker: marker(object.meta()) });
     Ok(ApplyOutcome { object: Some(object), decision })
+}
+
+/// Create `desired` only if no object of that name exists: `POST`, which the API server
+/// refuses when one does, where an apply would overwrite it. For children whose content
+/// must never be replaced by a guess (a Secret with a new password, decided while the
+/// cache had none). `Ok(None)`: it exists already (read it). The object carries the hash
+/// annotation and is recorded as our own, like an applied one.
+pub async fn create_new<K>(client: &Client, memory: &AppliedHashes, app: &str, mut desired: K) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let kind = K::kind(&()).to_string();
+    let name = desired.name_any();
+    let namespace = desired
+        .namespace()
+        .ok_or_else(|| Error::InvalidObject(format!("desired {kind} {name} has no namespace")))?;
+    let hash = hash_of(&desired, &format!("{kind} {name}"))?;
+    desired.annotations_mut().insert(HASH_ANNOTATION.to_string(), hash.clone());
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PostParams::default() };
+    match api.create(&params, &desired).await {
+        Ok(object) => {
+            tracing::info!(%kind, %name, "created");
+            let key = ChildKey { namespace, app: app.to_string(), kind, name };
+            memory.record(key, Seen { hash, marker: marker(object.meta()) });
+            Ok(Some(object))
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => Ok(None),
+        Err(e) => Err(Error::kube(format!("create {kind} {namespace}/{name}"), e)),
+    }
 }
 
 /// What [`ensure`] would decide for `desired`, without sending anything.

@@ -33,34 +33,52 @@ pub struct StackSecrets {
     pub live: BTreeMap<RedisUser, Option<ObjectMeta>>,
     /// Users whose rotation the annotation started in this reconcile.
     pub started: Vec<RedisUser>,
+    /// Users whose Secret this reconcile created (with a new password).
+    pub created: Vec<RedisUser>,
     /// The annotation's value, when present (removed once the Secrets are applied).
     pub rotate_request: Option<String>,
     /// Entries of the annotation that name no user.
     pub unknown_targets: Vec<String>,
 }
 
-/// Read every user's Secret (cache first; a live GET when the cache has none, because a
-/// missing Secret means a new password, and a cache that merely lags must never cause
-/// that), then apply a rotation request.
+/// Read every user's Secret from the cache; one the cache does not have is created with
+/// a new password by a `POST` the API server refuses when it exists (then it is read):
+/// a cache that merely lags must never replace a password. A new stack so costs one
+/// request per Secret, not a read and an apply. Then apply a rotation request.
 pub async fn read(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Result<StackSecrets, Error> {
     let mut live = BTreeMap::new();
     let mut found = BTreeMap::new();
-    // A new stack has none of them cached: the three live reads go out together.
-    let reads = RedisUser::ALL.into_iter().map(|user| async move {
+    let mut created = vec![];
+    // The cached ones first: a bad one ends the pass before anything is created.
+    let mut missing = vec![];
+    for user in RedisUser::ALL {
+        match cache::get(&ctx.caches.secrets, ns, &names::redis_user_secret(name, user.name())) {
+            Some(s) => {
+                found.insert(user, read_user_password(&s)?);
+                live.insert(user, Some(s.metadata.clone()));
+            }
+            None => missing.push(user),
+        }
+    }
+    // A new stack has none of them cached: the three requests go out together.
+    let reads = missing.into_iter().map(|user| async move {
+        let new = crate::children::secret::redis_user_with(app, user, &UserPassword::settled(random_password()));
+        if let Some(made) = apply::create_new(&ctx.client, &ctx.applied, name, new).await? {
+            return Ok::<_, Error>((user, Some(made), true));
+        }
         let secret_name = names::redis_user_secret(name, user.name());
-        let secret = match cache::get(&ctx.caches.secrets, ns, &secret_name) {
-            Some(s) => Some((*s).clone()),
-            None => apply::get::<Secret>(&ctx.client, ns, &secret_name).await?,
-        };
-        Ok::<_, Error>((user, secret))
+        Ok((user, apply::get::<Secret>(&ctx.client, ns, &secret_name).await?, false))
     });
-    for (user, secret) in futures::future::try_join_all(reads).await? {
-        let pw = match &secret {
-            Some(s) => read_user_password(s)?,
-            None => UserPassword::settled(random_password()),
+    for (user, secret, made) in futures::future::try_join_all(reads).await? {
+        let Some(secret) = secret else {
+            // Deleted between the refused create and the read: the next pass creates it.
+            return Err(Error::SecretVanished(names::redis_user_secret(name, user.name())));
         };
-        live.insert(user, secret.map(|s| s.metadata));
-        found.insert(user, pw);
+        found.insert(user, read_user_password(&secret)?);
+        if made {
+            created.push(user);
+        }
+        live.insert(user, Some(secret.metadata));
     }
     // Every user was read above; the fallback only keeps this total.
     let mut passwords =
@@ -70,13 +88,14 @@ pub async fn read(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Resu
     let mut started = vec![];
     for user in targets {
         let pw = passwords.get_mut(user);
-        // One rotation at a time per user: a request during one is already served.
-        if !pw.rotating() && live.get(&user).is_some_and(Option::is_some) {
+        // One rotation at a time per user: a request during one is already served; a
+        // Secret created just now has nothing to rotate from.
+        if !pw.rotating() && !created.contains(&user) {
             *pw = UserPassword { password: random_password(), previous: pw.password.clone() };
             started.push(user);
         }
     }
-    Ok(StackSecrets { passwords, live, started, rotate_request, unknown_targets })
+    Ok(StackSecrets { passwords, live, started, created, rotate_request, unknown_targets })
 }
 
 /// The users a `counterstack.io/rotate` value names, and the entries naming none.

@@ -37,6 +37,11 @@ pub enum Error {
     #[error("Secret {name}: its `password` {problem}; set a valid one (the operator then rotates to it)")]
     BadSecret { name: String, problem: String },
 
+    /// A user Secret existed when the operator tried to create it and was gone when it
+    /// read it: deleted meanwhile. The next reconcile creates it.
+    #[error("Secret {0} was deleted while the operator read it; trying again")]
+    SecretVanished(String),
+
     /// A child of the same name exists and is controlled by another object.
     #[error(
         "{kind} {name} already exists and is controlled by another object; delete it or rename the CounterApp"
@@ -79,6 +84,7 @@ impl Error {
             Error::Redis(_) => "redis",
             Error::InvalidObject(_) => "invalid_object",
             Error::BadSecret { .. } => "bad_secret",
+            Error::SecretVanished(_) => "secret_vanished",
             Error::NotOwned { .. } => "not_owned",
             Error::Serialize { .. } => "serialize",
             Error::MetricsServer { .. } => "metrics_server",

@@ -1,7 +1,6 @@
 //! One reconcile of a CounterApp, a straight line: read -> build -> apply -> redis ->
 //! status. Steady state is silent: an unchanged, ready stack is only read.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,7 +154,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     // 3. apply what differs (the Secrets first: a new password is stored before any
     //    node or client is asked to use it)
     let Applied { web, sts, any: applied, storage, slot_wait } =
-        apply_children(app, ctx, &name, children, &secrets.live).await?;
+        apply_children(app, ctx, &name, children, &secrets).await?;
     if let Some(request) = &secrets.rotate_request {
         answer_rotate_request(app, ctx, &ns, &name, request, &secrets).await?;
     }
@@ -385,11 +384,17 @@ async fn apply_children(
     ctx: &Context,
     name: &str,
     c: Children,
-    secrets: &BTreeMap<RedisUser, Option<ObjectMeta>>,
+    stack_secrets: &StackSecrets,
 ) -> Result<Applied, Error> {
     let ns = app.namespace().unwrap_or_default();
     let caches = &ctx.caches;
     let done = Done::default();
+    // Secrets created while reading the passwords count as this pass's creations.
+    for user in &stack_secrets.created {
+        ctx.metrics.applied("Secret");
+        done.created(format!("Secret {}", names::redis_user_secret(name, user.name())));
+    }
+    let secrets = &stack_secrets.live;
     let Children {
         web_deployment,
         web_service,

@@ -276,7 +276,8 @@ async fn first_reconcile_applies_every_child_with_ssa_then_patches_status() {
 
     let reqs = fake.requests();
     let writes = writes(&reqs);
-    let paths: Vec<&str> = writes.iter().map(|r| r.path.as_str()).collect();
+    let targets: Vec<String> = writes.iter().map(Recorded::target).collect();
+    let paths: Vec<&str> = targets.iter().map(String::as_str).collect();
     let mut sorted = paths.clone();
     sorted.sort_unstable();
     let status = format!("{CR}/status");
@@ -291,14 +292,21 @@ async fn first_reconcile_applies_every_child_with_ssa_then_patches_status() {
     }
     assert!(at(CONFIGMAP) < at(STS) && at(CONFIGMAP) < at(DEPLOY), "{paths:#?}");
     assert_eq!(paths.last(), Some(&status.as_str()), "the status last");
+    // The auth Secrets the cache does not hold are created by POST, which the API server
+    // refuses when one exists (a missing Secret means a new password, which a lagging
+    // cache must never cause); everything else is applied.
     for w in &writes {
-        assert_ssa(w);
+        if SECRETS.contains(&w.target().as_str()) {
+            assert_eq!(w.method, Method::POST, "{}", w.line());
+            assert_eq!(w.query.get("fieldManager").map(String::as_str), Some("counterstack-operator"));
+        } else {
+            assert_ssa(w);
+        }
     }
-    // Children come from the watch caches; the one live read is the auth Secret the
-    // cache does not hold (a missing Secret means a new password, which a lagging cache
-    // must never cause). No pod list: pods come from their cache too.
+    // Children come from the watch caches: no read at all. No pod list: pods come from
+    // their cache too.
     let reads: Vec<String> = reqs.iter().filter(|r| r.method == Method::GET).map(Recorded::line).collect();
-    assert_eq!(reads, SECRETS.map(|s| format!("GET {s}")));
+    assert!(reads.is_empty(), "{reads:?}");
     assert!(!reqs.iter().any(|r| r.path == PODS), "pods are read from the cache");
 
     // Every child is controlled by the CR and carries the applied hash.
@@ -494,6 +502,35 @@ async fn existing_password_is_read_back_never_regenerated() {
     assert!(!deploy.body.as_ref().unwrap().to_string().contains("kept-password"));
     let sts = reqs.iter().find(|r| r.method == Method::PATCH && r.path == STS).unwrap();
     assert!(!sts.body.as_ref().unwrap().to_string().contains("kept-password"));
+}
+
+#[tokio::test]
+async fn a_secret_the_cache_lags_behind_is_read_back_never_replaced() {
+    let (ctx, fake) = setup(json!({}));
+    // The caches are filled before the Secret exists: they lag behind it.
+    let ctx = synced(&ctx, &fake);
+    fake.insert(SECRET, user_secret(SECRET, "kept-password-0123456789"));
+    reconcile(load_cr(&fake), ctx).await.expect("reconcile");
+    let reqs = fake.requests();
+    let about_web: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.target() == SECRET || (r.method == Method::POST && r.target().ends_with("-web")))
+        .map(Recorded::line)
+        .collect();
+    // The create is refused (409 AlreadyExists), the Secret read, and then adopted with
+    // the password it holds.
+    assert_eq!(
+        about_web,
+        ["POST /api/v1/namespaces/ns/secrets".to_string(), format!("GET {SECRET}"), format!("PATCH {SECRET}")],
+        "{reqs:#?}"
+    );
+    let stored: Secret = serde_json::from_value(fake.get(SECRET).unwrap()).unwrap();
+    assert_eq!(stored.data.unwrap()["password"].0, b"kept-password-0123456789");
+    // The two Secrets that did not exist were created with new passwords.
+    for s in [SECRET_REPLICATION, SECRET_OPERATOR] {
+        let created: Secret = serde_json::from_value(fake.get(s).expect("created")).unwrap();
+        assert!(created.data.unwrap()["password"].0.len() >= 16, "{s}");
+    }
 }
 
 #[tokio::test]
@@ -925,11 +962,10 @@ async fn tls_from_cert_manager_creates_the_certificate_and_waits_for_its_secret(
     let reqs = fake.requests();
     let cert_path = "/apis/cert-manager.io/v1/namespaces/ns/certificates/demo-redis-tls";
     let lines: Vec<String> = writes(&reqs).iter().map(Recorded::line).collect();
-    assert_eq!(
-        lines,
-        [format!("PATCH {cert_path}"), format!("PATCH {CR}/status")],
-        "no pod before the certificate"
-    );
+    let secrets = std::iter::repeat_n("POST /api/v1/namespaces/ns/secrets".to_string(), 3);
+    let expected: Vec<String> =
+        secrets.chain([format!("PATCH {cert_path}"), format!("PATCH {CR}/status")]).collect();
+    assert_eq!(lines, expected, "the user Secrets, the Certificate, the status: no pod before the certificate");
     let cert = fake.get(cert_path).expect("Certificate applied");
     assert_eq!(cert["spec"]["secretName"], "demo-redis-tls");
     assert_eq!(cert["spec"]["issuerRef"]["kind"], "ClusterIssuer");

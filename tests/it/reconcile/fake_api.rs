@@ -37,6 +37,15 @@ impl Recorded {
         self.path.starts_with("/apis/events.k8s.io/")
     }
 
+    /// The object a write is about: the path, or for a create (POST to a collection) the
+    /// path of the object it names.
+    pub fn target(&self) -> String {
+        match (&self.method, self.body.as_ref().and_then(|b| b["metadata"]["name"].as_str())) {
+            (&Method::POST, Some(name)) => format!("{}/{name}", self.path),
+            _ => self.path.clone(),
+        }
+    }
+
     /// `METHOD path` for readable assertions.
     pub fn line(&self) -> String {
         format!("{} {}", self.method, self.path)
@@ -304,6 +313,10 @@ impl FakeApi {
             Method::POST => {
                 let Some(mut body) = body else { return status(400, "BadRequest", "no body") };
                 let name = body["metadata"]["name"].as_str().unwrap_or("unnamed").to_string();
+                // As the API server: a create never replaces what exists.
+                if st.objects.contains_key(&format!("{path}/{name}")) {
+                    return status(409, "AlreadyExists", &format!("{name} already exists"));
+                }
                 body["metadata"]["resourceVersion"] = json!(st.next_rv());
                 st.store(&format!("{path}/{name}"), body.clone());
                 respond(StatusCode::CREATED, &body)

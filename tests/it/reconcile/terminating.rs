@@ -57,7 +57,7 @@ async fn without_a_namespace_cache_one_refused_write_stops_it() {
     let writes: Vec<String> = reqs.iter().filter(|r| r.is_write()).map(Recorded::line).collect();
     // The three Secrets go out together, first of the ordered chain; their refusal ends
     // the pass: nothing after them.
-    let secrets = SECRETS.map(|s| format!("PATCH {s}"));
+    let secrets = SECRETS.map(|_| "POST /api/v1/namespaces/ns/secrets".to_string());
     assert_eq!(writes, secrets, "the first refused writes end the pass");
     assert!(!reqs.iter().any(Recorded::is_event), "no Event: {reqs:#?}");
     let metrics = ctx.metrics.encode().expect("metrics");
