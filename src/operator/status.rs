@@ -410,8 +410,6 @@ fn reconciling(obs: &Observation) -> Option<(&'static str, String)> {
                 s.size, s.resized, s.volumes, s.message
             ),
         ));
-    } else if obs.applied {
-        "applied changes to the stack's objects".to_string()
     } else if !obs.redis.rolled_out() {
         format!("Redis StatefulSet rolling out ({}/{} pods updated)", obs.redis.updated, obs.redis.desired)
     } else if !obs.web.rolled_out() {
@@ -420,6 +418,12 @@ fn reconciling(obs: &Observation) -> Option<(&'static str, String)> {
         format!("waiting for Redis pods ({}/{} ready)", obs.redis.ready, obs.redis.desired)
     } else if obs.web.ready < obs.web.desired {
         format!("waiting for web pods ({}/{} ready)", obs.web.ready, obs.web.desired)
+    } else if obs.applied {
+        // Said only when the workloads have nothing to say: a new stack's first status
+        // already tells what it waits for (the workloads just applied are the API
+        // server's answers, not the lagging cache), so the next pass has no reason to
+        // write it again.
+        "applied changes to the stack's objects".to_string()
     } else {
         return None;
     };

@@ -226,7 +226,7 @@ fn a_namespaced_operator_gets_a_role_with_exactly_the_operator_rules() {
     let _: Role = one(&own, "Role");
     let deploy: Deployment = one(&objs, "Deployment");
     let args = deploy.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
-    assert_eq!(args[3..], ["--namespace", "shop"]);
+    assert_eq!(args[3..], ["--max-concurrent-rollouts", "2", "--namespace", "shop"]);
 }
 
 #[test]
@@ -325,7 +325,7 @@ fn the_operator_runs_its_image_and_passes_it_as_the_default_web_image() {
         assert_eq!(c.image.as_deref(), Some(counterstack::api::DEFAULT_WEB_IMAGE), "{source}");
         assert_eq!(
             c.args.as_deref().unwrap(),
-            ["operator", "--default-web-image", counterstack::api::DEFAULT_WEB_IMAGE],
+            ["operator", "--default-web-image", counterstack::api::DEFAULT_WEB_IMAGE, "--max-concurrent-rollouts", "2"],
             "{source}"
         );
         let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
