@@ -101,8 +101,18 @@ impl Context {
         self.statuses.forget(app);
         self.metrics.forget_app(&ns, &app.name);
         self.refused.forget(&ns, &app.name);
-        self.rollout_slots.release(&ns, &app.name);
+        self.release_rollout_slot(&ns, &app.name);
         self.replication.forget(&replication::AppKey::new(ns, app.name.clone()));
+    }
+
+    /// Give back the stack's rollout slot, if it holds one, and wake the stacks next in
+    /// line for it. Whether it held one.
+    pub fn release_rollout_slot(&self, ns: &str, name: &str) -> bool {
+        let held = self.rollout_slots.holds(ns, name);
+        for (ns, name) in self.rollout_slots.release(ns, name, self.max_concurrent_rollouts) {
+            self.replication.monitor().wake(replication::AppKey::new(ns, name));
+        }
+        held
     }
 
     /// A Redis client logging in with `auth`, behind the leadership fence: it sends no

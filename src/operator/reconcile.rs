@@ -155,6 +155,10 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     //    node or client is asked to use it)
     let Applied { web, sts, any: applied, storage, slot_wait } =
         apply_children(app, ctx, &name, children, &secrets).await?;
+    if !slot_wait {
+        // Neither workload waits (any more): out of the line for a rollout slot.
+        ctx.rollout_slots.not_waiting(&ns, &name);
+    }
     if let Some(request) = &secrets.rotate_request {
         answer_rotate_request(app, ctx, &ns, &name, request, &secrets).await?;
     }
@@ -224,7 +228,7 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
                 (c.type_ == crate::api::condition::READY && c.status == "True")
                     || c.type_ == crate::api::condition::STALLED
             });
-        if done && ctx.rollout_slots.release(&ns, &name) {
+        if done && ctx.release_rollout_slot(&ns, &name) {
             tracing::info!(
                 rolling = ctx.rollout_slots.len(),
                 "rolled out for an operator change; slot given back"
@@ -250,7 +254,7 @@ async fn hibernated(
     applied: bool,
 ) -> Result<Action, Error> {
     ctx.replication.forget(&crate::replication::AppKey::new(ns, name));
-    ctx.rollout_slots.release(ns, name);
+    ctx.release_rollout_slot(ns, name);
     let running = i32::try_from(pods::of_stack(&ctx.caches.pods, ns, name).len()).unwrap_or(i32::MAX);
     let mut redis = app.status.as_ref().and_then(|s| s.redis.clone()).unwrap_or_default();
     redis.nodes.clear();

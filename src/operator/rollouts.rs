@@ -87,55 +87,115 @@ pub fn operator_caused(desired: &(String, String), live: Option<&ObjectMeta>, sp
 /// upgrade, or by it) must not hold the others back for ever.
 pub const SLOT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The stacks holding a rollout slot, by namespace and name, with when they took it.
+/// How long a stack refused a slot keeps its place in line without asking again: a
+/// waiting stack asks every few seconds (the reconcile's recheck); one that stopped
+/// (deleted, its change no longer the operator's) must not block the line.
+pub const WAITER_TIMEOUT: Duration = Duration::from_secs(20);
+
+type Key = (String, String);
+
+/// A stack waiting for a slot.
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    /// First refused: the line is served oldest first.
+    since: Instant,
+    /// Last asked.
+    asked: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Stacks holding a slot, with when they took it.
+    held: BTreeMap<Key, Instant>,
+    waiting: BTreeMap<Key, Waiter>,
+}
+
+/// The stacks holding a rollout slot, and the line of those waiting for one, by
+/// namespace and name. Slots go to the longest-waiting stacks first.
 #[derive(Debug, Default)]
 pub struct Slots {
-    held: Mutex<BTreeMap<(String, String), Instant>>,
+    state: Mutex<State>,
+}
+
+fn key(ns: &str, name: &str) -> Key {
+    (ns.to_string(), name.to_string())
 }
 
 impl Slots {
     /// Take a slot for the stack (or keep the one it has); false when all `max` are held
-    /// by others. Slots held longer than [`SLOT_TIMEOUT`] are taken back first.
+    /// by others, or the free ones belong to stacks that have waited longer (the stack
+    /// then keeps its place in line). Slots held longer than [`SLOT_TIMEOUT`] are taken
+    /// back first.
     pub fn acquire(&self, ns: &str, name: &str, max: usize) -> bool {
         self.acquire_at(ns, name, max, Instant::now())
     }
 
     fn acquire_at(&self, ns: &str, name: &str, max: usize, now: Instant) -> bool {
-        let mut held = lock(&self.held);
-        let key = (ns.to_string(), name.to_string());
-        if held.contains_key(&key) {
+        let mut st = lock(&self.state);
+        let me = key(ns, name);
+        if st.held.contains_key(&me) {
             return true;
         }
-        held.retain(|(n, a), since| {
+        st.held.retain(|(n, a), since| {
             let keep = now.saturating_duration_since(*since) < SLOT_TIMEOUT;
             if !keep {
                 tracing::warn!(namespace = %n, name = %a, "a stack held its rollout slot for {SLOT_TIMEOUT:?} without becoming Ready; giving the slot to the next");
             }
             keep
         });
-        if held.len() >= max {
-            return false;
+        st.waiting.retain(|_, w| now.saturating_duration_since(w.asked) < WAITER_TIMEOUT);
+        let free = max.saturating_sub(st.held.len());
+        let since = st.waiting.get(&me).map_or(now, |w| w.since);
+        let ahead = st.waiting.iter().filter(|(k, w)| **k != me && (w.since, *k) < (since, &me)).count();
+        if ahead < free {
+            st.waiting.remove(&me);
+            st.held.insert(me, now);
+            return true;
         }
-        held.insert(key, now);
-        true
+        st.waiting.insert(me, Waiter { since, asked: now });
+        false
     }
 
     pub fn holds(&self, ns: &str, name: &str) -> bool {
-        lock(&self.held).contains_key(&(ns.to_string(), name.to_string()))
+        lock(&self.state).held.contains_key(&key(ns, name))
     }
 
-    /// Give the slot back (the stack is Ready again, hibernated, or gone).
-    pub fn release(&self, ns: &str, name: &str) -> bool {
-        lock(&self.held).remove(&(ns.to_string(), name.to_string())).is_some()
+    /// Give the slot back (the stack is Ready again, hibernated, or gone) and leave the
+    /// line. Returns the stacks that may take the free slots now (oldest waiting first),
+    /// to be woken rather than left to their next recheck.
+    pub fn release(&self, ns: &str, name: &str, max: usize) -> Vec<(String, String)> {
+        let mut st = lock(&self.state);
+        let me = key(ns, name);
+        st.waiting.remove(&me);
+        if st.held.remove(&me).is_none() {
+            return vec![];
+        }
+        let free = max.saturating_sub(st.held.len());
+        let mut line: Vec<(&Key, &Waiter)> = st.waiting.iter().collect();
+        line.sort_by_key(|(k, w)| (w.since, *k));
+        line.into_iter().take(free).map(|(k, _)| k.clone()).collect()
+    }
+
+    /// The stack needs no slot (its change is not the operator's any more): out of line.
+    pub fn not_waiting(&self, ns: &str, name: &str) {
+        let mut st = lock(&self.state);
+        if !st.waiting.is_empty() {
+            st.waiting.remove(&key(ns, name));
+        }
     }
 
     /// Stacks rolling now.
     pub fn len(&self) -> usize {
-        lock(&self.held).len()
+        lock(&self.state).held.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Stacks waiting for a slot.
+    pub fn waiting(&self) -> usize {
+        lock(&self.state).waiting.len()
     }
 }
 
@@ -180,13 +240,37 @@ mod tests {
         assert!(s.acquire("ns", "b", 2));
         assert!(!s.acquire("ns", "c", 2), "a third stack waits");
         assert!(s.acquire("ns", "a", 2), "a holder keeps its slot");
-        assert!(s.release("ns", "a"));
+        assert_eq!(s.release("ns", "a", 2), [("ns".to_string(), "c".to_string())], "the waiting one is woken");
         assert!(s.acquire("ns", "c", 2));
-        assert_eq!(s.len(), 2);
+        assert_eq!((s.len(), s.waiting()), (2, 0));
+        assert!(s.release("ns", "x", 2).is_empty(), "no slot, nothing freed");
         // A stack that never gets Ready loses its slot after SLOT_TIMEOUT.
         let later = Instant::now() + SLOT_TIMEOUT + Duration::from_secs(1);
         assert!(s.acquire_at("ns", "d", 2, later));
         assert!(!s.holds("ns", "b") && !s.holds("ns", "c"));
+    }
+
+    #[test]
+    fn free_slots_go_to_the_longest_waiting_stacks() {
+        let s = Slots::default();
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        assert!(s.acquire_at("ns", "a", 1, at(0)));
+        assert!(!s.acquire_at("ns", "z-first", 1, at(1)));
+        assert!(!s.acquire_at("ns", "b-second", 1, at(2)));
+        assert_eq!(s.release("ns", "a", 1), [("ns".to_string(), "z-first".to_string())]);
+        // The later one asks first: the slot is kept for the one in front of it.
+        assert!(!s.acquire_at("ns", "b-second", 1, at(3)));
+        assert!(s.acquire_at("ns", "z-first", 1, at(4)));
+        // A stack that stopped asking loses its place; one that needs no slot leaves.
+        assert!(!s.acquire_at("ns", "c", 1, at(5)));
+        s.not_waiting("ns", "c");
+        assert_eq!(s.release("ns", "z-first", 1), [("ns".to_string(), "b-second".to_string())]);
+        assert!(!s.acquire_at("ns", "a", 1, at(6)), "a newcomer queues behind b-second");
+        assert!(s.acquire_at("ns", "b-second", 1, at(7)));
+        assert_eq!(s.release("ns", "b-second", 1), [("ns".to_string(), "a".to_string())]);
+        let much_later = at(7) + WAITER_TIMEOUT + Duration::from_secs(1);
+        assert!(s.acquire_at("ns", "e", 1, much_later), "a stopped asking: its place is gone");
     }
 
     #[test]

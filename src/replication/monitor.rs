@@ -231,6 +231,12 @@ impl Monitor {
         lock(&self.wakeups).take()
     }
 
+    /// Reconcile `key` soon, for a reason of the caller's (a rollout slot freed for it).
+    pub fn wake(&self, key: AppKey) {
+        // The receiver is gone only when the controller stopped: nothing to wake.
+        let _ = self.wake.send(key);
+    }
+
     /// Check `target` from now on (replaces what the previous pass registered).
     pub fn watch(&self, key: &AppKey, target: Target) {
         let mut apps = self.apps();

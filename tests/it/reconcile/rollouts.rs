@@ -55,7 +55,11 @@ async fn an_operator_change_waits_for_a_slot_rolls_when_one_frees_and_gives_it_b
     assert!(msg.contains("waits for a rollout slot (1 of 1 stacks are rolling"), "{msg}");
 
     // The other stack is done: this one takes the slot and rolls.
-    assert!(ctx.rollout_slots.release("ns", "another-stack"));
+    assert_eq!(
+        ctx.rollout_slots.release("ns", "another-stack", 1),
+        [("ns".to_string(), "demo".to_string())],
+        "the waiting stack is next in line, and woken"
+    );
     fake.clear_requests();
     reconcile(load_cr(&fake), synced(&ctx, &fake)).await.expect("reconcile");
     assert!(sent(&fake).contains(&format!("PATCH {DEPLOY}")), "{:#?}", sent(&fake));
