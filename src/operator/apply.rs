@@ -251,7 +251,12 @@ where
 /// must never be replaced by a guess (a Secret with a new password, decided while the
 /// cache had none). `Ok(None)`: it exists already (read it). The object carries the hash
 /// annotation and is recorded as our own, like an applied one.
-pub async fn create_new<K>(client: &Client, memory: &AppliedHashes, app: &str, mut desired: K) -> Result<Option<K>, Error>
+pub async fn create_new<K>(
+    client: &Client,
+    memory: &AppliedHashes,
+    app: &str,
+    mut desired: K,
+) -> Result<Option<K>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

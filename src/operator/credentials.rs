@@ -62,7 +62,8 @@ pub async fn read(app: &CounterApp, ctx: &Context, ns: &str, name: &str) -> Resu
     }
     // A new stack has none of them cached: the three requests go out together.
     let reads = missing.into_iter().map(|user| async move {
-        let new = crate::children::secret::redis_user_with(app, user, &UserPassword::settled(random_password()));
+        let new =
+            crate::children::secret::redis_user_with(app, user, &UserPassword::settled(random_password()));
         if let Some(made) = apply::create_new(&ctx.client, &ctx.applied, name, new).await? {
             return Ok::<_, Error>((user, Some(made), true));
         }

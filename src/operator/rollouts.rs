@@ -240,7 +240,11 @@ mod tests {
         assert!(s.acquire("ns", "b", 2));
         assert!(!s.acquire("ns", "c", 2), "a third stack waits");
         assert!(s.acquire("ns", "a", 2), "a holder keeps its slot");
-        assert_eq!(s.release("ns", "a", 2), [("ns".to_string(), "c".to_string())], "the waiting one is woken");
+        assert_eq!(
+            s.release("ns", "a", 2),
+            [("ns".to_string(), "c".to_string())],
+            "the waiting one is woken"
+        );
         assert!(s.acquire("ns", "c", 2));
         assert_eq!((s.len(), s.waiting()), (2, 0));
         assert!(s.release("ns", "x", 2).is_empty(), "no slot, nothing freed");

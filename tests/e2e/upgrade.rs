@@ -85,7 +85,11 @@ struct Census {
 
 async fn web_deployments(ctx: &Ctx) -> Result<Vec<Deployment>, String> {
     let sel = format!("{}={}", labels::COMPONENT, Component::Web.as_str());
-    ctx.api::<Deployment>().list(&ListParams::default().labels(&sel)).await.map(|l| l.items).map_err(|e| e.to_string())
+    ctx.api::<Deployment>()
+        .list(&ListParams::default().labels(&sel))
+        .await
+        .map(|l| l.items)
+        .map_err(|e| e.to_string())
 }
 
 async fn redis_pod_uids(ctx: &Ctx) -> BTreeMap<String, String> {
@@ -172,18 +176,24 @@ pub async fn an_operator_upgrade_rolls_a_few_stacks_at_a_time(ctx: Ctx) {
         };
 
         let upgrade_at = Instant::now();
-        let leader = in_cluster::upgrade(&ctx.client, &json!({"defaultWebImage": new, "maxConcurrentRollouts": k})).await;
+        let leader =
+            in_cluster::upgrade(&ctx.client, &json!({"defaultWebImage": new, "maxConcurrentRollouts": k}))
+                .await;
         eprintln!("e2e: operator upgraded in {:?}, leader {leader}", upgrade_at.elapsed());
         let limit = timeout() + Duration::from_secs(60) * (n as u32).div_ceil(k as u32);
         eventually("every stack rolled to the new web image and Ready", limit, || async {
             let ds = web_deployments(&ctx).await?;
             let (waiting, rolling, done) = census(&ds, &new);
-            let apps = ctx.api::<CounterApp>().list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            let apps =
+                ctx.api::<CounterApp>().list(&ListParams::default()).await.map_err(|e| e.to_string())?;
             let ready = apps.items.iter().filter(|a| ready_status(a).as_deref() == Some("True")).count();
             if done == n && ready == n {
                 Ok(())
             } else {
-                Err(format!("{waiting} waiting, {} rolling {rolling:?}, {done} done, {ready}/{n} Ready", rolling.len()))
+                Err(format!(
+                    "{waiting} waiting, {} rolling {rolling:?}, {done} done, {ready}/{n} Ready",
+                    rolling.len()
+                ))
             }
         })
         .await;
@@ -237,7 +247,8 @@ pub async fn an_operator_upgrade_rolls_a_few_stacks_at_a_time(ctx: Ctx) {
             let _ = ctx.api::<CounterApp>().delete(app, &dp).await;
         }
         eventually("every CounterApp gone", timeout(), || async {
-            let left = ctx.api::<CounterApp>().list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            let left =
+                ctx.api::<CounterApp>().list(&ListParams::default()).await.map_err(|e| e.to_string())?;
             if left.items.is_empty() { Ok(()) } else { Err(format!("{} left", left.items.len())) }
         })
         .await;

@@ -325,7 +325,13 @@ fn the_operator_runs_its_image_and_passes_it_as_the_default_web_image() {
         assert_eq!(c.image.as_deref(), Some(counterstack::api::DEFAULT_WEB_IMAGE), "{source}");
         assert_eq!(
             c.args.as_deref().unwrap(),
-            ["operator", "--default-web-image", counterstack::api::DEFAULT_WEB_IMAGE, "--max-concurrent-rollouts", "2"],
+            [
+                "operator",
+                "--default-web-image",
+                counterstack::api::DEFAULT_WEB_IMAGE,
+                "--max-concurrent-rollouts",
+                "2"
+            ],
             "{source}"
         );
         let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {

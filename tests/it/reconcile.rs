@@ -521,7 +521,11 @@ async fn a_secret_the_cache_lags_behind_is_read_back_never_replaced() {
     // the password it holds.
     assert_eq!(
         about_web,
-        ["POST /api/v1/namespaces/ns/secrets".to_string(), format!("GET {SECRET}"), format!("PATCH {SECRET}")],
+        [
+            "POST /api/v1/namespaces/ns/secrets".to_string(),
+            format!("GET {SECRET}"),
+            format!("PATCH {SECRET}")
+        ],
         "{reqs:#?}"
     );
     let stored: Secret = serde_json::from_value(fake.get(SECRET).unwrap()).unwrap();
@@ -965,7 +969,10 @@ async fn tls_from_cert_manager_creates_the_certificate_and_waits_for_its_secret(
     let secrets = std::iter::repeat_n("POST /api/v1/namespaces/ns/secrets".to_string(), 3);
     let expected: Vec<String> =
         secrets.chain([format!("PATCH {cert_path}"), format!("PATCH {CR}/status")]).collect();
-    assert_eq!(lines, expected, "the user Secrets, the Certificate, the status: no pod before the certificate");
+    assert_eq!(
+        lines, expected,
+        "the user Secrets, the Certificate, the status: no pod before the certificate"
+    );
     let cert = fake.get(cert_path).expect("Certificate applied");
     assert_eq!(cert["spec"]["secretName"], "demo-redis-tls");
     assert_eq!(cert["spec"]["issuerRef"]["kind"], "ClusterIssuer");
