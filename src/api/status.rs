@@ -83,6 +83,12 @@ pub struct RedisStatus {
     /// When the last failover (automatic or planned) completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover_time: Option<Time>,
+    /// Set while the primary is unavailable: since when (its last sign of life, rounded
+    /// up to the second). The failover countdown (`spec.redis.failover.afterSeconds`)
+    /// runs from here, so an operator that restarts or a standby that takes over
+    /// continues it instead of starting it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_unavailable_since: Option<Time>,
     /// True once the primary has held data; from then on no node may full-sync from
     /// an empty node and an empty node is never promoted.
     #[serde(default)]

@@ -259,6 +259,7 @@ async fn hibernated(
     let mut redis = app.status.as_ref().and_then(|s| s.redis.clone()).unwrap_or_default();
     redis.nodes.clear();
     redis.ready_replicas = 0;
+    redis.primary_unavailable_since = None;
     redis.rotating_passwords.clear();
     redis.hibernated = true;
     let was = ready_reason(app);

@@ -35,6 +35,14 @@ pub fn render(app: &CounterApp, ready: &Readiness) -> String {
         redis.epoch,
         dash(redis.last_failover_time.as_ref().map(time))
     );
+    if let Some(since) = &redis.primary_unavailable_since {
+        let _ = writeln!(
+            out,
+            "Primary unavailable since {} (fails over {} s after that)",
+            time(since),
+            app.spec.redis.failover.after_seconds
+        );
+    }
     let _ = writeln!(out, "Last switchover: {}", redis.switchover.as_ref().map_or("-".into(), switchover));
     if let Some(s) = &redis.storage {
         let _ = writeln!(out, "Volumes: {}/{} at {}: {}", s.resized, s.volumes, s.size, s.message);
@@ -190,6 +198,7 @@ mod tests {
                 epoch: 3,
                 ready_replicas: 3,
                 last_failover_time: Some(t("2026-01-01T10:00:00Z")),
+                primary_unavailable_since: None,
                 holds_data: true,
                 nodes: vec![
                     node(0, "replica", 1000, 24, true),
@@ -252,6 +261,19 @@ Ready      False   ReplicationLinkDown     replication link down on demo-redis-2
         assert!(out.contains("Last switchover: -"), "{out}");
         assert!(!out.contains("Volumes:"), "{out}");
         assert!(out.contains("no conditions yet"), "{out}");
+    }
+
+    #[test]
+    fn an_unavailable_primary_gets_its_line() {
+        let mut app = app();
+        assert!(!render(&app, &None).contains("unavailable since"));
+        let redis = app.status.as_mut().unwrap().redis.as_mut().unwrap();
+        redis.primary_unavailable_since = Some(t("2026-01-01T11:00:00Z"));
+        let out = render(&app, &None);
+        assert!(
+            out.contains("Primary unavailable since 2026-01-01T11:00:00Z (fails over 5 s after that)\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod acl_sync;
 pub mod actuate;
+pub mod clock;
 pub mod decide;
 pub mod live_config;
 pub mod metrics;
@@ -335,6 +336,14 @@ impl Manager {
         let mut mem = self.memory_of(app);
         let mut events = vec![];
         let request = pending_switchover(&mem, app);
+        // An outage an earlier leader was counting down (a restart, a standby taking over).
+        if let Some(redis) = app.status.as_ref().and_then(|s| s.redis.as_ref())
+            && let (Some(primary), Some(since)) = (&redis.primary, &redis.primary_unavailable_since)
+            && let Some(since) =
+                clock::from_status(since, k8s_openapi::jiff::Timestamp::now(), Instant::now())
+        {
+            self.monitor.resume_clock(&key, primary, since);
+        }
         let (observed, prev, down_since, mut plan) = loop {
             let observed = observe_all(pods, nodes, addressing).await;
             let now = Instant::now();
@@ -450,6 +459,11 @@ impl Manager {
         let health = persistence::with_problem(outcome.health, storage.as_ref(), plan.phase);
         outcome.health = live_config::with_rejections(health, &live.rejected, &live.pending);
         outcome.status.switchover = recorded_switchover(&mem, app, switchover_annotations(app).0);
+        let kept = app.status.as_ref().and_then(|s| s.redis.as_ref()?.primary_unavailable_since.as_ref());
+        outcome.status.primary_unavailable_since = self
+            .monitor
+            .down_since(&key)
+            .map(|since| clock::to_status(since.elapsed(), k8s_openapi::jiff::Timestamp::now(), kept));
         self.remember(&key, mem);
         Ok(outcome)
     }
@@ -574,6 +588,8 @@ impl Manager {
                 storage: None,
                 // Set by the caller (waking from hibernation).
                 hibernated: false,
+                // Set by the caller from the monitor's clock after the pass.
+                primary_unavailable_since: None,
             },
             role_labels: if plan.phase == Phase::Paused {
                 pods.iter().filter_map(|p| Some((p.name.clone(), p.role_label.clone()?))).collect()

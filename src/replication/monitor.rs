@@ -266,6 +266,19 @@ impl Monitor {
         self.apps().entry(key.clone()).or_default().observe(primary, available, at)
     }
 
+    /// Continue a countdown an earlier leader started (`status.redis
+    /// .primaryUnavailableSince`): when this monitor has no clock for `primary` and has
+    /// not seen it up since `since`, the next failed observation counts from `since`
+    /// rather than from itself. A good observation stops it as any other clock.
+    pub fn resume_clock(&self, key: &AppKey, primary: &str, since: Instant) {
+        let mut apps = self.apps();
+        let w = apps.entry(key.clone()).or_default();
+        let seen_up_since = w.last_up.as_ref().is_some_and(|(p, up)| p == primary && *up >= since);
+        if w.clock.is_none() && !seen_up_since {
+            w.clock = Some(Clock { primary: primary.to_string(), since, first_failure: since });
+        }
+    }
+
     /// Since when the primary of `key` has been unavailable, as last recorded (`None`:
     /// available, or not known).
     pub fn down_since(&self, key: &AppKey) -> Option<Instant> {

@@ -41,6 +41,7 @@ mod load;
 mod pki;
 mod plugin;
 mod redis_config;
+mod restart;
 mod scenario;
 mod security;
 mod stack;
@@ -746,4 +747,10 @@ fn hibernation_stops_every_pod_and_waking_keeps_the_counter() {
 #[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
 fn an_operator_upgrade_rolls_a_few_stacks_at_a_time_and_loses_nothing() {
     with_namespace("upgrade", upgrade::an_operator_upgrade_rolls_a_few_stacks_at_a_time);
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn a_leader_restarted_in_place_during_a_failover_takes_its_lease_back_and_continues_the_countdown() {
+    with_namespace("inplace", restart::a_leader_restarted_in_place_during_a_failover_costs_no_extra_pause);
 }

@@ -11,6 +11,7 @@ mod failover_crash;
 mod failover_disk_full;
 mod failover_frozen_replica;
 mod failover_kill;
+mod failover_restart;
 mod failover_switchover;
 mod failover_web_batch;
 mod leader_fence;

@@ -47,6 +47,9 @@ pub struct DriverState {
     pub crash_at: Option<&'static str>,
     /// Crashes so far (including failpoints in the manager itself).
     pub crashes: u32,
+    /// Restart the operator before the next pass: a fresh manager (no memory, no
+    /// monitor clock) that has only the status, as a restarted container has.
+    pub restart_now: bool,
     /// Replication health of the last pass (what the operator turns into conditions).
     pub health: Option<counterstack::replication::Health>,
     /// A pod is ready only when PING answers PONG (a readiness probe that a primary
@@ -253,6 +256,14 @@ async fn drive(
                 .collect();
             (st.app.clone().unwrap(), views)
         };
+        {
+            let mut st = state.lock().unwrap();
+            if st.restart_now {
+                st.restart_now = false;
+                st.crashes += 1;
+                manager = Manager::new();
+            }
+        }
         let crash = {
             let st = state.lock().unwrap();
             let epoch =
