@@ -172,6 +172,29 @@ pub fn hash_of<K: Serialize>(desired: &K, what: &str) -> Result<String, Error> {
     Ok(hex::encode(&Sha256::digest(&bytes)[..16]))
 }
 
+/// A desired child's identity and hash, the hash also put in its annotation.
+struct Stamped {
+    kind: String,
+    name: String,
+    namespace: String,
+    hash: String,
+}
+
+fn stamp_hash<K>(desired: &mut K) -> Result<Stamped, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Serialize,
+{
+    let kind = K::kind(&()).to_string();
+    let name = desired.name_any();
+    let namespace = desired
+        .namespace()
+        .ok_or_else(|| Error::InvalidObject(format!("desired {kind} {name} has no namespace")))?;
+    // Hashed before the annotation goes in: the hash is of the desired object itself.
+    let hash = hash_of(&*desired, &format!("{kind} {name}"))?;
+    desired.annotations_mut().insert(HASH_ANNOTATION.to_string(), hash.clone());
+    Ok(Stamped { kind, name, namespace, hash })
+}
+
 /// Result of [`ensure`].
 #[derive(Clone, Debug)]
 pub struct ApplyOutcome<K> {
@@ -209,15 +232,8 @@ where
         + DeserializeOwned
         + Debug,
 {
-    let kind = K::kind(&()).to_string();
-    let name = desired.name_any();
-    let namespace = desired
-        .namespace()
-        .ok_or_else(|| Error::InvalidObject(format!("desired {kind} {name} has no namespace")))?;
-    check_controller(desired.meta(), live, &kind, &name)?;
-
-    let hash = hash_of(&desired, &format!("{kind} {name}"))?;
-    desired.annotations_mut().insert(HASH_ANNOTATION.to_string(), hash.clone());
+    check_controller(desired.meta(), live, &K::kind(&()), &desired.name_any())?;
+    let Stamped { kind, name, namespace, hash } = stamp_hash(&mut desired)?;
     let key = ChildKey {
         namespace: namespace.clone(),
         app: app.to_string(),
@@ -264,13 +280,7 @@ where
         + DeserializeOwned
         + Debug,
 {
-    let kind = K::kind(&()).to_string();
-    let name = desired.name_any();
-    let namespace = desired
-        .namespace()
-        .ok_or_else(|| Error::InvalidObject(format!("desired {kind} {name} has no namespace")))?;
-    let hash = hash_of(&desired, &format!("{kind} {name}"))?;
-    desired.annotations_mut().insert(HASH_ANNOTATION.to_string(), hash.clone());
+    let Stamped { kind, name, namespace, hash } = stamp_hash(&mut desired)?;
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PostParams::default() };
     match api.create(&params, &desired).await {
