@@ -108,11 +108,13 @@ impl Context {
     /// Give back the stack's rollout slot, if it holds one, and wake the stacks next in
     /// line for it. Whether it held one.
     pub fn release_rollout_slot(&self, ns: &str, name: &str) -> bool {
-        let held = self.rollout_slots.holds(ns, name);
-        for (ns, name) in self.rollout_slots.release(ns, name, self.max_concurrent_rollouts) {
+        let Some(next) = self.rollout_slots.release(ns, name, self.max_concurrent_rollouts) else {
+            return false;
+        };
+        for (ns, name) in next {
             self.replication.monitor().wake(replication::AppKey::new(ns, name));
         }
-        held
+        true
     }
 
     /// A Redis client logging in with `auth`, behind the leadership fence: it sends no

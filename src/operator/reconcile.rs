@@ -218,13 +218,14 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
             })
         },
     };
-    write_status(app, ctx, &ns, &name, &obs).await?;
+    let desired = status::compute(app.status.as_ref(), &obs, &status::now());
+    write_computed_status(app, ctx, &ns, &name, &obs, &desired).await?;
     // A stack that rolled for an operator change gives its slot back once it is Ready
     // with both workloads rolled out (or when it cannot progress: Stalled).
     if !slot_wait && ctx.rollout_slots.holds(&ns, &name) {
         let done = obs.web.rolled_out()
             && obs.redis.rolled_out()
-            && status::compute(app.status.as_ref(), &obs, &status::now()).conditions.iter().any(|c| {
+            && desired.conditions.iter().any(|c| {
                 (c.type_ == crate::api::condition::READY && c.status == "True")
                     || c.type_ == crate::api::condition::STALLED
             });
@@ -777,22 +778,34 @@ async fn write_status(
     obs: &Observation,
 ) -> Result<bool, Error> {
     let desired = status::compute(app.status.as_ref(), obs, &status::now());
+    write_computed_status(app, ctx, ns, name, obs, &desired).await
+}
+
+/// [`write_status`] of a status the caller computed from `obs` (and reads itself).
+async fn write_computed_status(
+    app: &CounterApp,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    obs: &Observation,
+    desired: &CounterAppStatus,
+) -> Result<bool, Error> {
     let primary_available = status::primary_available(obs, desired.redis.as_ref());
-    ctx.metrics.record_app(ns, name, &desired, primary_available, obs.redis.desired.saturating_sub(1).max(0));
-    if !status::needs_patch(app.status.as_ref(), &desired) {
+    ctx.metrics.record_app(ns, name, desired, primary_available, obs.redis.desired.saturating_sub(1).max(0));
+    if !status::needs_patch(app.status.as_ref(), desired) {
         return Ok(false);
     }
     let epoch = |s: Option<&CounterAppStatus>| s.and_then(|s| s.redis.as_ref()).map(|r| r.epoch);
-    if epoch(Some(&desired)) != epoch(app.status.as_ref()) {
+    if epoch(Some(desired)) != epoch(app.status.as_ref()) {
         crate::failpoint::hit("before-status")
             .map_err(|p| Error::from(crate::replication::Error::Failpoint(p)))?;
     }
     if tracing::enabled!(tracing::Level::DEBUG) {
-        let changed = status::changed_paths(app.status.as_ref(), &desired);
+        let changed = status::changed_paths(app.status.as_ref(), desired);
         tracing::debug!(?changed, "status changed");
     }
-    let written = patch_status(ctx, ns, name, &desired).await?;
-    ctx.statuses.record(app, &desired, Some(&written));
+    let written = patch_status(ctx, ns, name, desired).await?;
+    ctx.statuses.record(app, desired, Some(&written));
     ctx.metrics.status_patches.inc();
     Ok(true)
 }

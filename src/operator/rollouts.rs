@@ -162,18 +162,16 @@ impl Slots {
 
     /// Give the slot back (the stack is Ready again, hibernated, or gone) and leave the
     /// line. Returns the stacks that may take the free slots now (oldest waiting first),
-    /// to be woken rather than left to their next recheck.
-    pub fn release(&self, ns: &str, name: &str, max: usize) -> Vec<(String, String)> {
+    /// to be woken rather than left to their next recheck; `None` when it held no slot.
+    pub fn release(&self, ns: &str, name: &str, max: usize) -> Option<Vec<(String, String)>> {
         let mut st = lock(&self.state);
         let me = key(ns, name);
         st.waiting.remove(&me);
-        if st.held.remove(&me).is_none() {
-            return vec![];
-        }
+        st.held.remove(&me)?;
         let free = max.saturating_sub(st.held.len());
         let mut line: Vec<(&Key, &Waiter)> = st.waiting.iter().collect();
         line.sort_by_key(|(k, w)| (w.since, *k));
-        line.into_iter().take(free).map(|(k, _)| k.clone()).collect()
+        Some(line.into_iter().take(free).map(|(k, _)| k.clone()).collect())
     }
 
     /// The stack needs no slot (its change is not the operator's any more): out of line.
@@ -242,12 +240,12 @@ mod tests {
         assert!(s.acquire("ns", "a", 2), "a holder keeps its slot");
         assert_eq!(
             s.release("ns", "a", 2),
-            [("ns".to_string(), "c".to_string())],
+            Some(vec![("ns".to_string(), "c".to_string())]),
             "the waiting one is woken"
         );
         assert!(s.acquire("ns", "c", 2));
         assert_eq!((s.len(), s.waiting()), (2, 0));
-        assert!(s.release("ns", "x", 2).is_empty(), "no slot, nothing freed");
+        assert_eq!(s.release("ns", "x", 2), None, "no slot, nothing freed");
         // A stack that never gets Ready loses its slot after SLOT_TIMEOUT.
         let later = Instant::now() + SLOT_TIMEOUT + Duration::from_secs(1);
         assert!(s.acquire_at("ns", "d", 2, later));
@@ -262,17 +260,17 @@ mod tests {
         assert!(s.acquire_at("ns", "a", 1, at(0)));
         assert!(!s.acquire_at("ns", "z-first", 1, at(1)));
         assert!(!s.acquire_at("ns", "b-second", 1, at(2)));
-        assert_eq!(s.release("ns", "a", 1), [("ns".to_string(), "z-first".to_string())]);
+        assert_eq!(s.release("ns", "a", 1), Some(vec![("ns".to_string(), "z-first".to_string())]));
         // The later one asks first: the slot is kept for the one in front of it.
         assert!(!s.acquire_at("ns", "b-second", 1, at(3)));
         assert!(s.acquire_at("ns", "z-first", 1, at(4)));
         // A stack that stopped asking loses its place; one that needs no slot leaves.
         assert!(!s.acquire_at("ns", "c", 1, at(5)));
         s.not_waiting("ns", "c");
-        assert_eq!(s.release("ns", "z-first", 1), [("ns".to_string(), "b-second".to_string())]);
+        assert_eq!(s.release("ns", "z-first", 1), Some(vec![("ns".to_string(), "b-second".to_string())]));
         assert!(!s.acquire_at("ns", "a", 1, at(6)), "a newcomer queues behind b-second");
         assert!(s.acquire_at("ns", "b-second", 1, at(7)));
-        assert_eq!(s.release("ns", "b-second", 1), [("ns".to_string(), "a".to_string())]);
+        assert_eq!(s.release("ns", "b-second", 1), Some(vec![("ns".to_string(), "a".to_string())]));
         let much_later = at(7) + WAITER_TIMEOUT + Duration::from_secs(1);
         assert!(s.acquire_at("ns", "e", 1, much_later), "a stopped asking: its place is gone");
     }

@@ -57,7 +57,7 @@ async fn an_operator_change_waits_for_a_slot_rolls_when_one_frees_and_gives_it_b
     // The other stack is done: this one takes the slot and rolls.
     assert_eq!(
         ctx.rollout_slots.release("ns", "another-stack", 1),
-        [("ns".to_string(), "demo".to_string())],
+        Some(vec![("ns".to_string(), "demo".to_string())]),
         "the waiting stack is next in line, and woken"
     );
     fake.clear_requests();
