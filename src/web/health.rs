@@ -1,10 +1,8 @@
 //! `/livez` (the process serves) and `/readyz` (the primary was reached since start and
 //! we are not draining).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
@@ -20,13 +18,13 @@ fn status_body(status: &'static str) -> Response {
 }
 
 /// Always 200 while the process serves HTTP: Redis trouble must not restart the pod.
-pub async fn livez() -> Response {
+pub fn livez() -> Response {
     status_body("ok")
 }
 
 /// 503 while draining, or until the primary was first reached (ROLE master). A later
 /// Redis outage keeps the pod ready: the API answers 503 with Retry-After itself.
-pub async fn readyz(State(s): State<Arc<AppState>>) -> Result<Response, Error> {
+pub fn readyz(s: &AppState) -> Result<Response, Error> {
     if s.draining.load(Ordering::Relaxed) {
         return Err(Error::Draining);
     }

@@ -73,7 +73,7 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::default());
     let store = Store::start(&cfg, metrics.clone())?;
     let state = Arc::new(AppState { store, metrics, draining: AtomicBool::new(false) });
-    let app = routes::router(state.clone(), &cfg.cors);
+    let app = tower::make::Shared::new(routes::service(state.clone(), &cfg.cors));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(
             %addr,
