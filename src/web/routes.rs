@@ -28,7 +28,8 @@ type Shared = Arc<AppState>;
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 static REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-const VARY: HeaderValue = HeaderValue::from_static("origin, access-control-request-method, access-control-request-headers");
+const VARY: HeaderValue =
+    HeaderValue::from_static("origin, access-control-request-method, access-control-request-headers");
 const ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");
 
 /// The whole service: API, health, metrics; JSON 404/405; CORS; per-request span+metrics.
@@ -54,7 +55,9 @@ impl Cors {
         match origins {
             CorsOrigins::Any => Cors::Any,
             // Config validated every origin as a header value; skipping is unreachable.
-            CorsOrigins::List(list) => Cors::List(list.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect()),
+            CorsOrigins::List(list) => {
+                Cors::List(list.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect())
+            }
         }
     }
 
@@ -77,7 +80,10 @@ impl Cors {
             headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET,POST"));
             headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, ANY_ORIGIN);
         } else {
-            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("idempotent-replayed"));
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("idempotent-replayed"),
+            );
         }
     }
 }
