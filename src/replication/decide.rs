@@ -18,6 +18,11 @@ pub const IN_SYNC_LAG_BYTES: i64 = 1024 * 1024;
 /// full sync it rewrites its AOF, and restarting the next replica then was seen to stall
 /// `WAIT` for most of a second.
 pub const SETTLE_SECS: u64 = 2;
+/// A Redis process younger than this whose pod is not Ready yet is starting, not down:
+/// the kubelet's startup and readiness probes (5 s periods) mark a new pod Ready 5–15 s
+/// after Redis first answers the operator, which elects it at once. Counted as down, a
+/// fresh stack's first primary was failed over to its empty replica after afterSeconds.
+pub const READY_GRACE_SECS: u64 = 30;
 /// How long `FAILOVER TO` may wait for the target to catch up before Redis aborts it
 /// (and the old primary resumes writes).
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -257,11 +262,12 @@ fn primary_state(p: &NodeObservation, holds_data: bool) -> PrimaryState {
         // failing disk) is alive and holds every acknowledged write: no failover reason,
         // even while its pod is unready (a probe that wants PONG fails on it). A replica
         // may hold less, and its volume is no bigger; Redis resumes writes by itself once
-        // the volume has space again.
+        // the volume has space again. A master younger than READY_GRACE_SECS is starting:
+        // its pod's probes have not run yet.
         Some(i)
             if i.role == Role::Master
                 && !i.loading
-                && (p.pod_ready || i.persistence.refuses_writes())
+                && (p.pod_ready || i.persistence.refuses_writes() || i.uptime_secs < READY_GRACE_SECS)
                 && !p.terminating =>
         {
             PrimaryState::Healthy

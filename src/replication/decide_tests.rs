@@ -965,6 +965,25 @@ fn a_primary_that_refuses_writes_for_a_full_disk_is_no_failover_reason() {
 }
 
 #[test]
+fn a_new_primary_whose_pod_is_not_ready_yet_is_not_failed_over_until_its_grace_ends() {
+    // A fresh stack: pod 0 answered and was elected at once; the kubelet's probes have
+    // not marked it Ready yet. Its empty replica must not replace it after afterSeconds.
+    let starting = |uptime| {
+        let p = with(master(0, 0, 0), |n| n.pod_ready = false);
+        let p = with_info(p, |i| i.uptime_secs = uptime);
+        vec![p, replica(1, 0, 0), replica(2, 0, 0)]
+    };
+    let plan = plan_for(starting(READY_GRACE_SECS - 1), prev(Some(0), false), Some(6));
+    assert_eq!(plan.phase, Phase::Steady, "{}", plan.message);
+    assert_eq!((plan.primary, plan.epoch), (Some(pod(0)), 3));
+    assert!(primary_available(&listed(starting(3)), &prev(Some(0), false)));
+    // Past the grace an unready master counts as unavailable again, as before.
+    assert!(!primary_available(&listed(starting(READY_GRACE_SECS)), &prev(Some(0), false)));
+    let plan = plan_for(starting(READY_GRACE_SECS), prev(Some(0), false), Some(6));
+    assert_eq!(plan.phase, Phase::FailingOver, "{}", plan.message);
+}
+
+#[test]
 fn a_primary_that_answers_as_a_replica_is_failed_over_without_waiting() {
     // kill -9 and a restart: the start script brought it back as a replica of nobody.
     let restarted = with_info(replica_down(0, 0, 0, None), |i| {
