@@ -203,6 +203,29 @@ async fn cors_is_open_by_default_and_configurable() {
     assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
     let r = c.get(strict.url("/api/counter")).header("Origin", "https://evil.example").send().await.unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    // Preflights against the list: the allowed origin is echoed, another gets no grant.
+    let preflight = |origin: &'static str| {
+        c.request(reqwest::Method::OPTIONS, strict.url("/api/counter/increment"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .send()
+    };
+    let r = preflight("https://app.example").await.unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(r.headers()["access-control-allow-methods"], "GET,POST");
+    assert!(r.headers()["vary"].to_str().unwrap().contains("origin"));
+    let r = preflight("https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // Answers expose the replay header to the allowed origin's scripts.
+    let r = c
+        .post(strict.url("/api/counter/increment"))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-expose-headers"], "idempotent-replayed");
 }
 
 #[tokio::test]
