@@ -264,13 +264,19 @@ async fn drive(
                 manager = Manager::new();
             }
         }
+        let outcome = manager.reconcile_with(&app, &views, &client, &addressing).await;
+        // Whether this pass "dies" is read after it: a pass that began before the test
+        // armed the crash point can still fail over (it waits out afterSeconds inside
+        // reconcile_with), and that is the pass whose outcome must be lost. Read before
+        // it, the crash was missed now and then ("the operator did not die at ...").
+        // The epoch is still the one before the pass: only this loop writes the status.
         let crash = {
             let st = state.lock().unwrap();
             let epoch =
                 st.app.as_ref().and_then(|a| a.status.as_ref()?.redis.as_ref()).map_or(0, |r| r.epoch);
             st.crash_at.map(|c| (c, epoch))
         };
-        match manager.reconcile_with(&app, &views, &client, &addressing).await {
+        match outcome {
             Ok(out) if crash.is_some_and(|(_, epoch)| out.status.epoch != epoch) => {
                 let (point, _) = crash.unwrap_or_default();
                 let mut st = state.lock().unwrap();
