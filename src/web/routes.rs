@@ -127,9 +127,11 @@ fn is_get(m: &Method) -> bool {
     m == Method::GET || m == Method::HEAD
 }
 
-async fn dispatch(s: &AppState, req: Request) -> Response {
+/// Route by the path's metrics label (`route_label`, which observe already computed):
+/// the known paths are their own labels, every other path is `unmatched`.
+async fn dispatch(s: &AppState, route: &'static str, req: Request) -> Response {
     let method = req.method();
-    let result = match req.uri().path() {
+    let result = match route {
         "/api/counter" if is_get(method) => get_counter(s).await,
         "/api/counter/increment" if method == Method::POST => write(s, Op::Increment, req.headers()).await,
         "/api/counter/decrement" if method == Method::POST => write(s, Op::Decrement, req.headers()).await,
@@ -204,7 +206,7 @@ async fn observe(s: &AppState, req: Request) -> Response {
     s.metrics.in_flight.inc();
     let guard = InFlight(s);
     let start = Instant::now();
-    let mut resp = dispatch(s, req).instrument(span.clone()).await;
+    let mut resp = dispatch(s, route, req).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     drop(guard);
     let status = resp.status().as_u16();
