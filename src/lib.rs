@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod api;
 pub mod backoff;
+pub mod backup;
 pub mod children;
 pub mod crd;
 pub mod dial;

@@ -34,6 +34,9 @@ enum Command {
     Crd,
     /// Print the version.
     Version,
+    /// Restore a backup into an empty Redis volume (the `restore` init container of a
+    /// CounterApp with spec.bootstrap.fromBackup; configured by its environment).
+    Restore(Box<counterstack::backup::restore::RestoreArgs>),
     /// The kubectl plugin (`kubectl counterstack ...`): status, switchover, pause, resume.
     Kubectl(plugin::Args),
 }
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Kubectl(args) => plugin::main(args),
+        Command::Restore(args) => counterstack::backup::restore::main(*args),
         Command::Crd => match crd::yaml() {
             Ok(y) => {
                 print!("{y}");

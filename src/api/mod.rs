@@ -1,6 +1,7 @@
 //! The `CounterApp` custom resource (`counterstack.io/v1alpha1`): spec, status, defaults
 //! and the CEL rules the API server enforces. Nothing else lives here.
 
+mod backup;
 mod bounds;
 mod defaults;
 mod pod_options;
@@ -8,6 +9,7 @@ pub mod redis_config;
 mod spec;
 mod status;
 
+pub use backup::*;
 pub use bounds::*;
 pub use defaults::*;
 pub use pod_options::PodOptions;

@@ -7,6 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::backup::{BackupSpec, BootstrapSpec};
 use super::pod_options::PodOptions;
 use super::status::CounterAppStatus;
 use super::{bounds, defaults, redis_config};
@@ -44,7 +45,10 @@ use super::{bounds, defaults, redis_config};
 #[x_kube(
     validation = Rule::new("!has(self.web.syncReplicas) || self.web.syncReplicas <= self.redis.replicas")
         .message("must not exceed spec.redis.replicas: a write cannot be confirmed by more replicas than exist; lower syncReplicas or add Redis replicas")
-        .field_path(".web.syncReplicas")
+        .field_path(".web.syncReplicas"),
+    validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap) && (!has(self.bootstrap) || self.bootstrap == oldSelf.bootstrap)")
+        .message("can be set only when the CounterApp is created, and not changed or removed later: restoring over a running stack is not offered; create a new CounterApp with spec.bootstrap.fromBackup")
+        .field_path(".bootstrap")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CounterAppSpec {
@@ -79,6 +83,15 @@ pub struct CounterAppSpec {
     /// the counter it had.
     #[serde(default)]
     pub hibernate: bool,
+
+    /// Scheduled and on-demand backups of the Redis data to an S3-compatible object
+    /// store, taken from an in-sync replica without pausing writes (docs/backup.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// Start a new stack from a backup. Only at creation; immutable afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapSpec>,
 }
 
 /// The NetworkPolicy `NAME-redis`.

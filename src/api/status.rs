@@ -24,6 +24,9 @@ pub mod condition {
     pub const AVAILABLE: &str = "Available";
     /// True when the stack runs with less redundancy than the spec asks for.
     pub const DEGRADED: &str = "Degraded";
+    /// Present with `spec.backup`: whether the last backup attempt succeeded (the name
+    /// CloudNativePG users know).
+    pub const LAST_BACKUP_SUCCEEDED: &str = "LastBackupSucceeded";
 }
 
 /// Observed state of a CounterApp.
@@ -47,6 +50,15 @@ pub struct CounterAppStatus {
     /// Redis replication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisStatus>,
+
+    /// Backups (`spec.backup`): the last successful and failed ones, the schedule, and
+    /// what the store holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::BackupStatus>,
+
+    /// What the first primary was started from (`spec.bootstrap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<super::BootstrapStatus>,
 }
 
 /// Observed state of the web Deployment.

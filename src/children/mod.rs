@@ -20,6 +20,7 @@ pub mod hpa;
 pub mod meta;
 pub mod networkpolicy;
 pub mod pdb;
+pub mod restore;
 pub mod secret;
 pub mod service;
 pub mod statefulset;

@@ -195,7 +195,9 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
     if spec.metrics.enabled {
         containers.push(exporter(cr));
     }
+    let restore = super::restore::init_container(cr, inputs, REDIS_UID);
     let mut pod = PodSpec {
+        init_containers: restore.as_ref().map(|(c, _)| vec![c.clone()]),
         containers,
         image_pull_secrets: meta::image_pull_secrets(cr),
         security_context: Some(meta::pod_security_context(REDIS_UID, Some(REDIS_UID))),
@@ -224,6 +226,7 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
             ]
             .into_iter()
             .chain(tls.then(|| tls_volume(cr, None)).flatten())
+            .chain(restore.and_then(|(_, v)| v))
             .collect(),
         ),
         ..PodSpec::default()

@@ -243,7 +243,101 @@ pub fn validate(cr: &CounterApp) -> Result<(), Error> {
         }
     }
 
+    if let Some(b) = &spec.backup {
+        check_backup(&mut c, b);
+    }
+    if let Some(b) = &spec.bootstrap {
+        let from = &b.from_backup;
+        check_s3(&mut c, "spec.bootstrap.fromBackup.s3", &from.s3);
+        if !is_dns1123_subdomain(&from.counter_app) {
+            c.fail(
+                "spec.bootstrap.fromBackup.counterApp",
+                format!("must name a CounterApp, got {:?}", from.counter_app),
+            );
+        }
+        if from.backup != "latest" && crate::backup::keys::parse_name(&from.backup).is_none() {
+            c.fail(
+                "spec.bootstrap.fromBackup.backup",
+                format!(
+                    "must be `latest` or a backup's name, its UTC start time YYYYMMDDTHHMMSSZ (kubectl counterstack backups lists them), got {:?}",
+                    from.backup
+                ),
+            );
+        }
+    }
+
     if c.0.is_empty() { Ok(()) } else { Err(Error::Invalid(FieldErrors(c.0))) }
+}
+
+/// `spec.backup`: the schema's rules, and a schedule cron accepts (the CRD only checks
+/// that it has five fields).
+fn check_backup(c: &mut Checks, b: &crate::api::BackupSpec) {
+    if let Some(expr) = b.schedule.as_deref()
+        && let Err(message) = crate::backup::schedule::Schedule::parse(expr)
+    {
+        c.fail("spec.backup.schedule", message);
+    }
+    c.range("spec.backup.retention.keepLast", b.retention.keep_last, 1, 1000);
+    if b.retention.max_age.is_some() && b.retention.max_age_seconds().is_none_or(|s| s <= 0) {
+        c.fail(
+            "spec.backup.retention.maxAge",
+            format!("must be a number of hours or days such as 72h or 30d, got {:?}", b.retention.max_age),
+        );
+    }
+    check_s3(c, "spec.backup.s3", &b.s3);
+}
+
+fn check_s3(c: &mut Checks, at: &str, s3: &crate::api::S3Destination) {
+    if let Some(e) = s3.endpoint.as_deref() {
+        let host = e.strip_prefix("https://").or_else(|| e.strip_prefix("http://"));
+        if host.is_none_or(|h| {
+            h.trim_end_matches('/').is_empty() || h.trim_end_matches('/').contains(['/', '?', '#'])
+        }) {
+            c.fail(
+                format!("{at}.endpoint"),
+                format!("must be an http:// or https:// URL of the endpoint alone (host and optional port), got {e:?}"),
+            );
+        }
+    }
+    let bucket = &s3.bucket;
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '.' || ch == '-')
+        && bucket.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+        && bucket.ends_with(|ch: char| ch.is_ascii_alphanumeric());
+    if !bucket_ok {
+        c.fail(
+            format!("{at}.bucket"),
+            format!(
+                "must be an S3 bucket name (3 to 63 lowercase letters, digits, '.' and '-'), got {bucket:?}"
+            ),
+        );
+    }
+    let prefix_ok = s3.prefix.len() <= 256
+        && (s3.prefix.is_empty()
+            || s3.prefix.split('/').all(|part| {
+                !part.is_empty()
+                    && part.chars().all(|ch| ch.is_ascii_alphanumeric() || "!_.*'()-".contains(ch))
+            }));
+    if !prefix_ok {
+        c.fail(
+            format!("{at}.prefix"),
+            format!(
+                "must be words of letters, digits and !_.*'()- separated by single '/', got {:?}",
+                s3.prefix
+            ),
+        );
+    }
+    if !is_dns1123_subdomain(&s3.credentials.secret_name) {
+        c.fail(
+            format!("{at}.credentials.secretName"),
+            format!("must name a Secret, got {:?}", s3.credentials.secret_name),
+        );
+    }
+    if let Some(ca) = &s3.ca_bundle
+        && !is_dns1123_subdomain(&ca.secret_name)
+    {
+        c.fail(format!("{at}.caBundle.secretName"), format!("must name a Secret, got {:?}", ca.secret_name));
+    }
 }
 
 /// Run the CRD's CEL rules (`x-kubernetes-validations`) client-side, as the API server
@@ -370,6 +464,29 @@ mod tests {
         if let Err(e) = crd_cel_rules() {
             panic!("{e}");
         }
+    }
+
+    #[test]
+    fn a_backup_schedule_cron_refuses_is_an_invalid_spec_naming_the_field() {
+        let mut cr = CounterApp::new("demo", Default::default());
+        let yaml = "schedule: '0 25 * * *'\nretention: {keepLast: 0, maxAge: 0d}\ns3: {bucket: B, credentials: {secretName: s}}";
+        cr.spec.backup = Some(serde_yaml_ng::from_str(yaml).unwrap());
+        let err = validate(&cr).unwrap_err().to_string();
+        for field in [
+            "spec.backup.schedule",
+            "spec.backup.retention.keepLast",
+            "spec.backup.retention.maxAge",
+            "spec.backup.s3.bucket",
+        ] {
+            assert!(err.contains(field), "{field} not named: {err}");
+        }
+        cr.spec.backup = Some(
+            serde_yaml_ng::from_str(
+                "schedule: '*/5 * * * *'\ns3: {bucket: b-1, credentials: {secretName: s}}",
+            )
+            .unwrap(),
+        );
+        validate(&cr).unwrap();
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct Context {
     pub operator_namespace: Option<String>,
     /// CounterApps a write was refused for because their namespace is terminating.
     pub refused: terminating::Refused,
+    /// Backups running and finished (`spec.backup`, operator::backup).
+    pub backups: Arc<super::backup::Backups>,
 }
 
 impl Context {
@@ -102,6 +104,7 @@ impl Context {
         self.metrics.forget_app(&ns, &app.name);
         self.refused.forget(&ns, &app.name);
         self.release_rollout_slot(&ns, &app.name);
+        self.backups.forget(&replication::AppKey::new(ns.clone(), app.name.clone()));
         self.replication.forget(&replication::AppKey::new(ns, app.name.clone()));
     }
 
@@ -180,6 +183,7 @@ impl Context {
             backoff: Backoff::default(),
             applied: apply::AppliedHashes::default(),
             statuses: StatusCache::default(),
+            backups: Default::default(),
         }
     }
 }

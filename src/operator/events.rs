@@ -33,6 +33,14 @@ pub mod reason {
     pub const HIBERNATED: &str = "Hibernated";
     /// `spec.hibernate` back to false: the stack starts from its volumes.
     pub const WAKING: &str = "Waking";
+    /// A backup was stored and verified (`spec.backup`).
+    pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
+    /// A backup failed (Warning); the message names the cause, it is retried with backoff.
+    pub const BACKUP_FAILED: &str = "BackupFailed";
+    /// The first primary was started from a backup (`spec.bootstrap.fromBackup`).
+    pub const RESTORED: &str = "Restored";
+    /// The restore refused the backup or could not fetch it (Warning); no pod serves.
+    pub const RESTORE_FAILED: &str = "RestoreFailed";
 }
 
 /// Longest note the Events API accepts (1 kB).

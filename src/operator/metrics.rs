@@ -134,8 +134,61 @@ pub struct Metrics {
     pub primary_available: Family<AppLabels, Gauge>,
     /// Per CounterApp: Redis replicas desired and linked to the primary.
     pub redis_replicas: Family<ReplicaLabels, Gauge>,
+    /// `spec.backup`: per CounterApp.
+    pub backup: BackupMetrics,
     /// [`Role`], for `/readyz`.
     role: AtomicU8,
+}
+
+/// Labels of `counterstack_backups`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackupResultLabels {
+    pub namespace: String,
+    pub app: String,
+    pub result: String,
+}
+
+/// The backup series (per CounterApp with `spec.backup`), set from `status.backup` on
+/// every reconcile, so an operator that restarts reports them again from the status.
+#[derive(Default)]
+pub struct BackupMetrics {
+    /// Start time (Unix seconds) of the last successful backup; 0 before the first.
+    pub last_success: Family<AppLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Size of the last successful backup.
+    pub last_size: Family<AppLabels, Gauge>,
+    /// Duration of the last successful backup.
+    pub last_duration: Family<AppLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Time between two scheduled backups (0: on demand only); the staleness alert
+    /// compares the last success against twice this.
+    pub interval: Family<AppLabels, Gauge>,
+    /// Backups finished by result (`succeeded`, `failed`) since this operator started.
+    pub finished: Family<BackupResultLabels, Counter>,
+}
+
+impl BackupMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "counterstack_backup_last_success_timestamp_seconds",
+            "Start time of the CounterApp's last successful backup (Unix seconds; 0 before the first)",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "counterstack_backup_last_size_bytes",
+            "Size of the CounterApp's last successful backup",
+            self.last_size.clone(),
+        );
+        registry.register(
+            "counterstack_backup_last_duration_seconds",
+            "Snapshot and upload time of the CounterApp's last successful backup",
+            self.last_duration.clone(),
+        );
+        registry.register(
+            "counterstack_backup_schedule_interval_seconds",
+            "Time between two scheduled backups of the CounterApp (0: on demand only)",
+            self.interval.clone(),
+        );
+        registry.register("counterstack_backups", "Backups finished, by result", self.finished.clone());
+    }
 }
 
 impl Default for Metrics {
@@ -228,7 +281,10 @@ impl Default for Metrics {
             "Redis replicas of the CounterApp: desired (spec.redis.replicas) and linked (replication link to the primary up)",
             redis_replicas.clone(),
         );
+        let backup = BackupMetrics::default();
+        backup.register(&mut registry);
         Self {
+            backup,
             registry,
             reconciles,
             errors,
@@ -304,6 +360,10 @@ impl Metrics {
             self.app_condition.clear();
             self.primary_available.clear();
             self.redis_replicas.clear();
+            self.backup.last_success.clear();
+            self.backup.last_size.clear();
+            self.backup.last_duration.clear();
+            self.backup.interval.clear();
         }
     }
 
@@ -336,8 +396,50 @@ impl Metrics {
         self.redis_replicas.get_or_create(&replica_labels(namespace, app, "linked")).set(linked);
     }
 
+    /// The backup gauges from `status.backup` (and the schedule's interval).
+    pub fn record_backup(
+        &self,
+        namespace: &str,
+        app: &str,
+        status: &crate::api::BackupStatus,
+        interval: Option<std::time::Duration>,
+    ) {
+        let l = AppLabels { namespace: namespace.to_string(), app: app.to_string() };
+        let last = status.last_successful.as_ref();
+        let at = last.and_then(|r| r.start_time.as_ref()).map_or(0.0, |t| t.0.as_second() as f64);
+        self.backup.last_success.get_or_create(&l).set(at);
+        self.backup.last_size.get_or_create(&l).set(last.map_or(0, |r| r.size_bytes));
+        self.backup.last_duration.get_or_create(&l).set(last.and_then(|r| r.duration_seconds).unwrap_or(0.0));
+        let secs = interval.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.backup.interval.get_or_create(&l).set(secs);
+    }
+
+    /// One backup finished.
+    pub fn backup_finished(&self, namespace: &str, app: &str, ok: bool) {
+        let result = if ok { "succeeded" } else { "failed" };
+        let l = BackupResultLabels {
+            namespace: namespace.to_string(),
+            app: app.to_string(),
+            result: result.into(),
+        };
+        self.backup.finished.get_or_create(&l).inc();
+    }
+
     /// Drop the per-CounterApp series of a deleted CounterApp.
     pub fn forget_app(&self, namespace: &str, app: &str) {
+        let l = AppLabels { namespace: namespace.to_string(), app: app.to_string() };
+        self.backup.last_success.remove(&l);
+        self.backup.last_size.remove(&l);
+        self.backup.last_duration.remove(&l);
+        self.backup.interval.remove(&l);
+        for result in ["succeeded", "failed"] {
+            let r = BackupResultLabels {
+                namespace: namespace.to_string(),
+                app: app.to_string(),
+                result: result.into(),
+            };
+            self.backup.finished.remove(&r);
+        }
         for t in CONDITION_TYPES {
             self.app_condition.remove(&condition_labels(namespace, app, t));
         }

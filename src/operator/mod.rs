@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 pub(crate) mod apply;
 pub(crate) mod backoff;
+pub mod backup;
 pub mod cache;
 pub mod context;
 pub mod controller;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub(crate) mod pods;
 pub mod rbac;
 pub(crate) mod reconcile;
+pub mod restore;
 pub(crate) mod rollouts;
 pub(crate) mod status;
 pub(crate) mod status_cache;

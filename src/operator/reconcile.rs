@@ -184,6 +184,27 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     let rotating = sync_passwords(app, ctx, &name, &pod_views, &auth, &inputs, web.as_ref()).await?;
     outcome.status.rotating_passwords = rotating.iter().map(|u| u.name().to_string()).collect();
     outcome.status.storage = storage.status.clone();
+    let backup = match &app.spec.backup {
+        Some(spec) => {
+            let ca = tls.as_ref().map(|t| &t.ca);
+            super::backup::step(
+                app,
+                ctx,
+                &ns,
+                &name,
+                spec,
+                &outcome.status,
+                &pod_views,
+                &addressing,
+                &inputs.passwords,
+                ca,
+            )
+            .await
+        }
+        None => super::backup::Step::default(),
+    };
+    let bootstrap = super::restore::status(app, &stack_pods);
+    announce_bootstrap(app, ctx, bootstrap.as_ref()).await;
 
     // 5. status
     let obs = Observation {
@@ -200,6 +221,10 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
         image_pull: super::image_pull::failure(&stack_pods),
         storage_stalled: storage.stalled,
         hibernating: None,
+        backup: backup.status,
+        backup_configured: app.spec.backup.is_some(),
+        restore_failed: super::restore::failure(app, bootstrap.as_ref()),
+        bootstrap,
         expanding: storage.status.filter(|s| storage.requeue.is_some() && s.resized < s.volumes),
         waiting: if slot_wait {
             Some(format!(
@@ -238,7 +263,8 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     }
 
     let slot_requeue = (slot_wait || ctx.rollout_slots.holds(&ns, &name)).then_some(ROLLOUT_RECHECK);
-    let requeue = [outcome.requeue_after, storage.requeue, slot_requeue].into_iter().flatten().min();
+    let requeue =
+        [outcome.requeue_after, storage.requeue, slot_requeue, backup.requeue].into_iter().flatten().min();
     Ok(Action::requeue(requeue.map_or(RESYNC, |d| d.min(RESYNC))))
 }
 
@@ -272,6 +298,7 @@ async fn hibernated(
         redis: Workload::from_statefulset(sts, 0),
         redis_status: Some(redis),
         hibernating: Some(running),
+        backup_configured: app.spec.backup.is_some(),
         ..Observation::default()
     };
     if write_status(app, ctx, ns, name, &obs).await?
@@ -283,6 +310,20 @@ async fn hibernated(
     }
     // Pods going away wake it through the pod watch.
     Ok(Action::requeue(RESYNC))
+}
+
+/// An Event when the restore of `spec.bootstrap` ends (or fails anew).
+async fn announce_bootstrap(app: &CounterApp, ctx: &Context, new: Option<&crate::api::BootstrapStatus>) {
+    let Some(b) = new else { return };
+    match b.phase.as_str() {
+        super::restore::RESTORED => {
+            ctx.events.normal(app, reason::RESTORED, "Restore", b.message.clone()).await
+        }
+        super::restore::FAILED => {
+            ctx.events.warning(app, reason::RESTORE_FAILED, "Restore", b.message.clone()).await
+        }
+        _ => {}
+    }
 }
 
 /// `status.redis.hibernated`: hibernated, or woken and no primary chosen again yet.
@@ -353,6 +394,10 @@ async fn report_without_applying(
         expanding: None,
         hibernating: None,
         waiting,
+        backup: None,
+        backup_configured: app.spec.backup.is_some(),
+        bootstrap: None,
+        restore_failed: None,
     };
     write_status(app, ctx, ns, name, &obs).await
 }

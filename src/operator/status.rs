@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::image_pull::PullFailure;
-use crate::api::condition::{AVAILABLE, DEGRADED, READY, RECONCILING, STALLED};
+use crate::api::condition::{AVAILABLE, DEGRADED, LAST_BACKUP_SUCCEEDED, READY, RECONCILING, STALLED};
 pub use crate::api::now;
 use crate::api::{CounterAppStatus, RedisStatus, WebStatus};
 use crate::labels::{self, Component};
@@ -41,6 +41,9 @@ pub mod reason {
     pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
     pub const HIBERNATED: &str = "Hibernated";
     pub const HIBERNATING: &str = "Hibernating";
+    pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
+    pub const NO_BACKUP_YET: &str = "NoBackupYet";
+    pub const RESTORE_FAILED: &str = "RestoreFailed";
 }
 
 /// Rollout and readiness of one workload (the web Deployment or the Redis StatefulSet).
@@ -144,6 +147,14 @@ pub struct Observation {
     pub expanding: Option<crate::api::StorageStatus>,
     /// `spec.hibernate`: how many of the stack's pods still run (0: hibernated).
     pub hibernating: Option<i32>,
+    /// New `status.backup` (None keeps the current one).
+    pub backup: Option<crate::api::BackupStatus>,
+    /// `spec.backup` is set: the LastBackupSucceeded condition is reported.
+    pub backup_configured: bool,
+    /// New `status.bootstrap` (None keeps the current one).
+    pub bootstrap: Option<crate::api::BootstrapStatus>,
+    /// The restore of `spec.bootstrap` failed (the message says why): Stalled.
+    pub restore_failed: Option<String>,
 }
 
 /// Compute the new status. Pure: `now` is only used for conditions that flip.
@@ -211,6 +222,11 @@ pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time
     if let Some((r, m)) = stalled {
         conditions.push(condition(STALLED, true, r, m));
     }
+    let backup = obs.backup.clone().or_else(|| current.and_then(|s| s.backup.clone()));
+    if obs.backup_configured {
+        let (ok, r, m) = last_backup(backup.as_ref());
+        conditions.push(condition(LAST_BACKUP_SUCCEEDED, ok, r, m));
+    }
     for c in &mut conditions {
         c.observed_generation = obs.generation;
         c.last_transition_time = match prev_conditions.iter().find(|p| p.type_ == c.type_) {
@@ -230,6 +246,26 @@ pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time
             ready: format!("{}/{}", obs.web.ready, obs.web.desired),
         }),
         redis,
+        backup,
+        bootstrap: obs.bootstrap.clone().or_else(|| current.and_then(|s| s.bootstrap.clone())),
+    }
+}
+
+/// The LastBackupSucceeded condition: (status, reason, message). True until the first
+/// backup ran (nothing failed); False after a failure until the next success.
+fn last_backup(b: Option<&crate::api::BackupStatus>) -> (bool, &str, String) {
+    let ok = b.and_then(|b| b.last_successful.as_ref());
+    let failed = b.and_then(|b| b.last_failed.as_ref());
+    let ok_time = ok.and_then(|o| o.start_time.as_ref()).map(|t| t.0);
+    let failed_time = failed.and_then(|f| f.time.as_ref()).map(|t| t.0);
+    match (ok, failed) {
+        (_, Some(f)) if ok_time.is_none() || failed_time > ok_time => {
+            (false, f.reason.as_str(), f.message.clone())
+        }
+        (Some(o), _) => {
+            (true, reason::BACKUP_SUCCEEDED, format!("backup {} succeeded ({} bytes)", o.name, o.size_bytes))
+        }
+        (None, _) => (true, reason::NO_BACKUP_YET, "no backup has run yet".to_string()),
     }
 }
 
@@ -388,6 +424,9 @@ fn stalled(obs: &Observation, prev: &[Condition]) -> Option<(&'static str, Strin
     }
     if let Some(msg) = &obs.storage_stalled {
         return Some((super::storage::NOT_EXPANDABLE, msg.clone()));
+    }
+    if let Some(msg) = &obs.restore_failed {
+        return Some((reason::RESTORE_FAILED, msg.clone()));
     }
     if obs.web.deadline_exceeded {
         return Some((

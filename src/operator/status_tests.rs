@@ -50,6 +50,10 @@ fn healthy() -> Observation {
         storage_stalled: None,
         expanding: None,
         hibernating: None,
+        backup: None,
+        backup_configured: false,
+        bootstrap: None,
+        restore_failed: None,
     }
 }
 

@@ -5,6 +5,8 @@
 
 mod common;
 
+mod backup_rdb;
+mod backup_store;
 mod crd;
 mod examples;
 mod failover_crash;

@@ -201,6 +201,8 @@ fn the_source_parser_finds_exactly_what_the_operator_registry_exposes() {
         })
         .inc();
     metrics.record_app("ns", "demo", &Default::default(), false, 1);
+    metrics.record_backup("ns", "demo", &Default::default(), None);
+    metrics.backup_finished("ns", "demo", true);
     let app = counterstack::replication::AppKey::new("ns", "demo");
     let failover = FailoverLabels::new(&app, "automatic");
     redis.metrics().failovers.get_or_create(&failover).inc();

@@ -78,6 +78,8 @@ prop_compose! {
             network_policy: counterstack::api::NetworkPolicySpec { enabled: network_policy },
             paused,
             hibernate,
+            backup: None,
+            bootstrap: None,
         };
         s.web.autoscaling = scaling.map(|(min, extra, cpu)| counterstack::api::AutoscalingSpec {
             min_replicas: min,

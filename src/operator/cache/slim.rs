@@ -29,6 +29,7 @@ use kube::Resource;
 use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 
 use super::store::Slim;
+use crate::children::restore;
 use crate::labels::{self, Component};
 use crate::operator::apply::HASH_ANNOTATION;
 use crate::operator::image_pull;
@@ -282,6 +283,8 @@ pub struct SlimPod {
     ready: bool,
     /// Containers waiting for an image that cannot be pulled: (image, reason, message).
     pull_errors: Vec<(Box<str>, Box<str>, Box<str>)>,
+    /// The `restore` init container's last end (`spec.bootstrap`): (succeeded, message).
+    restore: Option<(bool, Box<str>)>,
 }
 
 /// The pod labels read: which stack and component (the trigger, the views), its role
@@ -293,6 +296,19 @@ impl SlimPod {
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| &**v)
     }
+}
+
+/// How the `restore` init container last ended: its current state when it terminated,
+/// else the last one (a failed one waits in CrashLoopBackOff meanwhile).
+fn restore_outcome(status: Option<&PodStatus>) -> Option<(bool, Box<str>)> {
+    let c = status?.init_container_statuses.as_ref()?.iter().find(|c| c.name == restore::CONTAINER)?;
+    let ended = c
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))?;
+    let message = ended.message.as_deref().unwrap_or(ended.reason.as_deref().unwrap_or("")).trim();
+    Some((ended.exit_code == 0, message.into()))
 }
 
 impl Slim<Pod> for SlimPod {
@@ -324,6 +340,7 @@ impl Slim<Pod> for SlimPod {
         }
         SlimPod {
             pull_errors,
+            restore: restore_outcome(status),
             uid: p.metadata.uid.as_deref().map(Into::into),
             labels: POD_LABELS.iter().filter_map(|k| Some((*k, l?.get(*k)?.as_str().into()))).collect(),
             deletion_timestamp: p.metadata.deletion_timestamp.clone(),
@@ -351,6 +368,20 @@ impl Slim<Pod> for SlimPod {
                     status: if self.ready { "True" } else { "False" }.into(),
                     ..PodCondition::default()
                 }]),
+                init_container_statuses: self.restore.as_ref().map(|(ok, message)| {
+                    vec![ContainerStatus {
+                        name: restore::CONTAINER.to_string(),
+                        state: Some(ContainerState {
+                            terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+                                exit_code: if *ok { 0 } else { 1 },
+                                message: Some(message.to_string()),
+                                ..Default::default()
+                            }),
+                            ..ContainerState::default()
+                        }),
+                        ..ContainerStatus::default()
+                    }]
+                }),
                 container_statuses: (!self.pull_errors.is_empty()).then(|| {
                     self.pull_errors
                         .iter()

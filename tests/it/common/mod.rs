@@ -5,6 +5,7 @@
 pub mod failover_driver;
 pub mod pki;
 pub mod redis_server;
+pub mod s3_server;
 pub mod small_disk;
 pub mod tcp_proxy;
 pub mod web;

@@ -1,0 +1,144 @@
+//! The `restore` init container of the Redis pods of a CounterApp with
+//! `spec.bootstrap.fromBackup`: in pod 0 on a fresh volume it downloads the backup,
+//! verifies it and writes it as the AOF base Redis loads at start
+//! (`counterstack restore`, src/backup/restore.rs); in every other case it exits at
+//! once. It runs the web image (the counterstack binary) as the Redis user, so the files
+//! it writes belong to Redis.
+
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, SecretKeySelector, SecretVolumeSource, Volume,
+    VolumeMount,
+};
+
+use super::{Inputs, configmap, meta};
+use crate::api::{CounterApp, FromBackup};
+use crate::backup::keys;
+
+/// Name of the init container (the operator reads its termination message).
+pub const CONTAINER: &str = "restore";
+/// Volume and mount of `caBundle`'s Secret.
+const CA_VOLUME: &str = "restore-ca";
+const CA_PATH: &str = "/etc/restore-ca";
+
+/// Environment variables `counterstack restore` reads (also its clap `env` names).
+pub mod env {
+    pub const ENDPOINT: &str = "RESTORE_S3_ENDPOINT";
+    pub const BUCKET: &str = "RESTORE_S3_BUCKET";
+    pub const REGION: &str = "RESTORE_S3_REGION";
+    pub const PATH_STYLE: &str = "RESTORE_S3_FORCE_PATH_STYLE";
+    pub const ACCESS_KEY_ID: &str = "RESTORE_S3_ACCESS_KEY_ID";
+    pub const SECRET_ACCESS_KEY: &str = "RESTORE_S3_SECRET_ACCESS_KEY";
+    pub const CA_FILE: &str = "RESTORE_S3_CA_FILE";
+    pub const FOLDER: &str = "RESTORE_FOLDER";
+    pub const BACKUP: &str = "RESTORE_BACKUP";
+    pub const DATA_DIR: &str = "RESTORE_DATA_DIR";
+    pub const POD_NAME: &str = "POD_NAME";
+}
+
+fn plain(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.to_string(), value: Some(value.into()), value_from: None }
+}
+
+fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// The folder (`PREFIX/NAMESPACE/NAME`) the backups of the source CounterApp live in.
+pub fn source_folder(cr: &CounterApp, from: &FromBackup) -> String {
+    let ns =
+        from.namespace.clone().or_else(|| cr.metadata.namespace.clone()).unwrap_or_else(|| "default".into());
+    keys::folder(&from.s3.prefix, &ns, &from.counter_app)
+}
+
+/// The init container and the volume it needs beside the pod's (the CA bundle), when the
+/// CounterApp restores from a backup.
+pub fn init_container(cr: &CounterApp, inputs: &Inputs, uid: i64) -> Option<(Container, Option<Volume>)> {
+    let from = &cr.spec.bootstrap.as_ref()?.from_backup;
+    let s3 = &from.s3;
+    let mut env = vec![
+        EnvVar {
+            name: env::POD_NAME.to_string(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_string(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        plain(env::BUCKET, s3.bucket.clone()),
+        plain(env::REGION, s3.region.clone()),
+        plain(env::PATH_STYLE, s3.force_path_style.to_string()),
+        plain(env::FOLDER, source_folder(cr, from)),
+        plain(env::BACKUP, from.backup.clone()),
+        plain(env::DATA_DIR, configmap::DATA_PATH),
+        from_secret(env::ACCESS_KEY_ID, &s3.credentials.secret_name, &s3.credentials.access_key_id_key),
+        from_secret(
+            env::SECRET_ACCESS_KEY,
+            &s3.credentials.secret_name,
+            &s3.credentials.secret_access_key_key,
+        ),
+    ];
+    if let Some(endpoint) = &s3.endpoint {
+        env.push(plain(env::ENDPOINT, endpoint.clone()));
+    }
+    let (tmp_volume, tmp_mount) = meta::tmp_volume();
+    let _ = tmp_volume; // the pod already has it
+    let mut mounts = vec![
+        VolumeMount {
+            name: super::statefulset::DATA_VOLUME.to_string(),
+            mount_path: configmap::DATA_PATH.to_string(),
+            ..VolumeMount::default()
+        },
+        tmp_mount,
+    ];
+    let ca_volume = s3.ca_bundle.as_ref().map(|ca| {
+        env.push(plain(env::CA_FILE, format!("{CA_PATH}/ca.crt")));
+        mounts.push(VolumeMount {
+            name: CA_VOLUME.to_string(),
+            mount_path: CA_PATH.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        Volume {
+            name: CA_VOLUME.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(ca.secret_name.clone()),
+                items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                    key: ca.key.clone(),
+                    path: "ca.crt".to_string(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o444),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        }
+    });
+    let container = Container {
+        name: CONTAINER.to_string(),
+        image: Some(cr.spec.web_image(&inputs.default_web_image).to_string()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        args: Some(vec!["restore".to_string()]),
+        env: Some(env),
+        security_context: Some(meta::container_security_context(uid)),
+        volume_mounts: Some(mounts),
+        // The message the operator reports (status.bootstrap, Events): what was
+        // restored, or why not.
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Container::default()
+    };
+    Some((container, ca_volume))
+}

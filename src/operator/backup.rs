@@ -1,0 +1,494 @@
+//! `spec.backup` in the reconcile: decide (src/backup/schedule.rs) whether a backup
+//! starts, run it in the background (snapshot from an in-sync replica over the
+//! replication protocol, verified while it streams into the object store, then
+//! retention), and fold what finished into `status.backup`, Events and metrics.
+//!
+//! Backups run outside the reconcile (they can take minutes); at most one per
+//! CounterApp. Everything about them lives in `status.backup`, written by the reconcile
+//! only, so an operator that restarts or a standby that takes over continues from there
+//! (a backup that was running is started again).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::Stream;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, ResourceExt};
+use tracing::Instrument;
+
+use super::Context;
+use super::events::reason;
+use crate::acl::RedisUser;
+use crate::api::{
+    BACKUP_ANNOTATION, BackupFailure, BackupRecord, BackupSpec, BackupStatus, CounterApp, MAX_LISTED_BACKUPS,
+    RedisStatus, S3Destination,
+};
+use crate::backup::keys;
+use crate::backup::rdb::{Snapshot, SnapshotSource, TlsTarget};
+use crate::backup::schedule::{self, Schedule, Stored, Trigger};
+use crate::backup::store::{S3Target, Store, StoreError};
+use crate::children::Passwords;
+use crate::dial::TlsCa;
+use crate::replication::AppKey;
+use crate::replication::PodView;
+use crate::replication::node::{Addressing, NodeAddr};
+
+/// A replica further behind than this is not a backup source.
+const MAX_SOURCE_LAG_BYTES: i64 = 1024 * 1024;
+/// Bound on every read from the source node (it sends keep-alives while it prepares).
+const SNAPSHOT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The backups running and finished but not yet in a status, per CounterApp.
+#[derive(Default)]
+pub struct Backups {
+    running: Mutex<HashMap<AppKey, Trigger>>,
+    finished: Mutex<HashMap<AppKey, Finished>>,
+}
+
+/// A backup that ended.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub trigger: Trigger,
+    pub at: Timestamp,
+    pub result: Result<Done, Failed>,
+}
+
+/// A backup stored and verified, and what the store holds after retention.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub record: BackupRecord,
+    pub stored: Vec<BackupRecord>,
+    /// Retention could not list or delete (the backup itself is fine).
+    pub retention_error: Option<String>,
+}
+
+/// Why a backup failed: a CamelCase cause and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failed {
+    pub reason: String,
+    pub message: String,
+}
+
+impl Failed {
+    fn new(reason: &str, message: impl Into<String>) -> Self {
+        Self { reason: reason.to_string(), message: message.into() }
+    }
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        Failed::new(e.reason(), e.to_string())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding it leaves plain data behind; keep going with it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Backups {
+    pub fn forget(&self, key: &AppKey) {
+        lock(&self.finished).remove(key);
+    }
+    fn is_running(&self, key: &AppKey) -> bool {
+        lock(&self.running).contains_key(key)
+    }
+}
+
+/// What the backup step gives the reconcile.
+#[derive(Default)]
+pub struct Step {
+    /// New `status.backup` (None: keep the current one).
+    pub status: Option<BackupStatus>,
+    /// When the reconcile should look again (the next slot or retry).
+    pub requeue: Option<Duration>,
+}
+
+/// Fold finished backups into the status, and start one when due.
+#[allow(clippy::too_many_arguments)]
+pub async fn step(
+    app: &CounterApp,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    spec: &BackupSpec,
+    redis: &RedisStatus,
+    pods: &[PodView],
+    addressing: &dyn Addressing,
+    passwords: &Passwords,
+    tls: Option<&TlsCa>,
+) -> Step {
+    let key = AppKey::new(ns, name);
+    let current = app.status.as_ref().and_then(|s| s.backup.clone());
+    let mut status = current.clone().unwrap_or_default();
+    let finished = lock(&ctx.backups.finished).remove(&key);
+    if let Some(f) = finished {
+        fold(&mut status, &f);
+        announce(app, ctx, &f).await;
+    }
+    let schedule = match spec.schedule.as_deref().map(Schedule::parse).transpose() {
+        Ok(s) => s,
+        Err(message) => {
+            // The CRD's pattern lets some invalid expressions through (`0 25 * * *`).
+            let failed = Failed::new("InvalidSchedule", message);
+            record_failure(&mut status, &failed, Timestamp::now(), None);
+            return Step { status: Some(status), requeue: None };
+        }
+    };
+    let now = Timestamp::now();
+    let anchor = app.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    let token = app.annotations().get(BACKUP_ANNOTATION).map(String::as_str);
+    let d = schedule::decide(spec, schedule.as_ref(), Some(&status), token, anchor, now);
+    status.next_schedule_time = d.next_slot.map(Time);
+    ctx.metrics.record_backup(ns, name, &status, schedule.as_ref().and_then(|s| s.interval_after(now)));
+    let requeue = d
+        .wake_at
+        .and_then(|at| u64::try_from(at.as_second() - now.as_second()).ok())
+        .map(|s| Duration::from_secs(s.max(1)));
+    // Nothing to copy before a primary was chosen; a request waits for it.
+    if let Some(trigger) = d.start
+        && redis.primary.is_some()
+        && !ctx.backups.is_running(&key)
+    {
+        match prepare(app, ctx, ns, name, spec, redis, pods, addressing, passwords, tls, now).await {
+            Ok(job) => {
+                let last = status.last_successful.as_ref().and_then(|r| r.start_time.as_ref()).map(|t| t.0);
+                spawn(ctx, key, trigger, job, last)
+            }
+            Err(failed) => {
+                let f = Finished { trigger, at: now, result: Err(failed) };
+                fold(&mut status, &f);
+                announce(app, ctx, &f).await;
+            }
+        }
+    }
+    let changed = current.as_ref() != Some(&status);
+    Step { status: changed.then_some(status), requeue }
+}
+
+/// Apply a finished backup to the status.
+pub fn fold(status: &mut BackupStatus, f: &Finished) {
+    match &f.trigger {
+        Trigger::Request(token) => status.request = token.clone(),
+        Trigger::Scheduled(slot) => status.last_schedule_time = Some(Time(*slot)),
+        Trigger::Retry => {}
+    }
+    match &f.result {
+        Ok(done) => {
+            status.last_successful = Some(done.record.clone());
+            status.backups = done.stored.iter().take(MAX_LISTED_BACKUPS).cloned().collect();
+            // The listing knows names and sizes; the run knows the rest of its own.
+            if let Some(b) = status.backups.iter_mut().find(|b| b.name == done.record.name) {
+                *b = done.record.clone();
+            }
+            if let Some(failed) = status.last_failed.as_mut() {
+                failed.attempts = 0;
+            }
+        }
+        Err(failed) => {
+            let previous = schedule::failing(Some(status))
+                .then(|| status.last_failed.as_ref().map_or(0, |f| f.attempts));
+            record_failure(status, failed, f.at, previous);
+        }
+    }
+}
+
+fn record_failure(status: &mut BackupStatus, failed: &Failed, at: Timestamp, previous_attempts: Option<i32>) {
+    let same =
+        status.last_failed.as_ref().is_some_and(|f| f.reason == failed.reason && f.message == failed.message);
+    if same && previous_attempts.is_none() && schedule::failing(Some(status)) {
+        // Already recorded (an invalid schedule seen again): nothing moves.
+        return;
+    }
+    status.last_failed = Some(BackupFailure {
+        time: Some(Time(at)),
+        reason: failed.reason.clone(),
+        message: failed.message.clone(),
+        attempts: previous_attempts.unwrap_or(0).saturating_add(1),
+    });
+}
+
+async fn announce(app: &CounterApp, ctx: &Context, f: &Finished) {
+    match &f.result {
+        Ok(done) => {
+            let r = &done.record;
+            let mut note = format!(
+                "backup {} stored: {} bytes from {} in {:.1}s",
+                r.name,
+                r.size_bytes,
+                r.source_pod,
+                r.duration_seconds.unwrap_or_default()
+            );
+            if let Some(e) = &done.retention_error {
+                note.push_str(&format!("; retention could not run: {e}"));
+            }
+            ctx.events.normal(app, reason::BACKUP_SUCCEEDED, "Backup", note).await;
+        }
+        Err(failed) => {
+            let note = format!("{}: {}", failed.reason, failed.message);
+            ctx.events.warning(app, reason::BACKUP_FAILED, "Backup", note).await;
+        }
+    }
+}
+
+/// Everything a backup needs, read before it starts.
+struct Job {
+    store: Store,
+    folder: String,
+    retention: crate::api::RetentionSpec,
+    source_pod: String,
+    addr: NodeAddr,
+    server_name: String,
+    password: String,
+    tls: Option<TlsCa>,
+}
+
+/// Pick the source and read the credentials.
+#[allow(clippy::too_many_arguments)]
+async fn prepare(
+    app: &CounterApp,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    spec: &BackupSpec,
+    redis: &RedisStatus,
+    pods: &[PodView],
+    addressing: &dyn Addressing,
+    passwords: &Passwords,
+    tls: Option<&TlsCa>,
+    _now: Timestamp,
+) -> Result<Job, Failed> {
+    let pod = source(app, redis, pods).ok_or_else(|| {
+        Failed::new(
+            "NoSource",
+            "no Redis replica is in sync with the primary to take the snapshot from (backups never fork the primary while it has replicas); retrying",
+        )
+    })?;
+    let addr = addressing
+        .dial(pod)
+        .ok_or_else(|| Failed::new("NoSource", format!("{} has no address yet; retrying", pod.name)))?;
+    let target = s3_target(ctx, ns, &spec.s3).await?;
+    let store = Store::new(&target)?;
+    Ok(Job {
+        store,
+        folder: keys::folder(&spec.s3.prefix, ns, name),
+        retention: spec.retention.clone(),
+        source_pod: pod.name.clone(),
+        addr,
+        server_name: crate::names::redis_pod_host(name, pod.ordinal),
+        password: passwords.replication.password.clone(),
+        tls: tls.cloned(),
+    })
+}
+
+/// The backup source: the in-sync replica with the highest offset; the primary only
+/// when the stack has no replicas (then its fork is the snapshot: a pause of
+/// milliseconds per GiB of memory, docs/backup.md).
+fn source<'a>(app: &CounterApp, redis: &RedisStatus, pods: &'a [PodView]) -> Option<&'a PodView> {
+    let usable = |n: &str| pods.iter().find(|p| p.name == n && p.ip.is_some() && !p.terminating);
+    if app.spec.redis.replicas == 0 {
+        return redis.primary.as_deref().and_then(usable);
+    }
+    redis
+        .nodes
+        .iter()
+        .filter(|n| n.role == "replica" && n.link_up && n.lag_bytes <= MAX_SOURCE_LAG_BYTES)
+        .filter(|n| pods.iter().any(|p| p.name == n.pod && p.ready))
+        .max_by_key(|n| n.offset)
+        .and_then(|n| usable(&n.pod))
+}
+
+/// The object store's settings with the credentials read from their Secret (live: a
+/// user's Secret is not in the operator's caches).
+async fn s3_target(ctx: &Context, ns: &str, s3: &S3Destination) -> Result<S3Target, Failed> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let read = |secret: Option<Secret>, secret_name: &str, key: &str| -> Result<Vec<u8>, Failed> {
+        let secret = secret.ok_or_else(|| {
+            Failed::new("CredentialsNotFound", format!("Secret {ns}/{secret_name} does not exist"))
+        })?;
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone())
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| {
+                Failed::new("CredentialsNotFound", format!("Secret {ns}/{secret_name} has no key {key:?}"))
+            })
+    };
+    let get = |n: String| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .get_opt(&n)
+                .await
+                .map_err(|e| Failed::new("CredentialsNotFound", format!("cannot read Secret {ns}/{n}: {e}")))
+        }
+    };
+    let c = &s3.credentials;
+    let creds = get(c.secret_name.clone()).await?;
+    let id = read(creds.clone(), &c.secret_name, &c.access_key_id_key)?;
+    let key = read(creds, &c.secret_name, &c.secret_access_key_key)?;
+    let ca_pem = match &s3.ca_bundle {
+        Some(ca) => Some(read(get(ca.secret_name.clone()).await?, &ca.secret_name, &ca.key)?),
+        None => None,
+    };
+    let text = |b: Vec<u8>, what: &str| {
+        String::from_utf8(b).map(|s| s.trim().to_string()).map_err(|_| {
+            Failed::new(
+                "CredentialsNotFound",
+                format!("the {what} in Secret {ns}/{} is not text", c.secret_name),
+            )
+        })
+    };
+    Ok(S3Target {
+        endpoint: s3.endpoint.clone(),
+        bucket: s3.bucket.clone(),
+        region: s3.region.clone(),
+        force_path_style: s3.force_path_style,
+        access_key_id: text(id, "access key id")?,
+        secret_access_key: text(key, "secret access key")?,
+        ca_pem,
+        allow_http: s3.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")),
+    })
+}
+
+/// Start the backup in the background. `last` is the start of the last successful
+/// backup: names are start times to the second, so a new one starts in a later second
+/// (it would otherwise replace that backup's object).
+fn spawn(ctx: &Context, key: AppKey, trigger: Trigger, job: Job, last: Option<Timestamp>) {
+    lock(&ctx.backups.running).insert(key.clone(), trigger.clone());
+    let backups = ctx.backups.clone();
+    let monitor = ctx.replication.monitor().clone();
+    let metrics = ctx.metrics.clone();
+    let span =
+        tracing::info_span!("backup", namespace = %key.namespace, name = %key.name, source = %job.source_pod);
+    tokio::spawn(
+        async move {
+            let mut started = Timestamp::now();
+            while last.is_some_and(|l| started.as_second() <= l.as_second()) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                started = Timestamp::now();
+            }
+            let result = run(job, started).await;
+            match &result {
+                Ok(done) => {
+                    tracing::info!(size = done.record.size_bytes, backup = %done.record.name, "backup stored")
+                }
+                Err(f) => tracing::warn!(reason = %f.reason, message = %f.message, "backup failed"),
+            }
+            metrics.backup_finished(&key.namespace, &key.name, result.is_ok());
+            lock(&backups.running).remove(&key);
+            lock(&backups.finished).insert(key.clone(), Finished { trigger, at: Timestamp::now(), result });
+            monitor.wake(key);
+        }
+        .instrument(span),
+    );
+}
+
+/// Take the snapshot, stream it into the store (verified on the way: a corrupt stream
+/// aborts the upload), then apply retention.
+async fn run(job: Job, started: Timestamp) -> Result<Done, Failed> {
+    let addr = resolve(&job.addr).await?;
+    let src = SnapshotSource {
+        addr,
+        username: Some(RedisUser::Replication.name()),
+        password: Some(&job.password),
+        tls: job.tls.as_ref().map(|ca| TlsTarget { ca_pem: ca.pem(), server_name: &job.server_name }),
+        io_timeout: SNAPSHOT_IO_TIMEOUT,
+    };
+    let target = Target { store: &job.store, folder: &job.folder, retention: &job.retention };
+    take(&src, &job.source_pod, &target, started).await
+}
+
+/// Where a backup goes and what retention keeps.
+pub struct Target<'a> {
+    pub store: &'a Store,
+    /// `PREFIX/NAMESPACE/NAME` (`backup::keys::folder`).
+    pub folder: &'a str,
+    pub retention: &'a crate::api::RetentionSpec,
+}
+
+/// One backup: snapshot `src` (named `source_pod` in the record), store it under the
+/// name of `started`, then apply retention. Public for the integration tests, which
+/// run it against real Redis and S3 servers.
+pub async fn take(
+    src: &SnapshotSource<'_>,
+    source_pod: &str,
+    target: &Target<'_>,
+    started: Timestamp,
+) -> Result<Done, Failed> {
+    let clock = Instant::now();
+    let snapshot = Snapshot::open(src).await.map_err(|e| Failed::new("SnapshotFailed", e.to_string()))?;
+    let offset = i64::try_from(snapshot.offset()).ok();
+    let name = keys::name_at(started);
+    let key = keys::key(target.folder, &name);
+    let size = target.store.upload(&key, chunks(snapshot)).await?;
+    let record = BackupRecord {
+        name,
+        key: key.clone(),
+        start_time: Some(Time(started)),
+        size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        duration_seconds: Some((clock.elapsed().as_secs_f64() * 10.0).round() / 10.0),
+        source_pod: source_pod.to_string(),
+        offset,
+    };
+    let (stored, retention_error) = match retention(target, &key).await {
+        Ok(stored) => (stored, None),
+        Err(e) => (vec![record.clone()], Some(e.to_string())),
+    };
+    Ok(Done { record, stored, retention_error })
+}
+
+/// The snapshot's chunks as a stream (ends after verification passed).
+fn chunks(snapshot: Snapshot) -> impl Stream<Item = Result<Bytes, crate::backup::rdb::RdbError>> {
+    futures::stream::unfold(Some(snapshot), |state| async move {
+        let mut s = state?;
+        match s.next_chunk().await {
+            Ok(Some(b)) => Some((Ok(b), Some(s))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// Delete what retention says, then list what is left (newest first).
+async fn retention(job: &Target<'_>, keep: &str) -> Result<Vec<BackupRecord>, StoreError> {
+    let listed = job.store.list(&format!("{}/", job.folder)).await?;
+    let parsed: Vec<(String, Timestamp, u64, String)> = listed
+        .iter()
+        .filter_map(|o| keys::parse(job.folder, &o.key).map(|(n, at)| (o.key.clone(), at, o.size, n)))
+        .collect();
+    let stored: Vec<Stored> = parsed.iter().map(|(k, at, ..)| Stored { key: k.clone(), at: *at }).collect();
+    let delete = schedule::to_delete(&stored, job.retention, keep, Timestamp::now());
+    for k in &delete {
+        job.store.delete(k).await?;
+    }
+    let mut left: Vec<BackupRecord> = parsed
+        .into_iter()
+        .filter(|(k, ..)| !delete.contains(k))
+        .map(|(key, at, size, name)| BackupRecord {
+            name,
+            key,
+            start_time: Some(Time(at)),
+            size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+            ..BackupRecord::default()
+        })
+        .collect();
+    left.sort_by(|a, b| b.name.cmp(&a.name));
+    Ok(left)
+}
+
+async fn resolve(addr: &NodeAddr) -> Result<SocketAddr, Failed> {
+    let fail = |detail: String| Failed::new("SnapshotFailed", format!("cannot resolve {addr}: {detail}"));
+    tokio::net::lookup_host((addr.host.as_str(), addr.port))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .next()
+        .ok_or_else(|| fail("no address".into()))
+}
