@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
     name = "kubectl-counterstack",
     bin_name = "kubectl counterstack",
     version,
-    about = "Inspect and operate CounterApps: status, switchover, pause, resume, hibernate, wake"
+    about = "Inspect and operate CounterApps: status, switchover, backup, backups, pause, resume, hibernate, wake"
 )]
 pub struct PluginCli {
     #[command(flatten)]
@@ -49,6 +49,19 @@ pub enum Command {
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Take a backup now (to spec.backup's object store); prints the request token.
+    Backup {
+        name: String,
+        /// Wait for the operator's answer; exit non-zero when the backup failed or no
+        /// answer came within --timeout.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, e.g. `10m`, `90s`.
+        #[arg(long, default_value = "10m", value_parser = parse_duration, requires = "wait")]
+        timeout: Duration,
+    },
+    /// The backups in the object store (status.backup), the last failure, the next scheduled one.
+    Backups { name: String },
     /// Set spec.paused: the operator applies no changes and performs no failover.
     Pause { name: String },
     /// Clear spec.paused.
@@ -119,9 +132,33 @@ mod tests {
         for (word, want) in [
             ("hibernate", Command::Hibernate { name: "demo".into() }),
             ("wake", Command::Wake { name: "demo".into() }),
+            ("backups", Command::Backups { name: "demo".into() }),
+            (
+                "backup",
+                Command::Backup { name: "demo".into(), wait: false, timeout: Duration::from_secs(600) },
+            ),
         ] {
             let cli = PluginCli::try_parse_from(["kubectl-counterstack", word, "demo"]).unwrap();
             assert_eq!(cli.args.command, want);
         }
+    }
+
+    #[test]
+    fn backup_waits_only_when_asked() {
+        let parse = |args: &[&str]| {
+            PluginCli::try_parse_from([&["kubectl-counterstack", "backup", "demo"], args].concat())
+                .map(|c| c.args.command)
+        };
+        assert_eq!(
+            parse(&["--wait"]).unwrap(),
+            Command::Backup { name: "demo".into(), wait: true, timeout: Duration::from_secs(600) }
+        );
+        assert_eq!(
+            parse(&["--wait", "--timeout", "90s"]).unwrap(),
+            Command::Backup { name: "demo".into(), wait: true, timeout: Duration::from_secs(90) }
+        );
+        // A timeout without --wait would silently not wait: refused.
+        let err = parse(&["--timeout", "90s"]).unwrap_err();
+        assert!(err.to_string().contains("--wait"), "{err}");
     }
 }

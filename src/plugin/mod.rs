@@ -6,9 +6,13 @@
 //!   conditions ([`table::render`], pure).
 //! - `switchover NAME [--to POD] [--timeout 60s]`: a planned hand-over through the
 //!   `counterstack.io/switchover` annotations; waits for `status.redis.switchover`.
+//! - `backup NAME [--wait] [--timeout 10m]`: one backup now through the
+//!   `counterstack.io/backup` annotation; with `--wait`, waits for `status.backup`.
+//! - `backups NAME`: the backups `status.backup` records ([`backup::list`], pure).
 //! - `pause NAME` / `resume NAME`: `spec.paused`.
 //! - `hibernate NAME` / `wake NAME`: `spec.hibernate`.
 
+pub mod backup;
 pub mod cli;
 pub mod error;
 pub mod pause;
@@ -63,19 +67,33 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
+/// Why a command failed: one of the plugin's common errors, or a backup's outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Plugin(#[from] Error),
+    #[error(transparent)]
+    Backup(#[from] backup::BackupError),
+}
+
 /// Run one command; returns what to print.
-pub async fn run(args: Args) -> Result<String, Error> {
+pub async fn run(args: Args) -> Result<String, CommandError> {
     let (client, ns) = connect(&args).await?;
-    match &args.command {
+    let out = match &args.command {
         Command::Status { name } => status(&client, &ns, name).await,
         Command::Switchover { name, to, timeout } => {
             switchover::run(&client, &ns, name, to.as_deref(), *timeout).await
         }
+        Command::Backup { name, wait, timeout } => {
+            return backup::request(&client, &ns, name, *wait, *timeout).await;
+        }
+        Command::Backups { name } => return backup::backups(&client, &ns, name).await,
         Command::Pause { name } => pause::set(&client, &ns, name, true).await,
         Command::Resume { name } => pause::set(&client, &ns, name, false).await,
         Command::Hibernate { name } => pause::hibernate(&client, &ns, name, true).await,
         Command::Wake { name } => pause::hibernate(&client, &ns, name, false).await,
-    }
+    };
+    Ok(out?)
 }
 
 /// A client for `--kubeconfig` (else KUBECONFIG, else ~/.kube/config) and `--context`, and
@@ -111,7 +129,7 @@ async fn status(client: &Client, ns: &str, name: &str) -> Result<String, Error> 
     let ready = pods.list(&ListParams::default().labels(&selector)).await.ok().map(|list| {
         list.items.iter().filter_map(|p| Some((p.metadata.name.clone()?, pod_ready(p)))).collect()
     });
-    Ok(table::render(&app, &ready))
+    Ok(table::render(&app, &ready, jiff::Timestamp::now()))
 }
 
 fn pod_ready(p: &Pod) -> bool {

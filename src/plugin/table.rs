@@ -1,21 +1,23 @@
-//! PURE: the `kubectl counterstack status` table, from a CounterApp and the readiness of
-//! its Redis pods.
+//! PURE: the `kubectl counterstack status` table, from a CounterApp, the readiness of
+//! its Redis pods and the time now (for ages).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+use super::backup;
 use crate::api::{CounterApp, SwitchoverStatus};
 
 /// Readiness of each Redis pod by name, as the API reports it (`None`: not known, e.g.
 /// pods could not be listed).
 pub type Readiness = Option<BTreeMap<String, bool>>;
 
-/// Render the status of `app`: a summary, one row per Redis pod (every pod in status and
-/// every pod that exists), the last switchover, and the conditions.
-pub fn render(app: &CounterApp, ready: &Readiness) -> String {
+/// Render the status of `app` at `now`: a summary, one row per Redis pod (every pod in
+/// status and every pod that exists), the last switchover, the backups, and the conditions.
+pub fn render(app: &CounterApp, ready: &Readiness, now: Timestamp) -> String {
     let mut out = String::new();
     let status = app.status.clone().unwrap_or_default();
     let redis = status.redis.clone().unwrap_or_default();
@@ -49,6 +51,10 @@ pub fn render(app: &CounterApp, ready: &Readiness) -> String {
     }
     if !redis.rotating_passwords.is_empty() {
         let _ = writeln!(out, "Rotating passwords of: {}", redis.rotating_passwords.join(", "));
+    }
+    for line in backup_lines(app, now) {
+        out.push_str(&line);
+        out.push('\n');
     }
     out.push('\n');
 
@@ -126,8 +132,35 @@ pub fn switchover(s: &SwitchoverStatus) -> String {
     line
 }
 
+/// The `Backup:` line (last successful backup, next scheduled one) and a line about the
+/// last failure; nothing when the CounterApp has neither spec.backup nor status.backup.
+pub fn backup_lines(app: &CounterApp, now: Timestamp) -> Vec<String> {
+    let status = app.status.as_ref().and_then(|s| s.backup.as_ref());
+    if app.spec.backup.is_none() && status.is_none() {
+        return vec![];
+    }
+    let last = status.and_then(|s| s.last_successful.as_ref());
+    let mut lines = vec![format!(
+        "Backup: last successful {}  next: {}",
+        last.map_or("-".into(), |r| {
+            let when = backup::record_time(r).map_or("time unknown".into(), |t| backup::relative(t, now));
+            format!("{} ({when}, {})", r.name, backup::human_size(r.size_bytes))
+        }),
+        backup::next_scheduled(app, now),
+    )];
+    if let Some(f) = status.and_then(|s| s.last_failed.as_ref()) {
+        let when = f.time.as_ref().map_or("at an unknown time".into(), |t| backup::time_and_age(t.0, now));
+        lines.push(if backup::failure_is_newer(f, last) {
+            format!("Last backup FAILED {when}: {}", backup::failure_line(f))
+        } else {
+            format!("Last backup failure {when}, succeeded since: {}", backup::failure_line(f))
+        });
+    }
+    lines
+}
+
 /// Left-aligned columns, two spaces apart; the last column is not padded.
-fn table(out: &mut String, rows: &[Vec<String>]) {
+pub(super) fn table(out: &mut String, rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
@@ -157,6 +190,10 @@ mod tests {
 
     fn t(s: &str) -> Time {
         Time(s.parse().unwrap())
+    }
+
+    fn now() -> Timestamp {
+        "2026-01-02T08:00:00Z".parse().unwrap()
     }
 
     fn node(i: u32, role: &str, offset: i64, lag: i64, link: bool) -> RedisNodeStatus {
@@ -218,6 +255,8 @@ mod tests {
                 storage: None,
                 hibernated: false,
             }),
+            backup: None,
+            bootstrap: None,
         });
         app
     }
@@ -250,13 +289,13 @@ CONDITION  STATUS  REASON                  MESSAGE
 Available  True    WebAndPrimaryAvailable  4 web pod(s) available; Redis primary demo-redis-1 is ready
 Ready      False   ReplicationLinkDown     replication link down on demo-redis-2
 ";
-        assert_eq!(render(&app(), &ready), expected);
+        assert_eq!(render(&app(), &ready, now()), expected);
     }
 
     #[test]
     fn a_fresh_counterapp_renders_dashes_and_unknown_readiness() {
         let app = CounterApp::new("demo", CounterAppSpec::default());
-        let out = render(&app, &None);
+        let out = render(&app, &None, now());
         assert!(out.contains("Primary: -  Epoch: 0  Last failover: -"), "{out}");
         assert!(out.contains("Last switchover: -"), "{out}");
         assert!(!out.contains("Volumes:"), "{out}");
@@ -266,10 +305,10 @@ Ready      False   ReplicationLinkDown     replication link down on demo-redis-2
     #[test]
     fn an_unavailable_primary_gets_its_line() {
         let mut app = app();
-        assert!(!render(&app, &None).contains("unavailable since"));
+        assert!(!render(&app, &None, now()).contains("unavailable since"));
         let redis = app.status.as_mut().unwrap().redis.as_mut().unwrap();
         redis.primary_unavailable_since = Some(t("2026-01-01T11:00:00Z"));
-        let out = render(&app, &None);
+        let out = render(&app, &None, now());
         assert!(
             out.contains("Primary unavailable since 2026-01-01T11:00:00Z (fails over 5 s after that)\n"),
             "{out}"
@@ -286,12 +325,82 @@ Ready      False   ReplicationLinkDown     replication link down on demo-redis-2
             resized: 1,
             message: "waiting for the storage driver to resize data-demo-redis-1 at 1Gi".into(),
         });
-        let out = render(&app, &None);
+        let out = render(&app, &None, now());
         assert!(
             out.contains(
                 "Volumes: 1/3 at 2Gi: waiting for the storage driver to resize data-demo-redis-1 at 1Gi\n"
             ),
             "{out}"
         );
+    }
+
+    fn backup_spec(schedule: Option<&str>) -> crate::api::BackupSpec {
+        serde_json::from_value(serde_json::json!({
+            "schedule": schedule,
+            "s3": {"bucket": "backups", "credentials": {"secretName": "s3"}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn no_backup_line_without_spec_or_status_backup() {
+        let out = render(&app(), &None, now());
+        assert!(!out.contains("Backup"), "{out}");
+        assert!(backup_lines(&app(), now()).is_empty());
+    }
+
+    #[test]
+    fn the_backup_lines() {
+        use crate::api::{BackupFailure, BackupRecord, BackupStatus};
+        let mut app = app();
+        app.spec.backup = Some(backup_spec(Some("0 3 * * *")));
+        // Configured, nothing taken yet.
+        assert_eq!(
+            backup_lines(&app, now()),
+            [
+                "Backup: last successful -  next: - (schedule \"0 3 * * *\"; the operator has not computed it yet)"
+            ]
+        );
+        let ok = BackupRecord {
+            name: "20260102T030000Z".into(),
+            start_time: Some(t("2026-01-02T03:00:00Z")),
+            size_bytes: 1_258_291,
+            duration_seconds: Some(3.4),
+            source_pod: "demo-redis-1".into(),
+            ..Default::default()
+        };
+        let failed = |at: &str| BackupFailure {
+            time: Some(t(at)),
+            reason: "AccessDenied".into(),
+            message: "the store refused the access key".into(),
+            attempts: 3,
+        };
+        app.status.as_mut().unwrap().backup = Some(BackupStatus {
+            last_successful: Some(ok),
+            last_failed: Some(failed("2026-01-02T04:00:00Z")),
+            next_schedule_time: Some(t("2026-01-03T03:00:00Z")),
+            ..Default::default()
+        });
+        let out = render(&app, &None, now());
+        assert!(
+            out.contains(
+                "Last switchover: 2026-01-01T09:59:59Z Succeeded to demo-redis-1, writes paused 12 ms at 2026-01-01T10:00:00Z: demo-redis-0 handed the primary over to demo-redis-1; writes paused 12 ms
+Backup: last successful 20260102T030000Z (5h ago, 1.2 MiB)  next: 2026-01-03T03:00:00Z (in 19h, schedule \"0 3 * * *\")
+Last backup FAILED 2026-01-02T04:00:00Z (4h ago): AccessDenied: the store refused the access key (3 attempts)
+
+POD "
+            ),
+            "{out}"
+        );
+        // A failure before the last success is shown as history.
+        app.status.as_mut().unwrap().backup.as_mut().unwrap().last_failed =
+            Some(failed("2026-01-02T02:00:00Z"));
+        assert_eq!(
+            backup_lines(&app, now())[1],
+            "Last backup failure 2026-01-02T02:00:00Z (6h ago), succeeded since: AccessDenied: the store refused the access key (3 attempts)"
+        );
+        // spec.backup removed, status kept: still shown, with why nothing is scheduled.
+        app.spec.backup = None;
+        assert!(backup_lines(&app, now())[0].ends_with("next: - (spec.backup is not set)"));
     }
 }
