@@ -5,7 +5,7 @@ VENV ?= .venv
 export VENV
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug/counterstack
 
-.PHONY: setup test unit validate release-check release-notes registry-e2e lint fmt crd render plugin bench bench-web bench-failover bench-failover-k8s bench-scale scale-guard e2e e2e-node e2e-build clean-tools
+.PHONY: setup test unit validate release-check release-notes registry-e2e lint fmt crd render plugin bench bench-web bench-failover bench-backup bench-failover-k8s bench-scale scale-guard e2e e2e-node e2e-build clean-tools
 
 setup: ## install redis, wrk, helm, the Python validators (needs root or sudo)
 	scripts/setup.sh
@@ -65,13 +65,16 @@ render: ## preview what the operator creates for the minimal example
 
 # Needs no cluster; bench-failover-k8s (failover under load on the cluster KUBECONFIG
 # points at, RUNS and SCENARIOS as in bench/failover-k8s.sh) is separate.
-bench: bench-web bench-failover
+bench: bench-web bench-failover bench-backup
 
 bench-web:
 	bench/web.sh
 
 bench-failover:
 	bench/failover.sh
+
+bench-backup: ## backup and restore of 1 M keys (real Redis, moto S3): time, size, write pause
+	bench/backup.sh
 
 # The node must be up (make e2e-node runs this after the suite; or local-k8s node up
 # --counterstack BIN). Root.

@@ -33,6 +33,7 @@ export E2E_TIMEOUT_SECS="${E2E_TIMEOUT_SECS:-180}"
 STOP=()   # what to stop at exit, in order
 cleanup() {
   local what
+  if [ -n "${S3_PID:-}" ]; then kill "$S3_PID" 2>/dev/null || true; fi
   for what in "${STOP[@]}"; do
     # shellcheck disable=SC2086 # "node down" is two arguments
     "$LOCAL_K8S" $what >/dev/null 2>&1 || true
@@ -73,6 +74,22 @@ KUBECONFIG="$("$LOCAL_K8S" kubeconfig admin --direct)"
 export KUBECONFIG
 kubectl get nodes -o wide
 echo "e2e-node: cluster ready after $((SECONDS - t0)) s"
+
+# The object store of the backup tests (tests/e2e/backup.rs): moto from the venv
+# scripts/setup.sh made, on the host; pods reach it at the node's bridge address.
+S3_PORT="${E2E_S3_PORT:-19000}"
+s3_env="$(mktemp)"; s3_log="$(mktemp)"
+rm -f "$s3_env"
+"${VENV:-.venv}/bin/python" scripts/s3-server.py "$S3_PORT" "$s3_env" >"$s3_log" 2>&1 &
+S3_PID=$!
+for _ in $(seq 100); do [ -s "$s3_env" ] && break; sleep 0.2; done
+[ -s "$s3_env" ] || { echo "e2e-node: the S3 server did not start:" >&2; tail -20 "$s3_log" >&2; exit 1; }
+set -a
+# shellcheck disable=SC1090 # written by s3-server.py
+. "$s3_env"
+set +a
+export E2E_S3_ENDPOINT="http://10.88.0.1:$S3_PORT" E2E_S3_HOST_ENDPOINT="http://127.0.0.1:$S3_PORT"
+echo "e2e-node: S3 server (moto) on :$S3_PORT, bucket $E2E_S3_BUCKET (log $s3_log)"
 
 # What the cluster looked like, for a failed run.
 diagnose() {

@@ -28,6 +28,7 @@
 //! bench/failover-k8s.sh.
 
 mod api_recorder;
+mod backup;
 mod day_two;
 mod disk_full;
 mod faults;
@@ -753,4 +754,12 @@ fn an_operator_upgrade_rolls_a_few_stacks_at_a_time_and_loses_nothing() {
 #[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
 fn a_leader_restarted_in_place_during_a_failover_takes_its_lease_back_and_continues_the_countdown() {
     with_namespace("inplace", restart::a_leader_restarted_in_place_during_a_failover_costs_no_extra_pause);
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
+fn a_backup_under_load_restores_into_a_new_stack_and_bad_input_is_refused() {
+    with_namespace("backup", |ctx| async move {
+        backup::backup_under_load_and_restore_into_a_new_stack(&ctx).await;
+    });
 }

@@ -1,0 +1,283 @@
+//! Backups and restore on a real node (issue 20), against the S3-compatible server
+//! `scripts/e2e-node.sh` runs on the host (moto; E2E_S3_* say where): a backup taken
+//! under load pauses no write and loses none; a new CounterApp restored from a backup
+//! reads exactly the value it stands for and counts on; retention keeps `keepLast`;
+//! wrong credentials give an Event and a condition while the stack serves on; a corrupt
+//! object is refused with a clear message and no Redis pod serves.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use counterstack::api::CounterApp;
+use counterstack::backup::store::{S3Target, Store};
+use counterstack::names;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use crate::harness::{Ctx, eventually, proxy, timeout, wait_ready_or_skip};
+use crate::stack::{self, Stack, WEB_PORT};
+
+const CREDENTIALS: &str = "backup-s3";
+
+/// Where the test's object store is (E2E_S3_ENDPOINT as pods reach it, ..._HOST_ENDPOINT
+/// as this process does, E2E_S3_BUCKET, E2E_S3_ACCESS_KEY_ID, E2E_S3_SECRET_ACCESS_KEY).
+struct S3 {
+    endpoint: String,
+    host_endpoint: String,
+    bucket: String,
+    key_id: String,
+    secret: String,
+}
+
+impl S3 {
+    fn from_env() -> Option<S3> {
+        let v = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+        let endpoint = v("E2E_S3_ENDPOINT")?;
+        Some(S3 {
+            host_endpoint: v("E2E_S3_HOST_ENDPOINT").unwrap_or_else(|| endpoint.clone()),
+            endpoint,
+            bucket: v("E2E_S3_BUCKET")?,
+            key_id: v("E2E_S3_ACCESS_KEY_ID")?,
+            secret: v("E2E_S3_SECRET_ACCESS_KEY")?,
+        })
+    }
+
+    fn destination(&self, prefix: &str) -> serde_json::Value {
+        json!({
+            "endpoint": self.endpoint, "bucket": self.bucket, "prefix": prefix,
+            "credentials": {"secretName": CREDENTIALS},
+        })
+    }
+
+    fn store(&self) -> Store {
+        Store::new(&S3Target {
+            endpoint: Some(self.host_endpoint.clone()),
+            bucket: self.bucket.clone(),
+            region: "us-east-1".into(),
+            force_path_style: true,
+            access_key_id: self.key_id.clone(),
+            secret_access_key: self.secret.clone(),
+            ca_pem: None,
+            allow_http: true,
+        })
+        .expect("an object store client")
+    }
+}
+
+async fn put_credentials(ctx: &Ctx, key_id: &str, secret: &str) {
+    let s = Secret {
+        metadata: ObjectMeta { name: Some(CREDENTIALS.into()), ..ObjectMeta::default() },
+        data: Some(BTreeMap::from([
+            ("AWS_ACCESS_KEY_ID".to_string(), ByteString(key_id.as_bytes().to_vec())),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), ByteString(secret.as_bytes().to_vec())),
+        ])),
+        ..Secret::default()
+    };
+    let pp = PatchParams::apply("e2e").force();
+    ctx.api::<Secret>().patch(CREDENTIALS, &pp, &Patch::Apply(&s)).await.unwrap();
+}
+
+/// Request a backup and wait for its answer; (name, value) of the new last successful
+/// one, or the failure's reason.
+async fn backup(ctx: &Ctx, app: &str, token: &str) -> Result<counterstack::api::BackupRecord, String> {
+    let patch = json!({"metadata": {"annotations": {"counterstack.io/backup": token}}});
+    ctx.api::<CounterApp>().patch(app, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let status = eventually(&format!("backup {token} answered"), timeout(), || async {
+        let cr = ctx.api::<CounterApp>().get(app).await.map_err(|e| e.to_string())?;
+        let b = cr.status.and_then(|s| s.backup).unwrap_or_default();
+        if b.request == token { Ok(b) } else { Err(format!("answered {:?}", b.request)) }
+    })
+    .await;
+    if counterstack::backup::schedule::failing(Some(&status)) {
+        let f = status.last_failed.unwrap_or_default();
+        return Err(format!("{}: {}", f.reason, f.message));
+    }
+    Ok(status.last_successful.expect("a success has a record"))
+}
+
+async fn counter(ctx: &Ctx, app: &str, method: &str, path: &str) -> i64 {
+    eventually(&format!("{method} {path} on {app}"), timeout(), || async {
+        crate::harness::counter_value(&proxy(ctx, method, &names::web(app), WEB_PORT, path).await?)
+    })
+    .await
+}
+
+/// Writers of the load: at most this many increments can be applied and not yet
+/// acknowledged when the backup's answer arrives.
+fn load_clients() -> i64 {
+    crate::load::clients() as i64
+}
+
+/// `counter:value` in a backup object: downloaded, seeded into a fresh directory and
+/// loaded by a local redis-server (Debian's, as the tests use everywhere).
+async fn value_in(store: &Store, key: &str) -> i64 {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.rdb");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    store.download_to(key, &file).await.unwrap();
+    counterstack::backup::aof_seed::seed(&data, &file).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--appendonly", "yes", "--save", ""])
+        .arg("--dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian's redis-server package)");
+    let value = eventually("the backup loaded by a local redis-server", Duration::from_secs(20), || async {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "GET", "counter:value"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        text.parse::<i64>().map_err(|_| format!("GET counter:value: {text:?}"))
+    })
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    value
+}
+
+fn with_backup(mut spec: serde_json::Value, dest: serde_json::Value, keep: i32) -> serde_json::Value {
+    spec["backup"] = json!({"s3": dest, "retention": {"keepLast": keep}});
+    spec
+}
+
+pub async fn backup_under_load_and_restore_into_a_new_stack(ctx: &Ctx) {
+    let Some(s3) = S3::from_env() else {
+        eprintln!(
+            "e2e: SKIP backups: no object store (E2E_S3_ENDPOINT and friends; scripts/e2e-node.sh starts one)"
+        );
+        return;
+    };
+    put_credentials(ctx, &s3.key_id, &s3.secret).await;
+    let prefix = ctx.ns.clone();
+    let spec = with_backup(stack::spec(), s3.destination(&prefix), 2);
+    let Some(stack) = Stack::deploy(ctx, "src", spec, "backups").await else { return };
+
+    // 1. Under load: no write pauses 100 ms or more, none is lost.
+    let load = stack.start_load();
+    let began = Instant::now();
+    stack.wait_writes(&load, began, 5000).await;
+    let t0 = Instant::now();
+    let first = backup(ctx, "src", "under-load").await.unwrap_or_else(|e| panic!("backup under load: {e}"));
+    let t1 = Instant::now();
+    stack.wait_writes(&load, t1, 500).await;
+    let report = load.stop().await;
+    let final_value = stack.counter().await;
+    let lost = stack.lost(&report, final_value);
+    let pause = report.longest_gap(t0, t1);
+    eprintln!(
+        "e2e: backup under load: {} bytes from {} in {:?}s (request to answer {:?}); {} acknowledged, longest write pause {:?}, {} lost",
+        first.size_bytes,
+        first.source_pod,
+        first.duration_seconds,
+        t1 - t0,
+        report.acks.len(),
+        pause,
+        lost
+    );
+    assert_eq!(lost, 0, "acknowledged increments lost");
+    assert!(pause < Duration::from_millis(100), "a write paused {pause:?} during the backup");
+    assert_ne!(first.source_pod, stack.primary().await.unwrap().pod, "the snapshot comes from a replica");
+
+    // 2. A new CounterApp from the backup taken under load reads exactly the value that
+    //    backup stands for (read from the object with a local redis-server), and counts on.
+    let stands_for = value_in(&s3.store(), &first.key).await;
+    let acked_before = report.acks.iter().filter(|a| a.at < t0).map(|a| a.value).max().unwrap_or(0);
+    let acked_by_answer = report.acks.iter().filter(|a| a.at <= t1).map(|a| a.value).max().unwrap_or(0);
+    eprintln!(
+        "e2e: the backup under load stands for {stands_for} (acknowledged before the request: {acked_before}, by its answer: {acked_by_answer})"
+    );
+    assert!(stands_for >= acked_before, "every increment acknowledged before the backup is in it");
+    assert!(stands_for <= acked_by_answer + load_clients(), "nothing from after the backup");
+    let mut restored = stack::spec();
+    restored["bootstrap"] =
+        json!({"fromBackup": {"s3": s3.destination(&prefix), "counterApp": "src", "backup": first.name}});
+    ctx.apply_app("copy", restored).await;
+    assert!(wait_ready_or_skip(ctx, "copy", "restore").await, "the restored stack gets Ready");
+    assert_eq!(counter(ctx, "copy", "GET", "/api/counter").await, stands_for, "the restored value");
+    assert_eq!(counter(ctx, "copy", "POST", "/api/counter/increment").await, stands_for + 1, "counts on");
+    let cr = ctx.api::<CounterApp>().get("copy").await.unwrap();
+    let boot = cr.status.unwrap().bootstrap.unwrap();
+    assert_eq!(boot.phase, "Restored", "{boot:?}");
+    assert!(boot.backup.ends_with(&format!("{}.rdb", first.name)), "{boot:?}");
+
+    // 3. At rest: the backup stands for exactly the value read before it.
+    let value = stack.counter().await;
+    let second = backup(ctx, "src", "at-rest").await.unwrap_or_else(|e| panic!("backup at rest: {e}"));
+    // A third one at once (the operator starts it in a later second: names are start
+    // times); retention keeps two.
+    let third = backup(ctx, "src", "third").await.unwrap_or_else(|e| panic!("third backup: {e}"));
+    let cr = ctx.api::<CounterApp>().get("src").await.unwrap();
+    let listed: Vec<String> =
+        cr.status.unwrap().backup.unwrap().backups.iter().map(|b| b.name.clone()).collect();
+    assert_eq!(listed, vec![third.name.clone(), second.name.clone()], "retention keeps the newest two");
+    let in_store = s3.store().list(&format!("{prefix}/{}/src/", ctx.ns)).await.unwrap();
+    assert_eq!(in_store.len(), 2, "the store holds what status lists: {in_store:?}");
+
+    assert_eq!(
+        value_in(&s3.store(), &second.key).await,
+        value,
+        "the at-rest backup holds the value read before it"
+    );
+
+    // 4. Wrong credentials: an Event and the condition; the stack serves on.
+    put_credentials(ctx, &s3.key_id, "wrong-secret-key-000000").await;
+    let failed = backup(ctx, "src", "wrong-key").await.expect_err("a backup with a wrong key fails");
+    assert!(failed.starts_with("AccessDenied"), "{failed}");
+    let cr = ctx.api::<CounterApp>().get("src").await.unwrap();
+    let cond =
+        cr.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "LastBackupSucceeded").cloned();
+    assert_eq!(
+        cond.as_ref().map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("False", "AccessDenied"))
+    );
+    assert_eq!(crate::harness::ready_status(&cr).as_deref(), Some("True"), "the stack stays Ready");
+    eventually("a BackupFailed Event", timeout(), || async {
+        let evs = ctx.api::<Event>().list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        evs.items
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("BackupFailed"))
+            .map(|_| ())
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    counter(ctx, "src", "POST", "/api/counter/increment").await;
+    let left = s3.store().list(&format!("{prefix}/{}/src/", ctx.ns)).await.unwrap();
+    assert_eq!(left.len(), 2, "a failed backup deletes nothing");
+
+    // 5. A corrupt object: refused, said clearly, no Redis pod serves.
+    put_credentials(ctx, &s3.key_id, &s3.secret).await;
+    // A real backup with one byte flipped in the middle: only its checksum tells.
+    let folder = format!("{prefix}/{}/broken", ctx.ns);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("third.rdb");
+    s3.store().download_to(&third.key, &file).await.unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+    s3.store().upload(&format!("{folder}/20260101T000000Z.rdb"), chunks).await.unwrap();
+    let mut bad = stack::spec();
+    bad["bootstrap"] = json!({"fromBackup": {"s3": s3.destination(&prefix), "counterApp": "broken"}});
+    ctx.apply_app("bad", bad).await;
+    let message = eventually("the restore refused with a clear message", timeout(), || async {
+        let cr = ctx.api::<CounterApp>().get("bad").await.map_err(|e| e.to_string())?;
+        let s = cr.status.unwrap_or_default();
+        let stalled = s.conditions.iter().find(|c| c.type_ == "Stalled" && c.reason == "RestoreFailed");
+        match (s.bootstrap, stalled) {
+            (Some(b), Some(c)) if b.phase == "Failed" => Ok(c.message.clone()),
+            (b, _) => Err(format!("{b:?}")),
+        }
+    })
+    .await;
+    eprintln!("e2e: corrupt backup: {message}");
+    assert!(message.contains("corrupt") || message.contains("checksum"), "{message}");
+    let pod = ctx.api::<Pod>().get(&names::redis_pod("bad", 0)).await.unwrap();
+    assert!(!stack::pod_ready(&pod), "no Redis pod serves a backup it could not verify");
+}
