@@ -10,7 +10,8 @@
 #    exactly what it started), builds the node's images from BIN (counterstack, the Redis
 #    exporter, and the Valkey 8.1 / Redis 8.0 images of E2E_REDIS_VERSIONS),
 # 2. runs the whole suite with the default Redis image (`make e2e`),
-# 3. runs E2E_VERSION_TESTS (a subset: replication and failover under load, live config)
+# 3. runs E2E_VERSION_TESTS (a subset: replication and failover under load, live config,
+#    backup and restore)
 #    once more per image of E2E_REDIS_VERSIONS
 #    (default "valkey/valkey:8.1 redis:8.0"; empty: none),
 # 4. runs scripts/registry-e2e.sh, the private-registry round trip (E2E_REGISTRY=0: not).
@@ -24,7 +25,7 @@ BIN="$(realpath "${1:-${CARGO_TARGET_DIR:-target}/debug/counterstack}")"
 NODE_HOME="${LOCAL_K8S_NODE_HOME:-/var/lib/local-k8s/node}"
 IMAGES="$(dirname "$LOCAL_K8S")/node/images/build-images.sh"
 E2E_REDIS_VERSIONS="${E2E_REDIS_VERSIONS-valkey/valkey:8.1 redis:8.0}"
-E2E_VERSION_TESTS="${E2E_VERSION_TESTS-a_hung_killed_or_partitioned_primary_fails_over_under_load redis_config}"
+E2E_VERSION_TESTS="${E2E_VERSION_TESTS-a_hung_killed_or_partitioned_primary_fails_over_under_load redis_config a_backup_under_load}"
 export E2E_TIMEOUT_SECS="${E2E_TIMEOUT_SECS:-180}"
 [ -x "$LOCAL_K8S" ] || { echo "e2e-node: no $LOCAL_K8S" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "e2e-node: no binary $BIN (cargo build first)" >&2; exit 1; }
