@@ -492,3 +492,73 @@ async fn resolve(addr: &NodeAddr) -> Result<SocketAddr, Failed> {
         .next()
         .ok_or_else(|| fail("no address".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn record(name: &str, start: &str, size: i64) -> BackupRecord {
+        BackupRecord {
+            name: name.into(),
+            key: format!("p/ns/demo/{name}.rdb"),
+            start_time: Some(Time(at(start))),
+            size_bytes: size,
+            ..BackupRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_success_answers_its_request_lists_the_store_and_ends_the_failures() {
+        let mut status = BackupStatus {
+            last_failed: Some(BackupFailure {
+                time: Some(Time(at("2026-12-03T10:00:00Z"))),
+                reason: "AccessDenied".into(),
+                message: "m".into(),
+                attempts: 3,
+            }),
+            ..BackupStatus::default()
+        };
+        let mut own = record("20261203T110000Z", "2026-12-03T11:00:00Z", 200);
+        own.source_pod = "demo-redis-1".into();
+        own.duration_seconds = Some(1.5);
+        let stored = vec![
+            record("20261203T110000Z", "2026-12-03T11:00:00Z", 200),
+            record("20261203T100000Z", "2026-12-03T10:00:00Z", 100),
+        ];
+        let f = Finished {
+            trigger: Trigger::Request("t1".into()),
+            at: at("2026-12-03T11:00:02Z"),
+            result: Ok(Done { record: own.clone(), stored, retention_error: None }),
+        };
+        fold(&mut status, &f);
+        assert_eq!(status.request, "t1");
+        assert_eq!(status.last_successful.as_ref(), Some(&own));
+        assert_eq!(status.backups[0], own, "the listing's entry of this backup carries its details");
+        assert_eq!(status.backups.len(), 2);
+        assert!(!schedule::failing(Some(&status)));
+        assert_eq!(status.last_failed.as_ref().map(|f| f.attempts), Some(0));
+    }
+
+    #[test]
+    fn failures_in_a_row_count_up_and_a_scheduled_slot_is_taken_either_way() {
+        let mut status = BackupStatus::default();
+        let fail = |t: &str, trigger: Trigger| Finished {
+            trigger,
+            at: at(t),
+            result: Err(Failed::new("BucketNotFound", "bucket \"b\" does not exist")),
+        };
+        fold(&mut status, &fail("2026-12-03T03:00:01Z", Trigger::Scheduled(at("2026-12-03T03:00:00Z"))));
+        assert_eq!(status.last_schedule_time, Some(Time(at("2026-12-03T03:00:00Z"))));
+        assert_eq!(status.last_failed.as_ref().map(|f| f.attempts), Some(1));
+        fold(&mut status, &fail("2026-12-03T03:00:31Z", Trigger::Retry));
+        fold(&mut status, &fail("2026-12-03T03:01:31Z", Trigger::Retry));
+        let f = status.last_failed.as_ref().unwrap();
+        assert_eq!((f.attempts, f.reason.as_str()), (3, "BucketNotFound"));
+        assert_eq!(f.time, Some(Time(at("2026-12-03T03:01:31Z"))));
+        assert!(status.last_successful.is_none() && status.backups.is_empty(), "a failure lists nothing");
+    }
+}
