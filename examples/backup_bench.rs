@@ -226,9 +226,5 @@ fn main() {
         "  reference, the same Redis loading the RDB as dump.rdb: {plain_s:.2} s ({n2} keys); restore load / reference {:.2}",
         load_s / plain_s
     );
-    println!(
-        "total restore (fetch + load): {:.2} s for {:.1} MiB",
-        fetch_s + load_s,
-        mib(size)
-    );
+    println!("total restore (fetch + load): {:.2} s for {:.1} MiB", fetch_s + load_s, mib(size));
 }
