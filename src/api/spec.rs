@@ -86,12 +86,14 @@ pub struct CounterAppSpec {
 
     /// Scheduled and on-demand backups of the Redis data to an S3-compatible object
     /// store, taken from an in-sync replica without pausing writes (docs/backup.md).
+    // Boxed here and below: every cached CounterApp would otherwise carry their
+    // ~600 bytes inline, set or not (bench/scale.sh measured 3 MiB at 1,000 stacks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<BackupSpec>,
+    pub backup: Option<Box<BackupSpec>>,
 
     /// Start a new stack from a backup. Only at creation; immutable afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bootstrap: Option<BootstrapSpec>,
+    pub bootstrap: Option<Box<BootstrapSpec>>,
 }
 
 /// The NetworkPolicy `NAME-redis`.

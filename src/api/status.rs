@@ -54,11 +54,11 @@ pub struct CounterAppStatus {
     /// Backups (`spec.backup`): the last successful and failed ones, the schedule, and
     /// what the store holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<super::BackupStatus>,
+    pub backup: Option<Box<super::BackupStatus>>,
 
     /// What the first primary was started from (`spec.bootstrap`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bootstrap: Option<super::BootstrapStatus>,
+    pub bootstrap: Option<Box<super::BootstrapStatus>>,
 }
 
 /// Observed state of the web Deployment.

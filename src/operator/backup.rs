@@ -124,7 +124,7 @@ pub async fn step(
     tls: Option<&TlsCa>,
 ) -> Step {
     let key = AppKey::new(ns, name);
-    let current = app.status.as_ref().and_then(|s| s.backup.clone());
+    let current = app.status.as_ref().and_then(|s| s.backup.as_deref().cloned());
     let mut status = current.clone().unwrap_or_default();
     let finished = lock(&ctx.backups.finished).remove(&key);
     if let Some(f) = finished {

@@ -15,7 +15,7 @@ pub const FAILED: &str = "Failed";
 /// The new `status.bootstrap` (None: keep the current one). PURE.
 pub fn status(app: &CounterApp, pods: &[Pod]) -> Option<BootstrapStatus> {
     app.spec.bootstrap.as_ref()?;
-    let current = app.status.as_ref().and_then(|s| s.bootstrap.as_ref());
+    let current = app.status.as_ref().and_then(|s| s.bootstrap.as_deref());
     if current.is_some_and(|b| b.phase == RESTORED) {
         // Done once; a later restart of pod 0 restores nothing (its volume holds data).
         return None;
@@ -55,7 +55,7 @@ fn restored_key(message: &str) -> Option<String> {
 
 /// The Stalled message while the restore fails.
 pub fn failure(app: &CounterApp, new: Option<&BootstrapStatus>) -> Option<String> {
-    let b = new.or_else(|| app.status.as_ref()?.bootstrap.as_ref())?;
+    let b = new.or_else(|| app.status.as_ref()?.bootstrap.as_deref())?;
     (b.phase == FAILED).then(|| {
         format!(
             "the restore from spec.bootstrap.fromBackup failed, so no Redis pod serves: {} (fix the cause; pod 0 retries on its own)",

@@ -222,9 +222,9 @@ pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time
     if let Some((r, m)) = stalled {
         conditions.push(condition(STALLED, true, r, m));
     }
-    let backup = obs.backup.clone().or_else(|| current.and_then(|s| s.backup.clone()));
+    let backup = obs.backup.clone().map(Box::new).or_else(|| current.and_then(|s| s.backup.clone()));
     if obs.backup_configured {
-        let (ok, r, m) = last_backup(backup.as_ref());
+        let (ok, r, m) = last_backup(backup.as_deref());
         conditions.push(condition(LAST_BACKUP_SUCCEEDED, ok, r, m));
     }
     for c in &mut conditions {
@@ -247,7 +247,7 @@ pub fn compute(current: Option<&CounterAppStatus>, obs: &Observation, now: &Time
         }),
         redis,
         backup,
-        bootstrap: obs.bootstrap.clone().or_else(|| current.and_then(|s| s.bootstrap.clone())),
+        bootstrap: obs.bootstrap.clone().map(Box::new).or_else(|| current.and_then(|s| s.bootstrap.clone())),
     }
 }
 

@@ -369,7 +369,7 @@ pub async fn request(
     if before.spec.backup.is_none() {
         return Err(BackupError::NotConfigured { namespace: ns.into(), name: name.into() }.into());
     }
-    let baseline = Baseline::of(before.status.as_ref().and_then(|s| s.backup.as_ref()));
+    let baseline = Baseline::of(before.status.as_ref().and_then(|s| s.backup.as_deref()));
     let token = Timestamp::now().to_string();
     let api: Api<CounterApp> = Api::namespaced(client.clone(), ns);
     api.patch(name, &PatchParams::default(), &Patch::Merge(request_patch(&token)))
@@ -386,7 +386,7 @@ pub async fn request(
     loop {
         let last = match get_app(client, ns, name).await {
             Ok(app) => {
-                let status = app.status.as_ref().and_then(|s| s.backup.as_ref());
+                let status = app.status.as_ref().and_then(|s| s.backup.as_deref());
                 match answer(status, &token, &baseline) {
                     Answer::Succeeded(r) => {
                         let mut out =
@@ -647,9 +647,10 @@ mod tests {
     }
 
     fn app(backup: Option<BackupSpec>, status: Option<BackupStatus>) -> CounterApp {
-        let mut app = CounterApp::new("demo", CounterAppSpec { backup, ..Default::default() });
+        let mut app =
+            CounterApp::new("demo", CounterAppSpec { backup: backup.map(Box::new), ..Default::default() });
         app.metadata.namespace = Some("shop".into());
-        app.status = Some(CounterAppStatus { backup: status, ..Default::default() });
+        app.status = Some(CounterAppStatus { backup: status.map(Box::new), ..Default::default() });
         app
     }
 

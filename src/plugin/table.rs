@@ -353,7 +353,7 @@ Ready      False   ReplicationLinkDown     replication link down on demo-redis-2
     fn the_backup_lines() {
         use crate::api::{BackupFailure, BackupRecord, BackupStatus};
         let mut app = app();
-        app.spec.backup = Some(backup_spec(Some("0 3 * * *")));
+        app.spec.backup = Some(Box::new(backup_spec(Some("0 3 * * *"))));
         // Configured, nothing taken yet.
         assert_eq!(
             backup_lines(&app, now()),
@@ -375,12 +375,12 @@ Ready      False   ReplicationLinkDown     replication link down on demo-redis-2
             message: "the store refused the access key".into(),
             attempts: 3,
         };
-        app.status.as_mut().unwrap().backup = Some(BackupStatus {
+        app.status.as_mut().unwrap().backup = Some(Box::new(BackupStatus {
             last_successful: Some(ok),
             last_failed: Some(failed("2026-01-02T04:00:00Z")),
             next_schedule_time: Some(t("2026-01-03T03:00:00Z")),
             ..Default::default()
-        });
+        }));
         let out = render(&app, &None, now());
         assert!(
             out.contains(
