@@ -313,6 +313,8 @@ impl Store {
         let upload = self.s3.put_multipart(&path).await.map_err(|e| self.error(e, Some(key)))?;
         let mut guard = AbortGuard { upload: Some(upload), in_flight: None };
         let result = self.upload_parts(key, &mut guard, part, &mut chunks, &mut total).await;
+        // Invariant: `guard.upload` becomes None only once `complete()` succeeded, and
+        // then this function has returned.
         let upload = guard.upload.as_mut().expect("the upload is still there");
         let result = match result {
             Ok(parts) => match upload.complete().await {
@@ -329,6 +331,8 @@ impl Store {
             task.abort();
             let _ = task.await;
         }
+        // Invariant: `guard.upload` becomes None only once `complete()` succeeded, and
+        // then this function has returned.
         let upload = guard.upload.as_mut().expect("the upload is still there");
         if let Err(e) = upload.abort().await {
             // Still no object under the key; the parts stay until a bucket lifecycle rule
@@ -386,6 +390,8 @@ impl Store {
         payload: PutPayload,
     ) -> Result<(), StoreError> {
         self.wait_part(key, guard).await?;
+        // Invariant: `guard.upload` becomes None only once `complete()` succeeded, and
+        // then this function has returned.
         let upload = guard.upload.as_mut().expect("the upload is still there");
         guard.in_flight = Some(tokio::spawn(upload.put_part(payload)));
         Ok(())
