@@ -9,14 +9,16 @@ const SUFFIX: &str = ".rdb";
 /// `strftime` format of a backup's name.
 const NAME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
-/// The folder holding one CounterApp's backups (no leading or trailing slash).
+/// `a/b` for `/a//b/` (no leading, trailing or double slash; empty stays empty).
+pub fn normalize_prefix(prefix: &str) -> String {
+    prefix.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("/")
+}
+
+/// The folder holding one CounterApp's backups, `PREFIX/NAMESPACE/NAME` (no leading,
+/// trailing or double slash; `NAMESPACE/NAME` when the prefix is empty).
 pub fn folder(prefix: &str, namespace: &str, name: &str) -> String {
-    [prefix.trim_matches('/'), namespace, name]
-        .iter()
-        .filter(|p| !p.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join("/")
+    let prefix = normalize_prefix(prefix);
+    if prefix.is_empty() { format!("{namespace}/{name}") } else { format!("{prefix}/{namespace}/{name}") }
 }
 
 /// A backup's name: its start time.
@@ -43,12 +45,80 @@ pub fn parse_name(name: &str) -> Option<Timestamp> {
         return None;
     }
     let dt = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", name.strip_suffix('Z')?).ok()?;
-    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    let at = dt.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    // Only the form name_at writes (strptime also takes shorter fields).
+    (name_at(at) == name).then_some(at)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// The key of a backup of NAMESPACE/NAME started at `t`.
+    fn bkey(prefix: &str, ns: &str, name: &str, t: Timestamp) -> String {
+        key(&folder(prefix, ns, name), &name_at(t))
+    }
+
+    /// Its time back, for keys in that folder.
+    fn pkey(prefix: &str, ns: &str, name: &str, k: &str) -> Option<Timestamp> {
+        parse(&folder(prefix, ns, name), k).map(|(_, t)| t)
+    }
+
+    #[test]
+    fn backup_keys_have_the_documented_form() {
+        let t = at("2026-12-03T16:22:00.123456Z");
+        assert_eq!(bkey("backups", "prod", "web", t), "backups/prod/web/20261203T162200Z.rdb");
+        assert_eq!(bkey("", "prod", "web", t), "prod/web/20261203T162200Z.rdb");
+        assert_eq!(bkey("/", "prod", "web", t), "prod/web/20261203T162200Z.rdb");
+        assert_eq!(bkey("/a//b/", "prod", "web", t), "a/b/prod/web/20261203T162200Z.rdb");
+        assert_eq!(folder("a/", "prod", "web"), "a/prod/web");
+    }
+
+    #[test]
+    fn backup_keys_parse_back_to_their_second() {
+        let t = at("2026-12-03T16:22:07.999Z");
+        for prefix in ["", "backups", "/x/y/"] {
+            let key = bkey(prefix, "ns", "app", t);
+            assert_eq!(pkey(prefix, "ns", "app", &key), Some(at("2026-12-03T16:22:07Z")), "{key}");
+        }
+    }
+
+    #[test]
+    fn foreign_objects_are_ignored() {
+        let p = |k: &str| pkey("backups", "ns", "app", k);
+        assert_eq!(p("backups/ns/app/20261203T162207Z.rdb"), Some(at("2026-12-03T16:22:07Z")));
+        for k in [
+            "backups/ns/app2/20261203T162207Z.rdb",
+            "backups/ns/ap/20261203T162207Z.rdb",
+            "backups/other/app/20261203T162207Z.rdb",
+            "other/ns/app/20261203T162207Z.rdb",
+            "backups/ns/app/20261203T162207Z.rdb.tmp",
+            "backups/ns/app/20261203T162207.rdb",
+            "backups/ns/app/20261303T162207Z.rdb",
+            "backups/ns/app/2026120T1622070Z.rdb",
+            "backups/ns/app/x/20261203T162207Z.rdb",
+            "backups/ns/app/README",
+            "backups/ns/app/",
+            "backups/ns/app",
+            "",
+        ] {
+            assert_eq!(p(k), None, "{k}");
+        }
+    }
+
+    #[test]
+    fn keys_sort_by_time() {
+        let times =
+            ["2026-01-02T03:04:05Z", "2026-01-02T03:04:06Z", "2026-10-01T00:00:00Z", "2027-01-01T00:00:00Z"];
+        let keys: Vec<String> = times.iter().map(|t| bkey("p", "n", "a", at(t))).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
 
     #[test]
     fn keys_round_trip_and_sort_by_time() {

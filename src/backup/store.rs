@@ -17,8 +17,8 @@
 //!   and object_store's own retries are few and short (the operator retries whole backups
 //!   with its own backoff): a black-holed endpoint fails in about 10 s.
 //!
-//! Keys: [`backup_key`] names a backup `PREFIX/NAMESPACE/NAME/20261203T162200Z.rdb`, so
-//! keys sort by time; [`parse_backup_key`] reads the time back and ignores other objects.
+//! Keys: `backup::keys` names a backup `PREFIX/NAMESPACE/NAME/20261203T162200Z.rdb`, so
+//! keys sort by time, and reads the time back, ignoring other objects.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -411,7 +411,7 @@ impl Store {
     /// The objects under `prefix` (a directory: `a/b` lists `a/b/...`; empty lists the
     /// whole bucket), sorted by key.
     pub async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, StoreError> {
-        let prefix = normalize_prefix(prefix);
+        let prefix = super::keys::normalize_prefix(prefix);
         let prefix = if prefix.is_empty() { None } else { Some(self.path(&prefix)?) };
         let mut out: Vec<StoredObject> = self
             .s3
@@ -521,7 +521,7 @@ impl Store {
     /// most one key under `prefix` (so that a key allowed to list only its prefix passes).
     /// It does not prove the key may write or delete.
     pub async fn check(&self, prefix: &str) -> Result<(), StoreError> {
-        let mut prefix = normalize_prefix(prefix);
+        let mut prefix = super::keys::normalize_prefix(prefix);
         if !prefix.is_empty() {
             prefix.push('/');
         }
@@ -844,105 +844,9 @@ fn xml_field(msg: &str, tag: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
 
-/// `a/b` for `/a//b/` (no leading, trailing or double slash; empty stays empty).
-fn normalize_prefix(prefix: &str) -> String {
-    prefix.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("/")
-}
-
-/// Timestamps in keys: UTC, to the second, sorting as text the way they sort as times.
-const KEY_TIME: &str = "%Y%m%dT%H%M%S";
-
-/// The directory of `NAME`'s backups: `PREFIX/NAMESPACE/NAME` (no leading, trailing or
-/// double slash, `NAMESPACE/NAME` when the prefix is empty). [`Store::list`] takes it.
-pub fn backup_prefix(prefix: &str, namespace: &str, name: &str) -> String {
-    let prefix = normalize_prefix(prefix);
-    if prefix.is_empty() { format!("{namespace}/{name}") } else { format!("{prefix}/{namespace}/{name}") }
-}
-
-/// The key of a backup of `NAMESPACE/NAME` taken at `at`:
-/// `PREFIX/NAMESPACE/NAME/20261203T162200Z.rdb` (UTC, to the second), so that keys
-/// sort by time.
-pub fn backup_key(prefix: &str, namespace: &str, name: &str, at: jiff::Timestamp) -> String {
-    format!("{}/{}Z.rdb", backup_prefix(prefix, namespace, name), at.strftime(KEY_TIME))
-}
-
-/// The time of a backup key made by [`backup_key`] with the same prefix, namespace and
-/// name; `None` for any other object (another stack's, a stray file, a different form).
-pub fn parse_backup_key(prefix: &str, namespace: &str, name: &str, key: &str) -> Option<jiff::Timestamp> {
-    let dir = backup_prefix(prefix, namespace, name);
-    let file = key.strip_prefix(&dir)?.strip_prefix('/')?;
-    let stamp = file.strip_suffix("Z.rdb")?;
-    if stamp.len() != 15 || !stamp.is_ascii() {
-        return None;
-    }
-    let at = jiff::civil::DateTime::strptime(KEY_TIME, stamp).ok()?.to_zoned(jiff::tz::TimeZone::UTC).ok()?;
-    let at = at.timestamp();
-    (backup_key(prefix, namespace, name, at) == key).then_some(at)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(s: &str) -> jiff::Timestamp {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn backup_keys_have_the_documented_form() {
-        let t = at("2026-12-03T16:22:00.123456Z");
-        assert_eq!(backup_key("backups", "prod", "web", t), "backups/prod/web/20261203T162200Z.rdb");
-        assert_eq!(backup_key("", "prod", "web", t), "prod/web/20261203T162200Z.rdb");
-        assert_eq!(backup_key("/", "prod", "web", t), "prod/web/20261203T162200Z.rdb");
-        assert_eq!(backup_key("/a//b/", "prod", "web", t), "a/b/prod/web/20261203T162200Z.rdb");
-        assert_eq!(backup_prefix("a/", "prod", "web"), "a/prod/web");
-    }
-
-    #[test]
-    fn backup_keys_parse_back_to_their_second() {
-        let t = at("2026-12-03T16:22:07.999Z");
-        for prefix in ["", "backups", "/x/y/"] {
-            let key = backup_key(prefix, "ns", "app", t);
-            assert_eq!(
-                parse_backup_key(prefix, "ns", "app", &key),
-                Some(at("2026-12-03T16:22:07Z")),
-                "{key}"
-            );
-        }
-    }
-
-    #[test]
-    fn foreign_objects_are_ignored() {
-        let p = |k: &str| parse_backup_key("backups", "ns", "app", k);
-        assert_eq!(p("backups/ns/app/20261203T162207Z.rdb"), Some(at("2026-12-03T16:22:07Z")));
-        for k in [
-            "backups/ns/app2/20261203T162207Z.rdb",
-            "backups/ns/ap/20261203T162207Z.rdb",
-            "backups/other/app/20261203T162207Z.rdb",
-            "other/ns/app/20261203T162207Z.rdb",
-            "backups/ns/app/20261203T162207Z.rdb.tmp",
-            "backups/ns/app/20261203T162207.rdb",
-            "backups/ns/app/20261303T162207Z.rdb",
-            "backups/ns/app/2026120T1622070Z.rdb",
-            "backups/ns/app/x/20261203T162207Z.rdb",
-            "backups/ns/app/README",
-            "backups/ns/app/",
-            "backups/ns/app",
-            "",
-        ] {
-            assert_eq!(p(k), None, "{k}");
-        }
-    }
-
-    #[test]
-    fn keys_sort_by_time() {
-        let times =
-            ["2026-01-02T03:04:05Z", "2026-01-02T03:04:06Z", "2026-10-01T00:00:00Z", "2027-01-01T00:00:00Z"];
-        let keys: Vec<String> = times.iter().map(|t| backup_key("p", "n", "a", at(t))).collect();
-        let mut sorted = keys.clone();
-        sorted.sort();
-        assert_eq!(keys, sorted);
-    }
 
     #[test]
     fn parts_split_chunks_without_losing_bytes() {

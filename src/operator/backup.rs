@@ -155,7 +155,7 @@ pub async fn step(
         && redis.primary.is_some()
         && !ctx.backups.is_running(&key)
     {
-        match prepare(app, ctx, ns, name, spec, redis, pods, addressing, passwords, tls, now).await {
+        match prepare(app, ctx, ns, name, spec, redis, pods, addressing, passwords, tls).await {
             Ok(job) => {
                 let last = status.last_successful.as_ref().and_then(|r| r.start_time.as_ref()).map(|t| t.0);
                 spawn(ctx, key, trigger, job, last)
@@ -261,7 +261,6 @@ async fn prepare(
     addressing: &dyn Addressing,
     passwords: &Passwords,
     tls: Option<&TlsCa>,
-    _now: Timestamp,
 ) -> Result<Job, Failed> {
     let pod = source(app, redis, pods).ok_or_else(|| {
         Failed::new(

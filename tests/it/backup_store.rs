@@ -6,9 +6,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use counterstack::backup::store::{
-    PART_SIZE, S3Target, Store, StoreError, backup_key, backup_prefix, parse_backup_key,
-};
+use counterstack::backup::keys;
+use counterstack::backup::store::{PART_SIZE, S3Target, Store, StoreError};
 use futures::stream;
 use sha2::{Digest, Sha256};
 
@@ -74,13 +73,14 @@ async fn a_12_mib_snapshot_goes_up_in_3_parts_and_comes_back_identical() {
     store.check("backups").await.unwrap();
 
     let body = data(12 * 1024 * 1024 + 12_345, 7);
-    let key = backup_key("backups", "prod", "counter", at("2026-12-03T16:22:00Z"));
+    let key =
+        keys::key(&keys::folder("backups", "prod", "counter"), &keys::name_at(at("2026-12-03T16:22:00Z")));
     let n = store.upload(&key, ok_stream(uneven_chunks(&body))).await.unwrap();
     assert_eq!(n, body.len() as u64);
     assert!(s3.etag(&key).await.ends_with("-3\""), "3 parts of {PART_SIZE} bytes at most");
     assert!(s3.open_multipart_uploads().await.is_empty());
 
-    let listed = store.list(&backup_prefix("backups", "prod", "counter")).await.unwrap();
+    let listed = store.list(&keys::folder("backups", "prod", "counter")).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].key, key);
     assert_eq!(listed[0].size, body.len() as u64);
@@ -184,7 +184,7 @@ async fn listing_is_sorted_scoped_and_delete_removes_one_object() {
     let times =
         ["2026-12-03T16:22:00Z", "2025-01-31T23:59:59Z", "2026-12-03T16:21:59Z", "2026-02-01T00:00:00Z"];
     for (i, t) in times.iter().enumerate() {
-        let key = backup_key("cs", "prod", "counter", at(t));
+        let key = keys::key(&keys::folder("cs", "prod", "counter"), &keys::name_at(at(t)));
         store.upload(&key, ok_stream(vec![Bytes::from(vec![b'x'; i + 1])])).await.unwrap();
     }
     // Other stacks' backups and a foreign object in the same directory.
@@ -206,8 +206,10 @@ async fn listing_is_sorted_scoped_and_delete_removes_one_object() {
         ]
     );
     assert_eq!(listed[0].size, 2);
-    let backups: Vec<jiff::Timestamp> =
-        listed.iter().filter_map(|o| parse_backup_key("cs", "prod", "counter", &o.key)).collect();
+    let backups: Vec<jiff::Timestamp> = listed
+        .iter()
+        .filter_map(|o| keys::parse(&keys::folder("cs", "prod", "counter"), &o.key).map(|(_, t)| t))
+        .collect();
     let mut want: Vec<jiff::Timestamp> = times.iter().map(|t| at(t)).collect();
     want.sort();
     assert_eq!(backups, want, "the foreign object is ignored");
