@@ -19,6 +19,8 @@ pub const MANAGER: &str = "counterstack-operator";
 pub enum Component {
     Web,
     Redis,
+    /// The Job of a backup to a PersistentVolumeClaim.
+    Backup,
 }
 
 impl Component {
@@ -26,6 +28,7 @@ impl Component {
         match self {
             Component::Web => "web",
             Component::Redis => "redis",
+            Component::Backup => "backup",
         }
     }
 }

@@ -37,6 +37,9 @@ enum Command {
     /// Restore a backup into an empty Redis volume (the `restore` init container of a
     /// CounterApp with spec.bootstrap.fromBackup; configured by its environment).
     Restore(Box<counterstack::backup::restore::RestoreArgs>),
+    /// Take one backup onto a mounted PersistentVolumeClaim (the Job of a CounterApp
+    /// with spec.backup.volume; configured by its environment).
+    BackupJob(Box<counterstack::backup::job::BackupJobArgs>),
     /// The kubectl plugin (`kubectl counterstack ...`): status, switchover, pause, resume.
     Kubectl(plugin::Args),
 }
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Kubectl(args) => plugin::main(args),
         Command::Restore(args) => counterstack::backup::restore::main(*args),
+        Command::BackupJob(args) => counterstack::backup::job::main(*args),
         Command::Crd => match crd::yaml() {
             Ok(y) => {
                 print!("{y}");

@@ -1,5 +1,6 @@
 //! `spec.backup`, `spec.bootstrap` and `status.backup`/`status.bootstrap`: snapshots of
-//! Redis in an S3-compatible object store, and a new stack started from one.
+//! Redis in an S3-compatible object store or on a PersistentVolumeClaim, and a new stack
+//! started from one.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;
@@ -19,9 +20,11 @@ pub const DEFAULT_KEEP_LAST: i32 = 7;
 /// `retention.maxAge` keeps them).
 pub const MAX_LISTED_BACKUPS: usize = 30;
 
-/// Scheduled and on-demand backups of the Redis data to an S3-compatible object store.
+/// Scheduled and on-demand backups of the Redis data to an S3-compatible object store
+/// (`s3`) or a PersistentVolumeClaim (`volume`): exactly one of them.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.s3) != has(self.volume)").message("set exactly one destination: s3 (an object store) or volume (a PersistentVolumeClaim)"))]
 pub struct BackupSpec {
     /// When to take backups: a cron expression of five fields (minute hour day-of-month
     /// month day-of-week), in UTC, for example `0 3 * * *` (daily at 03:00) or
@@ -41,8 +44,81 @@ pub struct BackupSpec {
     #[serde(default)]
     pub retention: RetentionSpec,
 
-    /// The object store.
-    pub s3: S3Destination,
+    /// An S3-compatible object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+
+    /// A PersistentVolumeClaim (for clusters without object storage). Each backup runs
+    /// as a Job that mounts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeDestination>,
+}
+
+/// A PersistentVolumeClaim in the CounterApp's namespace that backups are written to as
+/// files `PREFIX/NAMESPACE/NAME/YYYYMMDDTHHMMSSZ.rdb`. The operator never creates,
+/// resizes or deletes it. For a restore, every Redis pod of the new stack mounts it
+/// read-only: use ReadWriteMany or ReadOnlyMany access, or run on one node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeDestination {
+    /// Name of the PersistentVolumeClaim.
+    #[schemars(length(min = 1, max = bounds::MAX_DNS_SUBDOMAIN_LEN))]
+    pub claim_name: String,
+
+    /// Directory inside the volume (default `counterstack`); the namespace and the
+    /// CounterApp's name follow it. Its parts may not start with a dot.
+    #[serde(default = "default_prefix")]
+    #[schemars(
+        length(max = 256),
+        regex(pattern = r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*)?$")
+    )]
+    pub prefix: String,
+}
+
+/// Where backups go (or come from), whichever the spec names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Destination<'a> {
+    S3(&'a S3Destination),
+    Volume(&'a VolumeDestination),
+}
+
+impl<'a> Destination<'a> {
+    /// The prefix the namespace and name follow.
+    pub fn prefix(self) -> &'a str {
+        match self {
+            Destination::S3(s3) => &s3.prefix,
+            Destination::Volume(v) => &v.prefix,
+        }
+    }
+
+    /// `s3://BUCKET` or `pvc/CLAIM`, for messages.
+    pub fn describe(self) -> String {
+        match self {
+            Destination::S3(s3) => format!("s3://{}", s3.bucket),
+            Destination::Volume(v) => format!("pvc/{}", v.claim_name),
+        }
+    }
+}
+
+/// The destination of a spec with `s3` xor `volume` (the CRD's rule); `s3` wins should
+/// both be set, `None` when neither is (an object the API server did not validate).
+fn destination<'a>(
+    s3: Option<&'a S3Destination>,
+    volume: Option<&'a VolumeDestination>,
+) -> Option<Destination<'a>> {
+    s3.map(Destination::S3).or(volume.map(Destination::Volume))
+}
+
+impl BackupSpec {
+    pub fn destination(&self) -> Option<Destination<'_>> {
+        destination(self.s3.as_ref(), self.volume.as_ref())
+    }
+}
+
+impl FromBackup {
+    pub fn destination(&self) -> Option<Destination<'_>> {
+        destination(self.s3.as_ref(), self.volume.as_ref())
+    }
 }
 
 /// Which backups to keep.
@@ -185,17 +261,26 @@ fn default_ca_key() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BootstrapSpec {
-    /// Start the first primary from a backup in an object store; the replicas then
-    /// copy it from the primary and the web counts on from the restored value.
+    /// Start the first primary from a backup (in an object store or on a
+    /// PersistentVolumeClaim); the replicas then copy it from the primary and the web
+    /// counts on from the restored value.
     pub from_backup: FromBackup,
 }
 
-/// The backup a new stack starts from.
+/// The backup a new stack starts from: in an object store (`s3`) or on a
+/// PersistentVolumeClaim (`volume`), exactly one.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.s3) != has(self.volume)").message("set exactly one source: s3 (an object store) or volume (a PersistentVolumeClaim)"))]
 pub struct FromBackup {
     /// The object store (the same fields as `spec.backup.s3`).
-    pub s3: S3Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+
+    /// The PersistentVolumeClaim (the same fields as `spec.backup.volume`); every Redis
+    /// pod of the new stack mounts it read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeDestination>,
 
     /// Name of the CounterApp whose backups to restore (usually a deleted one).
     #[schemars(length(min = 1, max = bounds::MAX_DNS_SUBDOMAIN_LEN))]
@@ -279,7 +364,8 @@ pub struct BackupFailure {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
     /// The cause, in one CamelCase word: AccessDenied, BucketNotFound,
-    /// EndpointUnreachable, CredentialsNotFound, NoSource, SnapshotFailed, StoreError.
+    /// EndpointUnreachable, CredentialsNotFound, NoSource, SnapshotFailed, StoreError;
+    /// for a volume also VolumeFull, VolumeNotWritable, ClaimNotFound, JobFailed.
     pub reason: String,
     /// What went wrong.
     pub message: String,

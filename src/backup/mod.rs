@@ -3,8 +3,12 @@
 //! seeds a new stack's first primary from one.
 
 pub mod aof_seed;
+pub mod destination;
+pub mod job;
 pub mod keys;
 pub mod rdb;
 pub mod restore;
 pub mod schedule;
 pub mod store;
+pub mod take;
+pub mod volume;

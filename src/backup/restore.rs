@@ -1,7 +1,8 @@
 //! `counterstack restore`: the `restore` init container of a CounterApp with
 //! `spec.bootstrap.fromBackup` (src/children/restore.rs builds it). In pod 0, on a
-//! volume without Redis data, it downloads the backup, verifies it (RDB checksum) and
-//! writes it as the AOF base Redis loads at start. Everywhere else it does nothing.
+//! volume without Redis data, it downloads the backup from the object store (or copies
+//! it from the mounted backup claim), verifies it (RDB checksum) and writes it as the
+//! AOF base Redis loads at start. Everywhere else it does nothing.
 //!
 //! It ends with one line in the termination message (`/dev/termination-log`), which the
 //! operator reports in `status.bootstrap` and an Event: `restored KEY (N bytes, RDB
@@ -13,7 +14,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::destination::Destination;
 use super::store::{S3Target, Store, StoreError};
+use super::volume::Volume;
 use super::{aof_seed, keys};
 use crate::children::restore::env;
 
@@ -27,16 +30,19 @@ pub struct RestoreArgs {
     /// Object store endpoint (absent: AWS S3).
     #[arg(long, env = env::ENDPOINT)]
     endpoint: Option<String>,
-    #[arg(long, env = env::BUCKET)]
-    bucket: String,
+    #[arg(long, env = env::BUCKET, required_unless_present = "source_dir")]
+    bucket: Option<String>,
     #[arg(long, env = env::REGION, default_value = "us-east-1")]
     region: String,
     #[arg(long, env = env::PATH_STYLE, default_value_t = true, action = clap::ArgAction::Set)]
     force_path_style: bool,
-    #[arg(long, env = env::ACCESS_KEY_ID, hide_env_values = true)]
+    #[arg(long, env = env::ACCESS_KEY_ID, hide_env_values = true, default_value = "")]
     access_key_id: String,
-    #[arg(long, env = env::SECRET_ACCESS_KEY, hide_env_values = true)]
+    #[arg(long, env = env::SECRET_ACCESS_KEY, hide_env_values = true, default_value = "")]
     secret_access_key: String,
+    /// The mounted backup claim to restore from, instead of an object store.
+    #[arg(long, env = env::SOURCE_DIR, conflicts_with = "bucket")]
+    source_dir: Option<PathBuf>,
     /// PEM file of the CA that signs the endpoint's certificate.
     #[arg(long, env = env::CA_FILE)]
     ca_file: Option<PathBuf>,
@@ -68,12 +74,31 @@ impl RestoreArgs {
     ) -> Self {
         Self {
             endpoint: Some(endpoint.to_string()),
-            bucket: bucket.to_string(),
+            bucket: Some(bucket.to_string()),
             region: "us-east-1".to_string(),
             force_path_style: true,
             access_key_id: access_key_id.to_string(),
             secret_access_key: secret_access_key.to_string(),
             ca_file: None,
+            source_dir: None,
+            folder: folder.to_string(),
+            backup: backup.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            pod_name: "restore-redis-0".to_string(),
+        }
+    }
+
+    /// The restore of pod 0 from backups on a volume mounted at `source_dir`.
+    pub fn from_dir(source_dir: &Path, folder: &str, backup: &str, data_dir: &Path) -> Self {
+        Self {
+            endpoint: None,
+            bucket: None,
+            region: "us-east-1".to_string(),
+            force_path_style: true,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            ca_file: None,
+            source_dir: Some(source_dir.to_path_buf()),
             folder: folder.to_string(),
             backup: backup.to_string(),
             data_dir: data_dir.to_path_buf(),
@@ -90,9 +115,9 @@ pub enum RestoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(
-        "no backup in {folder:?} (bucket {bucket:?}): check spec.bootstrap.fromBackup (counterApp, namespace, s3.prefix)"
+        "no backup in {folder:?} ({place}): check spec.bootstrap.fromBackup (counterApp, namespace, prefix)"
     )]
-    NoBackup { folder: String, bucket: String },
+    NoBackup { folder: String, place: String },
     #[error("backup {key:?} is refused: {source}")]
     Seed { key: String, source: aof_seed::SeedError },
 }
@@ -126,21 +151,8 @@ pub async fn run(args: &RestoreArgs) -> Result<String, RestoreError> {
     if !aof_seed::is_fresh(&args.data_dir) {
         return Ok("the volume already holds Redis data: nothing restored".to_string());
     }
-    let ca_pem = match &args.ca_file {
-        Some(p) => Some(std::fs::read(p).map_err(|source| RestoreError::Ca { path: p.clone(), source })?),
-        None => None,
-    };
-    let store = Store::new(&S3Target {
-        endpoint: args.endpoint.clone(),
-        bucket: args.bucket.clone(),
-        region: args.region.clone(),
-        force_path_style: args.force_path_style,
-        access_key_id: args.access_key_id.trim().to_string(),
-        secret_access_key: args.secret_access_key.trim().to_string(),
-        ca_pem,
-        allow_http: args.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")),
-    })?;
-    let key = resolve(&store, &args.folder, &args.backup, &args.bucket).await?;
+    let store = destination(args)?;
+    let key = resolve(&store, &args.folder, &args.backup).await?;
     let download = args.data_dir.join(DOWNLOAD_NAME);
     let result = fetch_and_seed(&store, &key, &download, &args.data_dir).await;
     // Whatever happened, the download is not data Redis reads.
@@ -148,8 +160,29 @@ pub async fn run(args: &RestoreArgs) -> Result<String, RestoreError> {
     result
 }
 
+/// The object store, or the mounted claim.
+fn destination(args: &RestoreArgs) -> Result<Destination, RestoreError> {
+    if let Some(dir) = &args.source_dir {
+        return Ok(Destination::Volume(Volume::new(dir)));
+    }
+    let ca_pem = match &args.ca_file {
+        Some(p) => Some(std::fs::read(p).map_err(|source| RestoreError::Ca { path: p.clone(), source })?),
+        None => None,
+    };
+    Ok(Destination::S3(Store::new(&S3Target {
+        endpoint: args.endpoint.clone(),
+        bucket: args.bucket.clone().unwrap_or_default(),
+        region: args.region.clone(),
+        force_path_style: args.force_path_style,
+        access_key_id: args.access_key_id.trim().to_string(),
+        secret_access_key: args.secret_access_key.trim().to_string(),
+        ca_pem,
+        allow_http: args.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")),
+    })?))
+}
+
 async fn fetch_and_seed(
-    store: &Store,
+    store: &Destination,
     key: &str,
     download: &Path,
     data_dir: &Path,
@@ -164,7 +197,7 @@ async fn fetch_and_seed(
 }
 
 /// The key of `backup` (`latest`: the newest backup in the folder).
-async fn resolve(store: &Store, folder: &str, backup: &str, bucket: &str) -> Result<String, RestoreError> {
+async fn resolve(store: &Destination, folder: &str, backup: &str) -> Result<String, RestoreError> {
     if backup != "latest" {
         return Ok(keys::key(folder, backup));
     }
@@ -174,5 +207,5 @@ async fn resolve(store: &Store, folder: &str, backup: &str, bucket: &str) -> Res
         .filter_map(|o| keys::parse(folder, &o.key).map(|(_, at)| (at, o.key.clone())))
         .max()
         .map(|(_, k)| k)
-        .ok_or_else(|| RestoreError::NoBackup { folder: folder.to_string(), bucket: bucket.to_string() })
+        .ok_or_else(|| RestoreError::NoBackup { folder: folder.to_string(), place: store.describe() })
 }

@@ -167,7 +167,7 @@ mod tests {
             schedule: schedule.map(str::to_string),
             suspend: false,
             retention: RetentionSpec::default(),
-            s3: S3Destination {
+            s3: Some(S3Destination {
                 endpoint: None,
                 bucket: "b".into(),
                 prefix: "p".into(),
@@ -179,7 +179,8 @@ mod tests {
                     secret_access_key_key: "k".into(),
                 },
                 ca_bundle: None,
-            },
+            }),
+            volume: None,
         }
     }
 

@@ -139,6 +139,27 @@ pub enum StoreError {
     /// Anything else the store answered or did.
     #[error("object store at {endpoint}: {detail}")]
     Other { endpoint: String, detail: String },
+    /// The backup volume (`backup::volume`, a mounted claim) ran out of space or quota
+    /// while a backup was written; the partial file was removed.
+    #[error(
+        "the backup volume is full: writing {} failed after {bytes} bytes (no space left on the device, or over quota); nothing was stored: free space on the claim (fewer backups kept) or give the claim more storage",
+        path.display()
+    )]
+    VolumeFull { path: PathBuf, bytes: u64 },
+    /// The backup volume refused this process (permissions, a read-only mount).
+    #[error(
+        "the backup volume is not writable at {}: {source}: the claim's mount must be writable by the backup's user ({}): set the pod's securityContext.fsGroup (or the volume's owner and mode) so that this user may write there, and mount the claim read-write",
+        path.display(),
+        super::volume::process_user()
+    )]
+    VolumeNotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backup file a restore asked for is not on the backup volume.
+    #[error("backup file {} does not exist on the backup volume", path.display())]
+    BackupFileNotFound { path: PathBuf },
 }
 
 impl StoreError {
@@ -153,6 +174,10 @@ impl StoreError {
             Self::Source { .. } => "SourceFailed",
             Self::LocalFile { .. } => "LocalFileError",
             Self::Other { .. } => "StoreError",
+            Self::VolumeFull { .. } => "VolumeFull",
+            Self::VolumeNotWritable { .. } => "VolumeNotWritable",
+            // The same word as a missing S3 object: a restore reports one cause.
+            Self::BackupFileNotFound { .. } => "ObjectNotFound",
         }
     }
 }

@@ -13,6 +13,7 @@ use kube::api::DynamicObject;
 use crate::acl::RedisUser;
 use crate::api::CounterApp;
 
+pub mod backup_job;
 pub mod certificate;
 pub mod configmap;
 pub mod deployment;

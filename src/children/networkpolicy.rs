@@ -1,6 +1,7 @@
 //! NetworkPolicy `NAME-redis` (with `spec.networkPolicy.enabled`, the default): the Redis
-//! port admits only this CounterApp's web pods, its other Redis pods and the operator's
-//! namespace (the replication manager's checks). The exporter port, when there is one,
+//! port admits only this CounterApp's web pods, its other Redis pods, its backup Jobs
+//! (with `spec.backup.volume`) and the operator's namespace (the replication manager's
+//! checks). The exporter port, when there is one,
 //! stays open to scrapers. Web pods are not selected: their port stays open.
 
 use k8s_openapi::api::networking::v1::{
@@ -37,6 +38,10 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> Option<NetworkPolicy> {
     let app = meta::app_name(cr);
     let mut from =
         vec![pods(labels::selector(app, Component::Web)), pods(labels::selector(app, Component::Redis))];
+    if cr.spec.backup.as_ref().is_some_and(|b| b.volume.is_some()) {
+        // The Jobs of backups to a volume stream from a replica.
+        from.push(pods(labels::selector(app, Component::Backup)));
+    }
     if let Some(ns) = inputs.operator_namespace.as_deref().filter(|n| !n.is_empty()) {
         from.push(NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector {

@@ -226,7 +226,7 @@ pub fn redis(cr: &CounterApp, inputs: &Inputs) -> StatefulSet {
             ]
             .into_iter()
             .chain(tls.then(|| tls_volume(cr, None)).flatten())
-            .chain(restore.and_then(|(_, v)| v))
+            .chain(restore.map(|(_, v)| v).unwrap_or_default())
             .collect(),
         ),
         ..PodSpec::default()

@@ -248,7 +248,13 @@ pub fn validate(cr: &CounterApp) -> Result<(), Error> {
     }
     if let Some(b) = &spec.bootstrap {
         let from = &b.from_backup;
-        check_s3(&mut c, "spec.bootstrap.fromBackup.s3", &from.s3);
+        check_destination(
+            &mut c,
+            "spec.bootstrap.fromBackup",
+            "source",
+            from.s3.as_ref(),
+            from.volume.as_ref(),
+        );
         if !is_dns1123_subdomain(&from.counter_app) {
             c.fail(
                 "spec.bootstrap.fromBackup.counterApp",
@@ -284,7 +290,43 @@ fn check_backup(c: &mut Checks, b: &crate::api::BackupSpec) {
             format!("must be a number of hours or days such as 72h or 30d, got {:?}", b.retention.max_age),
         );
     }
-    check_s3(c, "spec.backup.s3", &b.s3);
+    check_destination(c, "spec.backup", "destination", b.s3.as_ref(), b.volume.as_ref());
+}
+
+/// Exactly one of `s3` and `volume` (the CRD's rule), each valid.
+fn check_destination(
+    c: &mut Checks,
+    at: &str,
+    what: &str,
+    s3: Option<&crate::api::S3Destination>,
+    volume: Option<&crate::api::VolumeDestination>,
+) {
+    match (s3, volume) {
+        (Some(s3), None) => check_s3(c, &format!("{at}.s3"), s3),
+        (None, Some(v)) => {
+            if !is_dns1123_subdomain(&v.claim_name) {
+                c.fail(
+                    format!("{at}.volume.claimName"),
+                    format!("must name a PersistentVolumeClaim, got {:?}", v.claim_name),
+                );
+            }
+            if v.prefix.starts_with('/')
+                || v.prefix.split('/').any(|s| s.is_empty() || s.starts_with('.')) && !v.prefix.is_empty()
+            {
+                c.fail(
+                    format!("{at}.volume.prefix"),
+                    format!(
+                        "must be a relative path whose parts do not start with a dot, got {:?}",
+                        v.prefix
+                    ),
+                );
+            }
+        }
+        _ => c.fail(
+            at.to_string(),
+            format!("set exactly one {what}: s3 (an object store) or volume (a PersistentVolumeClaim)"),
+        ),
+    }
 }
 
 fn check_s3(c: &mut Checks, at: &str, s3: &crate::api::S3Destination) {

@@ -11,10 +11,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures::Stream;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -22,16 +20,19 @@ use kube::{Api, ResourceExt};
 use tracing::Instrument;
 
 use super::Context;
+use super::backup_job::VolumeWork;
 use super::events::reason;
 use crate::acl::RedisUser;
 use crate::api::{
-    BACKUP_ANNOTATION, BackupFailure, BackupRecord, BackupSpec, BackupStatus, CounterApp, MAX_LISTED_BACKUPS,
-    RedisStatus, S3Destination,
+    BACKUP_ANNOTATION, BackupFailure, BackupSpec, BackupStatus, CounterApp, Destination as DestinationSpec,
+    MAX_LISTED_BACKUPS, RedisStatus, S3Destination,
 };
+use crate::backup::destination::Destination;
 use crate::backup::keys;
-use crate::backup::rdb::{Snapshot, SnapshotSource, TlsTarget};
-use crate::backup::schedule::{self, Schedule, Stored, Trigger};
-use crate::backup::store::{S3Target, Store, StoreError};
+use crate::backup::rdb::{SnapshotSource, TlsTarget};
+use crate::backup::schedule::{self, Schedule, Trigger};
+use crate::backup::store::{S3Target, Store};
+pub use crate::backup::take::{Done, Failed, Target, take};
 use crate::children::Passwords;
 use crate::dial::TlsCa;
 use crate::replication::AppKey;
@@ -58,34 +59,6 @@ pub struct Finished {
     pub result: Result<Done, Failed>,
 }
 
-/// A backup stored and verified, and what the store holds after retention.
-#[derive(Clone, Debug)]
-pub struct Done {
-    pub record: BackupRecord,
-    pub stored: Vec<BackupRecord>,
-    /// Retention could not list or delete (the backup itself is fine).
-    pub retention_error: Option<String>,
-}
-
-/// Why a backup failed: a CamelCase cause and a message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failed {
-    pub reason: String,
-    pub message: String,
-}
-
-impl Failed {
-    fn new(reason: &str, message: impl Into<String>) -> Self {
-        Self { reason: reason.to_string(), message: message.into() }
-    }
-}
-
-impl From<StoreError> for Failed {
-    fn from(e: StoreError) -> Self {
-        Failed::new(e.reason(), e.to_string())
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding it leaves plain data behind; keep going with it.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -109,19 +82,23 @@ pub struct Step {
     pub requeue: Option<Duration>,
 }
 
+/// What a backup reads of the stack: the replication manager's view and the secrets.
+pub struct Stack<'a> {
+    pub redis: &'a RedisStatus,
+    pub pods: &'a [PodView],
+    pub addressing: &'a dyn Addressing,
+    pub passwords: &'a Passwords,
+    pub tls: Option<&'a TlsCa>,
+}
+
 /// Fold finished backups into the status, and start one when due.
-#[allow(clippy::too_many_arguments)]
 pub async fn step(
     app: &CounterApp,
     ctx: &Context,
     ns: &str,
     name: &str,
     spec: &BackupSpec,
-    redis: &RedisStatus,
-    pods: &[PodView],
-    addressing: &dyn Addressing,
-    passwords: &Passwords,
-    tls: Option<&TlsCa>,
+    stack: &Stack<'_>,
 ) -> Step {
     let key = AppKey::new(ns, name);
     let current = app.status.as_ref().and_then(|s| s.backup.as_deref().cloned());
@@ -152,10 +129,10 @@ pub async fn step(
         .map(|s| Duration::from_secs(s.max(1)));
     // Nothing to copy before a primary was chosen; a request waits for it.
     if let Some(trigger) = d.start
-        && redis.primary.is_some()
+        && stack.redis.primary.is_some()
         && !ctx.backups.is_running(&key)
     {
-        match prepare(app, ctx, ns, name, spec, redis, pods, addressing, passwords, tls).await {
+        match prepare(app, ctx, ns, name, spec, stack).await {
             Ok(job) => {
                 let last = status.last_successful.as_ref().and_then(|r| r.start_time.as_ref()).map(|t| t.0);
                 spawn(ctx, key, trigger, job, last)
@@ -237,8 +214,15 @@ async fn announce(app: &CounterApp, ctx: &Context, f: &Finished) {
 }
 
 /// Everything a backup needs, read before it starts.
-struct Job {
-    store: Store,
+enum Work {
+    /// Streamed by the operator into the object store.
+    S3(Box<S3Work>),
+    /// Taken by a Job that mounts the claim.
+    Volume(Box<VolumeWork>),
+}
+
+struct S3Work {
+    store: Destination,
     folder: String,
     retention: crate::api::RetentionSpec,
     source_pod: String,
@@ -248,41 +232,56 @@ struct Job {
     tls: Option<TlsCa>,
 }
 
-/// Pick the source and read the credentials.
-#[allow(clippy::too_many_arguments)]
+impl Work {
+    fn source_pod(&self) -> &str {
+        match self {
+            Work::S3(w) => &w.source_pod,
+            Work::Volume(w) => &w.source_pod,
+        }
+    }
+}
+
+/// Pick the source and read what the destination needs.
 async fn prepare(
     app: &CounterApp,
     ctx: &Context,
     ns: &str,
     name: &str,
     spec: &BackupSpec,
-    redis: &RedisStatus,
-    pods: &[PodView],
-    addressing: &dyn Addressing,
-    passwords: &Passwords,
-    tls: Option<&TlsCa>,
-) -> Result<Job, Failed> {
-    let pod = source(app, redis, pods).ok_or_else(|| {
+    stack: &Stack<'_>,
+) -> Result<Work, Failed> {
+    let pod = source(app, stack.redis, stack.pods).ok_or_else(|| {
         Failed::new(
             "NoSource",
             "no Redis replica is in sync with the primary to take the snapshot from (backups never fork the primary while it has replicas); retrying",
         )
     })?;
-    let addr = addressing
+    let addr = stack
+        .addressing
         .dial(pod)
         .ok_or_else(|| Failed::new("NoSource", format!("{} has no address yet; retrying", pod.name)))?;
-    let target = s3_target(ctx, ns, &spec.s3).await?;
-    let store = Store::new(&target)?;
-    Ok(Job {
-        store,
-        folder: keys::folder(&spec.s3.prefix, ns, name),
-        retention: spec.retention.clone(),
-        source_pod: pod.name.clone(),
-        addr,
-        server_name: crate::names::redis_pod_host(name, pod.ordinal),
-        password: passwords.replication.password.clone(),
-        tls: tls.cloned(),
-    })
+    match spec.destination() {
+        Some(DestinationSpec::S3(s3)) => {
+            let target = s3_target(ctx, ns, s3).await?;
+            Ok(Work::S3(Box::new(S3Work {
+                store: Destination::S3(Store::new(&target)?),
+                folder: keys::folder(&s3.prefix, ns, name),
+                retention: spec.retention.clone(),
+                source_pod: pod.name.clone(),
+                addr,
+                server_name: crate::names::redis_pod_host(name, pod.ordinal),
+                password: stack.passwords.replication.password.clone(),
+                tls: stack.tls.cloned(),
+            })))
+        }
+        Some(DestinationSpec::Volume(volume)) => {
+            let endpoint = stack.addressing.replication_endpoint(pod);
+            VolumeWork::prepare(ctx, app, volume, &spec.retention, pod, endpoint)
+                .await
+                .map(|w| Work::Volume(Box::new(w)))
+        }
+        None => Err(Failed::new("InvalidSpec", "spec.backup names no destination (s3 or volume)")),
+    }
 }
 
 /// The backup source: the in-sync replica with the highest offset; the primary only
@@ -360,13 +359,12 @@ async fn s3_target(ctx: &Context, ns: &str, s3: &S3Destination) -> Result<S3Targ
 /// Start the backup in the background. `last` is the start of the last successful
 /// backup: names are start times to the second, so a new one starts in a later second
 /// (it would otherwise replace that backup's object).
-fn spawn(ctx: &Context, key: AppKey, trigger: Trigger, job: Job, last: Option<Timestamp>) {
+fn spawn(ctx: &Context, key: AppKey, trigger: Trigger, job: Work, last: Option<Timestamp>) {
     lock(&ctx.backups.running).insert(key.clone(), trigger.clone());
     let backups = ctx.backups.clone();
     let monitor = ctx.replication.monitor().clone();
     let metrics = ctx.metrics.clone();
-    let span =
-        tracing::info_span!("backup", namespace = %key.namespace, name = %key.name, source = %job.source_pod);
+    let span = tracing::info_span!("backup", namespace = %key.namespace, name = %key.name, source = %job.source_pod());
     tokio::spawn(
         async move {
             let mut started = Timestamp::now();
@@ -390,9 +388,17 @@ fn spawn(ctx: &Context, key: AppKey, trigger: Trigger, job: Job, last: Option<Ti
     );
 }
 
+/// Take the backup: here for an object store, in a Job for a volume.
+async fn run(work: Work, started: Timestamp) -> Result<Done, Failed> {
+    match work {
+        Work::S3(job) => run_s3(*job, started).await,
+        Work::Volume(job) => job.run(started).await,
+    }
+}
+
 /// Take the snapshot, stream it into the store (verified on the way: a corrupt stream
 /// aborts the upload), then apply retention.
-async fn run(job: Job, started: Timestamp) -> Result<Done, Failed> {
+async fn run_s3(job: S3Work, started: Timestamp) -> Result<Done, Failed> {
     let addr = resolve(&job.addr).await?;
     let src = SnapshotSource {
         addr,
@@ -403,84 +409,6 @@ async fn run(job: Job, started: Timestamp) -> Result<Done, Failed> {
     };
     let target = Target { store: &job.store, folder: &job.folder, retention: &job.retention };
     take(&src, &job.source_pod, &target, started).await
-}
-
-/// Where a backup goes and what retention keeps.
-pub struct Target<'a> {
-    pub store: &'a Store,
-    /// `PREFIX/NAMESPACE/NAME` (`backup::keys::folder`).
-    pub folder: &'a str,
-    pub retention: &'a crate::api::RetentionSpec,
-}
-
-/// One backup: snapshot `src` (named `source_pod` in the record), store it under the
-/// name of `started`, then apply retention. Public for the integration tests, which
-/// run it against real Redis and S3 servers.
-pub async fn take(
-    src: &SnapshotSource<'_>,
-    source_pod: &str,
-    target: &Target<'_>,
-    started: Timestamp,
-) -> Result<Done, Failed> {
-    let clock = Instant::now();
-    let snapshot = Snapshot::open(src).await.map_err(|e| Failed::new("SnapshotFailed", e.to_string()))?;
-    let offset = i64::try_from(snapshot.offset()).ok();
-    let name = keys::name_at(started);
-    let key = keys::key(target.folder, &name);
-    let size = target.store.upload(&key, chunks(snapshot)).await?;
-    let record = BackupRecord {
-        name,
-        key: key.clone(),
-        start_time: Some(Time(started)),
-        size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-        duration_seconds: Some((clock.elapsed().as_secs_f64() * 10.0).round() / 10.0),
-        source_pod: source_pod.to_string(),
-        offset,
-    };
-    let (stored, retention_error) = match retention(target, &key).await {
-        Ok(stored) => (stored, None),
-        Err(e) => (vec![record.clone()], Some(e.to_string())),
-    };
-    Ok(Done { record, stored, retention_error })
-}
-
-/// The snapshot's chunks as a stream (ends after verification passed).
-fn chunks(snapshot: Snapshot) -> impl Stream<Item = Result<Bytes, crate::backup::rdb::RdbError>> {
-    futures::stream::unfold(Some(snapshot), |state| async move {
-        let mut s = state?;
-        match s.next_chunk().await {
-            Ok(Some(b)) => Some((Ok(b), Some(s))),
-            Ok(None) => None,
-            Err(e) => Some((Err(e), None)),
-        }
-    })
-}
-
-/// Delete what retention says, then list what is left (newest first).
-async fn retention(job: &Target<'_>, keep: &str) -> Result<Vec<BackupRecord>, StoreError> {
-    let listed = job.store.list(&format!("{}/", job.folder)).await?;
-    let parsed: Vec<(String, Timestamp, u64, String)> = listed
-        .iter()
-        .filter_map(|o| keys::parse(job.folder, &o.key).map(|(n, at)| (o.key.clone(), at, o.size, n)))
-        .collect();
-    let stored: Vec<Stored> = parsed.iter().map(|(k, at, ..)| Stored { key: k.clone(), at: *at }).collect();
-    let delete = schedule::to_delete(&stored, job.retention, keep, Timestamp::now());
-    for k in &delete {
-        job.store.delete(k).await?;
-    }
-    let mut left: Vec<BackupRecord> = parsed
-        .into_iter()
-        .filter(|(k, ..)| !delete.contains(k))
-        .map(|(key, at, size, name)| BackupRecord {
-            name,
-            key,
-            start_time: Some(Time(at)),
-            size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-            ..BackupRecord::default()
-        })
-        .collect();
-    left.sort_by(|a, b| b.name.cmp(&a.name));
-    Ok(left)
 }
 
 async fn resolve(addr: &NodeAddr) -> Result<SocketAddr, Failed> {
@@ -495,6 +423,7 @@ async fn resolve(addr: &NodeAddr) -> Result<SocketAddr, Failed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::BackupRecord;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()

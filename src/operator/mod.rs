@@ -11,6 +11,7 @@ use tokio::sync::watch;
 pub(crate) mod apply;
 pub(crate) mod backoff;
 pub mod backup;
+pub(crate) mod backup_job;
 pub mod cache;
 pub mod context;
 pub mod controller;

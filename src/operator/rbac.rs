@@ -36,6 +36,11 @@
 //!   not watched) and their request raised (`patch`); the StatefulSet, whose claim
 //!   templates are immutable, is deleted with `propagationPolicy: Orphan` (`delete`, its
 //!   pods keep running) and applied again. PVCs are never deleted.
+//! - `spec.backup.volume` (operator::backup_job): the backup claim is checked to exist
+//!   (`list` by name, the verb above), and each backup is a Job the operator creates,
+//!   reads (`get`; its pod's termination message through the pod verbs above) and
+//!   deletes when done (`delete`); `list` (by label) finds a Job left running by a
+//!   previous operator. Jobs are not watched.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
@@ -77,6 +82,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule { group: "", resource: "namespaces", verbs: &["list", "watch"] },
     Rule { group: "", resource: "persistentvolumeclaims", verbs: &["list", "patch"] },
+    Rule { group: "batch", resource: "jobs", verbs: &["get", "list", "create", "delete"] },
 ];
 
 /// Every (group, resource, verb) triple [`RULES`] grants, sorted: the form the
@@ -180,13 +186,15 @@ mod tests {
     }
 
     #[test]
-    fn only_pods_optional_children_and_the_statefulset_are_deleted_and_pvcs_never() {
-        let deletable = ["pods", "horizontalpodautoscalers", "networkpolicies", "statefulsets"];
+    fn only_pods_optional_children_the_statefulset_and_backup_jobs_are_deleted_and_pvcs_never() {
+        let deletable = ["pods", "horizontalpodautoscalers", "networkpolicies", "statefulsets", "jobs"];
         for r in RULES.iter().filter(|r| !deletable.contains(&r.resource)) {
             assert!(!r.verbs.contains(&"delete"), "{r:?}");
         }
         // Listed and patched (expansion), never deleted, not watched.
         assert_eq!(verbs_of("", "persistentvolumeclaims"), BTreeSet::from(["list", "patch"]));
+        // Backup Jobs: created, followed by GET (not watched), deleted when read.
+        assert_eq!(verbs_of("batch", "jobs"), BTreeSet::from(["get", "list", "create", "delete"]));
     }
 
     #[test]

@@ -186,20 +186,14 @@ async fn run(app: &CounterApp, ctx: &Context) -> Result<Action, Error> {
     outcome.status.storage = storage.status.clone();
     let backup = match &app.spec.backup {
         Some(spec) => {
-            let ca = tls.as_ref().map(|t| &t.ca);
-            super::backup::step(
-                app,
-                ctx,
-                &ns,
-                &name,
-                spec,
-                &outcome.status,
-                &pod_views,
-                &addressing,
-                &inputs.passwords,
-                ca,
-            )
-            .await
+            let stack = super::backup::Stack {
+                redis: &outcome.status,
+                pods: &pod_views,
+                addressing: &addressing,
+                passwords: &inputs.passwords,
+                tls: tls.as_ref().map(|t| &t.ca),
+            };
+            super::backup::step(app, ctx, &ns, &name, spec, &stack).await
         }
         None => super::backup::Step::default(),
     };

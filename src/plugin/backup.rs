@@ -42,7 +42,7 @@ pub const CLOCK_SKEW_SECONDS: i64 = 5;
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error(
-        "spec.backup is not set: nowhere to store a backup (CounterApp {namespace}/{name} needs spec.backup.s3, see docs/backup.md)"
+        "spec.backup is not set: nowhere to store a backup (CounterApp {namespace}/{name} needs spec.backup.s3 or spec.backup.volume, see docs/backup.md)"
     )]
     NotConfigured { namespace: String, name: String },
     #[error("backup {request} of {namespace}/{name} failed: {}", failure_line(.failure))]
@@ -292,12 +292,16 @@ pub fn list(app: &CounterApp, now: Timestamp) -> String {
     let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
     match &app.spec.backup {
         Some(spec) => {
-            let prefix = [spec.s3.prefix.as_str(), &ns, &name]
+            let (place, prefix) = match spec.destination() {
+                Some(d) => (d.describe(), d.prefix().to_string()),
+                None => ("?".to_string(), String::new()),
+            };
+            let prefix = [prefix.as_str(), &ns, &name]
                 .into_iter()
                 .filter(|p| !p.is_empty())
                 .collect::<Vec<_>>()
                 .join("/");
-            let _ = writeln!(out, "Backups of {ns}/{name} in s3://{}/{prefix}/", spec.s3.bucket);
+            let _ = writeln!(out, "Backups of {ns}/{name} in {place}/{prefix}/");
         }
         None => {
             let _ =
@@ -434,6 +438,7 @@ mod tests {
     use super::*;
     use crate::api::{
         BackupSpec, CounterAppSpec, CounterAppStatus, RetentionSpec, S3Credentials, S3Destination,
+        VolumeDestination,
     };
 
     const TOKEN: &str = "2026-01-01T03:00:00.700Z";
@@ -472,7 +477,8 @@ mod tests {
             schedule: Some("0 3 * * *".into()),
             suspend: false,
             retention: RetentionSpec::default(),
-            s3: S3Destination {
+            volume: None,
+            s3: Some(S3Destination {
                 endpoint: Some("http://minio:9000".into()),
                 bucket: "backups".into(),
                 prefix: "counterstack".into(),
@@ -484,7 +490,7 @@ mod tests {
                     secret_access_key_key: "AWS_SECRET_ACCESS_KEY".into(),
                 },
                 ca_bundle: None,
-            },
+            }),
         }
     }
 
@@ -709,9 +715,16 @@ Next scheduled: 2026-01-03T03:00:00Z (in 19h, schedule \"0 3 * * *\")
         let out = list(&app(Some(spec()), None), now);
         assert!(out.contains("the operator has not computed it yet"), "{out}");
         let mut empty_prefix = spec();
-        empty_prefix.s3.prefix = String::new();
+        if let Some(s3) = empty_prefix.s3.as_mut() {
+            s3.prefix = String::new();
+        }
         let out = list(&app(Some(empty_prefix), None), now);
         assert!(out.starts_with("Backups of shop/demo in s3://backups/shop/demo/\n"), "{out}");
+        let mut on_a_volume = spec();
+        on_a_volume.s3 = None;
+        on_a_volume.volume = Some(VolumeDestination { claim_name: "backups".into(), prefix: "cs".into() });
+        let out = list(&app(Some(on_a_volume), None), now);
+        assert!(out.starts_with("Backups of shop/demo in pvc/backups/cs/shop/demo/\n"), "{out}");
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! reads exactly the value it stands for and counts on; retention keeps `keepLast`;
 //! wrong credentials give an Event and a condition while the stack serves on; a corrupt
 //! object is refused with a clear message and no Redis pod serves.
+//!
+//! Then the same stack backs up to a PersistentVolumeClaim (`spec.backup.volume`, a Job
+//! per backup): a missing claim and a full one (a 1 MiB tmpfs on this machine, where the
+//! node runs its pods) fail with their cause and store nothing; retention keeps one; a new
+//! stack restored from the claim reads the value the backup stands for.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,12 +17,16 @@ use counterstack::api::CounterApp;
 use counterstack::backup::store::{S3Target, Store};
 use counterstack::names;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::harness::{Ctx, eventually, proxy, timeout, wait_ready_or_skip};
+use crate::faults::Faults;
+use crate::harness::{Ctx, create_bound_hostpath_pv, eventually, proxy, timeout, wait_ready_or_skip};
 use crate::stack::{self, Stack, WEB_PORT};
 
 const CREDENTIALS: &str = "backup-s3";
@@ -307,4 +316,189 @@ pub async fn backup_under_load_and_restore_into_a_new_stack(ctx: &Ctx) {
     assert!(message.contains("corrupt") || message.contains("checksum"), "{message}");
     let pod = ctx.api::<Pod>().get(&names::redis_pod("bad", 0)).await.unwrap();
     assert!(!stack::pod_ready(&pod), "no Redis pod serves a backup it could not verify");
+    // 6. To a volume (the default image's run only: the same snapshot and seed code as
+    //    above, through a Job).
+    if crate::harness::redis_image().is_none() {
+        to_a_volume(ctx).await;
+    }
+}
+
+/// The claim of the volume tests: a 1 MiB tmpfs on this machine behind a static
+/// PersistentVolume of a StorageClass of the test's own, pre-bound to it.
+struct BackupVolume {
+    client: kube::Client,
+    class: String,
+    pv: String,
+    dir: tempfile::TempDir,
+}
+
+const CLAIM: &str = "backups";
+
+impl BackupVolume {
+    async fn create(ctx: &Ctx) -> Option<BackupVolume> {
+        let dir = tempfile::Builder::new().prefix("counterstack-e2e-backups").tempdir().expect("a host dir");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0777", "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        if !out.status.success() {
+            eprintln!(
+                "e2e: SKIP backups to a volume: cannot mount a tmpfs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        let class = format!("{}-backups", ctx.ns);
+        let v = BackupVolume { client: ctx.client.clone(), class: class.clone(), pv: class.clone(), dir };
+        let sc: StorageClass = serde_json::from_value(json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": class},
+            "provisioner": "kubernetes.io/no-provisioner",
+            "volumeBindingMode": "Immediate",
+            "reclaimPolicy": "Retain",
+        }))
+        .unwrap();
+        Api::<StorageClass>::all(ctx.client.clone()).create(&PostParams::default(), &sc).await.unwrap();
+        create_bound_hostpath_pv(ctx, &v.pv, &class, v.dir.path(), CLAIM).await;
+        let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": CLAIM},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": class,
+                "resources": {"requests": {"storage": "1Mi"}},
+            },
+        }))
+        .unwrap();
+        ctx.api::<PersistentVolumeClaim>().create(&PostParams::default(), &pvc).await.unwrap();
+        Some(v)
+    }
+
+    /// Every file under the mount (hidden ones included), relative to it.
+    fn files(&self) -> Vec<String> {
+        let mut out = vec![];
+        let mut dirs = vec![self.dir.path().to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else {
+                    out.push(p.strip_prefix(self.dir.path()).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.path().join("filler")).unwrap();
+        for chunk in [1 << 16, 4096, 1] {
+            let buf = vec![b'x'; chunk];
+            while f.write_all(&buf).and_then(|_| f.flush()).is_ok() {}
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.path().join("filler")).unwrap();
+    }
+
+    async fn delete(&self) {
+        if let Err(e) =
+            Api::<PersistentVolume>::all(self.client.clone()).delete(&self.pv, &DeleteParams::default()).await
+        {
+            eprintln!("e2e: delete PV {}: {e}", self.pv);
+        }
+        if let Err(e) =
+            Api::<StorageClass>::all(self.client.clone()).delete(&self.class, &DeleteParams::default()).await
+        {
+            eprintln!("e2e: delete StorageClass {}: {e}", self.class);
+        }
+        // Lazily: the restored stack's pods may still hold it while the namespace goes.
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+fn volume_backup(claim: &str) -> serde_json::Value {
+    let mut spec = stack::spec();
+    spec["backup"] = json!({"volume": {"claimName": claim}, "retention": {"keepLast": 1}});
+    spec
+}
+
+async fn to_a_volume(ctx: &Ctx) {
+    if Faults::detect(&ctx.client).await != Faults::Local {
+        eprintln!("e2e: SKIP backups to a volume: the test mounts a tmpfs where the node runs its pods");
+        return;
+    }
+    let Some(volume) = BackupVolume::create(ctx).await else { return };
+    let outcome =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(volume_steps(ctx, &volume))).await;
+    ctx.api::<CounterApp>().delete("vcopy", &DeleteParams::default()).await.ok();
+    volume.delete().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn volume_steps(ctx: &Ctx, volume: &BackupVolume) {
+    // Room on the node for one more stack.
+    for app in ["copy", "bad"] {
+        ctx.api::<CounterApp>().delete(app, &DeleteParams::default()).await.ok();
+    }
+    // A claim that does not exist: said, no Job.
+    ctx.apply_app("src", volume_backup("no-such-claim")).await;
+    let failed = backup(ctx, "src", "vol-missing").await.expect_err("a backup to a missing claim fails");
+    eprintln!("e2e: backup to a missing claim: {failed}");
+    assert!(failed.starts_with("ClaimNotFound") && failed.contains("no-such-claim"), "{failed}");
+
+    // A full claim: the Job says so; nothing half-written stays; the stack serves on.
+    ctx.apply_app("src", volume_backup(CLAIM)).await;
+    volume.fill();
+    let failed = backup(ctx, "src", "vol-full").await.expect_err("a backup to a full claim fails");
+    eprintln!("e2e: backup to a full claim: {failed}");
+    assert!(failed.starts_with("VolumeFull"), "{failed}");
+    assert_eq!(volume.files(), vec!["filler".to_string()], "a failed backup leaves nothing on the claim");
+    let cr = ctx.api::<CounterApp>().get("src").await.unwrap();
+    assert_eq!(crate::harness::ready_status(&cr).as_deref(), Some("True"), "the stack stays Ready");
+    volume.free();
+
+    // Two backups at rest; retention keeps the newest; the Jobs are gone.
+    let value = counter(ctx, "src", "POST", "/api/counter/increment").await;
+    let first = backup(ctx, "src", "vol-1").await.unwrap_or_else(|e| panic!("backup to the volume: {e}"));
+    eprintln!(
+        "e2e: backup to the volume: {} bytes from {} in {:?}s at value {value}",
+        first.size_bytes, first.source_pod, first.duration_seconds
+    );
+    let folder = format!("counterstack/{}/src", ctx.ns);
+    assert_eq!(volume.files(), vec![format!("{folder}/{}.rdb", first.name)]);
+    let next = counter(ctx, "src", "POST", "/api/counter/increment").await;
+    let second =
+        backup(ctx, "src", "vol-2").await.unwrap_or_else(|e| panic!("second backup to the volume: {e}"));
+    assert_eq!(volume.files(), vec![format!("{folder}/{}.rdb", second.name)], "retention keeps one");
+    let cr = ctx.api::<CounterApp>().get("src").await.unwrap();
+    let listed: Vec<String> =
+        cr.status.unwrap().backup.unwrap().backups.iter().map(|b| b.name.clone()).collect();
+    assert_eq!(listed, vec![second.name.clone()]);
+    let jobs = ctx.api::<Job>().list(&ListParams::default()).await.unwrap();
+    assert!(
+        jobs.items.iter().all(|j| j.metadata.deletion_timestamp.is_some()),
+        "finished backup Jobs are deleted: {:?}",
+        jobs.items.iter().map(|j| j.metadata.name.clone()).collect::<Vec<_>>()
+    );
+
+    // A new stack from the claim reads the value of the backup and counts on.
+    let mut restored = stack::spec();
+    restored["bootstrap"] = json!({"fromBackup": {"volume": {"claimName": CLAIM}, "counterApp": "src"}});
+    ctx.apply_app("vcopy", restored).await;
+    assert!(
+        wait_ready_or_skip(ctx, "vcopy", "restore from a volume").await,
+        "the stack restored from the volume gets Ready"
+    );
+    let restored_value = counter(ctx, "vcopy", "GET", "/api/counter").await;
+    eprintln!("e2e: the stack restored from the volume reads {restored_value} (backed up at {next})");
+    assert_eq!(restored_value, next, "the restored stack reads the value in the backup");
+    assert_eq!(counter(ctx, "vcopy", "POST", "/api/counter/increment").await, next + 1, "counts on");
 }

@@ -7,6 +7,7 @@ mod common;
 
 mod backup_rdb;
 mod backup_store;
+mod backup_volume;
 mod crd;
 mod examples;
 mod failover_crash;

@@ -182,41 +182,172 @@ fn offline_render_omits_owner_references() {
     }
 }
 
+/// The Pod Security Standard "restricted", on a pod spec as JSON.
+fn assert_restricted(pod: &serde_json::Map<String, Value>, what: &str) {
+    let psc = &pod["securityContext"];
+    assert_eq!(psc["runAsNonRoot"], true, "{what}");
+    assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+    assert!(pod.get("hostNetwork").is_none() && pod.get("hostPID").is_none(), "{what}");
+    let init = pod.get("initContainers").and_then(Value::as_array).cloned().unwrap_or_default();
+    for c in pod["containers"].as_array().unwrap().iter().chain(&init) {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{what}");
+        assert!(sc["capabilities"].get("add").is_none(), "{what}");
+        assert_eq!(sc["runAsNonRoot"], true, "{what}");
+        assert_ne!(sc["runAsUser"], 0, "{what}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+    }
+    // Only volume types the restricted profile allows.
+    for v in pod["volumes"].as_array().unwrap() {
+        let kind: Vec<&String> = v.as_object().unwrap().keys().filter(|k| *k != "name").collect();
+        assert!(
+            kind.iter().all(|k| ["emptyDir", "configMap", "secret", "projected", "persistentVolumeClaim"]
+                .contains(&k.as_str())),
+            "{what}: volume {kind:?}"
+        );
+    }
+}
+
 #[test]
 fn every_pod_meets_the_restricted_pod_security_standard() {
-    for name in ["counterapp.yaml", "counterapp-full.yaml"] {
+    for name in [
+        "counterapp.yaml",
+        "counterapp-full.yaml",
+        "counterapp-restore.yaml",
+        "counterapp-backup-volume.yaml",
+    ] {
         for o in objects(&render_yaml(&example(name))) {
             let Some(pod) = o["spec"]["template"]["spec"].as_object() else { continue };
             let what = format!("{name}: {} {}", o["kind"], o["metadata"]["name"]);
-            let psc = &pod["securityContext"];
-            assert_eq!(psc["runAsNonRoot"], true, "{what}");
-            assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{what}");
-            assert!(pod.get("hostNetwork").is_none() && pod.get("hostPID").is_none(), "{what}");
-            for c in pod["containers"].as_array().unwrap() {
-                let sc = &c["securityContext"];
-                assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
-                assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{what}");
-                assert!(sc["capabilities"].get("add").is_none(), "{what}");
-                assert_eq!(sc["runAsNonRoot"], true, "{what}");
-                assert_ne!(sc["runAsUser"], 0, "{what}");
-                assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
-            }
-            // Only volume types the restricted profile allows.
-            for v in pod["volumes"].as_array().unwrap() {
-                let kind: Vec<&String> = v.as_object().unwrap().keys().filter(|k| *k != "name").collect();
-                assert!(
-                    kind.iter().all(|k| [
-                        "emptyDir",
-                        "configMap",
-                        "secret",
-                        "projected",
-                        "persistentVolumeClaim"
-                    ]
-                    .contains(&k.as_str())),
-                    "{what}: volume {kind:?}"
-                );
-            }
+            assert_restricted(pod, &what);
         }
+    }
+}
+
+/// A stack with `spec.backup.volume`: its backup Job (created per backup, not rendered).
+fn backup_job(cr: &CounterApp, tls: bool) -> Value {
+    let mut cr = cr.clone();
+    if tls {
+        cr.spec.redis.tls = serde_json::from_value(serde_json::json!({"secretName": "demo-tls"})).unwrap();
+    }
+    let spec = cr.spec.backup.clone().unwrap();
+    let source = children::backup_job::JobSource {
+        pod: "demo-redis-2",
+        ordinal: 2,
+        host: "demo-redis-2.demo-redis-headless",
+        port: 6379,
+    };
+    let job = children::backup_job::job(
+        &cr,
+        "ghcr.io/counterstack/counterstack:test",
+        spec.volume.as_ref().unwrap(),
+        &spec.retention,
+        &source,
+        "2026-12-03T11:00:00Z".parse().unwrap(),
+    );
+    serde_json::to_value(job).unwrap()
+}
+
+#[test]
+fn a_backup_job_is_restricted_reaches_redis_and_is_no_endpoint_of_it() {
+    let mut cr = example("counterapp-backup-volume.yaml");
+    cr.metadata.namespace = Some("shop".into());
+    // As read from the API server (owner references need the uid).
+    cr.metadata.uid = Some("5c0ffee0-0000-4000-8000-000000000001".into());
+    let job = backup_job(&cr, false);
+    assert_eq!(job["metadata"]["name"], "demo-backup-20261203t110000z");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CounterApp", "{job}");
+    assert_eq!(job["spec"]["backoffLimit"], 0, "the operator retries itself");
+    let pod = job["spec"]["template"]["spec"].as_object().unwrap();
+    assert_restricted(pod, "backup Job");
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "counterstack-backups");
+    let c = &pod["containers"][0];
+    assert_eq!(c["args"], serde_json::json!(["backup-job"]));
+    let env: BTreeMap<String, Value> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e.get("value").cloned().unwrap_or_else(|| e["valueFrom"].clone()),
+            )
+        })
+        .collect();
+    assert_eq!(env["BACKUP_FOLDER"], "counterstack/shop/demo");
+    assert_eq!(env["BACKUP_STARTED"], "2026-12-03T11:00:00Z");
+    assert_eq!(env["BACKUP_KEEP_LAST"], "4");
+    assert_eq!(env["BACKUP_USER"], "replication");
+    assert_eq!(env["BACKUP_PASSWORD"]["secretKeyRef"]["name"], "demo-redis-auth-replication");
+    assert!(!env.contains_key("BACKUP_TLS_CA_FILE"));
+    // Its pod carries the backup component: no Redis or web Service selects it, the
+    // stack's NetworkPolicy admits it.
+    let labels = &job["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/component"], "backup");
+    let objs = objects(&render_yaml(&cr));
+    for svc in objs.iter().filter(|o| o["kind"] == "Service") {
+        let sel = svc["spec"]["selector"].as_object().unwrap();
+        assert!(
+            sel.iter().any(|(k, v)| &labels[k] != v),
+            "{} selects the backup pod",
+            svc["metadata"]["name"]
+        );
+    }
+    let np = objs.iter().find(|o| o["kind"] == "NetworkPolicy").unwrap();
+    let from = np["spec"]["ingress"][0]["from"].as_array().unwrap();
+    assert!(
+        from.iter().any(|p| p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "backup"),
+        "{np}"
+    );
+    // Without spec.backup.volume the policy admits no backup pods.
+    let np = objects(&render_yaml(&example("counterapp-backup.yaml")))
+        .into_iter()
+        .find(|o| o["kind"] == "NetworkPolicy")
+        .unwrap();
+    assert!(!np.to_string().contains("\"backup\""), "{np}");
+    // With TLS: Redis' CA alone, and the source's name to check its certificate by.
+    let job = backup_job(&cr, true);
+    let pod = &job["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let env = c["env"].to_string();
+    assert!(env.contains("BACKUP_TLS_CA_FILE") && env.contains("demo-redis-2.demo-redis-headless"), "{env}");
+    let tls = pod["volumes"].as_array().unwrap().iter().find(|v| v.get("secret").is_some()).unwrap();
+    assert_eq!(tls["secret"]["items"], serde_json::json!([{"key": "ca.crt", "path": "ca.crt"}]), "{tls}");
+}
+
+#[test]
+fn a_restore_from_a_volume_mounts_the_claim_read_only_in_the_restore_container_only() {
+    let mut cr = example("counterapp-restore.yaml");
+    let mut from = cr.spec.bootstrap.clone().unwrap();
+    from.from_backup.s3 = None;
+    from.from_backup.volume =
+        serde_json::from_value(serde_json::json!({"claimName": "counterstack-backups"})).unwrap();
+    cr.spec.bootstrap = Some(from);
+    let objs = objects(&render_yaml(&cr));
+    let sts = objs.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
+    let pod = &sts["spec"]["template"]["spec"];
+    let claim =
+        pod["volumes"].as_array().unwrap().iter().find(|v| v.get("persistentVolumeClaim").is_some()).unwrap();
+    assert_eq!(
+        claim["persistentVolumeClaim"],
+        serde_json::json!({"claimName": "counterstack-backups", "readOnly": true})
+    );
+    let init = &pod["initContainers"][0];
+    let mount = init["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == claim["name"]).unwrap();
+    assert_eq!(mount["readOnly"], true);
+    let env = init["env"].to_string();
+    assert!(env.contains("RESTORE_SOURCE_DIR") && !env.contains("RESTORE_S3_BUCKET"), "{env}");
+    assert!(env.contains("counterstack/default/demo") || env.contains("counterstack/"), "{env}");
+    for c in pod["containers"].as_array().unwrap() {
+        let mounts = c["volumeMounts"].to_string();
+        assert!(
+            !mounts.contains(claim["name"].as_str().unwrap()),
+            "{}: Redis never sees the backup claim",
+            c["name"]
+        );
     }
 }
 

@@ -80,6 +80,12 @@ impl SmallDisk {
     pub fn free(&self) {
         std::fs::remove_file(self.filler()).unwrap_or_else(|e| panic!("remove the filler: {e}"));
     }
+
+    /// Make the filesystem read-only (`mount -o remount,ro`): a claim mounted `readOnly`,
+    /// as a writer sees it (root included).
+    pub fn remount_read_only(&self) -> Result<(), String> {
+        self.run("mount", &["-o", "remount,ro", &self.path_str()])
+    }
 }
 
 impl Drop for SmallDisk {
