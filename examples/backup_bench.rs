@@ -233,6 +233,7 @@ fn main() {
     // 4. The same to a volume (spec.backup.volume: what the backup Job runs), a local
     //    directory here.
     let volume_dir = work.path().join("volume");
+    std::fs::create_dir(&volume_dir).unwrap(); // the claim's mount point
     let volume = Destination::Volume(Volume::new(&volume_dir));
     let target = Target { store: &volume, folder, retention: &retention };
     let t = Instant::now();
