@@ -310,9 +310,10 @@ fn check_destination(
                     format!("must name a PersistentVolumeClaim, got {:?}", v.claim_name),
                 );
             }
-            if v.prefix.starts_with('/')
-                || v.prefix.split('/').any(|s| s.is_empty() || s.starts_with('.')) && !v.prefix.is_empty()
-            {
+            // Empty is the volume's root; otherwise relative parts, none hidden (the
+            // schema's pattern, which also refuses `.` and `..`).
+            let bad_part = |s: &str| s.is_empty() || s.starts_with('.');
+            if !v.prefix.is_empty() && v.prefix.split('/').any(bad_part) {
                 c.fail(
                     format!("{at}.volume.prefix"),
                     format!(
@@ -529,6 +530,34 @@ mod tests {
             .unwrap(),
         );
         validate(&cr).unwrap();
+    }
+
+    #[test]
+    fn a_backup_has_exactly_one_valid_destination() {
+        let mut cr = CounterApp::new("demo", Default::default());
+        let verdict = |cr: &mut CounterApp, yaml: &str| {
+            cr.spec.backup = Some(serde_yaml_ng::from_str(yaml).unwrap());
+            validate(cr).err().map(|e| e.to_string())
+        };
+        let both = "s3: {bucket: b-1, credentials: {secretName: s}}\nvolume: {claimName: backups}";
+        let err = verdict(&mut cr, both).expect("two destinations are refused");
+        assert!(err.contains("spec.backup") && err.contains("exactly one destination"), "{err}");
+        let err = verdict(&mut cr, "retention: {keepLast: 3}").expect("no destination is refused");
+        assert!(err.contains("exactly one destination"), "{err}");
+        for bad in ["../x", "/abs", "a//b", "a/.hidden"] {
+            let err = verdict(&mut cr, &format!("volume: {{claimName: backups, prefix: '{bad}'}}"))
+                .unwrap_or_else(|| panic!("prefix {bad:?} accepted"));
+            assert!(err.contains("spec.backup.volume.prefix"), "{err}");
+        }
+        let err = verdict(&mut cr, "volume: {claimName: Backups_1}").expect("not a claim name");
+        assert!(err.contains("spec.backup.volume.claimName"), "{err}");
+        for ok in [
+            "volume: {claimName: backups}",
+            "volume: {claimName: backups, prefix: ''}",
+            "volume: {claimName: b, prefix: a/b-c/d.e}",
+        ] {
+            assert_eq!(verdict(&mut cr, ok), None, "{ok}");
+        }
     }
 
     #[test]
