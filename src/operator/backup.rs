@@ -1,12 +1,13 @@
 //! `spec.backup` in the reconcile: decide (src/backup/schedule.rs) whether a backup
 //! starts, run it in the background (snapshot from an in-sync replica over the
 //! replication protocol, verified while it streams into the object store, then
-//! retention), and fold what finished into `status.backup`, Events and metrics.
+//! retention; for `spec.backup.volume` the same in a Job, src/operator/backup_job.rs),
+//! and fold what finished into `status.backup`, Events and metrics.
 //!
 //! Backups run outside the reconcile (they can take minutes); at most one per
 //! CounterApp. Everything about them lives in `status.backup`, written by the reconcile
 //! only, so an operator that restarts or a standby that takes over continues from there
-//! (a backup that was running is started again).
+//! (an S3 backup that was running is started again; a running backup Job is adopted).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
