@@ -195,7 +195,23 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
             let _ = lost_tx.send(true);
             why
         });
-        controller::run(ctx, namespace, stop).await;
+        // A graceful stop is bounded: should in-flight work never finish (seen once, on a
+        // starved machine, in tests/it/reconcile_process.rs), exit before the kubelet's
+        // 30 s grace period ends in a SIGKILL, saying so.
+        let deadline = {
+            let stop_rx = stop_rx.clone();
+            async move {
+                stopped(stop_rx).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            }
+        };
+        tokio::select! {
+            () = controller::run(ctx, namespace, stop) => {}
+            () = deadline => tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "in-flight reconciles did not finish within the shutdown grace period; exiting anyway"
+            ),
+        }
         sizes.abort();
         metrics.set_role(metrics::Role::Starting);
         tracing::info!("controller stopped");
@@ -218,6 +234,10 @@ pub async fn run(args: OperatorArgs) -> Result<(), Error> {
         Err(_) => Ok(()), // aborted or already finished
     }
 }
+
+/// How long a stop waits for in-flight reconciles (the Deployment's
+/// terminationGracePeriodSeconds is 30).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The CRD this operator serves, as `kubectl get crd` names it.
 const CRD_NAME: &str = "counterapps.counterstack.io";
