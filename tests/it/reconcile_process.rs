@@ -20,11 +20,26 @@ use common::redis_server::free_port;
 /// Answers LISTs with an empty list and keeps WATCHes open without events; while `crd`
 /// is false every request gets the API server's plain-text 404 (no such resource).
 async fn start_api(crd: Arc<AtomicBool>) -> SocketAddr {
+    serve_api(crd, false).await
+}
+
+/// [`start_api`], and with `hang`: the CounterApp list holds one CounterApp and every
+/// write (its reconcile's first apply) never gets an answer.
+async fn serve_api(crd: Arc<AtomicBool>, hang: bool) -> SocketAddr {
     let app = Router::new().fallback(move |req: Request| {
         let crd = crd.clone();
         async move {
             if !crd.load(Ordering::SeqCst) {
                 return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+            }
+            if hang && req.method() != axum::http::Method::GET {
+                futures::future::pending::<()>().await;
+            }
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or("").to_string();
+            if hang && path.ends_with("/counterapps") && !query.contains("watch=true") {
+                let list = r#"{"apiVersion":"counterstack.io/v1alpha1","kind":"CounterAppList","metadata":{"resourceVersion":"1"},"items":[{"apiVersion":"counterstack.io/v1alpha1","kind":"CounterApp","metadata":{"name":"demo","namespace":"default","uid":"5c0ffee0-0000-4000-8000-000000000002","generation":1,"resourceVersion":"1"},"spec":{}}]}"#;
+                return ([("content-type", "application/json")], list).into_response();
             }
             if req.uri().query().unwrap_or("").contains("watch=true") {
                 let body = Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
@@ -165,4 +180,36 @@ async fn serves_health_and_metrics_then_stops_gracefully_on_sigterm() {
     assert!(status.success(), "exit {status:?}: {text}");
     assert!(text.contains("shutdown requested"), "{text}");
     assert!(text.contains("controller stopped"), "{text}");
+}
+
+#[tokio::test]
+async fn a_reconcile_that_never_ends_delays_a_stop_by_the_grace_period_only() {
+    let api = serve_api(Arc::new(AtomicBool::new(true)), true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = operator(&kubeconfig(&dir, api), port);
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    // Ready, and the CounterApp's reconcile under way (its first write hangs).
+    loop {
+        let metrics = match http.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if metrics.lines().any(|l| l.starts_with("counterstack_reconciles_in_flight") && !l.ends_with(" 0")) {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "operator exited early: {}", output(child));
+        assert!(start.elapsed() < Duration::from_secs(30), "no reconcile in flight: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let stopping = Instant::now();
+    let status = wait_exit(&mut child, Duration::from_secs(28)).await;
+    let took = stopping.elapsed();
+    let text = output(child);
+    assert!(status.success(), "exit {status:?}: {text}");
+    assert!(text.contains("did not finish within the shutdown grace period"), "{text}");
+    assert!(took >= Duration::from_secs(19), "it waited for the reconcile first: {took:?}");
 }
