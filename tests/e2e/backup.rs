@@ -26,7 +26,10 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::faults::Faults;
-use crate::harness::{Ctx, create_bound_hostpath_pv, eventually, proxy, timeout, wait_ready_or_skip};
+use crate::harness::{
+    Ctx, create_bound_hostpath_pv, create_static_class, eventually, fill_dir, mount_tmpfs, proxy, timeout,
+    wait_ready_or_skip,
+};
 use crate::stack::{self, Stack, WEB_PORT};
 
 const CREDENTIALS: &str = "backup-s3";
@@ -337,29 +340,13 @@ const CLAIM: &str = "backups";
 impl BackupVolume {
     async fn create(ctx: &Ctx) -> Option<BackupVolume> {
         let dir = tempfile::Builder::new().prefix("counterstack-e2e-backups").tempdir().expect("a host dir");
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m,mode=0777", "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        if !out.status.success() {
-            eprintln!(
-                "e2e: SKIP backups to a volume: cannot mount a tmpfs: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if let Err(why) = mount_tmpfs(dir.path(), "1m") {
+            eprintln!("e2e: SKIP backups to a volume: cannot mount a tmpfs: {why}");
             return None;
         }
         let class = format!("{}-backups", ctx.ns);
         let v = BackupVolume { client: ctx.client.clone(), class: class.clone(), pv: class.clone(), dir };
-        let sc: StorageClass = serde_json::from_value(json!({
-            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-            "metadata": {"name": class},
-            "provisioner": "kubernetes.io/no-provisioner",
-            "volumeBindingMode": "Immediate",
-            "reclaimPolicy": "Retain",
-        }))
-        .unwrap();
-        Api::<StorageClass>::all(ctx.client.clone()).create(&PostParams::default(), &sc).await.unwrap();
+        create_static_class(ctx, &class).await;
         create_bound_hostpath_pv(ctx, &v.pv, &class, v.dir.path(), CLAIM).await;
         let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -394,12 +381,7 @@ impl BackupVolume {
     }
 
     fn fill(&self) {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.dir.path().join("filler")).unwrap();
-        for chunk in [1 << 16, 4096, 1] {
-            let buf = vec![b'x'; chunk];
-            while f.write_all(&buf).and_then(|_| f.flush()).is_ok() {}
-        }
+        fill_dir(self.dir.path());
     }
 
     fn free(&self) {

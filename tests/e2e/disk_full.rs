@@ -14,12 +14,14 @@ use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::faults::Faults;
-use crate::harness::{Ctx, create_bound_hostpath_pv, eventually, proxy, timeout};
+use crate::harness::{
+    Ctx, create_bound_hostpath_pv, create_static_class, eventually, fill_dir, mount_tmpfs, proxy, timeout,
+};
 use crate::stack::{Stack, pod_ready};
 
 const APP: &str = "demo";
@@ -46,28 +48,14 @@ impl Volumes {
         for k in 0..pods {
             let dir = v.host.path().join(format!("redis-{k}"));
             std::fs::create_dir(&dir).unwrap();
-            let out = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=8m,mode=0777", "tmpfs"])
-                .arg(&dir)
-                .output()
-                .expect("run mount");
-            if !out.status.success() {
-                let why = String::from_utf8_lossy(&out.stderr).to_string();
+            if let Err(why) = mount_tmpfs(&dir, "8m") {
                 eprintln!("e2e: SKIP the full volume: cannot mount a tmpfs: {why}");
                 v.delete().await;
                 return None;
             }
             v.mounts.push(dir);
         }
-        let sc: StorageClass = serde_json::from_value(json!({
-            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-            "metadata": {"name": class},
-            "provisioner": "kubernetes.io/no-provisioner",
-            "volumeBindingMode": "Immediate",
-            "reclaimPolicy": "Retain",
-        }))
-        .unwrap();
-        Api::<StorageClass>::all(ctx.client.clone()).create(&PostParams::default(), &sc).await.unwrap();
+        create_static_class(ctx, &class).await;
         for (k, dir) in v.mounts.iter().enumerate() {
             let name = format!("{}-redis-{k}", ctx.ns);
             let claim = format!("data-{}-{k}", names::redis(APP));
@@ -79,12 +67,7 @@ impl Volumes {
 
     /// Take every free byte of pod `k`'s volume with a file of the test's own.
     fn fill(&self, k: usize) {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.mounts[k].join("filler")).unwrap();
-        for chunk in [1 << 16, 4096, 1] {
-            let buf = vec![b'x'; chunk];
-            while f.write_all(&buf).and_then(|_| f.flush()).is_ok() {}
-        }
+        fill_dir(&self.mounts[k]);
     }
 
     fn free(&self, k: usize) {

@@ -417,6 +417,45 @@ pub fn with_redis_image(mut spec: serde_json::Value) -> serde_json::Value {
     spec
 }
 
+/// Mount a world-writable tmpfs of `size` (`mount -o size=`, e.g. `8m`) on `dir` of this
+/// machine, where the node runs its pods; the error is mount's own words (a missing
+/// `mount` binary panics).
+pub fn mount_tmpfs(dir: &std::path::Path, size: &str) -> Result<(), String> {
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0777"), "tmpfs"])
+        .arg(dir)
+        .output()
+        .expect("run mount");
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).to_string()) }
+}
+
+/// Take every free byte of the filesystem of `dir` with a file `filler` of the test's own.
+pub fn fill_dir(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    for chunk in [1 << 16, 4096, 1] {
+        let buf = vec![b'x'; chunk];
+        while f.write_all(&buf).and_then(|_| f.flush()).is_ok() {}
+    }
+}
+
+/// Create the StorageClass `name` of static volumes only (no provisioner, bound at once,
+/// retained): the class of the PVs [`create_bound_hostpath_pv`] makes.
+pub async fn create_static_class(ctx: &Ctx, name: &str) {
+    let sc: k8s_openapi::api::storage::v1::StorageClass = serde_json::from_value(json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "Immediate",
+        "reclaimPolicy": "Retain",
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(ctx.client.clone())
+        .create(&kube::api::PostParams::default(), &sc)
+        .await
+        .unwrap();
+}
+
 /// Create a 64Mi hostPath PersistentVolume `name` of StorageClass `class` on `dir`,
 /// pre-bound (`claimRef`) to the claim `claim` of the test's namespace: for the tests that
 /// need volumes the node's local-path provisioner cannot give (an expandable class, a

@@ -7,63 +7,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use counterstack::backup::keys;
-use counterstack::backup::store::{PART_SIZE, S3Target, Store, StoreError};
+use counterstack::backup::store::{PART_SIZE, S3Target, Store};
 use futures::stream;
-use sha2::{Digest, Sha256};
 
+use crate::common::payload::{data, ok_stream, reason, sha256, uneven_chunks};
 use crate::common::s3_server::S3Server;
-
-/// `len` pseudo-random (incompressible, reproducible) bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// `data` cut into uneven chunks (1 byte to 2 MiB, never aligned with the parts).
-fn uneven_chunks(data: &[u8]) -> Vec<Bytes> {
-    let sizes = [1, 4093, 65_536, 1_048_579, 333_333, 17, 2_000_003, 0, 777_777];
-    let mut out = Vec::new();
-    let mut i = 0;
-    for size in sizes.iter().cycle() {
-        if i >= data.len() {
-            break;
-        }
-        let end = (i + size).min(data.len());
-        out.push(Bytes::copy_from_slice(&data[i..end]));
-        i = end;
-    }
-    out
-}
-
-fn ok_stream(chunks: Vec<Bytes>) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    stream::iter(chunks.into_iter().map(Ok))
-}
-
-fn sha256(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
 
 fn at(s: &str) -> jiff::Timestamp {
     s.parse().unwrap()
-}
-
-/// The error's reason, or a panic naming what succeeded.
-fn reason<T: std::fmt::Debug>(r: Result<T, StoreError>) -> (&'static str, String) {
-    match r {
-        Ok(v) => panic!("expected an error, got {v:?}"),
-        Err(e) => {
-            eprintln!("{}: {e}", e.reason());
-            (e.reason(), e.to_string())
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

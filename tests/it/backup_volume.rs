@@ -13,49 +13,11 @@ use counterstack::backup::keys;
 use counterstack::backup::store::StoreError;
 use counterstack::backup::volume::Volume;
 use futures::{StreamExt, stream};
-use sha2::{Digest, Sha256};
 
+use crate::common::payload::{data, ok_stream, reason, sha256, uneven_chunks};
 use crate::common::small_disk::SmallDisk;
 
 const MIB: usize = 1024 * 1024;
-
-/// `len` pseudo-random (incompressible, reproducible) bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// `data` cut into uneven chunks (empty to 1 MiB).
-fn uneven_chunks(data: &[u8]) -> Vec<Bytes> {
-    let sizes = [1, 4093, 65_536, 1_048_579, 333_333, 17, 0, 777_777];
-    let mut out = Vec::new();
-    let mut i = 0;
-    for size in sizes.iter().cycle() {
-        if i >= data.len() {
-            break;
-        }
-        let end = (i + size).min(data.len());
-        out.push(Bytes::copy_from_slice(&data[i..end]));
-        i = end;
-    }
-    out
-}
-
-fn ok_stream(chunks: Vec<Bytes>) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    stream::iter(chunks.into_iter().map(Ok))
-}
-
-fn sha256(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
 
 /// Every file and directory under `dir`, hidden ones included: paths relative to `dir`,
 /// sorted.
@@ -73,17 +35,6 @@ fn tree(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
-}
-
-/// The error's reason and message, or a panic naming what succeeded.
-fn reason<T: std::fmt::Debug>(r: Result<T, StoreError>) -> (&'static str, String) {
-    match r {
-        Ok(v) => panic!("expected an error, got {v:?}"),
-        Err(e) => {
-            eprintln!("{}: {e}", e.reason());
-            (e.reason(), e.to_string())
-        }
-    }
 }
 
 fn backup_key(namespace: &str, name: &str, at: &str) -> String {

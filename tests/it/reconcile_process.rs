@@ -97,6 +97,16 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitSt
     }
 }
 
+/// SIGTERM, then the exit (within `timeout`), the output and how long the stop took.
+async fn sigterm(mut child: Child, timeout: Duration) -> (std::process::ExitStatus, String, Duration) {
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let stopping = Instant::now();
+    let status = wait_exit(&mut child, timeout).await;
+    let took = stopping.elapsed();
+    (status, output(child), took)
+}
+
 fn output(child: Child) -> String {
     let out = child.wait_with_output().unwrap();
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
@@ -141,10 +151,7 @@ async fn waits_for_a_missing_crd_not_ready_then_starts_by_itself() {
         assert!(start.elapsed() < Duration::from_secs(30), "never ready after the CRD came");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    let status = wait_exit(&mut child, Duration::from_secs(30)).await;
-    let text = output(child);
+    let (status, text, _) = sigterm(child, Duration::from_secs(30)).await;
     assert!(status.success(), "exit {status:?}: {text}");
     assert!(text.contains("the CounterApp CRD is not installed (yet); waiting for it"), "{text}");
     assert!(text.contains("the CounterApp CRD is installed; starting"), "{text}");
@@ -173,10 +180,7 @@ async fn serves_health_and_metrics_then_stops_gracefully_on_sigterm() {
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("counterstack_reconciles_total"), "{metrics}");
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    let status = wait_exit(&mut child, Duration::from_secs(30)).await;
-    let text = output(child);
+    let (status, text, _) = sigterm(child, Duration::from_secs(30)).await;
     assert!(status.success(), "exit {status:?}: {text}");
     assert!(text.contains("shutdown requested"), "{text}");
     assert!(text.contains("controller stopped"), "{text}");
@@ -203,12 +207,7 @@ async fn a_reconcile_that_never_ends_delays_a_stop_by_the_grace_period_only() {
         assert!(start.elapsed() < Duration::from_secs(30), "no reconcile in flight: {metrics}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    let stopping = Instant::now();
-    let status = wait_exit(&mut child, Duration::from_secs(28)).await;
-    let took = stopping.elapsed();
-    let text = output(child);
+    let (status, text, took) = sigterm(child, Duration::from_secs(28)).await;
     assert!(status.success(), "exit {status:?}: {text}");
     assert!(text.contains("did not finish within the shutdown grace period"), "{text}");
     assert!(took >= Duration::from_secs(19), "it waited for the reconcile first: {took:?}");

@@ -3,6 +3,7 @@
 //! this module too.
 
 pub mod failover_driver;
+pub mod payload;
 pub mod pki;
 pub mod redis_server;
 pub mod s3_server;
