@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 use jiff::Timestamp;
@@ -15,15 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::destination::Destination;
 use super::rdb::{SnapshotSource, TlsTarget};
-use super::take::{Done, Failed, Target, take};
+use super::take::{Done, Failed, SNAPSHOT_IO_TIMEOUT, Target, resolve, take};
 use super::volume::Volume;
 use crate::api::{BackupRecord, MAX_LISTED_BACKUPS, RetentionSpec};
 use crate::children::backup_job::env;
-
-/// Where the kubelet reads the termination message (at most 4 KiB are kept).
-const TERMINATION_LOG: &str = "/dev/termination-log";
-/// Bound on every read from the source node (it sends keep-alives while it prepares).
-const SNAPSHOT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::replication::node::NodeAddr;
 
 #[derive(Args, Debug)]
 pub struct BackupJobArgs {
@@ -114,8 +109,7 @@ pub fn main(args: BackupJobArgs) -> ExitCode {
         format!(r#"{{"failed":{{"reason":"JobFailed","message":"cannot encode the report: {e}"}}}}"#)
     });
     println!("{line}");
-    // Absent outside Kubernetes (tests): the line on stdout is all there is.
-    let _ = std::fs::write(TERMINATION_LOG, format!("{line}\n"));
+    super::leave_termination_message(&line);
     code
 }
 
@@ -127,11 +121,7 @@ pub async fn run(args: &BackupJobArgs) -> Result<Done, Failed> {
         })?),
         None => None,
     };
-    let addr = tokio::net::lookup_host((args.source_host.as_str(), args.source_port))
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| Failed::new("SnapshotFailed", format!("cannot resolve {}", args.source_host)))?;
+    let addr = resolve(&NodeAddr::new(args.source_host.clone(), args.source_port)).await?;
     let src = SnapshotSource {
         addr,
         username: Some(&args.user),

@@ -20,8 +20,6 @@ use super::volume::Volume;
 use super::{aof_seed, keys};
 use crate::children::restore::env;
 
-/// Where the kubelet reads the termination message.
-const TERMINATION_LOG: &str = "/dev/termination-log";
 /// The download, next to the data (a backup can be larger than /tmp).
 const DOWNLOAD_NAME: &str = "counterstack-restore.rdb";
 
@@ -138,8 +136,7 @@ fn finish(result: Result<String, String>) -> ExitCode {
         Err(line) => (line, ExitCode::FAILURE),
     };
     eprintln!("{line}");
-    // Absent outside Kubernetes (tests): the line on stderr is all there is.
-    let _ = std::fs::write(TERMINATION_LOG, format!("{line}\n"));
+    super::leave_termination_message(&line);
     code
 }
 

@@ -2,7 +2,8 @@
 //! snapshot a Redis node, store it under the name of its start time (verified while it
 //! streams: a corrupt stream stores nothing), then apply retention.
 
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::Stream;
@@ -16,6 +17,10 @@ use super::rdb::{RdbError, Snapshot, SnapshotSource};
 use super::schedule::{self, Stored};
 use super::store::StoreError;
 use crate::api::{BackupRecord, RetentionSpec};
+use crate::replication::node::NodeAddr;
+
+/// Bound on every read from the source node (it sends keep-alives while it prepares).
+pub const SNAPSHOT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A backup stored and verified, and what the destination holds after retention.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,6 +51,16 @@ impl From<StoreError> for Failed {
     fn from(e: StoreError) -> Self {
         Failed::new(e.reason(), e.to_string())
     }
+}
+
+/// The source node's address (a pod IP, or a DNS name from a Job).
+pub async fn resolve(addr: &NodeAddr) -> Result<SocketAddr, Failed> {
+    let fail = |detail: String| Failed::new("SnapshotFailed", format!("cannot resolve {addr}: {detail}"));
+    tokio::net::lookup_host((addr.host.as_str(), addr.port))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .next()
+        .ok_or_else(|| fail("no address".into()))
 }
 
 /// Where a backup goes and what retention keeps.

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SecretKeySelector, Volume, VolumeMount,
+    Container, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -68,10 +68,6 @@ pub fn name(app: &str, started: Timestamp) -> String {
     format!("{}-backup-{}", app, keys::name_at(started).to_ascii_lowercase())
 }
 
-fn plain(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.to_string(), value: Some(value.into()), value_from: None }
-}
-
 /// The backup Job of `cr` onto `volume`, from `source`, named by `started`.
 pub fn job(
     cr: &CounterApp,
@@ -85,29 +81,22 @@ pub fn job(
     let ns = cr.metadata.namespace.as_deref().unwrap_or("default");
     let tls = cr.spec.redis.tls.is_some();
     let mut env = vec![
-        plain(env::SOURCE_HOST, source.host),
-        plain(env::SOURCE_PORT, source.port.to_string()),
-        plain(env::SOURCE_POD, source.pod),
-        plain(env::USER, RedisUser::Replication.name()),
-        EnvVar {
-            name: env::PASSWORD.to_string(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: names::redis_user_secret(app, RedisUser::Replication.name()),
-                    key: names::PASSWORD_KEY.to_string(),
-                    optional: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-        },
-        plain(env::DIR, MOUNT_PATH),
-        plain(env::FOLDER, keys::folder(&volume.prefix, ns, app)),
-        plain(env::STARTED, started.to_string()),
-        plain(env::KEEP_LAST, retention.keep_last.to_string()),
+        meta::env_var(env::SOURCE_HOST, source.host),
+        meta::env_var(env::SOURCE_PORT, source.port.to_string()),
+        meta::env_var(env::SOURCE_POD, source.pod),
+        meta::env_var(env::USER, RedisUser::Replication.name()),
+        meta::env_from_secret(
+            env::PASSWORD,
+            &names::redis_user_secret(app, RedisUser::Replication.name()),
+            names::PASSWORD_KEY,
+        ),
+        meta::env_var(env::DIR, MOUNT_PATH),
+        meta::env_var(env::FOLDER, keys::folder(&volume.prefix, ns, app)),
+        meta::env_var(env::STARTED, started.to_string()),
+        meta::env_var(env::KEEP_LAST, retention.keep_last.to_string()),
     ];
     if let Some(max_age) = &retention.max_age {
-        env.push(plain(env::MAX_AGE, max_age.clone()));
+        env.push(meta::env_var(env::MAX_AGE, max_age.clone()));
     }
     let mut mounts = vec![VolumeMount {
         name: VOLUME.to_string(),
@@ -123,8 +112,8 @@ pub fn job(
         ..Volume::default()
     }];
     if tls && let Some(v) = tls_volume(cr, Some("ca.crt")) {
-        env.push(plain(env::TLS_CA_FILE, format!("{TLS_MOUNT_PATH}/ca.crt")));
-        env.push(plain(env::TLS_SERVER_NAME, names::redis_pod_host(app, source.ordinal)));
+        env.push(meta::env_var(env::TLS_CA_FILE, format!("{TLS_MOUNT_PATH}/ca.crt")));
+        env.push(meta::env_var(env::TLS_SERVER_NAME, names::redis_pod_host(app, source.ordinal)));
         mounts.push(VolumeMount {
             name: v.name.clone(),
             mount_path: TLS_MOUNT_PATH.to_string(),

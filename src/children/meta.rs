@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, LocalObjectReference, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    Capabilities, EnvVar, EnvVarSource, LocalObjectReference, PodSecurityContext, PodSpec, SeccompProfile,
+    SecretKeySelector, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -194,4 +194,25 @@ pub fn spread_over_nodes(
         match_label_keys,
         ..TopologySpreadConstraint::default()
     }]
+}
+
+/// An environment variable with a value.
+pub fn env_var(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.to_string(), value: Some(value.into()), value_from: None }
+}
+
+/// An environment variable from a key of a Secret (`secretKeyRef`).
+pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
 }

@@ -8,7 +8,7 @@
 
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
-    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 
 use super::{Inputs, configmap, meta};
@@ -41,25 +41,6 @@ pub mod env {
     pub const POD_NAME: &str = "POD_NAME";
 }
 
-fn plain(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.to_string(), value: Some(value.into()), value_from: None }
-}
-
-fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.to_string(),
-                key: key.to_string(),
-                optional: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-    }
-}
-
 /// The folder (`PREFIX/NAMESPACE/NAME`) the backups of the source CounterApp live in.
 pub fn source_folder(cr: &CounterApp, from: &FromBackup) -> String {
     let ns =
@@ -84,9 +65,9 @@ pub fn init_container(cr: &CounterApp, inputs: &Inputs, uid: i64) -> Option<(Con
                 ..EnvVarSource::default()
             }),
         },
-        plain(env::FOLDER, source_folder(cr, from)),
-        plain(env::BACKUP, from.backup.clone()),
-        plain(env::DATA_DIR, configmap::DATA_PATH),
+        meta::env_var(env::FOLDER, source_folder(cr, from)),
+        meta::env_var(env::BACKUP, from.backup.clone()),
+        meta::env_var(env::DATA_DIR, configmap::DATA_PATH),
     ];
     let (tmp_volume, tmp_mount) = meta::tmp_volume();
     let _ = tmp_volume; // the pod already has it
@@ -121,21 +102,25 @@ pub fn init_container(cr: &CounterApp, inputs: &Inputs, uid: i64) -> Option<(Con
 /// The object store's settings and credentials; the CA bundle's volume.
 fn s3_source(s3: &S3Destination, env: &mut Vec<EnvVar>, mounts: &mut Vec<VolumeMount>) -> Vec<Volume> {
     env.extend([
-        plain(env::BUCKET, s3.bucket.clone()),
-        plain(env::REGION, s3.region.clone()),
-        plain(env::PATH_STYLE, s3.force_path_style.to_string()),
-        from_secret(env::ACCESS_KEY_ID, &s3.credentials.secret_name, &s3.credentials.access_key_id_key),
-        from_secret(
+        meta::env_var(env::BUCKET, s3.bucket.clone()),
+        meta::env_var(env::REGION, s3.region.clone()),
+        meta::env_var(env::PATH_STYLE, s3.force_path_style.to_string()),
+        meta::env_from_secret(
+            env::ACCESS_KEY_ID,
+            &s3.credentials.secret_name,
+            &s3.credentials.access_key_id_key,
+        ),
+        meta::env_from_secret(
             env::SECRET_ACCESS_KEY,
             &s3.credentials.secret_name,
             &s3.credentials.secret_access_key_key,
         ),
     ]);
     if let Some(endpoint) = &s3.endpoint {
-        env.push(plain(env::ENDPOINT, endpoint.clone()));
+        env.push(meta::env_var(env::ENDPOINT, endpoint.clone()));
     }
     let Some(ca) = &s3.ca_bundle else { return Vec::new() };
-    env.push(plain(env::CA_FILE, format!("{CA_PATH}/ca.crt")));
+    env.push(meta::env_var(env::CA_FILE, format!("{CA_PATH}/ca.crt")));
     mounts.push(VolumeMount {
         name: CA_VOLUME.to_string(),
         mount_path: CA_PATH.to_string(),
@@ -161,7 +146,7 @@ fn s3_source(s3: &S3Destination, env: &mut Vec<EnvVar>, mounts: &mut Vec<VolumeM
 /// The backup claim, read-only. Every pod of the StatefulSet mounts it (one template):
 /// the claim must be attachable wherever the Redis pods run (docs/backup.md).
 fn volume_source(v: &VolumeDestination, env: &mut Vec<EnvVar>, mounts: &mut Vec<VolumeMount>) -> Vec<Volume> {
-    env.push(plain(env::SOURCE_DIR, SOURCE_PATH));
+    env.push(meta::env_var(env::SOURCE_DIR, SOURCE_PATH));
     mounts.push(VolumeMount {
         name: SOURCE_VOLUME.to_string(),
         mount_path: SOURCE_PATH.to_string(),

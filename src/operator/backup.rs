@@ -10,7 +10,6 @@
 //! (an S3 backup that was running is started again; a running backup Job is adopted).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,6 +33,7 @@ use crate::backup::rdb::{SnapshotSource, TlsTarget};
 use crate::backup::schedule::{self, Schedule, Trigger};
 use crate::backup::store::{S3Target, Store};
 pub use crate::backup::take::{Done, Failed, Target, take};
+use crate::backup::take::{SNAPSHOT_IO_TIMEOUT, resolve};
 use crate::children::Passwords;
 use crate::dial::TlsCa;
 use crate::replication::AppKey;
@@ -42,8 +42,6 @@ use crate::replication::node::{Addressing, NodeAddr};
 
 /// A replica further behind than this is not a backup source.
 const MAX_SOURCE_LAG_BYTES: i64 = 1024 * 1024;
-/// Bound on every read from the source node (it sends keep-alives while it prepares).
-const SNAPSHOT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The backups running and finished but not yet in a status, per CounterApp.
 #[derive(Default)]
@@ -410,15 +408,6 @@ async fn run_s3(job: S3Work, started: Timestamp) -> Result<Done, Failed> {
     };
     let target = Target { store: &job.store, folder: &job.folder, retention: &job.retention };
     take(&src, &job.source_pod, &target, started).await
-}
-
-async fn resolve(addr: &NodeAddr) -> Result<SocketAddr, Failed> {
-    let fail = |detail: String| Failed::new("SnapshotFailed", format!("cannot resolve {addr}: {detail}"));
-    tokio::net::lookup_host((addr.host.as_str(), addr.port))
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .next()
-        .ok_or_else(|| fail("no address".into()))
 }
 
 #[cfg(test)]
