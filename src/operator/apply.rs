@@ -19,7 +19,7 @@ use std::fmt::Debug;
 use std::sync::Mutex;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -341,7 +341,8 @@ pub async fn hand_off_replicas(
 }
 
 /// Delete a child the spec no longer asks for (an autoscaler or NetworkPolicy turned
-/// off), only when this CounterApp controls it. Never used for data (PVCs, Secrets).
+/// off), or one that must be replaced (a Service that loses its ClusterIP), only when
+/// this CounterApp controls it. Never used for data (PVCs, Secrets). `why` is logged.
 /// Returns whether a delete was sent.
 pub async fn remove<K>(
     client: &Client,
@@ -349,6 +350,7 @@ pub async fn remove<K>(
     name: &str,
     owner_uid: &str,
     live: &ObjectMeta,
+    why: &str,
 ) -> Result<bool, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -363,10 +365,16 @@ where
     }
     let kind = K::kind(&());
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    tracing::info!(%kind, %name, "deleting: the spec no longer asks for it");
-    match api.delete(name, &Default::default()).await {
+    tracing::info!(%kind, %name, why, "deleting");
+    // Only the object seen: one re-created meanwhile (by us or anyone) is left alone.
+    let params = DeleteParams {
+        preconditions: live.uid.clone().map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        // Gone already, or another object of that name now (the next pass sees it).
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
         Err(e) => Err(Error::kube(format!("delete {kind} {namespace}/{name}"), e)),
     }
 }

@@ -112,6 +112,12 @@ impl Error {
         }
     }
 
+    /// The API server refused a write as invalid (422): for an apply, a field that
+    /// cannot change in place.
+    pub fn invalid(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(e), .. } if e.code == 422)
+    }
+
     /// Wrap a kube error with what the operator was doing.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
         Error::Kube { action: action.into(), source }

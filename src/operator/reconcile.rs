@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -459,9 +459,9 @@ async fn apply_children(
     // Children nothing else refers to at creation go out at once, concurrently with the
     // ordered chain below: a new stack's Services wait longest on the API server (its
     // ClusterIP allocation is serialised), and a thousand new stacks queue behind them.
-    let service = |svc: k8s_openapi::api::core::v1::Service| {
+    let service = |svc: Service| {
         let live = cache::meta(&caches.services, &ns, &svc.name_any());
-        ensure(app, ctx, name, svc, live, &done)
+        ensure_service(app, ctx, name, svc, live, &done)
     };
     let redis_name = names::redis(name);
     // Each branch is boxed: joined inline, the futures of a dozen typed applies make one
@@ -688,6 +688,41 @@ where
     Ok(applied.object)
 }
 
+/// A Service, applied like any child, except that one the API server refuses because
+/// it would lose its ClusterIP (`NAME-redis-replicas` of a stack made by an earlier
+/// build, now headless) is deleted and created anew: a ClusterIP cannot be removed in
+/// place. Clients connected through it keep their connections; new ones resolve the
+/// pods.
+async fn ensure_service(
+    app: &CounterApp,
+    ctx: &Context,
+    name: &str,
+    desired: Service,
+    live: Option<ObjectMeta>,
+    done: &Done,
+) -> Result<Option<Service>, Error> {
+    // Kept for a second try only where one can be needed.
+    let retry = children::service::is_headless(&desired).then(|| (desired.clone(), live.clone()));
+    match ensure(app, ctx, name, desired, live, done).await {
+        Err(e) if e.invalid() => {
+            let Some((desired, Some(live))) = retry else { return Err(e) };
+            let ns = app.namespace().unwrap_or_default();
+            let uid = app.metadata.uid.as_deref().unwrap_or_default();
+            let child = desired.name_any();
+            let why = "it becomes headless, and a ClusterIP cannot be removed in place";
+            if !apply::remove::<Service>(&ctx.client, &ns, &child, uid, &live, why).await? {
+                return Err(e);
+            }
+            // Deleted by us: create it now, not wait for the cache to show it.
+            ctx.applied.forget_object(&ns, "Service", &child);
+            let note = format!("replaced Service {child}: {why}");
+            ctx.events.normal(app, reason::UPDATED, "Apply", note).await;
+            ensure(app, ctx, name, desired, None, done).await
+        }
+        other => other,
+    }
+}
+
 /// A child that exists only when the spec asks for it: applied like the others when
 /// built, deleted (if this CounterApp controls it) when not.
 async fn ensure_optional<K>(
@@ -713,7 +748,9 @@ where
         (None, Some(live)) => {
             let ns = app.namespace().unwrap_or_default();
             let uid = app.metadata.uid.as_deref().unwrap_or_default();
-            if apply::remove::<K>(&ctx.client, &ns, child_name, uid, &live).await? {
+            if apply::remove::<K>(&ctx.client, &ns, child_name, uid, &live, "the spec no longer asks for it")
+                .await?
+            {
                 done.applied();
                 let note = format!("deleted {} {child_name}: the spec no longer asks for it", K::kind(&()));
                 ctx.events.normal(app, reason::UPDATED, "Apply", note).await;

@@ -5,6 +5,7 @@ use crate::common;
 mod at_rest;
 mod fake_api;
 mod rollouts;
+mod services;
 mod storage;
 mod terminating;
 

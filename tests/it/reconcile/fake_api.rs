@@ -409,6 +409,23 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
                     ),
                 );
             }
+            if kind == "Service"
+                && live["spec"]["clusterIP"].is_string()
+                && live["spec"]["clusterIP"] != "None"
+                && obj["spec"]["clusterIP"].is_string()
+                && obj["spec"]["clusterIP"] != live["spec"]["clusterIP"]
+            {
+                // As the API server's Service validation (a ClusterIP is immutable).
+                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+                return status(
+                    422,
+                    "Invalid",
+                    &format!(
+                        "Service \"{name}\" is invalid: spec.clusterIPs[0]: Invalid value: []string{{\"None\"}}: \
+                         may not change once set"
+                    ),
+                );
+            }
             let vct_bug = kind == "StatefulSet" && !obj["spec"]["volumeClaimTemplates"].is_null();
             if obj != live || vct_bug {
                 if has_generation && spec_changed {
