@@ -172,7 +172,10 @@ async fn fingerprint(ctx: &Ctx, app: &str) -> BTreeMap<String, String> {
 #[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
 fn a_counterapp_converges_with_owned_children_and_kstatus_status() {
     with_namespace("converge", |ctx| async move {
-        let cr = ctx.apply_app(APP, small_spec()).await;
+        // Reads from the replicas: the headless replicas Service must lead the web there.
+        let mut spec = small_spec();
+        spec["web"]["readFrom"] = json!("replicas");
+        let cr = ctx.apply_app(APP, spec).await;
         let metas = wait_children_owned(&ctx, &cr).await;
         for ((kind, name), meta) in &metas {
             let l = meta.labels.clone().unwrap_or_default();
@@ -205,6 +208,7 @@ fn a_counterapp_converges_with_owned_children_and_kstatus_status() {
         assert_eq!(status.web.as_ref().map(|w| w.ready_replicas), Some(2), "{status:?}");
         let primary = status.redis.as_ref().and_then(|r| r.primary.clone()).expect("status.redis.primary");
         assert!(primary.starts_with(&names::redis(APP)), "{primary}");
+        reads_go_to_the_replica(&ctx, &primary).await;
         // A ready, unchanged stack stays silent, status included.
         tokio::time::sleep(Duration::from_secs(10)).await;
         let rv = cr.resource_version();
@@ -212,6 +216,49 @@ fn a_counterapp_converges_with_owned_children_and_kstatus_status() {
         let again = ctx.api::<CounterApp>().get(APP).await.unwrap();
         assert_eq!(again.resource_version(), rv, "the CounterApp changed although the stack is steady");
     });
+}
+
+/// `readFrom: replicas` through the headless `NAME-redis-replicas` (no ClusterIP: issue
+/// 18): an increment, then reads until they return it and the replica served one (its
+/// `GET` count grows; nothing else sends it GET).
+async fn reads_go_to_the_replica(ctx: &Ctx, primary: &str) {
+    let svc = ctx.api::<Service>().get(&names::redis_replicas(APP)).await.unwrap();
+    assert_eq!(
+        svc.spec.and_then(|s| s.cluster_ip).as_deref(),
+        Some("None"),
+        "the replicas Service is headless"
+    );
+    // small_spec: two Redis pods, the primary and one replica.
+    let replica =
+        [0, 1].map(|k| format!("{}-{k}", names::redis(APP))).into_iter().find(|p| p != primary).unwrap();
+    let gets = || async {
+        let mut c = faults::connect_local(ctx, &replica).await?;
+        let text: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut c).await.map_err(|e| e.to_string())?;
+        let calls = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|v| v.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok::<u64, String>(calls)
+    };
+    let before = eventually("INFO of the replica", timeout(), gets).await;
+    let web = |method: &'static str, path: &'static str| async move {
+        harness::counter_value(&harness::proxy(ctx, method, &names::web(APP), stack::WEB_PORT, path).await?)
+    };
+    let written = eventually("an increment", timeout(), || web("POST", "/api/counter/increment")).await;
+    // Eventually: a web pod that started before the replica was ready finds it at its
+    // next connection attempt, and reads the primary meanwhile.
+    eventually("a read of the increment served by the replica", timeout(), || async {
+        let read = web("GET", "/api/counter").await?;
+        let after = gets().await?;
+        match (read == written, after > before) {
+            (true, true) => Ok(()),
+            (false, _) => Err(format!("read {read}, wrote {written}")),
+            (true, false) => Err(format!("the replica served no GET yet ({before} -> {after})")),
+        }
+    })
+    .await;
 }
 
 #[test]
