@@ -394,37 +394,8 @@ fn apply(st: &mut State, path: &str, route: Option<&Route>, body: Value) -> Resp
                 obj["status"] = live["status"].clone();
             }
             let spec_changed = obj["spec"] != live["spec"];
-            if kind == "StatefulSet"
-                && obj["spec"]["volumeClaimTemplates"] != live["spec"]["volumeClaimTemplates"]
-            {
-                // As the API server's StatefulSet validation (the templates are immutable).
-                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-                return status(
-                    422,
-                    "Invalid",
-                    &format!(
-                        "StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to statefulset spec \
-                         for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', \
-                         'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
-                    ),
-                );
-            }
-            if kind == "Service"
-                && live["spec"]["clusterIP"].is_string()
-                && live["spec"]["clusterIP"] != "None"
-                && obj["spec"]["clusterIP"].is_string()
-                && obj["spec"]["clusterIP"] != live["spec"]["clusterIP"]
-            {
-                // As the API server's Service validation (a ClusterIP is immutable).
-                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-                return status(
-                    422,
-                    "Invalid",
-                    &format!(
-                        "Service \"{name}\" is invalid: spec.clusterIPs[0]: Invalid value: []string{{\"None\"}}: \
-                         may not change once set"
-                    ),
-                );
+            if let Some(message) = immutable_field_changed(&kind, &obj, &live) {
+                return status(422, "Invalid", &message);
             }
             let vct_bug = kind == "StatefulSet" && !obj["spec"]["volumeClaimTemplates"].is_null();
             if obj != live || vct_bug {
@@ -630,4 +601,32 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The API server's refusal of an update that changes an immutable field, as its
+/// validation words it: a StatefulSet's claim templates, a Service's set ClusterIP.
+fn immutable_field_changed(kind: &str, obj: &Value, live: &Value) -> Option<String> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    match kind {
+        "StatefulSet" if obj["spec"]["volumeClaimTemplates"] != live["spec"]["volumeClaimTemplates"] => {
+            Some(format!(
+                "StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to statefulset spec \
+                 for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', \
+                 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+            ))
+        }
+        "Service"
+            if live["spec"]["clusterIP"].is_string()
+                && live["spec"]["clusterIP"] != "None"
+                && obj["spec"]["clusterIP"].is_string()
+                && obj["spec"]["clusterIP"] != live["spec"]["clusterIP"] =>
+        {
+            Some(format!(
+                "Service \"{name}\" is invalid: spec.clusterIPs[0]: Invalid value: []string{{{:?}}}: \
+                 may not change once set",
+                obj["spec"]["clusterIP"].as_str().unwrap_or_default()
+            ))
+        }
+        _ => None,
+    }
 }
