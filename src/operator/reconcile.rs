@@ -748,11 +748,10 @@ where
         (None, Some(live)) => {
             let ns = app.namespace().unwrap_or_default();
             let uid = app.metadata.uid.as_deref().unwrap_or_default();
-            if apply::remove::<K>(&ctx.client, &ns, child_name, uid, &live, "the spec no longer asks for it")
-                .await?
-            {
+            let why = "the spec no longer asks for it";
+            if apply::remove::<K>(&ctx.client, &ns, child_name, uid, &live, why).await? {
                 done.applied();
-                let note = format!("deleted {} {child_name}: the spec no longer asks for it", K::kind(&()));
+                let note = format!("deleted {} {child_name}: {why}", K::kind(&()));
                 ctx.events.normal(app, reason::UPDATED, "Apply", note).await;
             }
         }

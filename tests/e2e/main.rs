@@ -42,6 +42,9 @@ mod load;
 mod pki;
 mod plugin;
 mod redis_config;
+/// Reading Redis `INFO` text, shared with the integration tests.
+#[path = "../it/common/redis_info.rs"]
+mod redis_info;
 mod restart;
 mod scenario;
 mod security;
@@ -235,12 +238,7 @@ async fn reads_go_to_the_replica(ctx: &Ctx, primary: &str) {
         let mut c = faults::connect_local(ctx, &replica).await?;
         let text: String =
             redis::cmd("INFO").arg("commandstats").query_async(&mut c).await.map_err(|e| e.to_string())?;
-        let calls = text
-            .lines()
-            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
-            .and_then(|v| v.split(',').next()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        Ok::<u64, String>(calls)
+        Ok::<u64, String>(redis_info::command_calls(&text, "get"))
     };
     let before = eventually("INFO of the replica", timeout(), gets).await;
     let web = |method: &'static str, path: &'static str| async move {

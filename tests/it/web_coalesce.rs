@@ -13,6 +13,7 @@ use crate::common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
+use common::redis_info;
 use common::redis_server::{RedisServer, cluster};
 use common::web::{READY, RawClient, WebServer, metric, wait_in_flight};
 use counterstack::web::Op;
@@ -101,9 +102,7 @@ async fn behind_a_paused_write(
 /// `calls` of a command in `INFO commandstats` (0 when never called).
 fn calls(redis: &RedisServer, command: &str) -> u64 {
     let info: String = redis.cmd(&["INFO", "commandstats"]).expect("INFO commandstats");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls="))?.split(',').next()?.parse().ok())
-        .unwrap_or(0)
+    redis_info::command_calls(&info, command)
 }
 
 async fn web_on(redis: &RedisServer, extra: &[&str]) -> WebServer {

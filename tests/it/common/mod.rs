@@ -5,6 +5,7 @@
 pub mod failover_driver;
 pub mod payload;
 pub mod pki;
+pub mod redis_info;
 pub mod redis_server;
 pub mod s3_server;
 pub mod small_disk;
